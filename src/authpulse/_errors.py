@@ -1,0 +1,165 @@
+"""The exception hierarchy and the error taxonomy.
+
+Every error authpulse raises derives from :class:`AuthpulseError`. Messages
+describe what went wrong without quoting secrets: no access token, refresh
+token, id token or client secret ever appears in ``str(exc)`` or ``repr``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "AuthpulseError",
+    "ConfigurationError",
+    "ErrorClass",
+    "NoRefreshTokenError",
+    "OAuthError",
+    "RefreshError",
+    "TokenEndpointError",
+    "TokenError",
+    "TokenResponseError",
+    "TokenVerificationError",
+    "UsageError",
+]
+
+
+class ErrorClass(enum.StrEnum):
+    """What kind of failure an error is; decides whether and how to retry.
+
+    Computed once per failure and carried on exceptions, events and metrics.
+    """
+
+    NETWORK = "network"  #: connect error, read error, timeout
+    THROTTLED = "throttled"  #: 429, or 503 with Retry-After
+    SERVER = "server"  #: 500, 502, 503, 504 (and other 5xx)
+    AUTH = "auth"  #: 401, 403, and OAuth grant/client errors
+    CLIENT = "client"  #: any other 4xx, malformed responses
+
+    @property
+    def transient(self) -> bool:
+        """True when the same request may succeed if tried again later."""
+        return self in (ErrorClass.NETWORK, ErrorClass.THROTTLED, ErrorClass.SERVER)
+
+
+class AuthpulseError(Exception):
+    """Base class of every exception raised by authpulse."""
+
+    error_class: ErrorClass | None = None
+
+
+class ConfigurationError(AuthpulseError, ValueError):
+    """An argument or setting is invalid. Raised at construction time."""
+
+
+class UsageError(AuthpulseError, RuntimeError):
+    """The API was called in a way that cannot work (e.g. after ``close()``)."""
+
+
+class TokenError(AuthpulseError):
+    """Obtaining a token failed."""
+
+
+class OAuthError(TokenError):
+    """The token endpoint answered with an RFC 6749 §5.2 error response.
+
+    ``error`` is the registered code (``invalid_grant``, ``invalid_client``,
+    ``invalid_scope``, ...). ``description`` is the server's text, shortened
+    and scrubbed of any secret the request carried.
+    """
+
+    error_class = ErrorClass.AUTH
+
+    #: codes that mean "this grant or credential will not work again"
+    PERMANENT = frozenset(
+        {
+            "invalid_grant",
+            "invalid_client",
+            "unauthorized_client",
+            "unsupported_grant_type",
+            "invalid_scope",
+            "access_denied",
+            "invalid_request",
+        }
+    )
+
+    def __init__(
+        self,
+        error: str,
+        description: str | None = None,
+        *,
+        status_code: int | None = None,
+        uri: str | None = None,
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.status_code = status_code
+        self.uri = uri
+        text = f"token endpoint returned error {error!r}"
+        if status_code is not None:
+            text += f" (HTTP {status_code})"
+        if description:
+            text += f": {description}"
+        super().__init__(text)
+
+    @property
+    def permanent(self) -> bool:
+        """True when retrying the same request cannot succeed."""
+        return self.error in self.PERMANENT
+
+
+class TokenResponseError(TokenError):
+    """The token endpoint's answer could not be understood.
+
+    Not JSON, no ``access_token``, a field of the wrong type, an absurd
+    ``expires_in``. The message names the problem, never the values.
+    """
+
+    error_class = ErrorClass.CLIENT
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class TokenEndpointError(TokenError):
+    """The token endpoint could not be reached or failed (after retries).
+
+    ``error_class`` says why: ``NETWORK``, ``THROTTLED``, ``SERVER`` or
+    ``CLIENT`` (an unexpected 4xx without an OAuth error body).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: ErrorClass,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.error_class = error_class
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class TokenVerificationError(TokenError):
+    """A JWT failed verification (signature, algorithm, issuer, audience, time)."""
+
+    error_class = ErrorClass.AUTH
+
+
+class RefreshError(TokenError):
+    """A refresh could not produce a usable token.
+
+    Raised to callers that had to wait for a token (the old one has expired).
+    ``__cause__`` holds the underlying :class:`TokenError`.
+    """
+
+
+class NoRefreshTokenError(TokenError):
+    """A refresh-token grant has no refresh token to use."""
+
+    error_class = ErrorClass.AUTH
