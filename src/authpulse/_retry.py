@@ -1,0 +1,132 @@
+"""Retry decisions (pure) and the tenacity set-up shared by sync and async calls."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import tenacity
+
+from ._clock import Clock
+from ._errors import ConfigurationError, ErrorClass, TokenEndpointError
+
+__all__ = [
+    "TokenRetry",
+    "backoff",
+    "classify_status",
+    "parse_retry_after",
+    "retrying_kwargs",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRetry:
+    """How token endpoint calls are retried.
+
+    Transient failures (connect errors, timeouts, 5xx, 429 / 503 with
+    ``Retry-After``) are retried with full-jitter exponential backoff,
+    ``Retry-After`` honoured; OAuth errors such as ``invalid_grant`` never
+    are. ``deadline`` bounds the whole call: every attempt's timeout and
+    every sleep fit inside it.
+    """
+
+    attempts: int = 5
+    deadline: float = 30.0
+    attempt_timeout: float = 10.0
+    backoff_base: float = 0.25
+    backoff_max: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigurationError("TokenRetry.attempts must be at least 1")
+        for name in ("deadline", "attempt_timeout", "backoff_base", "backoff_max"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ConfigurationError(f"TokenRetry.{name} must be a positive number")
+
+
+def classify_status(
+    status_code: int, headers: Mapping[str, str] | None = None
+) -> ErrorClass | None:
+    """The error class of an HTTP status, or ``None`` for success (< 400)."""
+    if status_code < 400:
+        return None
+    if status_code == 429:
+        return ErrorClass.THROTTLED
+    if status_code == 503 and headers is not None and "retry-after" in {k.lower() for k in headers}:
+        return ErrorClass.THROTTLED
+    if status_code >= 500:
+        return ErrorClass.SERVER
+    if status_code in (401, 403):
+        return ErrorClass.AUTH
+    return ErrorClass.CLIENT
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date).
+
+    ``now`` is wall-clock time. Unparseable values give ``None``; dates in
+    the past give 0.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(when - now, 0.0)
+
+
+def backoff(attempt: int, *, base: float, cap: float, u: float) -> float:
+    """Full-jitter exponential backoff: ``u × min(cap, base × 2^(attempt-1))``."""
+    exp = min(max(attempt - 1, 0), 60)
+    return min(max(u, 0.0), 1.0) * min(cap, base * (2.0**exp))
+
+
+def retrying_kwargs(
+    policy: TokenRetry,
+    *,
+    clock: Clock,
+    deadline: float,
+    rng: random.Random,
+    on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying``.
+
+    ``deadline`` is a ``clock.monotonic()`` instant. The stop rule gives up
+    when the attempts are spent or when the next sleep would reach past the
+    deadline: we never sleep past it.
+    """
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TokenEndpointError) and exc.retry_after is not None:
+            return exc.retry_after
+        return backoff(
+            state.attempt_number, base=policy.backoff_base, cap=policy.backoff_max, u=rng.random()
+        )
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        if state.attempt_number >= policy.attempts:
+            return True
+        return clock.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
+
+    def retry(state: tenacity.RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return (
+            isinstance(exc, TokenEndpointError)
+            and exc.error_class is not None
+            and (exc.error_class.transient)
+        )
+
+    kwargs: dict[str, Any] = {"wait": wait, "stop": stop, "retry": retry, "reraise": True}
+    if on_retry is not None:
+        kwargs["before_sleep"] = on_retry
+    return kwargs
