@@ -1,0 +1,126 @@
+"""The httpx integration: one auth flow, driven by sync and async clients.
+
+``_flow`` is a generator that yields two kinds of things: ``_NeedToken``
+(the driver answers with the current token, refreshing if needed) and
+``httpx.Request`` (httpx answers with the response). ``sync_auth_flow`` and
+``async_auth_flow`` differ only in how they get a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from ._http import httpx, origin_of
+
+if TYPE_CHECKING:
+    from ._session import Session, _Current
+
+__all__ = ["SessionAuth"]
+
+
+@dataclass(frozen=True, slots=True)
+class _NeedToken:
+    rejected: int | None = None  # generation of a token the server refused
+
+
+_FIRST = _NeedToken()
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """True when the request body can be sent a second time."""
+    if isinstance(request.stream, httpx.ByteStream):
+        return True
+    try:
+        request.content  # noqa: B018 - raises if the body is a one-shot stream not yet read
+    except httpx.RequestNotRead:
+        return False
+    return True
+
+
+class SessionAuth(httpx.Auth):
+    """Bearer auth from a :class:`Session`, with one refresh-and-replay on 401."""
+
+    requires_request_body = False
+    requires_response_body = False
+
+    def __init__(
+        self, session: Session, origins: frozenset[tuple[str, str, int | None]] | None
+    ) -> None:
+        self.session = session
+        self.origins = origins
+        self._seen: dict[tuple[str, bytes], bool] = {}
+
+    def __repr__(self) -> str:
+        return f"<SessionAuth session={self.session.name!r}>"
+
+    def _allowed(self, url: httpx.URL) -> bool:
+        if self.origins is None:
+            return True
+        key = (url.scheme, url.netloc)
+        ok = self._seen.get(key)
+        if ok is None:
+            ok = origin_of(url) in self.origins
+            if len(self._seen) < 1024:
+                self._seen[key] = ok
+        return ok
+
+    def _flow(
+        self, request: httpx.Request
+    ) -> Generator[_NeedToken | httpx.Request, _Current | httpx.Response, None]:
+        if not self._allowed(request.url):
+            yield request
+            return
+        cur = cast("_Current", (yield _FIRST))
+        request.headers["Authorization"] = cur.header
+        response = cast(httpx.Response, (yield request))
+        if response.status_code != 401 or not _replayable(request):
+            return
+        fresh = cast("_Current", (yield _NeedToken(rejected=cur.generation)))
+        if fresh.generation == cur.generation:
+            return  # no new token to try: hand the 401 to the caller
+        request.headers["Authorization"] = fresh.header
+        yield request  # the one replay; whatever comes back is final
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = self._flow(request)
+        session = self.session
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, _NeedToken):
+                    cur = (
+                        session._get_sync()
+                        if step.rejected is None
+                        else session._after_401_sync(step.rejected)
+                    )
+                    step = flow.send(cur)
+                else:
+                    response = yield step
+                    step = flow.send(response)
+        except StopIteration:
+            return
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        flow = self._flow(request)
+        session = self.session
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, _NeedToken):
+                    cur = (
+                        await session._get_async()
+                        if step.rejected is None
+                        else await session._after_401_async(step.rejected)
+                    )
+                    step = flow.send(cur)
+                else:
+                    response = yield step
+                    step = flow.send(response)
+        except StopIteration:
+            return

@@ -1,0 +1,630 @@
+"""``Session``: a token that never lapses, refreshed once for everyone.
+
+The decisions (fresh / stale / expired, when to retry) are the pure
+functions of ``_policy``; this module is the shell that reads the clock,
+does the I/O and coordinates threads and coroutines.
+
+Single flight: one ``concurrent.futures.Future`` stands for the refresh in
+progress. Threads wait on it with ``result()``; coroutines await it through
+``asyncio.wrap_future`` (shielded, so a cancelled waiter never cancels the
+refresh). The leader is whoever found no refresh running: a thread runs it
+in place, a coroutine runs it as a task of its own. A STALE token starts a
+refresh in the background and keeps being served; only an EXPIRED token
+makes callers wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import random
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._clock import Clock, SystemClock
+from ._errors import (
+    AuthpulseError,
+    ConfigurationError,
+    RefreshError,
+    TokenResponseError,
+    UsageError,
+)
+from ._health import HealthReport, HealthSignals, compute_health
+from ._http import httpx, origin_of
+from ._policy import Freshness, RefreshPolicy, schedule
+from ._retry import TokenRetry
+from ._sources import FetchContext, Fetched, TokenSource
+from ._tokens import JWTVerifier, TokenSet
+
+__all__ = ["RefreshStats", "Session", "TokenUpdateHook"]
+
+log = logging.getLogger("authpulse.session")
+
+TokenUpdateHook = Callable[[TokenSet], None] | Callable[[TokenSet], Awaitable[None]]
+RefreshReason = Literal["expired", "stale", "forced", "rejected", "initial"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    token: TokenSet
+    access: str
+    header: str
+    refresh_at: float  # local clock
+    expires_at: float  # local clock
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshStats:
+    """Counters of one session's refreshes (no secrets)."""
+
+    refreshes: int
+    failures: int
+    consecutive_failures: int
+    token_requests: int
+    last_refresh_at: float | None
+    last_failure_at: float | None
+    last_error: str | None
+    last_error_class: str | None
+    skew: float
+    generation: int
+
+
+class Session:
+    """An authenticated session: a token source plus the rules that keep it fresh.
+
+    >>> session = Session(ClientCredentials(url, "id", "secret"))
+    >>> client = httpx.Client(auth=session.auth())
+
+    ``token()`` / ``await atoken()`` return a valid access token, refreshing
+    when needed; one refresh serves every thread and coroutine waiting.
+    ``force_refresh()`` / ``await aforce_refresh()`` refresh now.
+
+    ``on_token_update`` (sync or async) is called with every new token set
+    *before* any caller can use it: persist rotated refresh tokens there.
+    If it raises, the error is logged and counted; the new token is still
+    installed, because the IdP has already rotated the old refresh token.
+    """
+
+    def __init__(
+        self,
+        source: TokenSource,
+        *,
+        token: TokenSet | None = None,
+        policy: RefreshPolicy | None = None,
+        retry: TokenRetry | None = None,
+        clock: Clock | None = None,
+        on_token_update: TokenUpdateHook | None = None,
+        verifier: JWTVerifier | None = None,
+        origins: Iterable[str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+        seed: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(source, TokenSource):
+            raise ConfigurationError("source must be a token source (fetch/afetch)")
+        if token is not None and not isinstance(token, TokenSet):
+            raise ConfigurationError("token must be a TokenSet")
+        if on_token_update is not None and not callable(on_token_update):
+            raise ConfigurationError("on_token_update must be callable")
+        self.source = source
+        self.policy = policy or RefreshPolicy()
+        self.retry = retry or TokenRetry()
+        self.clock: Clock = clock or SystemClock()
+        self.name = name or type(source).__name__
+        self.origins: frozenset[tuple[str, str, int | None]] | None = (
+            frozenset(origin_of(o) for o in origins) if origins is not None else None
+        )
+        self._hook = on_token_update
+        self._hook_is_async = on_token_update is not None and inspect.iscoroutinefunction(
+            on_token_update
+        )
+        self._verifier = verifier
+        self._transport = transport
+        self._async_transport = async_transport
+        self._rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
+        self._lock = threading.Lock()
+        self._cur: _Current | None = None
+        self._flight: concurrent.futures.Future[_Current] | None = None
+        self._flight_loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._threads: set[threading.Thread] = set()
+        self._http: httpx.Client | None = None
+        self._ahttp: httpx.AsyncClient | None = None
+        self._ahttp_loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._skew = 0.0
+        self._generation = 0
+        self._next_bg_attempt = float("-inf")
+        # counters
+        self._refreshes = 0
+        self._failures = 0
+        self._consecutive_failures = 0
+        self._token_requests = 0
+        self._last_refresh_at: float | None = None
+        self._last_failure_at: float | None = None
+        self._last_error: str | None = None
+        self._last_error_class: str | None = None
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        if token is not None:
+            self._cur = self._make_current(token)
+
+    def __repr__(self) -> str:
+        cur = self._cur
+        state = self.freshness().value if cur else "no token"
+        return f"<Session {self.name!r} {state} generation={self._generation}>"
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def token_set(self) -> TokenSet | None:
+        """The current token set (tokens are SecretStr), or ``None``."""
+        cur = self._cur
+        return cur.token if cur else None
+
+    @property
+    def generation(self) -> int:
+        """Increases by one with every installed token set."""
+        return self._generation
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def freshness(self, now: float | None = None) -> Freshness:
+        """FRESH, STALE or EXPIRED at ``now`` (default: the clock's now)."""
+        cur = self._cur
+        if cur is None:
+            return Freshness.EXPIRED
+        t = self.clock.now() if now is None else now
+        if t >= cur.expires_at:
+            return Freshness.EXPIRED
+        return Freshness.STALE if t >= cur.refresh_at else Freshness.FRESH
+
+    def stats(self) -> RefreshStats:
+        """Refresh counters."""
+        return RefreshStats(
+            refreshes=self._refreshes,
+            failures=self._failures,
+            consecutive_failures=self._consecutive_failures,
+            token_requests=self._token_requests,
+            last_refresh_at=self._last_refresh_at,
+            last_failure_at=self._last_failure_at,
+            last_error=self._last_error,
+            last_error_class=self._last_error_class,
+            skew=self._skew,
+            generation=self._generation,
+        )
+
+    def health_signals(self, now: float | None = None) -> HealthSignals:
+        """The signals this session knows about (token and refresh outcome)."""
+        t = self.clock.now() if now is None else now
+        cur = self._cur
+        remaining = None
+        if cur is not None:
+            life = cur.token.lifetime
+            remaining = max(cur.expires_at - t, 0.0) / life if life > 0 else 0.0
+        return HealthSignals(
+            freshness=self.freshness(t).value,
+            has_token=cur is not None,
+            remaining_fraction=remaining,
+            consecutive_refresh_failures=self._consecutive_failures,
+            seconds_since_refresh_failure=(
+                None if self._last_failure_at is None else t - self._last_failure_at
+            ),
+            auth_state="closed" if self._closed else None,
+        )
+
+    def health(self, now: float | None = None) -> HealthReport:
+        """A 0–100 score with its band and the reasons for every point lost."""
+        return compute_health(self.health_signals(now))
+
+    def add_listener(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``fn(kind, fields)`` on refresh events (``refreshed``,
+        ``refresh_failed``, ``retry``). Fields never carry secrets."""
+        self._listeners.append(fn)
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        for fn in self._listeners:
+            try:
+                fn(kind, fields)
+            except Exception:  # a listener must never break a refresh
+                log.exception("authpulse listener failed on %s", kind)
+
+    # ------------------------------------------------------------------ sync API
+
+    def token(self) -> str:
+        """A valid access token, refreshing first if there is none or it expired."""
+        return self._get_sync().access
+
+    def force_refresh(self) -> TokenSet:
+        """Refresh now (joining a refresh already running) and return the new set."""
+        return self._wait_sync("forced").token
+
+    # ----------------------------------------------------------------- async API
+
+    async def atoken(self) -> str:
+        """Async twin of :meth:`token`; never blocks the event loop."""
+        return (await self._get_async()).access
+
+    async def aforce_refresh(self) -> TokenSet:
+        """Async twin of :meth:`force_refresh`."""
+        return (await self._wait_async("forced")).token
+
+    # -------------------------------------------------------------- httpx glue
+
+    def auth(self, *, origins: Iterable[str] | None = None) -> httpx.Auth:
+        """An ``httpx.Auth`` for any ``httpx.Client`` / ``AsyncClient``.
+
+        It sets ``Authorization`` on requests to ``origins`` (default: the
+        session's ``origins``; if neither is given, every origin — httpx
+        itself drops the header on a redirect to another origin). On a 401
+        it refreshes if the rejected token is still current and replays the
+        request once, if its body can be sent again.
+        """
+        from ._auth import SessionAuth
+
+        allowed = frozenset(origin_of(o) for o in origins) if origins is not None else self.origins
+        return SessionAuth(self, allowed)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Stop background refreshes and close the token HTTP clients."""
+        self._closed = True
+        for t in list(self._threads):
+            t.join(timeout=self.retry.deadline + 1)
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`: also awaits background refresh tasks."""
+        self._closed = True
+        tasks = [t for t in self._tasks if not t.done()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._ahttp is not None:
+            await self._ahttp.aclose()
+            self._ahttp = None
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ================================================================ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"session {self.name!r} is closed")
+
+    def _make_current(self, token: TokenSet) -> _Current:
+        sched = schedule(token, self.policy, skew=self._skew, u=self._rng.random())
+        access = token.access_token.get_secret_value()
+        self._generation += 1
+        return _Current(
+            token,
+            access,
+            f"{token.token_type} {access}",
+            sched.refresh_at,
+            sched.expires_at,
+            self._generation,
+        )
+
+    def _context(self, current: TokenSet | None) -> FetchContext:
+        def on_retry(attempt: int, sleep: float, exc: BaseException | None) -> None:
+            cls = getattr(exc, "error_class", None)
+            self._emit(
+                "retry",
+                attempt=attempt,
+                sleep=sleep,
+                error_class=cls.value if cls is not None else None,
+                error=type(exc).__name__ if exc else None,
+            )
+
+        return FetchContext(
+            current=current,
+            clock=self.clock,
+            retry=self.retry,
+            rng=self._rng,
+            default_lifetime=self.policy.default_lifetime,
+            http=self._sync_client,
+            ahttp=self._async_client,
+            on_retry=on_retry,
+        )
+
+    def _sync_client(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(transport=self._transport, follow_redirects=False)
+        return self._http
+
+    def _async_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._ahttp is None or self._ahttp_loop is not loop:
+            # An AsyncClient's connections belong to one event loop.
+            self._ahttp = httpx.AsyncClient(transport=self._async_transport, follow_redirects=False)
+            self._ahttp_loop = loop
+        return self._ahttp
+
+    # -- outcome bookkeeping (shared by both shells) ----------------------------------
+
+    def _accept(self, fetched: Fetched) -> TokenSet:
+        token = fetched.token
+        if self._verifier is not None and token.access_token.get_secret_value().count(".") == 2:
+            self._verifier.verify(
+                token.access_token.get_secret_value(), now=self.clock.now() + (fetched.skew or 0.0)
+            )
+        sched = schedule(
+            token, self.policy, skew=fetched.skew if fetched.skew is not None else self._skew
+        )
+        if sched.expires_at <= self.clock.now():
+            raise TokenResponseError("the token endpoint returned a token that has already expired")
+        return token
+
+    def _install(self, fetched: Fetched, reason: RefreshReason) -> _Current:
+        with self._lock:
+            if fetched.skew is not None:
+                self._skew = fetched.skew
+            cur = self._make_current(fetched.token)
+            self._cur = cur
+            self._flight = None
+            self._flight_loop = None
+            self._refreshes += 1
+            self._consecutive_failures = 0
+            self._next_bg_attempt = float("-inf")
+            self._last_refresh_at = self.clock.now()
+        self._emit(
+            "refreshed",
+            reason=reason,
+            generation=cur.generation,
+            expires_in=round(cur.expires_at - self.clock.now(), 3),
+            rotated=fetched.token.refresh_token is not None,
+        )
+        log.info(
+            "token refreshed",
+            extra={"authpulse_session": self.name, "reason": reason, "generation": cur.generation},
+        )
+        return cur
+
+    def _fail(self, exc: BaseException, reason: RefreshReason) -> None:
+        with self._lock:
+            self._flight = None
+            self._flight_loop = None
+            self._failures += 1
+            self._consecutive_failures += 1
+            now = self.clock.now()
+            self._last_failure_at = now
+            self._next_bg_attempt = self.clock.monotonic() + self.policy.stale_retry_delay(
+                self._consecutive_failures
+            )
+            cls = getattr(exc, "error_class", None)
+            self._last_error = (
+                f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, AuthpulseError)
+                else type(exc).__name__
+            )
+            self._last_error_class = cls.value if cls is not None else None
+        self._emit(
+            "refresh_failed",
+            reason=reason,
+            error=type(exc).__name__,
+            error_class=self._last_error_class,
+            consecutive_failures=self._consecutive_failures,
+        )
+        log.warning(
+            "token refresh failed: %s",
+            self._last_error,
+            extra={
+                "authpulse_session": self.name,
+                "reason": reason,
+                "error_class": self._last_error_class,
+            },
+        )
+
+    @staticmethod
+    def _as_waiter_error(exc: BaseException) -> BaseException:
+        if isinstance(exc, AuthpulseError | asyncio.CancelledError):
+            return exc
+        err = RefreshError(f"token refresh failed: {type(exc).__name__}")
+        err.__cause__ = exc
+        return err
+
+    def _hook_failed(self, exc: BaseException) -> None:
+        self._emit("hook_failed", error=type(exc).__name__)
+        log.error(
+            "on_token_update hook raised %s; the new token is installed anyway",
+            type(exc).__name__,
+            extra={"authpulse_session": self.name},
+        )
+
+    # -- claiming the flight ----------------------------------------------------------
+
+    def _claim(
+        self, reason: RefreshReason, rejected: int | None, loop: asyncio.AbstractEventLoop | None
+    ) -> tuple[concurrent.futures.Future[_Current] | _Current, bool]:
+        """Return (the current token, False) if no refresh is needed any more, else
+        (the flight future, is_leader)."""
+        with self._lock:
+            self._check_open()
+            cur = self._cur
+            if cur is not None:
+                if rejected is not None and cur.generation != rejected:
+                    return cur, False  # someone already replaced the rejected token
+                if reason == "expired" and self.clock.now() < cur.expires_at:
+                    return cur, False  # refreshed while we were getting here
+            fut = self._flight
+            if fut is not None:
+                return fut, False
+            fut = concurrent.futures.Future()
+            self._flight = fut
+            self._flight_loop = loop
+            self._token_requests += 1
+            return fut, True
+
+    def _current_for_fetch(self) -> TokenSet | None:
+        cur = self._cur
+        return cur.token if cur else None
+
+    # -- sync shell ---------------------------------------------------------------------
+
+    def _get_sync(self) -> _Current:
+        cur = self._cur
+        if cur is not None:
+            now = self.clock.now()
+            if now < cur.refresh_at:
+                return cur
+            if now < cur.expires_at:
+                self._background_sync()
+                return cur
+        return self._wait_sync("expired")
+
+    def _wait_sync(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
+        claimed, leader = self._claim(reason, rejected, None)
+        if isinstance(claimed, _Current):
+            return claimed
+        if leader:
+            self._run_sync(claimed, reason)
+        else:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not None and running is self._flight_loop:
+                raise UsageError(
+                    "a sync token call inside the event loop cannot wait for a "
+                    "refresh running on that loop; use atoken()"
+                )
+        try:
+            return claimed.result(timeout=self.retry.deadline + 5.0)
+        except concurrent.futures.TimeoutError:
+            raise RefreshError("timed out waiting for the token refresh") from None
+
+    def _run_sync(self, fut: concurrent.futures.Future[_Current], reason: RefreshReason) -> None:
+        try:
+            fetched = self.source.fetch(self._context(self._current_for_fetch()))
+            token = self._accept(fetched)
+            if self._hook is not None:
+                try:
+                    if self._hook_is_async:
+                        asyncio.run(self._hook(token))  # type: ignore[arg-type]
+                    else:
+                        self._hook(token)
+                except Exception as exc:
+                    self._hook_failed(exc)
+            cur = self._install(fetched, reason)
+        except BaseException as exc:
+            self._fail(exc, reason)
+            fut.set_exception(self._as_waiter_error(exc))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            fut.set_result(cur)
+
+    def _background_sync(self) -> None:
+        if self._flight is not None or self._closed:
+            return
+        if self.clock.monotonic() < self._next_bg_attempt:
+            return
+        claimed, leader = self._claim("stale", None, None)
+        if not leader or isinstance(claimed, _Current):
+            return
+        fut = claimed
+
+        def run() -> None:
+            try:
+                self._run_sync(fut, "stale")
+            finally:
+                self._threads.discard(threading.current_thread())
+
+        t = threading.Thread(target=run, name=f"authpulse-refresh-{self.name}", daemon=True)
+        self._threads.add(t)
+        t.start()
+
+    # -- async shell --------------------------------------------------------------------
+
+    async def _get_async(self) -> _Current:
+        cur = self._cur
+        if cur is not None:
+            now = self.clock.now()
+            if now < cur.refresh_at:
+                return cur
+            if now < cur.expires_at:
+                self._background_async()
+                return cur
+        return await self._wait_async("expired")
+
+    async def _wait_async(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
+        loop = asyncio.get_running_loop()
+        claimed, leader = self._claim(reason, rejected, loop)
+        if isinstance(claimed, _Current):
+            return claimed
+        if leader:
+            self._spawn(claimed, reason, loop)
+        return await asyncio.shield(asyncio.wrap_future(claimed))
+
+    def _spawn(
+        self,
+        fut: concurrent.futures.Future[_Current],
+        reason: RefreshReason,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        task = loop.create_task(self._run_async(fut, reason), name=f"authpulse-refresh-{self.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_async(
+        self, fut: concurrent.futures.Future[_Current], reason: RefreshReason
+    ) -> None:
+        try:
+            fetched = await self.source.afetch(self._context(self._current_for_fetch()))
+            token = self._accept(fetched)
+            if self._hook is not None:
+                try:
+                    result = self._hook(token)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    self._hook_failed(exc)
+            cur = self._install(fetched, reason)
+        except BaseException as exc:
+            self._fail(exc, reason)
+            fut.set_exception(self._as_waiter_error(exc))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            fut.set_result(cur)
+
+    def _background_async(self) -> None:
+        if self._flight is not None or self._closed:
+            return
+        if self.clock.monotonic() < self._next_bg_attempt:
+            return
+        loop = asyncio.get_running_loop()
+        claimed, leader = self._claim("stale", None, loop)
+        if leader and not isinstance(claimed, _Current):
+            self._spawn(claimed, "stale", loop)
+
+    # -- used by the auth flow ------------------------------------------------------------
+
+    def _current_or_wait_sync(self) -> _Current:
+        return self._get_sync()
+
+    def _after_401_sync(self, rejected: int) -> _Current:
+        return self._wait_sync("rejected", rejected)
+
+    async def _after_401_async(self, rejected: int) -> _Current:
+        return await self._wait_async("rejected", rejected)
