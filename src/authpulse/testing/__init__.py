@@ -1,0 +1,15 @@
+"""Test seams for code that uses authpulse (and for authpulse's own tests).
+
+- :class:`FakeClock`: a clock that moves only when told to (``advance``),
+  or when something sleeps on it.
+- :class:`FakeIdP`: an OAuth 2.0 token endpoint on ``httpx.MockTransport``
+  with refresh-token rotation, single-use refresh tokens and reuse
+  detection (reuse revokes the whole grant), latency and scripted faults.
+- :class:`FakeAPI`: a resource server that accepts only tokens the fake IdP
+  issued and that are still valid.
+"""
+
+from ._clock import FakeClock
+from ._idp import FakeAPI, FakeIdP, Fault
+
+__all__ = ["FakeAPI", "FakeClock", "FakeIdP", "Fault"]

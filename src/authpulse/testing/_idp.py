@@ -1,0 +1,367 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import jwt
+
+from .._clock import Clock, SystemClock
+from .._http import httpx
+
+__all__ = ["FakeAPI", "FakeIdP", "Fault"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted failure of a fake server.
+
+    ``status``/``body``/``content_type``/``headers`` shape the answer;
+    ``exception`` (an ``httpx.TransportError`` subclass) is raised instead
+    of answering, as a refused connection or a timeout would be.
+    """
+
+    status: int = 503
+    body: bytes | str | dict[str, Any] | None = None
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    exception: type[httpx.TransportError] | None = None
+    delay: float = 0.0  #: extra real latency, seconds
+
+    @classmethod
+    def refused(cls) -> Fault:
+        return cls(exception=httpx.ConnectError)
+
+    @classmethod
+    def timeout(cls) -> Fault:
+        return cls(exception=httpx.ReadTimeout)
+
+    @classmethod
+    def oauth(cls, error: str, status: int = 400, description: str | None = None) -> Fault:
+        body: dict[str, Any] = {"error": error}
+        if description:
+            body["error_description"] = description
+        return cls(status=status, body=body)
+
+    def response(self, request: httpx.Request) -> httpx.Response:
+        if self.exception is not None:
+            raise self.exception("simulated failure", request=request)
+        if isinstance(self.body, dict):
+            content = json.dumps(self.body).encode()
+        elif isinstance(self.body, str):
+            content = self.body.encode()
+        else:
+            content = self.body or b""
+        headers = {"content-type": self.content_type, **self.headers}
+        return httpx.Response(self.status, content=content, headers=headers)
+
+
+class _Faults:
+    """A queue of one-shot faults plus an optional standing outage."""
+
+    def __init__(self) -> None:
+        self._queue: deque[Fault] = deque()
+        self.outage: Fault | None = None
+        self._lock = threading.Lock()
+
+    def fail_next(self, count: int = 1, fault: Fault | None = None) -> None:
+        with self._lock:
+            self._queue.extend([fault or Fault()] * count)
+
+    def take(self) -> Fault | None:
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+            return self.outage
+
+
+@dataclass
+class _Grant:
+    client_id: str
+    scope: str | None
+    revoked: bool = False
+
+
+class _FakeServer:
+    """Latency, faults and the two MockTransports shared by the fakes."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.faults = _Faults()
+        self._hits_lock = threading.Lock()
+        #: every request received, faults included
+        self.hits = 0
+
+    def fail_next(self, count: int = 1, fault: Fault | None = None) -> None:
+        """The next ``count`` requests get ``fault`` (default: HTTP 503)."""
+        self.faults.fail_next(count, fault)
+
+    def set_outage(self, fault: Fault | None) -> None:
+        """Every request gets ``fault`` until ``set_outage(None)``."""
+        self.faults.outage = fault
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        raise NotImplementedError
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        """The sync handler (real latency with ``time.sleep``)."""
+        with self._hits_lock:
+            self.hits += 1
+        fault = self.faults.take()
+        delay = self.latency + (fault.delay if fault else 0.0)
+        if delay:
+            time.sleep(delay)
+        return fault.response(request) if fault else self._answer(request)
+
+    async def ahandle(self, request: httpx.Request) -> httpx.Response:
+        """The async handler (real latency with ``asyncio.sleep``)."""
+        with self._hits_lock:
+            self.hits += 1
+        fault = self.faults.take()
+        delay = self.latency + (fault.delay if fault else 0.0)
+        if delay:
+            await asyncio.sleep(delay)
+        return fault.response(request) if fault else self._answer(request)
+
+    @property
+    def transport(self) -> httpx.MockTransport:
+        """For ``httpx.Client`` (and ``Session(transport=...)``)."""
+        return httpx.MockTransport(self.handle)
+
+    @property
+    def async_transport(self) -> httpx.MockTransport:
+        """For ``httpx.AsyncClient`` (and ``Session(async_transport=...)``)."""
+        return httpx.MockTransport(self.ahandle)
+
+
+class FakeIdP(_FakeServer):
+    """An OAuth 2.0 authorization server for tests, on ``httpx.MockTransport``.
+
+    Grants: ``client_credentials`` and ``refresh_token``; client auth:
+    ``client_secret_basic`` and ``client_secret_post``. Refresh tokens are
+    rotated and single-use by default; presenting a used one answers
+    ``invalid_grant`` and revokes the whole grant, new tokens included (as
+    oidc-provider does). Time comes from ``clock``.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        issuer: str = "https://idp.test",
+        clients: dict[str, str] | None = None,
+        access_ttl: float = 3600.0,
+        rotate: bool = True,
+        single_use: bool = True,
+        latency: float = 0.0,
+        jwt_access_tokens: bool = False,
+        send_expires_in: bool = True,
+        send_date: bool = True,
+        clock_offset: float = 0.0,
+    ) -> None:
+        super().__init__(latency)
+        self.clock: Clock = clock or SystemClock()
+        self.issuer = issuer.rstrip("/")
+        self.clients = dict(clients or {"client": "secret"})
+        self.access_ttl = access_ttl
+        self.rotate = rotate
+        self.single_use = single_use
+        self.jwt_access_tokens = jwt_access_tokens
+        self.send_expires_in = send_expires_in
+        self.send_date = send_date
+        self.clock_offset = clock_offset  #: IdP clock - test clock, seconds
+        self.jwt_key = secrets.token_urlsafe(32)
+        self._lock = threading.Lock()
+        self._access: dict[str, tuple[float, _Grant | None]] = {}
+        self._refresh: dict[str, tuple[_Grant, bool]] = {}  # token -> (grant, used)
+        # counters (``hits`` counts faults too; ``token_calls`` only answered requests)
+        self.token_calls = 0
+        self.grants_issued = 0
+        self.reuse_detected = 0
+        self.requests: list[dict[str, str]] = []  # form fields of each call, secrets removed
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.issuer}/token"
+
+    def _now(self) -> float:
+        return self.clock.now() + self.clock_offset
+
+    # -- helpers for tests ------------------------------------------------------------
+
+    def issue_refresh_token(self, client_id: str = "client", scope: str | None = None) -> str:
+        """Start a new grant (as a user login would) and return its refresh token."""
+        grant = _Grant(client_id, scope)
+        rt = "rt_" + secrets.token_urlsafe(24)
+        with self._lock:
+            self._refresh[rt] = (grant, False)
+        return rt
+
+    def revoke(self, token: str) -> None:
+        """Revoke the grant a refresh or access token belongs to."""
+        with self._lock:
+            if token in self._refresh:
+                self._refresh[token][0].revoked = True
+            elif token in self._access:
+                g = self._access[token][1]
+                if g is not None:
+                    g.revoked = True
+
+    def validate(self, access_token: str) -> bool:
+        """True if ``access_token`` was issued here, is unexpired and not revoked."""
+        with self._lock:
+            entry = self._access.get(access_token)
+        if entry is None:
+            return False
+        exp, grant = entry
+        return self._now() < exp and not (grant is not None and grant.revoked)
+
+    def expire_all(self) -> None:
+        """Make every access token issued so far invalid (as after a key rotation)."""
+        with self._lock:
+            self._access = {k: (0.0, g) for k, (_, g) in self._access.items()}
+
+    # -- the endpoint -----------------------------------------------------------------
+
+    def _error(self, error: str, status: int = 400) -> httpx.Response:
+        return httpx.Response(status, json={"error": error}, headers=self._headers())
+
+    def _headers(self) -> dict[str, str]:
+        h = {"cache-control": "no-store"}
+        if self.send_date:
+            h["date"] = formatdate(self._now(), usegmt=True)
+        return h
+
+    def _client_auth(self, request: httpx.Request, form: dict[str, str]) -> str | None:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                raw = base64.b64decode(header[6:]).decode()
+                cid, _, sec = raw.partition(":")
+                cid, sec = unquote(cid), unquote(sec)
+            except (ValueError, UnicodeDecodeError):
+                return None
+        else:
+            cid, sec = form.get("client_id", ""), form.get("client_secret", "")
+        return (
+            cid if cid in self.clients and secrets.compare_digest(self.clients[cid], sec) else None
+        )
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST" or request.url.path != "/token":
+            return httpx.Response(404, text="not found")
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        with self._lock:
+            self.token_calls += 1
+            self.requests.append(
+                {k: v for k, v in form.items() if k not in ("client_secret", "refresh_token")}
+            )
+        client_id = self._client_auth(request, form)
+        if client_id is None:
+            return self._error("invalid_client", 401)
+        grant_type = form.get("grant_type")
+        if grant_type == "client_credentials":
+            return self._issue(_Grant(client_id, form.get("scope")), refresh=False)
+        if grant_type == "refresh_token":
+            rt = form.get("refresh_token", "")
+            with self._lock:
+                entry = self._refresh.get(rt)
+                if entry is None:
+                    return self._error("invalid_grant")
+                grant, used = entry
+                if grant.client_id != client_id or grant.revoked:
+                    return self._error("invalid_grant")
+                if used and self.single_use:
+                    grant.revoked = True  # reuse detected: the whole grant dies
+                    self.reuse_detected += 1
+                    return self._error("invalid_grant")
+                if self.rotate:
+                    self._refresh[rt] = (grant, True)
+            return self._issue(grant, refresh=True, keep=None if self.rotate else rt)
+        return self._error("unsupported_grant_type")
+
+    def _issue(self, grant: _Grant, *, refresh: bool, keep: str | None = None) -> httpx.Response:
+        now = self._now()
+        if self.jwt_access_tokens:
+            at = jwt.encode(
+                {
+                    "iss": self.issuer,
+                    "sub": grant.client_id,
+                    "iat": int(now),
+                    "exp": int(now + self.access_ttl),
+                    "jti": secrets.token_hex(8),
+                },
+                self.jwt_key,
+                algorithm="HS256",
+            )
+        else:
+            at = "at_" + secrets.token_urlsafe(24)
+        body: dict[str, Any] = {"access_token": at, "token_type": "Bearer"}
+        if self.send_expires_in:
+            body["expires_in"] = int(self.access_ttl)
+        if grant.scope:
+            body["scope"] = grant.scope
+        with self._lock:
+            self._access[at] = (now + self.access_ttl, grant)
+            self.grants_issued += 1
+            if refresh and self.rotate:
+                new_rt = "rt_" + secrets.token_urlsafe(24)
+                self._refresh[new_rt] = (grant, False)
+                body["refresh_token"] = new_rt
+        return httpx.Response(200, json=body, headers=self._headers())
+
+
+class FakeAPI(_FakeServer):
+    """A resource server that accepts bearer tokens issued by ``idp``.
+
+    Every path answers ``200 {"ok": true, "path": ...}`` to a valid token,
+    ``401`` otherwise. ``/redirect?to=URL`` answers ``302`` to ``URL``.
+    ``handler`` replaces the 200 answer when given.
+    """
+
+    def __init__(
+        self,
+        idp: FakeIdP,
+        *,
+        base_url: str = "https://api.test",
+        latency: float = 0.0,
+        handler: Callable[[httpx.Request], httpx.Response] | None = None,
+    ) -> None:
+        super().__init__(latency)
+        self.idp = idp
+        self.base_url = base_url
+        self.handler = handler
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.unauthorized = 0
+        self.authorization_seen: list[bool] = []
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        header = request.headers.get("authorization")
+        with self._lock:
+            self.calls += 1
+            self.authorization_seen.append(header is not None)
+        if request.url.path == "/redirect":
+            return httpx.Response(302, headers={"location": request.url.params.get("to", "/")})
+        if request.url.path == "/public":
+            return httpx.Response(200, json={"ok": True, "public": True})
+        if not header or not header.startswith("Bearer ") or not self.idp.validate(header[7:]):
+            with self._lock:
+                self.unauthorized += 1
+            return httpx.Response(
+                401,
+                headers={"www-authenticate": 'Bearer error="invalid_token"'},
+                json={"error": "invalid_token"},
+            )
+        if self.handler is not None:
+            return self.handler(request)
+        return httpx.Response(200, json={"ok": True, "path": request.url.path})
