@@ -77,6 +77,8 @@ class SessionAuth(httpx.Auth):
         response = cast(httpx.Response, (yield request))
         if response.status_code != 401 or not _replayable(request):
             return
+        if response.request.headers.get("Authorization") != cur.header:
+            return  # the 401 came from a redirect target that never saw our token
         fresh = cast("_Current", (yield _NeedToken(rejected=cur.generation)))
         if fresh.generation == cur.generation:
             return  # no new token to try: hand the 401 to the caller

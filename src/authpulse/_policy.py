@@ -48,6 +48,10 @@ class RefreshPolicy:
     retry_stale_max: float = 60.0
 
     def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigurationError(f"RefreshPolicy.{name} must be a number: {value!r}")
         checks = {
             "margin": self.margin >= 0,
             "fraction": 0 <= self.fraction <= 1,

@@ -41,11 +41,17 @@ class TokenRetry:
     backoff_max: float = 8.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ConfigurationError("TokenRetry.attempts must be at least 1")
+        if (
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or self.attempts < 1
+        ):
+            raise ConfigurationError("TokenRetry.attempts must be an integer of at least 1")
         for name in ("deadline", "attempt_timeout", "backoff_base", "backoff_max"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+            if isinstance(v, bool) or not (
+                isinstance(v, int | float) and math.isfinite(v) and v > 0
+            ):
                 raise ConfigurationError(f"TokenRetry.{name} must be a positive number")
 
 
@@ -75,8 +81,8 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(int(value))
+    if value.isascii() and value.isdigit():  # not "²"; float() never overflows to an error
+        return float(value)
     try:
         when = parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -466,6 +466,8 @@ class Session:
                     return cur, False  # someone already replaced the rejected token
                 if reason == "expired" and self.clock.now() < cur.expires_at:
                     return cur, False  # refreshed while we were getting here
+                if reason == "stale" and self.clock.now() < cur.refresh_at:
+                    return cur, False  # a background refresh finished meanwhile
             fut = self._flight
             if fut is not None:
                 return fut, False

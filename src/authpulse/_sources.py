@@ -31,7 +31,13 @@ from ._errors import (
 )
 from ._http import httpx
 from ._retry import TokenRetry, classify_status, parse_retry_after, retrying_kwargs
-from ._tokens import TokenSet, estimate_skew, parse_token_response, unverified_claims
+from ._tokens import (
+    TokenSet,
+    _num_claim,
+    estimate_skew,
+    parse_token_response,
+    unverified_claims,
+)
 
 __all__ = [
     "CallableSource",
@@ -178,9 +184,9 @@ class OAuthGrant:
                 body = response.json()
                 access = body.get("access_token") if isinstance(body, dict) else None
                 claims = unverified_claims(access) if isinstance(access, str) else None
-                v = claims.get("iat") if claims else None
-                iat = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
-            except ValueError:
+                # finite floats only: a huge or infinite iat must not become the skew
+                iat = _num_claim(claims, "iat")
+            except (ValueError, RecursionError):  # parse_token_response reports the body
                 iat = None
         skew = estimate_skew(local_now=local_now, date_header=response.headers.get("date"), iat=iat)
         token = parse_token_response(

@@ -97,7 +97,11 @@ def _num_claim(claims: Mapping[str, Any] | None, name: str) -> float | None:
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)  # an int too large for a float raises OverflowError
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 class JWTVerifier:
@@ -226,21 +230,25 @@ def _parse_expires_in(value: Any, status: int) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
-        # Some servers send "3600"; accept a plain decimal integer only.
-        if not value.strip().isdigit():
+        # Some servers send "3600"; accept a plain ASCII decimal integer only
+        # (str.isdigit() alone also accepts "²", which int() refuses).
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()):
             raise TokenResponseError(
                 "token response field 'expires_in' must be a number of seconds, got a "
                 "non-numeric string",
                 status_code=status,
             )
-        value = int(value.strip())
+        # float() has no digit limit (int() refuses more than 4300 digits).
+        value = int(text) if len(text) <= 18 else float(text)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenResponseError(
             "token response field 'expires_in' must be a number of seconds, got "
             f"{type(value).__name__}",
             status_code=status,
         )
-    if not math.isfinite(value) or value <= 0:
+    # Compare ints directly: math.isfinite() overflows on a huge JSON integer.
+    if (isinstance(value, float) and not math.isfinite(value)) or value <= 0:
         raise TokenResponseError(
             "token response field 'expires_in' must be a positive number of seconds",
             status_code=status,
@@ -276,9 +284,10 @@ def parse_token_response(
     secrets = tuple(secrets)
     try:
         body = json.loads(content) if content else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested JSON recurses
         body = None
         ctype = (content_type or "unknown").split(";")[0].strip() or "unknown"
+        ctype = _scrub(ctype, secrets)[:64]  # server-controlled text
         raise TokenResponseError(
             f"token endpoint answered HTTP {status_code} with a body that is not JSON "
             f"(content-type {ctype!r}, {len(content)} bytes)",
@@ -291,6 +300,9 @@ def parse_token_response(
             status_code=status_code,
         )
 
+    # A server that echoes a token in its error text must not leak it either.
+    echoed = (body.get(k) for k in ("access_token", "refresh_token", "id_token"))
+    secrets += tuple(v for v in echoed if isinstance(v, str))
     error = body.get("error")
     if error is not None or status_code >= 400:
         if not isinstance(error, str) or not error:
@@ -315,7 +327,20 @@ def parse_token_response(
             "token response field 'access_token' must be a non-empty string",
             status_code=status_code,
         )
+    # Both end up in an Authorization header: RFC 6749 A.12 (access_token is
+    # 1*VSCHAR) and A.13 (token_type has no spaces). Anything else would fail
+    # later, in httpx, with an untyped error whose repr quotes the token.
+    if not all(" " <= ch <= "~" for ch in access):
+        raise TokenResponseError(
+            "token response field 'access_token' has characters outside printable ASCII",
+            status_code=status_code,
+        )
     token_type = _optional_str(body, "token_type", status_code) or "Bearer"
+    if not all("!" <= ch <= "~" for ch in token_type):
+        raise TokenResponseError(
+            "token response field 'token_type' has spaces or characters outside printable ASCII",
+            status_code=status_code,
+        )
     refresh = _optional_str(body, "refresh_token", status_code)
     id_token = _optional_str(body, "id_token", status_code)
     scope = _optional_str(body, "scope", status_code)

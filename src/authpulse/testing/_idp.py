@@ -252,9 +252,11 @@ class FakeIdP(_FakeServer):
                 return None
         else:
             cid, sec = form.get("client_id", ""), form.get("client_secret", "")
-        return (
-            cid if cid in self.clients and secrets.compare_digest(self.clients[cid], sec) else None
+        # compare bytes: compare_digest refuses str with non-ASCII characters
+        ok = cid in self.clients and secrets.compare_digest(
+            self.clients[cid].encode(), sec.encode()
         )
+        return cid if ok else None
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
         if request.method != "POST" or request.url.path != "/token":
