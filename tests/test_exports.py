@@ -1,0 +1,95 @@
+"""The public surface: everything exported exists, nothing private leaks."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import types
+
+import pytest
+
+import authpulse
+import authpulse.testing
+
+
+@pytest.mark.parametrize("module", [authpulse, authpulse.testing], ids=lambda m: m.__name__)
+def test_everything_in_all_exists(module: types.ModuleType) -> None:
+    assert module.__all__, "empty __all__"
+    assert len(set(module.__all__)) == len(module.__all__), "duplicates in __all__"
+    for name in module.__all__:
+        assert hasattr(module, name), f"{module.__name__}.{name} is in __all__ but missing"
+
+
+@pytest.mark.parametrize("module", [authpulse, authpulse.testing], ids=lambda m: m.__name__)
+def test_nothing_private_is_exported(module: types.ModuleType) -> None:
+    for name in module.__all__:
+        assert not name.startswith("_") or name == "__version__", name
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__module__.startswith("authpulse."), (name, obj.__module__)
+            assert not obj.__name__.startswith("_"), name
+
+
+@pytest.mark.parametrize("module", [authpulse, authpulse.testing], ids=lambda m: m.__name__)
+def test_every_public_name_is_in_all(module: types.ModuleType) -> None:
+    """No public attribute outside ``__all__`` (submodules aside)."""
+    public = {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_") and not isinstance(v, types.ModuleType)
+    }
+    assert public == set(module.__all__) - {"__version__"}
+
+
+def test_star_import_gives_exactly_all() -> None:
+    ns: dict[str, object] = {}
+    exec("from authpulse import *", ns)  # noqa: S102 - the point of the test
+    assert set(ns) - {"__builtins__"} == set(authpulse.__all__)
+
+
+def test_version_is_a_string() -> None:
+    assert isinstance(authpulse.__version__, str)
+    assert authpulse.__version__.count(".") >= 1
+
+
+def test_errors_form_one_hierarchy() -> None:
+    errors = [
+        getattr(authpulse, n)
+        for n in authpulse.__all__
+        if inspect.isclass(getattr(authpulse, n))
+        and issubclass(getattr(authpulse, n), BaseException)
+    ]
+    assert len(errors) >= 10
+    for cls in errors:
+        assert issubclass(cls, authpulse.AuthpulseError), cls
+    assert issubclass(authpulse.ConfigurationError, ValueError)
+    assert issubclass(authpulse.UsageError, RuntimeError)
+    for cls in (
+        authpulse.OAuthError,
+        authpulse.TokenResponseError,
+        authpulse.TokenEndpointError,
+        authpulse.TokenVerificationError,
+        authpulse.NoRefreshTokenError,
+        authpulse.RefreshError,
+    ):
+        assert issubclass(cls, authpulse.TokenError)
+
+
+def test_library_logger_has_a_null_handler() -> None:
+    handlers = logging.getLogger("authpulse").handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+def test_testing_exports_are_the_fakes() -> None:
+    assert {"FakeAPI", "FakeClock", "FakeIdP", "Fault"} <= set(authpulse.testing.__all__)
+    assert "testing" not in authpulse.__all__
+
+
+def test_package_is_typed() -> None:
+    spec = importlib.util.find_spec("authpulse")
+    assert spec is not None
+    assert spec.submodule_search_locations is not None
+    from pathlib import Path
+
+    assert (Path(next(iter(spec.submodule_search_locations))) / "py.typed").exists()

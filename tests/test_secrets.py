@@ -1,0 +1,279 @@
+"""No secret in any repr, exception, log record, listener event, stats or health report."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+import pytest
+from pydantic import SecretStr
+
+from _support import assert_no_secret, make_token
+from authpulse import (
+    AsyncClient,
+    CallableSource,
+    Client,
+    ClientCredentials,
+    FetchContext,
+    Fetched,
+    OAuthError,
+    RefreshPolicy,
+    RefreshTokenGrant,
+    Session,
+    TokenEndpointError,
+    TokenError,
+    TokenRetry,
+    TokenSet,
+)
+from authpulse._http import httpx
+from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
+
+CLIENT_SECRET = "cs_SUPER_SECRET_client_value"
+INITIAL_RT = "rt_INITIAL_SECRET_refresh_value"
+
+
+def echoing_idp(request: httpx.Request) -> httpx.Response:
+    """A badly behaved token endpoint that quotes back everything it was sent."""
+    form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+    header = request.headers.get("authorization", "")
+    basic = unquote(base64.b64decode(header[6:]).decode()) if header else ""
+    quoted = f"rt={form.get('refresh_token')} cs={form.get('client_secret')} basic={basic}"
+    return httpx.Response(
+        400,
+        json={
+            "error": f"invalid_grant {form.get('refresh_token')}",
+            "error_description": f"cannot accept {quoted}",
+            "error_uri": "https://idp.test/e",
+        },
+    )
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+def test_secrets_echoed_by_the_server_never_reach_the_caller(
+    clock: FakeClock, method: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    grant = RefreshTokenGrant(
+        "https://idp.test/token",
+        "client",
+        CLIENT_SECRET,
+        refresh_token=INITIAL_RT,
+        auth_method=method,
+    )
+    events: list[tuple[str, dict[str, Any]]] = []
+    session = Session(grant, clock=clock, transport=httpx.MockTransport(echoing_idp))
+    session.add_listener(lambda kind, fields: events.append((kind, fields)))
+    with caplog.at_level(logging.DEBUG), pytest.raises(OAuthError) as info:
+        session.token()
+    exc = info.value
+    secrets = [CLIENT_SECRET, INITIAL_RT]
+    for text in (
+        str(exc),
+        repr(exc),
+        exc.error,
+        exc.description or "",
+        repr(session.stats()),
+        repr(session.health().to_dict()),
+        repr(events),
+        caplog.text,
+    ):
+        assert_no_secret(text, secrets)
+    assert "[redacted]" in (exc.description or "")
+    assert events[-1][0] == "refresh_failed"
+
+
+def test_reprs_hide_secrets(clock: FakeClock, idp: FakeIdP) -> None:
+    token = TokenSet(
+        access_token=SecretStr("at_SECRET_access_value"),
+        refresh_token=SecretStr("rt_SECRET_refresh_value"),
+        id_token=SecretStr("id_SECRET_id_value"),
+        issued_at=clock.now(),
+        expires_at=clock.now() + 600,
+    )
+    cc = ClientCredentials(idp.token_url, "client", CLIENT_SECRET)
+    rtg = RefreshTokenGrant(idp.token_url, "client", CLIENT_SECRET, refresh_token=INITIAL_RT)
+    session = Session(rtg, token=token, clock=clock, transport=idp.transport)
+    client = Client(session, base_url="https://api.test")
+    aclient = AsyncClient(session, base_url="https://api.test")
+    ctx = FetchContext(
+        current=token,
+        clock=clock,
+        retry=TokenRetry(),
+        rng=random.Random(0),
+        default_lifetime=60,
+        http=lambda: httpx.Client(),
+        ahttp=lambda: httpx.AsyncClient(),
+    )
+    objects: list[object] = [
+        token,
+        cc,
+        rtg,
+        session,
+        session.auth(),
+        client,
+        client.auth,
+        aclient,
+        session.stats(),
+        session.health(),
+        ctx,
+        Fetched(token, 1.0),
+        CallableSource(lambda cur: token, name="vault"),
+    ]
+    secrets = [
+        "at_SECRET_access_value",
+        "rt_SECRET_refresh_value",
+        "id_SECRET_id_value",
+        CLIENT_SECRET,
+        INITIAL_RT,
+    ]
+    for obj in objects:
+        assert_no_secret(repr(obj), secrets)
+        assert_no_secret(str(obj), secrets)
+    assert_no_secret(token.model_dump_json(), secrets)
+    assert "client" in repr(cc)  # the client id is not a secret
+    client.close()
+
+
+def test_request_headers_carry_the_secret_only_where_needed(idp: FakeIdP) -> None:
+    req = ClientCredentials(idp.token_url, "client", CLIENT_SECRET).build_request(None)
+    assert CLIENT_SECRET not in repr(req)
+    assert CLIENT_SECRET not in str(req.url)
+
+
+def test_full_life_never_logs_or_emits_a_secret(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rotation, retries, failures, a failing hook and listener, 401 replay,
+    background refresh: collect every token ever issued and scan everything."""
+    idp = FakeIdP(clock=clock, access_ttl=600, clients={"client": CLIENT_SECRET})
+    api = FakeAPI(idp)
+    first_rt = idp.issue_refresh_token()
+    seen_sets: list[TokenSet] = []
+
+    def hook(ts: TokenSet) -> None:
+        seen_sets.append(ts)
+        if len(seen_sets) == 2:
+            raise RuntimeError("persisting failed")
+
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def bad_listener(kind: str, fields: dict[str, Any]) -> None:
+        if kind == "retry":
+            raise ValueError("listener bug")
+
+    session = Session(
+        RefreshTokenGrant(idp.token_url, "client", CLIENT_SECRET, refresh_token=first_rt),
+        clock=clock,
+        transport=idp.transport,
+        on_token_update=hook,
+        policy=RefreshPolicy(jitter=0),
+        retry=TokenRetry(attempts=3),
+        name="scan",
+    )
+    stale_done = threading.Event()
+    session.add_listener(lambda kind, fields: events.append((kind, fields)))
+    session.add_listener(bad_listener)
+    session.add_listener(
+        lambda kind, fields: stale_done.set() if fields.get("reason") == "stale" else None
+    )
+    texts: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        client = Client(session, base_url=api.base_url, transport=api.transport)
+        client.get("/a")  # first token
+        idp.fail_next(2, Fault.timeout())
+        clock.advance(601)
+        client.get("/b")  # refresh after two retries; the hook raises this time
+        idp.expire_all()
+        client.get("/c")  # 401 → refresh → replay
+        clock.advance(400)
+        client.get("/d")  # STALE → background refresh
+        assert stale_done.wait(10)
+        idp.fail_next(1, Fault.oauth("invalid_grant", description="bad grant"))
+        with pytest.raises(OAuthError) as info:
+            session.force_refresh()
+        texts += [str(info.value), repr(info.value)]
+        idp.set_outage(Fault(status=503, body={"error": "x"}))
+        with pytest.raises(TokenEndpointError) as info2:
+            session.force_refresh()
+        texts += [str(info2.value), repr(info2.value)]
+        client.close()
+        session.close()
+
+    assert len(seen_sets) >= 4
+    assert idp.reuse_detected == 0
+    secrets = [CLIENT_SECRET, first_rt]
+    for ts in seen_sets:
+        secrets.append(ts.access_token.get_secret_value())
+        if ts.refresh_token is not None:
+            secrets.append(ts.refresh_token.get_secret_value())
+    kinds = {k for k, _ in events}
+    assert {"refreshed", "retry", "hook_failed", "refresh_failed"} <= kinds
+
+    assert caplog.records, "expected log records"
+    for record in caplog.records:
+        texts.append(record.getMessage())
+        texts.append(repr(record.msg))
+        texts.append(repr(record.args))
+        texts.append(repr(vars(record)))
+    texts.append(caplog.text)  # includes formatted tracebacks
+    texts.append(repr(events))
+    texts.append(repr(session.stats()))
+    texts.append(repr(session.health().to_dict()))
+    texts.append(repr(session))
+    for text in texts:
+        assert_no_secret(text, secrets)
+
+
+@pytest.mark.anyio
+async def test_async_errors_and_events_have_no_secret(clock: FakeClock) -> None:
+    grant = RefreshTokenGrant(
+        "https://idp.test/token", "client", CLIENT_SECRET, refresh_token=INITIAL_RT
+    )
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return echoing_idp(request)
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    session = Session(grant, clock=clock, async_transport=httpx.MockTransport(handler))
+    session.add_listener(lambda kind, fields: events.append((kind, fields)))
+    with pytest.raises(OAuthError) as info:
+        await session.atoken()
+    for text in (str(info.value), repr(info.value), repr(events), repr(session.stats())):
+        assert_no_secret(text, [CLIENT_SECRET, INITIAL_RT])
+    await session.aclose()
+
+
+def test_callable_source_errors_have_no_token(clock: FakeClock) -> None:
+    session = Session(
+        CallableSource(lambda cur: "at_SECRET_returned_raw"),  # type: ignore[arg-type]
+        clock=clock,
+    )
+    with pytest.raises(TokenError) as info:
+        session.token()
+    assert_no_secret(str(info.value), ["at_SECRET_returned_raw"])
+    assert_no_secret(repr(session.stats()), ["at_SECRET_returned_raw"])
+
+
+def test_tokens_in_the_body_of_a_failed_response_do_not_leak(clock: FakeClock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            400,
+            json={
+                "error": "invalid_request",
+                "error_description": "old token at_LEAKY_access_token",
+                "access_token": "at_LEAKY_access_token",
+            },
+        )
+
+    session = Session(
+        ClientCredentials("https://idp.test/token", "client", CLIENT_SECRET),
+        clock=clock,
+        transport=httpx.MockTransport(handler),
+        token=make_token(clock.now(), lifetime=600, age=3600),
+    )
+    with pytest.raises(OAuthError) as info:
+        session.token()
+    assert_no_secret(str(info.value) + repr(info.value), ["at_LEAKY_access_token"])
