@@ -218,10 +218,12 @@ class TestValidation:
 
     def test_edge_values_are_allowed(self) -> None:
         p = RefreshPolicy(
-            margin=0, fraction=1, max_window_fraction=0.9, jitter=0.5, expiry_leeway=0
+            margin=0, fraction=1, max_window_fraction=0.9, jitter=0.05, expiry_leeway=0
         )
         assert p.window(100) == 90
-        assert p.window(100, u=1) == pytest.approx(90 * 1.5)
+        assert p.window(100, u=1) == pytest.approx(90 * 1.05)
+        q = RefreshPolicy(max_window_fraction=0.5, jitter=0.5)
+        assert q.window(100, u=1) == pytest.approx(75)
 
     def test_policy_is_immutable(self) -> None:
         p = RefreshPolicy()
@@ -262,3 +264,10 @@ class TestSeededJitter:
         a = schedule(t, p, u=random.Random(1).random())
         assert a == schedule(t, p, u=random.Random(1).random())
         assert a != schedule(t, p, u=random.Random(2).random())
+
+
+def test_jittered_window_can_never_cover_the_whole_lifetime() -> None:
+    with pytest.raises(ConfigurationError, match="jitter"):
+        RefreshPolicy(max_window_fraction=0.9, jitter=0.5)
+    p = RefreshPolicy(max_window_fraction=0.8, jitter=0.1)
+    assert p.window(100.0, u=1.0) <= 95.0

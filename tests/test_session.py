@@ -325,7 +325,15 @@ class TestListeners:
         with pytest.raises(TokenEndpointError):
             session.force_refresh()
         kinds = [k for k, _ in events]
-        assert kinds == ["refreshed", "retry", "refresh_failed"]
+        assert kinds == [
+            "refresh_started",
+            "refreshed",
+            "refresh_started",
+            "retry",
+            "refresh_failed",
+        ]
+        assert [f["reason"] for k, f in events if k == "refresh_started"] == ["expired", "forced"]
+        events = [(k, f) for k, f in events if k != "refresh_started"]
         refreshed = events[0][1]
         assert refreshed["reason"] == "expired"
         assert refreshed["generation"] == 1
@@ -352,7 +360,7 @@ class TestListeners:
         session.add_listener(lambda kind, fields: after.append(kind))
         with caplog.at_level(logging.ERROR, logger="authpulse"):
             assert idp.validate(session.token())
-        assert after == ["refreshed"]  # later listeners still called
+        assert after == ["refresh_started", "refreshed"]  # later listeners still called
         assert any("listener failed" in r.getMessage() for r in caplog.records)
 
 
@@ -432,9 +440,12 @@ class TestFailures:
         idp.set_outage(None)
         clock.advance(8)
         session.token()
-        session.close()
+        session.join_background()
         assert session.stats().consecutive_failures == 0
         assert session.token() != old
+        session.close()
+        with pytest.raises(UsageError):
+            session.token()  # a closed session hands out nothing, not even a cached token
 
     @pytest.mark.anyio
     async def test_background_failures_back_off_async(self, clock: FakeClock, idp: FakeIdP) -> None:

@@ -26,7 +26,6 @@ from authpulse import (
     TokenRetry,
     TokenSet,
     TokenSource,
-    UsageError,
 )
 from authpulse._http import httpx
 from authpulse.testing import FakeClock, FakeIdP
@@ -446,9 +445,17 @@ class TestCallableSource:
         async def fn(current: TokenSet | None) -> TokenSet:
             return make_token(clock.now())
 
-        session = Session(CallableSource(fn), clock=clock)
-        with pytest.raises(UsageError, match="atoken"):
-            session.token()
+        seen: list[TokenSet] = []
+
+        async def hook(ts: TokenSet) -> None:
+            seen.append(ts)
+
+        # sync code called from a coroutine: the async callable and the async hook
+        # run on a private loop in a helper thread instead of failing
+        session = Session(CallableSource(fn), clock=clock, on_token_update=hook)
+        assert session.token() == "at_test_access_token"
+        assert len(seen) == 1
+        assert session.stats().refreshes == 1
 
     def test_wrong_return_type(self, clock: FakeClock) -> None:
         session = Session(CallableSource(lambda cur: "a string"), clock=clock)  # type: ignore[arg-type]

@@ -578,3 +578,15 @@ class TestEstimateSkew:
     @pytest.mark.parametrize("date", [None, "", "yesterday", "Mon, 99 Foo 2020 99:99:99 GMT"])
     def test_nothing_usable_gives_zero(self, date: str | None) -> None:
         assert estimate_skew(local_now=NOW, date_header=date) == 0.0
+
+
+def test_far_future_jwt_exp_is_capped_like_expires_in() -> None:
+    import jwt as pyjwt
+
+    from authpulse._tokens import MAX_EXPIRES_IN
+
+    token = pyjwt.encode({"exp": 10**12}, "k" * 32, algorithm="HS256")
+    body = json.dumps({"access_token": token, "token_type": "Bearer"}).encode()
+    ts = parse_token_response(200, body, now=1000.0)
+    assert ts.expires_at_source == "jwt"
+    assert ts.expires_at == 1000.0 + MAX_EXPIRES_IN

@@ -12,7 +12,9 @@ from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from ._errors import ErrorClass
 from ._http import httpx, origin_of
+from ._retry import classify_status
 
 if TYPE_CHECKING:
     from ._session import Session, _Current
@@ -69,9 +71,6 @@ class SessionAuth(httpx.Auth):
     def _flow(
         self, request: httpx.Request
     ) -> Generator[_NeedToken | httpx.Request, _Current | httpx.Response, None]:
-        if not self._allowed(request.url):
-            yield request
-            return
         cur = cast("_Current", (yield _FIRST))
         request.headers["Authorization"] = cur.header
         response = cast(httpx.Response, (yield request))
@@ -88,41 +87,91 @@ class SessionAuth(httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
-        flow = self._flow(request)
+        if not self._allowed(request.url):
+            yield request
+            return
         session = self.session
+        outcome = _Outcome(session)
+        flow = self._flow(request)
         try:
             step = next(flow)
             while True:
                 if isinstance(step, _NeedToken):
-                    cur = (
-                        session._get_sync()
-                        if step.rejected is None
-                        else session._after_401_sync(step.rejected)
-                    )
+                    before = session._cur
+                    if step.rejected is None:
+                        cur = session._get_sync()
+                        outcome.waited = cur is not before
+                    else:
+                        outcome.replayed = True
+                        cur = session._after_401_sync(step.rejected)
                     step = flow.send(cur)
                 else:
                     response = yield step
+                    outcome.status = response.status_code
                     step = flow.send(response)
         except StopIteration:
-            return
+            outcome.record(failed=False)
+        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
+            outcome.record(failed=True)
+            raise
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        flow = self._flow(request)
+        if not self._allowed(request.url):
+            yield request
+            return
         session = self.session
+        outcome = _Outcome(session)
+        flow = self._flow(request)
         try:
             step = next(flow)
             while True:
                 if isinstance(step, _NeedToken):
-                    cur = (
-                        await session._get_async()
-                        if step.rejected is None
-                        else await session._after_401_async(step.rejected)
-                    )
+                    before = session._cur
+                    if step.rejected is None:
+                        cur = await session._get_async()
+                        outcome.waited = cur is not before
+                    else:
+                        outcome.replayed = True
+                        cur = await session._after_401_async(step.rejected)
                     step = flow.send(cur)
                 else:
                     response = yield step
+                    outcome.status = response.status_code
                     step = flow.send(response)
         except StopIteration:
-            return
+            outcome.record(failed=False)
+        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
+            outcome.record(failed=True)
+            raise
+
+
+class _Outcome:
+    """What one request did, recorded on the session when it ends.
+
+    A request *succeeded* unless it raised, or its final status was 401,
+    403, 429 or 5xx (a 404 is the caller's business, not the session's
+    health). It reached the user *cleanly* (the user-experience score) if it
+    succeeded without waiting for a refresh and without a 401 replay.
+    """
+
+    __slots__ = ("replayed", "session", "start", "status", "waited")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.start = session.clock.monotonic()
+        self.status: int | None = None
+        self.waited = False
+        self.replayed = False
+
+    def record(self, *, failed: bool) -> None:
+        session = self.session
+        status = self.status
+        ok = (
+            not failed
+            and status is not None
+            and (status < 400 or classify_status(status) is ErrorClass.CLIENT)
+        )
+        clean = ok and not self.waited and not self.replayed
+        session._record_request(ok, session.clock.monotonic() - self.start, clean)

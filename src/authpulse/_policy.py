@@ -56,7 +56,8 @@ class RefreshPolicy:
             "margin": self.margin >= 0,
             "fraction": 0 <= self.fraction <= 1,
             "max_window_fraction": 0 < self.max_window_fraction <= 0.9,
-            "jitter": 0 <= self.jitter <= 0.5,
+            "jitter": 0 <= self.jitter <= 0.5
+            and self.max_window_fraction * (1 + self.jitter) <= 0.95,
             "expiry_leeway": self.expiry_leeway >= 0,
             "default_lifetime": self.default_lifetime > 0,
             "retry_stale_after": self.retry_stale_after > 0,

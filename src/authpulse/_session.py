@@ -34,10 +34,11 @@ from ._errors import (
     UsageError,
 )
 from ._health import HealthReport, HealthSignals, compute_health
-from ._http import httpx, origin_of
+from ._http import httpx, parse_origins
 from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
-from ._sources import FetchContext, Fetched, TokenSource
+from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
+from ._stats import RequestStats, RequestWindow
 from ._tokens import JWTVerifier, TokenSet
 
 __all__ = ["RefreshStats", "Session", "TokenUpdateHook"]
@@ -104,7 +105,9 @@ class Session:
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
         seed: int | None = None,
+        rng: random.Random | None = None,
         name: str | None = None,
+        request_window: int = 100,
     ) -> None:
         if not isinstance(source, TokenSource):
             raise ConfigurationError("source must be a token source (fetch/afetch)")
@@ -117,9 +120,7 @@ class Session:
         self.retry = retry or TokenRetry()
         self.clock: Clock = clock or SystemClock()
         self.name = name or type(source).__name__
-        self.origins: frozenset[tuple[str, str, int | None]] | None = (
-            frozenset(origin_of(o) for o in origins) if origins is not None else None
-        )
+        self.origins = parse_origins(origins)
         self._hook = on_token_update
         self._hook_is_async = on_token_update is not None and inspect.iscoroutinefunction(
             on_token_update
@@ -127,7 +128,8 @@ class Session:
         self._verifier = verifier
         self._transport = transport
         self._async_transport = async_transport
-        self._rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
+        # jitter, not cryptography; a manager shares one generator among its sessions
+        self._rng = rng if rng is not None else random.Random(seed)  # noqa: S311
         self._lock = threading.Lock()
         self._cur: _Current | None = None
         self._flight: concurrent.futures.Future[_Current] | None = None
@@ -151,6 +153,17 @@ class Session:
         self._last_error: str | None = None
         self._last_error_class: str | None = None
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        if (
+            isinstance(request_window, bool)
+            or not isinstance(request_window, int)
+            or (request_window < 1)
+        ):
+            raise ConfigurationError("request_window must be a positive integer")
+        self._request_window = request_window
+        self._requests: RequestStats | None = None  # created on the first request
+        #: called as ``on_request(ok, latency)`` after every request made through
+        #: :meth:`auth` (a manager uses it to track activity)
+        self.on_request: Callable[[bool, float], None] | None = None
         if token is not None:
             self._cur = self._make_current(token)
 
@@ -175,6 +188,31 @@ class Session:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def refresh_at(self) -> float | None:
+        """Local time at which the current token turns STALE (``None`` without a token)."""
+        cur = self._cur
+        return cur.refresh_at if cur is not None else None
+
+    def request_window(self) -> RequestWindow:
+        """Success rate, p95 latency and user-experience score of recent requests."""
+        stats = self._requests
+        if stats is None:
+            return RequestWindow(0, 0, None, None, None, None, None)
+        return stats.snapshot()
+
+    def _record_request(self, ok: bool, latency: float, ux_ok: bool) -> None:
+        stats = self._requests
+        if stats is None:
+            stats = self._requests = RequestStats(self._request_window)
+        stats.record(ok, latency, ux_ok=ux_ok)
+        hook = self.on_request
+        if hook is not None:
+            try:
+                hook(ok, latency)
+            except Exception:  # observers never break a request
+                log.exception("on_request hook failed")
 
     def freshness(self, now: float | None = None) -> Freshness:
         """FRESH, STALE or EXPIRED at ``now`` (default: the clock's now)."""
@@ -209,6 +247,7 @@ class Session:
         if cur is not None:
             life = cur.token.lifetime
             remaining = max(cur.expires_at - t, 0.0) / life if life > 0 else 0.0
+        w = self.request_window()
         return HealthSignals(
             freshness=self.freshness(t).value,
             has_token=cur is not None,
@@ -218,6 +257,10 @@ class Session:
                 None if self._last_failure_at is None else t - self._last_failure_at
             ),
             auth_state="closed" if self._closed else None,
+            requests=w.window,
+            success_rate=w.success_rate,
+            p95_latency=w.p95_latency,
+            baseline_latency=w.baseline_latency,
         )
 
     def health(self, now: float | None = None) -> HealthReport:
@@ -246,6 +289,20 @@ class Session:
         """Refresh now (joining a refresh already running) and return the new set."""
         return self._wait_sync("forced").token
 
+    def refresh_if_due(self, *, lead: float = 0.0) -> TokenSet:
+        """Refresh now, in this thread, if the token is STALE or EXPIRED (or will be
+        within ``lead`` seconds); otherwise return the current set. Used by
+        maintenance workers; joins a refresh already running."""
+        cur = self._cur
+        if cur is not None and self.clock.now() + lead < cur.refresh_at:
+            return cur.token
+        return self._wait_sync(self._due_reason(cur, lead)).token
+
+    def _due_reason(self, cur: _Current | None, lead: float) -> RefreshReason:
+        if cur is None or self.clock.now() >= cur.expires_at:
+            return "expired"
+        return "forced" if lead > 0 else "stale"
+
     # ----------------------------------------------------------------- async API
 
     async def atoken(self) -> str:
@@ -255,6 +312,13 @@ class Session:
     async def aforce_refresh(self) -> TokenSet:
         """Async twin of :meth:`force_refresh`."""
         return (await self._wait_async("forced")).token
+
+    async def arefresh_if_due(self, *, lead: float = 0.0) -> TokenSet:
+        """Async twin of :meth:`refresh_if_due`."""
+        cur = self._cur
+        if cur is not None and self.clock.now() + lead < cur.refresh_at:
+            return cur.token
+        return (await self._wait_async(self._due_reason(cur, lead))).token
 
     # -------------------------------------------------------------- httpx glue
 
@@ -269,19 +333,27 @@ class Session:
         """
         from ._auth import SessionAuth
 
-        allowed = frozenset(origin_of(o) for o in origins) if origins is not None else self.origins
+        allowed = parse_origins(origins) if origins is not None else self.origins
         return SessionAuth(self, allowed)
 
     # ---------------------------------------------------------------- lifecycle
 
-    def close(self) -> None:
-        """Stop background refreshes and close the token HTTP clients."""
+    def close(self, *, wait: bool = True) -> None:
+        """Refuse further use, wait for background refreshes (unless ``wait`` is
+        false) and close the token HTTP client. Idempotent."""
         self._closed = True
-        for t in list(self._threads):
-            t.join(timeout=self.retry.deadline + 1)
+        if wait:
+            self.join_background(self.retry.deadline + 1)
         if self._http is not None:
             self._http.close()
             self._http = None
+
+    def join_background(self, timeout: float | None = None) -> None:
+        """Wait for background refresh threads started by sync callers."""
+        me = threading.current_thread()
+        for t in list(self._threads):
+            if t is not me:
+                t.join(timeout)
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`: also awaits background refresh tasks."""
@@ -477,6 +549,17 @@ class Session:
             self._token_requests += 1
             return fut, True
 
+    def _claim_emit(
+        self,
+        reason: RefreshReason,
+        rejected: int | None,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> tuple[concurrent.futures.Future[_Current] | _Current, bool]:
+        claimed, leader = self._claim(reason, rejected, loop)
+        if leader:
+            self._emit("refresh_started", reason=reason)
+        return claimed, leader
+
     def _current_for_fetch(self) -> TokenSet | None:
         cur = self._cur
         return cur.token if cur else None
@@ -485,6 +568,8 @@ class Session:
 
     def _get_sync(self) -> _Current:
         cur = self._cur
+        if self._closed:
+            self._check_open()
         if cur is not None:
             now = self.clock.now()
             if now < cur.refresh_at:
@@ -495,7 +580,7 @@ class Session:
         return self._wait_sync("expired")
 
     def _wait_sync(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
-        claimed, leader = self._claim(reason, rejected, None)
+        claimed, leader = self._claim_emit(reason, rejected, None)
         if isinstance(claimed, _Current):
             return claimed
         if leader:
@@ -522,7 +607,7 @@ class Session:
             if self._hook is not None:
                 try:
                     if self._hook_is_async:
-                        asyncio.run(self._hook(token))  # type: ignore[arg-type]
+                        run_coroutine_blocking(self._hook, token)
                     else:
                         self._hook(token)
                 except Exception as exc:
@@ -541,7 +626,7 @@ class Session:
             return
         if self.clock.monotonic() < self._next_bg_attempt:
             return
-        claimed, leader = self._claim("stale", None, None)
+        claimed, leader = self._claim_emit("stale", None, None)
         if not leader or isinstance(claimed, _Current):
             return
         fut = claimed
@@ -560,6 +645,8 @@ class Session:
 
     async def _get_async(self) -> _Current:
         cur = self._cur
+        if self._closed:
+            self._check_open()
         if cur is not None:
             now = self.clock.now()
             if now < cur.refresh_at:
@@ -571,7 +658,7 @@ class Session:
 
     async def _wait_async(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
         loop = asyncio.get_running_loop()
-        claimed, leader = self._claim(reason, rejected, loop)
+        claimed, leader = self._claim_emit(reason, rejected, loop)
         if isinstance(claimed, _Current):
             return claimed
         if leader:
@@ -616,14 +703,11 @@ class Session:
         if self.clock.monotonic() < self._next_bg_attempt:
             return
         loop = asyncio.get_running_loop()
-        claimed, leader = self._claim("stale", None, loop)
+        claimed, leader = self._claim_emit("stale", None, loop)
         if leader and not isinstance(claimed, _Current):
             self._spawn(claimed, "stale", loop)
 
     # -- used by the auth flow ------------------------------------------------------------
-
-    def _current_or_wait_sync(self) -> _Current:
-        return self._get_sync()
 
     def _after_401_sync(self, rejected: int) -> _Current:
         return self._wait_sync("rejected", rejected)

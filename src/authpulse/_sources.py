@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, cast, runtime_checkable
 from urllib.parse import quote
 
 import tenacity
@@ -27,7 +28,6 @@ from ._errors import (
     NoRefreshTokenError,
     TokenEndpointError,
     TokenError,
-    UsageError,
 )
 from ._http import httpx
 from ._retry import TokenRetry, classify_status, parse_retry_after, retrying_kwargs
@@ -48,7 +48,31 @@ __all__ = [
     "OAuthGrant",
     "RefreshTokenGrant",
     "TokenSource",
+    "run_coroutine_blocking",
 ]
+
+_T = TypeVar("_T")
+_A = TypeVar("_A")
+
+
+def run_coroutine_blocking(fn: Callable[[_A], Awaitable[_T]], arg: _A) -> _T:
+    """Run ``await fn(arg)`` to completion from sync code.
+
+    On a thread without an event loop it uses ``asyncio.run``; on a thread
+    that is running a loop (sync code called from async code) it runs the
+    coroutine on a private loop in a helper thread instead of failing.
+    """
+
+    async def main() -> _T:
+        return await fn(arg)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="authpulse-sync") as ex:
+        return ex.submit(asyncio.run, main()).result()
+
 
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 
@@ -372,7 +396,8 @@ class CallableSource:
     a new :class:`TokenSet` whose times are on the local clock. It may be a
     plain function or a coroutine function. In async code a plain function
     runs in a worker thread so it never blocks the event loop; in sync code
-    a coroutine function runs on a private event loop.
+    a coroutine function runs on a private event loop (in a helper thread if
+    the calling thread is already running one).
     """
 
     def __init__(self, fn: SyncTokenFn | AsyncTokenFn, *, name: str | None = None) -> None:
@@ -393,14 +418,8 @@ class CallableSource:
 
     def fetch(self, ctx: FetchContext) -> Fetched:
         if self._is_async:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return self._check(asyncio.run(self._fn(ctx.current)))  # type: ignore[arg-type]
-            raise UsageError(
-                "an async token callable cannot be called from sync code running "
-                "inside an event loop; use atoken()"
-            )
+            fn = cast("AsyncTokenFn", self._fn)
+            return self._check(run_coroutine_blocking(fn, ctx.current))
         return self._check(self._fn(ctx.current))
 
     async def afetch(self, ctx: FetchContext) -> Fetched:

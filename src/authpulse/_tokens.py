@@ -352,7 +352,8 @@ def parse_token_response(
     else:
         exp = _num_claim(unverified_claims(access), "exp")
         if exp is not None:
-            expires_at, source = exp, "jwt"
+            # the same bound as expires_in: a JWT does not make a token immortal
+            expires_at, source = min(exp, now + MAX_EXPIRES_IN), "jwt"
         else:
             expires_at, source = now + default_lifetime, "default"
 
