@@ -22,11 +22,32 @@ from ._errors import TokenError as TokenError
 from ._errors import TokenResponseError as TokenResponseError
 from ._errors import TokenVerificationError as TokenVerificationError
 from ._errors import UsageError as UsageError
+from ._events import Event as Event
+from ._events import EventBus as EventBus
+from ._events import EventKind as EventKind
+from ._events import JournalError as JournalError
+from ._events import JsonlJournal as JsonlJournal
+from ._events import read_journal as read_journal
 from ._health import Band as Band
 from ._health import HealthComponent as HealthComponent
 from ._health import HealthReport as HealthReport
 from ._health import HealthSignals as HealthSignals
 from ._health import compute_health as compute_health
+from ._manager import HttpProbe as HttpProbe
+from ._manager import ManagedSession as ManagedSession
+from ._manager import ManagerSettings as ManagerSettings
+from ._manager import PermissionDenied as PermissionDenied
+from ._manager import Probe as Probe
+from ._manager import SessionClosedError as SessionClosedError
+from ._manager import SessionManager as SessionManager
+from ._manager import SessionNotFoundError as SessionNotFoundError
+from ._manager import TickReport as TickReport
+from ._model import ErrorDetails as ErrorDetails
+from ._model import InvalidStatusChangeError as InvalidStatusChangeError
+from ._model import SessionKind as SessionKind
+from ._model import SessionMetadata as SessionMetadata
+from ._model import SessionRecord as SessionRecord
+from ._model import SessionStatus as SessionStatus
 from ._policy import Freshness as Freshness
 from ._policy import RefreshPolicy as RefreshPolicy
 from ._policy import freshness as freshness
@@ -39,6 +60,18 @@ from ._sources import FetchContext as FetchContext
 from ._sources import Fetched as Fetched
 from ._sources import RefreshTokenGrant as RefreshTokenGrant
 from ._sources import TokenSource as TokenSource
+from ._state import AuthEvent as AuthEvent
+from ._state import AuthState as AuthState
+from ._state import Guards as Guards
+from ._state import IllegalTransition as IllegalTransition
+from ._state import StateMachine as StateMachine
+from ._state import Transition as Transition
+from ._stats import RequestWindow as RequestWindow
+from ._stats import SessionStats as SessionStats
+from ._store import MemoryStore as MemoryStore
+from ._store import SessionStore as SessionStore
+from ._store import StoreError as StoreError
+from ._store import VersionConflictError as VersionConflictError
 from ._tokens import JWTVerifier as JWTVerifier
 from ._tokens import TokenSet as TokenSet
 from ._tokens import parse_token_response as parse_token_response
@@ -46,6 +79,8 @@ from ._version import __version__ as __version__
 
 __all__ = [
     "AsyncClient",
+    "AuthEvent",
+    "AuthState",
     "AuthpulseError",
     "Band",
     "CallableSource",
@@ -54,21 +89,49 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "ErrorClass",
+    "ErrorDetails",
+    "Event",
+    "EventBus",
+    "EventKind",
     "FetchContext",
     "Fetched",
     "Freshness",
+    "Guards",
     "HealthComponent",
     "HealthReport",
     "HealthSignals",
+    "HttpProbe",
+    "IllegalTransition",
+    "InvalidStatusChangeError",
     "JWTVerifier",
+    "JournalError",
+    "JsonlJournal",
+    "ManagedSession",
+    "ManagerSettings",
+    "MemoryStore",
     "NoRefreshTokenError",
     "OAuthError",
+    "PermissionDenied",
+    "Probe",
     "RefreshError",
     "RefreshPolicy",
     "RefreshStats",
     "RefreshTokenGrant",
+    "RequestWindow",
     "Session",
+    "SessionClosedError",
+    "SessionKind",
+    "SessionManager",
+    "SessionMetadata",
+    "SessionNotFoundError",
+    "SessionRecord",
+    "SessionStats",
+    "SessionStatus",
+    "SessionStore",
+    "StateMachine",
+    "StoreError",
     "SystemClock",
+    "TickReport",
     "TokenEndpointError",
     "TokenError",
     "TokenResponseError",
@@ -76,11 +139,14 @@ __all__ = [
     "TokenSet",
     "TokenSource",
     "TokenVerificationError",
+    "Transition",
     "UsageError",
+    "VersionConflictError",
     "__version__",
     "compute_health",
     "freshness",
     "parse_token_response",
+    "read_journal",
 ]
 
 _logging.getLogger("authpulse").addHandler(_logging.NullHandler())

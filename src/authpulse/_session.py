@@ -23,7 +23,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ._clock import Clock, SystemClock
 from ._errors import (
@@ -607,7 +607,8 @@ class Session:
             if self._hook is not None:
                 try:
                     if self._hook_is_async:
-                        run_coroutine_blocking(self._hook, token)
+                        hook = cast("Callable[[TokenSet], Awaitable[None]]", self._hook)
+                        run_coroutine_blocking(hook, token)
                     else:
                         self._hook(token)
                 except Exception as exc:

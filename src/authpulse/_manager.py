@@ -1,0 +1,1290 @@
+"""``SessionManager``: many sessions, their lifecycle, one worker.
+
+A managed session pairs a stored :class:`SessionRecord` (status, owner,
+metadata, timestamps: what survives a restart) with a live part in this
+process: its token :class:`Session`, its auth :class:`StateMachine`, its
+request statistics and its last heartbeat.
+
+Lifecycle changes are pure record transformations (``_model``) applied with
+optimistic concurrency on the store. The worker keeps every deadline in a
+heap, so a tick costs O(sessions due), not O(sessions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import inspect
+import itertools
+import json
+import logging
+import random
+import secrets
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ._client import AsyncClient, Client
+from ._clock import Clock, SystemClock
+from ._errors import AuthpulseError, ConfigurationError, UsageError
+from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
+from ._health import HealthReport, compute_health
+from ._http import httpx
+from ._model import (
+    ErrorDetails,
+    SessionKind,
+    SessionMetadata,
+    SessionRecord,
+    SessionStatus,
+    validate_labels,
+)
+from ._policy import RefreshPolicy
+from ._retry import TokenRetry
+from ._session import Session
+from ._sources import TokenSource, run_coroutine_blocking
+from ._state import AuthEvent, AuthState, Guards, IllegalTransition, StateMachine
+from ._stats import Aggregates, SessionStats
+from ._store import MemoryStore, SessionStore, VersionConflictError
+from ._tokens import TokenSet
+
+__all__ = [
+    "HttpProbe",
+    "ManagedSession",
+    "ManagerSettings",
+    "PermissionDenied",
+    "Probe",
+    "SessionClosedError",
+    "SessionManager",
+    "SessionNotFoundError",
+    "TickReport",
+]
+
+log = logging.getLogger("authpulse.manager")
+
+#: A heartbeat probe: called with the managed session, returns True if healthy.
+#: Sync or async. Raising counts as a failed heartbeat.
+Probe = Callable[["ManagedSession"], bool] | Callable[["ManagedSession"], Awaitable[bool]]
+
+
+class SessionNotFoundError(AuthpulseError, LookupError):
+    """No session with that id (in this manager's store)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"no session with id {session_id!r}")
+
+
+class PermissionDenied(AuthpulseError):  # noqa: N818 - the name users look for
+    """The session belongs to another owner."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id!r} belongs to another owner")
+
+
+class SessionClosedError(AuthpulseError):
+    """The session has ended (COMPLETED, FAILED, TIMEOUT or CANCELLED)."""
+
+    def __init__(self, session_id: str, status: SessionStatus) -> None:
+        self.session_id = session_id
+        self.status = status
+        super().__init__(f"session {session_id!r} is closed ({status.value})")
+
+
+def _opt_positive(name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, int | float) and value > 0):
+        raise ConfigurationError(f"ManagerSettings.{name} must be a positive number or None")
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerSettings:
+    """Defaults from the source documents; every interval is in seconds.
+
+    ``None`` disables a rule.
+    """
+
+    tick_interval: float = 60.0  #: maintenance tick
+    heartbeat_interval: float = 300.0  #: heartbeat probes
+    idle_timeout: float | None = 1800.0  #: no activity this long: ACTIVE -> PAUSED
+    max_lifetime: float | None = 86400.0  #: older than this: -> TIMEOUT
+    stale_timeout: float | None = 86400.0  #: no activity at all this long: -> TIMEOUT
+    refresh_concurrency: int = 4  #: proactive refreshes run at once by a tick
+    refresh_lead: float = 0.0  #: refresh this much before the token turns stale
+    request_window: int = 100  #: requests kept per session for success rate and p95
+    worker_error_memory: float = 600.0  #: a failed tick lowers health this long
+
+    def __post_init__(self) -> None:
+        for name in ("tick_interval", "heartbeat_interval"):
+            _opt_positive(name, getattr(self, name))
+        for name in ("idle_timeout", "max_lifetime", "stale_timeout"):
+            _opt_positive(name, getattr(self, name))
+        if self.refresh_concurrency < 1 or self.request_window < 1:
+            raise ConfigurationError("refresh_concurrency and request_window must be >= 1")
+        if self.refresh_lead < 0:
+            raise ConfigurationError("refresh_lead must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """What one maintenance tick did."""
+
+    at: float
+    due: int = 0
+    paused: int = 0
+    timed_out: int = 0
+    refreshed: int = 0
+    refresh_failures: int = 0
+    heartbeats: int = 0
+    heartbeat_failures: int = 0
+    recovered: int = 0
+    errors: int = 0
+
+
+@dataclass
+class _TickCounts:
+    due: int = 0
+    paused: int = 0
+    timed_out: int = 0
+    refreshed: int = 0
+    refresh_failures: int = 0
+    heartbeats: int = 0
+    heartbeat_failures: int = 0
+    recovered: int = 0
+    errors: int = 0
+    refresh: list[ManagedSession] = field(default_factory=list)
+    probe: list[ManagedSession] = field(default_factory=list)
+
+    def report(self, at: float) -> TickReport:
+        return TickReport(
+            at,
+            self.due,
+            self.paused,
+            self.timed_out,
+            self.refreshed,
+            self.refresh_failures,
+            self.heartbeats,
+            self.heartbeat_failures,
+            self.recovered,
+            self.errors,
+        )
+
+
+class HttpProbe:
+    """A heartbeat that makes a cheap authenticated request.
+
+    Healthy when the answer's status is below 400 (``ok_statuses`` to change
+    that). The request goes through the session's own auth, so a 401 is
+    refreshed and replayed like any other call.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+        ok_statuses: Iterable[int] | None = None,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigurationError("HttpProbe url must be an absolute http(s) URL")
+        self.url = url
+        self.method = method
+        self.timeout = timeout
+        self._transport = transport
+        self._async_transport = async_transport
+        self._ok = frozenset(ok_statuses) if ok_statuses is not None else None
+
+    def __repr__(self) -> str:
+        return f"HttpProbe({self.method} {self.url})"
+
+    def _good(self, status: int) -> bool:
+        return status in self._ok if self._ok is not None else status < 400
+
+    def __call__(self, ms: ManagedSession) -> bool:
+        with httpx.Client(
+            transport=self._transport,
+            timeout=self.timeout,
+            auth=ms.session.auth(origins=[self.url]),
+        ) as c:
+            return self._good(c.request(self.method, self.url).status_code)
+
+    async def acall(self, ms: ManagedSession) -> bool:
+        async with httpx.AsyncClient(
+            transport=self._async_transport,
+            timeout=self.timeout,
+            auth=ms.session.auth(origins=[self.url]),
+        ) as c:
+            return self._good((await c.request(self.method, self.url)).status_code)
+
+
+class ManagedSession:
+    """A live handle on one managed session.
+
+    ``session`` is its token engine (``token()``, ``auth()``, ...);
+    ``record`` is the latest stored record. Use :meth:`client` /
+    :meth:`async_client` for httpx clients whose calls count as activity.
+    """
+
+    __slots__ = (
+        "_record",
+        "heartbeat_at",
+        "heartbeat_ok",
+        "last_request_at",
+        "machine",
+        "manager",
+        "probe",
+        "session",
+    )
+
+    def __init__(
+        self,
+        manager: SessionManager,
+        record: SessionRecord,
+        session: Session,
+        machine: StateMachine,
+        probe: Probe | None,
+    ) -> None:
+        self.manager = manager
+        self._record = record
+        self.session = session
+        self.machine = machine
+        self.probe = probe
+        self.heartbeat_ok: bool | None = None
+        self.heartbeat_at: float | None = None
+        self.last_request_at: float | None = None
+
+    def __repr__(self) -> str:
+        r = self._record
+        return (
+            f"<ManagedSession {r.id} owner={r.owner!r} {r.status.value} "
+            f"auth={self.machine.state.value}>"
+        )
+
+    @property
+    def record(self) -> SessionRecord:
+        return self._record
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def owner(self) -> str:
+        return self._record.owner
+
+    @property
+    def status(self) -> SessionStatus:
+        return self._record.status
+
+    @property
+    def auth_state(self) -> AuthState:
+        return self.machine.state
+
+    def last_activity(self) -> float:
+        """The latest of the recorded activity and the last request."""
+        r = self._record.last_activity_at
+        q = self.last_request_at
+        return r if q is None or q < r else q
+
+    def health(self, now: float | None = None) -> HealthReport:
+        return self.manager.health(self.id, now=now)
+
+    def client(self, **kwargs: Any) -> Client:
+        """An ``authpulse.Client`` on this session."""
+        return Client(self.session, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> AsyncClient:
+        """An ``authpulse.AsyncClient`` on this session."""
+        return AsyncClient(self.session, **kwargs)
+
+
+_Kind = Literal["lifecycle", "refresh", "heartbeat", "stuck"]
+# aliases: inside SessionManager the name ``list`` is the method
+_HeapItems = list[tuple[float, int, str, _Kind]]
+_Records = list[SessionRecord]
+_Events = list[Event]
+
+
+class SessionManager:
+    """Many sessions: create, find, change, close, observe, maintain.
+
+    >>> manager = SessionManager()
+    >>> ms = manager.create_session("alice", RefreshTokenGrant(...))
+    >>> with manager:                       # starts the worker thread; stops and joins it
+    ...     ms.client(base_url=API).get("/me")
+
+    ``tick(now)`` runs one maintenance pass and is public, so tests drive
+    the manager with a fake clock. ``start()`` runs ticks on ONE background
+    thread (``astart()``: one task) for all sessions.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore | None = None,
+        *,
+        clock: Clock | None = None,
+        settings: ManagerSettings | None = None,
+        policy: RefreshPolicy | None = None,
+        retry: TokenRetry | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+        probe: Probe | None = None,
+        journal: str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.store: SessionStore = store if store is not None else MemoryStore()
+        self.clock: Clock = clock or SystemClock()
+        self.settings = settings or ManagerSettings()
+        self.policy = policy
+        self.retry = retry
+        self.probe = probe
+        self.events = EventBus()
+        self._transport = transport
+        self._async_transport = async_transport
+        self._rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
+        self._live: dict[str, ManagedSession] = {}
+        self._lock = threading.RLock()
+        self._heap: list[tuple[float, int, str, _Kind]] = []
+        self._seq = itertools.count()
+        self._agg = Aggregates()
+        self._journal = JsonlJournal(journal) if journal else None
+        if self._journal is not None:
+            self.events.subscribe(self._journal)
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = threading.Event()
+        self._astop: asyncio.Event | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.tick_count = 0
+        self.tick_errors = 0
+        self._last_tick_error_at: float | None = None
+        self.last_tick: TickReport | None = None
+
+    def __repr__(self) -> str:
+        running = "running" if self.running else "stopped"
+        return f"<SessionManager {len(self._live)} live sessions, worker {running}>"
+
+    # ================================================================ create / get
+
+    def create_session(
+        self,
+        owner: str,
+        source: TokenSource,
+        *,
+        kind: SessionKind | str = SessionKind.USER,
+        metadata: SessionMetadata | Mapping[str, Any] | None = None,
+        labels: Iterable[str] = (),
+        token: TokenSet | None = None,
+        probe: Probe | None = None,
+        on_token_update: Callable[[TokenSet], Any] | None = None,
+        session_id: str | None = None,
+    ) -> ManagedSession:
+        """Create an ACTIVE session for ``owner`` whose tokens come from ``source``."""
+        if not isinstance(owner, str) or not owner or len(owner) > 256:
+            raise ConfigurationError("owner must be a non-empty string of at most 256 chars")
+        try:
+            kind = SessionKind(kind)
+        except ValueError:
+            raise ConfigurationError(
+                f"kind must be one of {[k.value for k in SessionKind]}, not {kind!r}"
+            ) from None
+        sid = session_id or secrets.token_urlsafe(12)
+        if not isinstance(sid, str) or not 1 <= len(sid) <= 128:
+            raise ConfigurationError("session_id must be a string of 1 to 128 chars")
+        now = self.clock.now()
+        record = SessionRecord(
+            id=sid,
+            owner=owner,
+            kind=kind,
+            status=SessionStatus.ACTIVE,
+            created_at=now,
+            last_activity_at=now,
+            metadata=SessionMetadata.coerce(metadata),
+            labels=validate_labels({"session", "active", *validate_labels(labels)}),
+        )
+        try:
+            stored = self.store.put(record, expected_version=None)
+        except VersionConflictError:
+            raise ConfigurationError(f"a session with id {sid!r} already exists") from None
+        ms = self._attach(stored, source, token=token, probe=probe, on_token_update=on_token_update)
+        self._agg.added(stored)
+        self._publish(EventKind.SESSION_CREATED, stored, now, session_kind=kind.value)
+        return ms
+
+    def _attach(
+        self,
+        record: SessionRecord,
+        source: TokenSource,
+        *,
+        token: TokenSet | None,
+        probe: Probe | None,
+        on_token_update: Callable[[TokenSet], Any] | None,
+    ) -> ManagedSession:
+        session = Session(
+            source,
+            token=token,
+            policy=self.policy,
+            retry=self.retry,
+            clock=self.clock,
+            transport=self._transport,
+            async_transport=self._async_transport,
+            on_token_update=on_token_update,
+            name=record.id,
+            rng=self._rng,
+            request_window=self.settings.request_window,
+        )
+        machine = StateMachine(
+            now=self.clock.now(),
+            initial=AuthState(record.auth_state)
+            if record.auth_state in AuthState.__members__.values()
+            else AuthState.FRESH,
+        )
+        ms = ManagedSession(self, record, session, machine, probe or self.probe)
+        session.add_listener(lambda kind, fields: self._on_session_event(ms, kind, fields))
+        session.on_request = lambda ok, latency: self._on_request(ms, ok, latency)
+        with self._lock:
+            self._live[record.id] = ms
+        self._schedule_lifecycle(ms)
+        if token is not None:
+            self._schedule_refresh(ms)
+        if ms.probe is not None:
+            self._push(self.clock.now() + self.settings.heartbeat_interval, record.id, "heartbeat")
+        return ms
+
+    def _lookup(self, session_id: str) -> ManagedSession:
+        if not isinstance(session_id, str):
+            raise SessionNotFoundError(repr(session_id))
+        ms = self._live.get(session_id)
+        if ms is None:
+            if self.store.get(session_id) is not None:
+                raise UsageError(
+                    f"session {session_id!r} is stored but not loaded in this "
+                    "process; call recover() with its source"
+                )
+            raise SessionNotFoundError(session_id)
+        return ms
+
+    def get(self, session_id: str, *, owner: str) -> ManagedSession:
+        """The session ``session_id`` if it belongs to ``owner``; else
+        :class:`PermissionDenied` (or :class:`SessionNotFoundError`)."""
+        ms = self._lookup(session_id)
+        if ms.record.owner != owner:
+            raise PermissionDenied(session_id)
+        return ms
+
+    def admin_get(self, session_id: str) -> ManagedSession:
+        """The session ``session_id`` whoever owns it (for operators and tools)."""
+        return self._lookup(session_id)
+
+    def record(self, session_id: str) -> SessionRecord:
+        """The stored record (works for sessions not loaded in this process)."""
+        r = self.store.get(session_id) if isinstance(session_id, str) else None
+        if r is None:
+            raise SessionNotFoundError(str(session_id))
+        return r
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
+        kind: SessionKind | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[SessionRecord]:
+        """Stored records, oldest first, filtered, one page at a time."""
+        if not isinstance(limit, int) or not isinstance(offset, int) or limit < 0 or offset < 0:
+            raise ConfigurationError("limit and offset must be non-negative integers")
+        statuses: list[SessionStatus] | None
+        try:
+            if status is None:
+                statuses = None
+            elif isinstance(status, str):
+                statuses = [SessionStatus(status.upper())]
+            else:
+                statuses = [SessionStatus(s.upper() if isinstance(s, str) else s) for s in status]
+            kind_ = SessionKind(kind) if kind is not None else None
+        except ValueError as exc:
+            raise ConfigurationError(f"unknown status or kind: {exc}") from None
+        return self.store.query(
+            owner=owner, status=statuses, kind=kind_, limit=limit, offset=offset
+        )
+
+    # ================================================================ lifecycle
+
+    def _write(
+        self, ms: ManagedSession, change: Callable[[SessionRecord], SessionRecord]
+    ) -> tuple[SessionRecord, SessionRecord]:
+        """Apply ``change`` with optimistic concurrency; retry on a version conflict."""
+        for _ in range(8):
+            current = self.store.get(ms.id) or ms.record
+            new = change(current)
+            try:
+                stored = self.store.put(new, expected_version=current.version)
+            except VersionConflictError:
+                continue
+            ms._record = stored
+            self._agg.changed(current, stored)
+            return current, stored
+        raise UsageError(f"session {ms.id!r} is being changed too often to update")
+
+    def _owner_check(self, ms: ManagedSession, owner: str | None) -> None:
+        if owner is not None and ms.record.owner != owner:
+            raise PermissionDenied(ms.id)
+
+    def _open(self, ms: ManagedSession) -> None:
+        if ms.record.status.terminal:
+            raise SessionClosedError(ms.id, ms.record.status)
+
+    def record_activity(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
+        """Note that the session's user did something (keeps it from idling out)."""
+        ms = self._lookup(session_id)
+        self._owner_check(ms, owner)
+        self._open(ms)
+        now = self.clock.now()
+        _, new = self._write(ms, lambda r: replace(r, last_activity_at=now))
+        self._publish(EventKind.ACTIVITY, new, now)
+        return new
+
+    def update(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        phase: str | None = None,
+        step: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        labels: Iterable[str] | None = None,
+    ) -> SessionRecord:
+        """Change the phase, step, metadata (merged) or labels (replaced)."""
+        ms = self._lookup(session_id)
+        self._owner_check(ms, owner)
+        self._open(ms)
+        for name, value in (("phase", phase), ("step", step)):
+            if value is not None and (not isinstance(value, str) or len(value) > 256):
+                raise ConfigurationError(f"{name} must be a string of at most 256 chars")
+        new_labels = validate_labels(labels) if labels is not None else None
+        now = self.clock.now()
+
+        def change(r: SessionRecord) -> SessionRecord:
+            return replace(
+                r,
+                phase=phase if phase is not None else r.phase,
+                step=step if step is not None else r.step,
+                metadata=r.metadata.merged(metadata) if metadata else r.metadata,
+                labels=new_labels if new_labels is not None else r.labels,
+                last_activity_at=now,
+            )
+
+        _, new = self._write(ms, change)
+        self._publish(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
+        return new
+
+    def pause(
+        self, session_id: str, reason: str | None = None, *, owner: str | None = None
+    ) -> SessionRecord:
+        """ACTIVE -> PAUSED. Paused sessions are not refreshed proactively."""
+        ms = self._lookup(session_id)
+        self._owner_check(ms, owner)
+        return self._set_status(ms, SessionStatus.PAUSED, reason=reason or "paused")
+
+    def resume(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
+        """PAUSED -> ACTIVE."""
+        ms = self._lookup(session_id)
+        self._owner_check(ms, owner)
+        rec = self._set_status(ms, SessionStatus.ACTIVE)
+        self._schedule_lifecycle(ms)
+        self._schedule_refresh(ms)
+        return rec
+
+    def close(
+        self,
+        session_id: str,
+        status: SessionStatus | str = SessionStatus.COMPLETED,
+        *,
+        error: str | BaseException | None = None,
+        owner: str | None = None,
+    ) -> SessionRecord:
+        """End the session with a terminal status (COMPLETED by default)."""
+        try:
+            st = SessionStatus(status.upper() if isinstance(status, str) else status)
+        except ValueError:
+            raise ConfigurationError(f"unknown status {status!r}") from None
+        if not st.terminal:
+            raise ConfigurationError(f"close() needs a terminal status, not {st.value}")
+        ms = self._lookup(session_id)
+        self._owner_check(ms, owner)
+        return self._set_status(ms, st, error=self._error_details(error))
+
+    def cancel(
+        self, session_id: str, reason: str | None = None, *, owner: str | None = None
+    ) -> SessionRecord:
+        """End the session as CANCELLED."""
+        ms = self._lookup(session_id)
+        self._owner_check(ms, owner)
+        details = ErrorDetails(reason, None, self.clock.now()) if reason else None
+        return self._set_status(ms, SessionStatus.CANCELLED, error=details)
+
+    def _error_details(self, error: str | BaseException | None) -> ErrorDetails | None:
+        if error is None:
+            return None
+        now = self.clock.now()
+        if isinstance(error, BaseException):
+            cls = getattr(error, "error_class", None)
+            text = (
+                f"{type(error).__name__}: {error}"
+                if isinstance(error, AuthpulseError)
+                else type(error).__name__
+            )
+            return ErrorDetails(text[:500], getattr(cls, "value", None), now)
+        if not isinstance(error, str):
+            raise ConfigurationError("error must be a string or an exception")
+        return ErrorDetails(error[:500], None, now)
+
+    _STATUS_EVENT: Mapping[SessionStatus, EventKind] = {
+        SessionStatus.ACTIVE: EventKind.RESUMED,
+        SessionStatus.PAUSED: EventKind.PAUSED,
+    }
+
+    def _set_status(
+        self,
+        ms: ManagedSession,
+        status: SessionStatus,
+        *,
+        error: ErrorDetails | None = None,
+        reason: str | None = None,
+    ) -> SessionRecord:
+        now = self.clock.now()
+        old, new = self._write(
+            ms, lambda r: r.with_status(status, now=now, error=error, reason=reason)
+        )
+        fields: dict[str, Any] = {"from": old.status.value, "to": new.status.value}
+        if reason:
+            fields["reason"] = reason
+        if error is not None:
+            fields["error"] = error.message
+            if error.error_class:
+                fields["error_class"] = error.error_class
+        kind = self._STATUS_EVENT.get(status, EventKind.CLOSED)
+        self._publish(EventKind.STATUS_CHANGED, new, now, **fields)
+        self._publish(kind, new, now, **fields)
+        if status.terminal:
+            self._fire(ms, AuthEvent.CLOSE)
+            ms.session.close(wait=False)
+        return new
+
+    def recover(
+        self,
+        session_id: str,
+        source: TokenSource | None = None,
+        *,
+        token: TokenSet | None = None,
+        probe: Probe | None = None,
+    ) -> ManagedSession:
+        """Bring a session back after a crash or restart: reload its record from the
+        store, refuse it if it has ended, make it ACTIVE with fresh activity.
+
+        In a new process the live part is gone: pass the session's ``source``
+        (and the last ``token`` you persisted, if any).
+        """
+        record = self.store.get(session_id) if isinstance(session_id, str) else None
+        if record is None:
+            raise SessionNotFoundError(str(session_id))
+        if record.status.terminal:
+            raise SessionClosedError(session_id, record.status)
+        ms = self._live.get(session_id)
+        if ms is None:
+            if source is None:
+                raise ConfigurationError(
+                    f"session {session_id!r} is not loaded in this process: pass its source"
+                )
+            ms = self._attach(record, source, token=token, probe=probe, on_token_update=None)
+            self._agg.added(record)
+        now = self.clock.now()
+
+        def change(r: SessionRecord) -> SessionRecord:
+            if r.status is SessionStatus.PAUSED:
+                r = r.with_status(SessionStatus.ACTIVE, now=now)
+            return replace(r, last_activity_at=now)
+
+        _, new = self._write(ms, change)
+        self._schedule_lifecycle(ms)
+        self._publish(EventKind.RECOVERED, new, now)
+        return ms
+
+    def cleanup(self, max_age: float, *, now: float | None = None) -> int:
+        """Mark every open session created more than ``max_age`` seconds ago as
+        TIMEOUT. Never deletes anything. Returns how many were marked."""
+        if not isinstance(max_age, int | float) or max_age <= 0:
+            raise ConfigurationError("max_age must be a positive number of seconds")
+        t = self.clock.now() if now is None else now
+        count = 0
+        for r in self.store.query(status=[SessionStatus.ACTIVE, SessionStatus.PAUSED]):
+            if r.created_at <= t - max_age and r.id in self._live:
+                try:
+                    self._set_status(
+                        self._live[r.id], SessionStatus.TIMEOUT, reason="cleanup: max age"
+                    )
+                    count += 1
+                except AuthpulseError:
+                    log.debug("cleanup skipped %s", r.id)
+        return count
+
+    def purge(self, older_than: float, *, now: float | None = None) -> int:
+        """Delete ended sessions whose end is more than ``older_than`` seconds ago —
+        the only way anything is deleted. Returns how many were deleted."""
+        if not isinstance(older_than, int | float) or older_than < 0:
+            raise ConfigurationError("older_than must be a non-negative number of seconds")
+        t = self.clock.now() if now is None else now
+        done = 0
+        terminal = [s for s in SessionStatus if s.terminal]
+        for r in self.store.query(status=terminal):
+            if r.ended_at is not None and r.ended_at <= t - older_than:
+                self._publish(EventKind.PURGED, r, t)
+                if self.store.delete(r.id):
+                    self._agg.removed(r)
+                    with self._lock:
+                        self._live.pop(r.id, None)
+                    done += 1
+        return done
+
+    # ================================================================ observe
+
+    def health(self, session_id: str, *, now: float | None = None) -> HealthReport:
+        """The health report of one session (see docs/health.md)."""
+        ms = self._lookup(session_id)
+        t = self.clock.now() if now is None else now
+        s = ms.session.health_signals(t)
+        state = ms.machine.health_state(t)
+        if ms.record.status.terminal:
+            state = "closed"
+        worker_errors = (
+            1
+            if (
+                self._last_tick_error_at is not None
+                and t - self._last_tick_error_at < self.settings.worker_error_memory
+            )
+            else 0
+        )
+        return compute_health(
+            replace(s, auth_state=state, heartbeat_ok=ms.heartbeat_ok, worker_errors=worker_errors)
+        )
+
+    def stats(
+        self, *, owner: str | None = None, kind: SessionKind | str | None = None
+    ) -> SessionStats:
+        """Totals by status, success rate, durations, response times, failures."""
+        try:
+            k = SessionKind(kind) if kind is not None else None
+        except ValueError:
+            raise ConfigurationError(f"unknown kind {kind!r}") from None
+        return self._agg.stats(owner=owner, kind=k)
+
+    def timeline(self, session_id: str) -> _Events:
+        """The session's events, oldest first (bounded by the store)."""
+        self.record(session_id)
+        return self.store.events(session_id)
+
+    def export(self, session_id: str) -> dict[str, Any]:
+        """Everything known about a session, JSON-ready, secrets excluded."""
+        record = self.record(session_id)
+        out: dict[str, Any] = {"session": record.to_dict()}
+        ms = self._live.get(session_id)
+        if ms is not None:
+            out["health"] = self.health(session_id).to_dict()
+            ts = ms.session.token_set
+            out["token"] = (
+                None
+                if ts is None
+                else {
+                    "token_type": ts.token_type,
+                    "scope": ts.scope,
+                    "issued_at": ts.issued_at,
+                    "expires_at": ts.expires_at,
+                    "has_refresh_token": ts.refresh_token is not None,
+                    "generation": ms.session.generation,
+                }
+            )
+            out["auth_state"] = ms.machine.state.value
+            out["requests"] = _window_dict(ms.session)
+        out["timeline"] = [e.to_dict() for e in self.store.events(session_id)]
+        return out
+
+    def export_json(self, session_id: str) -> str:
+        return json.dumps(self.export(session_id), indent=2, sort_keys=True)
+
+    def subscribe(
+        self, callback: Callable[[Event], None], *, kinds: Iterable[EventKind] | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event (or those of ``kinds``)."""
+        return self.events.subscribe(callback, kinds=kinds)
+
+    # ================================================================ events
+
+    def _publish(
+        self, event_kind: EventKind, record: SessionRecord, at: float, **fields: Any
+    ) -> None:
+        clean = {
+            k: v for k, v in fields.items() if v is None or isinstance(v, str | int | float | bool)
+        }
+        event = Event(
+            kind=event_kind,
+            at=at,
+            session_id=record.id,
+            owner=record.owner,
+            labels=labels_for(event_kind),
+            fields=clean,
+        )
+        try:
+            self.store.append_event(record.id, event)
+        except AuthpulseError:
+            log.warning("could not append to the timeline of %s", record.id)
+        self.events.publish(event)
+
+    def _fire(self, ms: ManagedSession, event: AuthEvent, *, now: float | None = None) -> None:
+        t = self.clock.now() if now is None else now
+        guards = Guards(token_valid=ms.session.freshness(t).value != "expired")
+        with self._lock:
+            try:
+                tr = ms.machine.fire(event, now=t, guards=guards)
+            except IllegalTransition:
+                log.debug("ignored %s in state %s", event.value, ms.machine.state.value)
+                return
+        if tr.changed:
+            self._publish(
+                EventKind.STATE_CHANGED,
+                ms.record,
+                t,
+                **{"from": tr.from_state.value, "to": tr.to_state.value, "event": event.value},
+            )
+            if ms.record.auth_state != tr.to_state.value and not ms.record.status.terminal:
+                try:
+                    self._write(ms, lambda r: replace(r, auth_state=tr.to_state.value))
+                except AuthpulseError:
+                    log.debug("could not persist auth state of %s", ms.id)
+            if tr.to_state in ms.machine.limits and ms.machine.stuck_after is not None:
+                self._push(ms.machine.stuck_after + 1e-6, ms.id, "stuck")
+
+    def _on_session_event(self, ms: ManagedSession, kind: str, fields: Mapping[str, Any]) -> None:
+        now = self.clock.now()
+        if kind == "refresh_started":
+            self._fire(ms, AuthEvent.REFRESH_STARTED, now=now)
+        elif kind == "refreshed":
+            self._fire(ms, AuthEvent.REFRESH_SUCCEEDED, now=now)
+            self._publish(EventKind.TOKEN_REFRESHED, ms.record, now, **fields)
+            self._schedule_refresh(ms)
+        elif kind == "refresh_failed":
+            self._fire(ms, AuthEvent.REFRESH_FAILED, now=now)
+            self._publish(EventKind.REFRESH_FAILED, ms.record, now, **fields)
+        elif kind == "retry":
+            self._publish(EventKind.RETRY_SCHEDULED, ms.record, now, **fields)
+
+    def _on_request(self, ms: ManagedSession, ok: bool, latency: float) -> None:
+        ms.last_request_at = self.clock.now()
+        self._agg.request(ms.record, latency)
+
+    # ================================================================ worker
+
+    def _push(self, when: float, session_id: str, kind: _Kind) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, (when, next(self._seq), session_id, kind))
+
+    def _lifecycle_deadline(self, ms: ManagedSession) -> float | None:
+        r, s = ms.record, self.settings
+        if r.status.terminal:
+            return None
+        cands = []
+        if s.max_lifetime is not None:
+            cands.append(r.created_at + s.max_lifetime)
+        if s.stale_timeout is not None:
+            cands.append(ms.last_activity() + s.stale_timeout)
+        if s.idle_timeout is not None and r.status is SessionStatus.ACTIVE:
+            cands.append(ms.last_activity() + s.idle_timeout)
+        return min(cands) if cands else None
+
+    def _schedule_lifecycle(self, ms: ManagedSession) -> None:
+        when = self._lifecycle_deadline(ms)
+        if when is not None:
+            self._push(when, ms.id, "lifecycle")
+
+    def _schedule_refresh(self, ms: ManagedSession) -> None:
+        at = ms.session.refresh_at
+        if at is not None and ms.record.status is SessionStatus.ACTIVE:
+            self._push(at - self.settings.refresh_lead, ms.id, "refresh")
+
+    def due_count(self, now: float | None = None) -> int:
+        """How many deadline entries are due at ``now`` (O(due) with the heap)."""
+        t = self.clock.now() if now is None else now
+        with self._lock:
+            return (
+                sum(1 for e in self._heap if e[0] <= t)
+                if self._heap and self._heap[0][0] <= t
+                else 0
+            )
+
+    def _pop_due(self, now: float) -> _HeapItems:
+        out: _HeapItems = []
+        with self._lock:
+            heap = self._heap
+            while heap and heap[0][0] <= now:
+                out.append(heapq.heappop(heap))
+        return out
+
+    def _plan(self, now: float, counts: _TickCounts) -> None:
+        """Pop what is due and apply the lifecycle rules; collect refreshes and probes."""
+        seen: set[tuple[str, str]] = set()
+        for _, _, sid, kind in self._pop_due(now):
+            if (sid, kind) in seen:
+                continue  # a stale duplicate entry
+            seen.add((sid, kind))
+            counts.due += 1
+            try:
+                ms = self._live.get(sid)
+                if ms is None or ms.record.status.terminal:
+                    continue
+                if kind == "lifecycle":
+                    self._apply_lifecycle(ms, now, counts)
+                elif kind == "refresh":
+                    if ms.record.status is not SessionStatus.ACTIVE:
+                        continue
+                    at = ms.session.refresh_at
+                    if at is not None and now + self.settings.refresh_lead < at:
+                        self._push(at - self.settings.refresh_lead, sid, "refresh")
+                    else:
+                        counts.refresh.append(ms)
+                elif kind == "heartbeat":
+                    if ms.record.status is SessionStatus.ACTIVE and ms.probe is not None:
+                        counts.probe.append(ms)
+                    self._push(now + self.settings.heartbeat_interval, sid, "heartbeat")
+                elif kind == "stuck":
+                    guards = Guards(token_valid=ms.session.freshness(now).value != "expired")
+                    with self._lock:
+                        tr = ms.machine.recover(now, guards=guards)
+                    if tr is not None:
+                        counts.recovered += 1
+                        self._publish(
+                            EventKind.STATE_CHANGED,
+                            ms.record,
+                            now,
+                            **{
+                                "from": tr.from_state.value,
+                                "to": tr.to_state.value,
+                                "event": "recover",
+                                "reason": "stuck",
+                            },
+                        )
+                        self._publish(
+                            EventKind.RECOVERED,
+                            ms.record,
+                            now,
+                            reason=f"stuck in {tr.from_state.value}",
+                        )
+            except Exception as exc:  # one bad session never stops the tick
+                counts.errors += 1
+                log.exception("maintenance of session %s failed (%s)", sid, type(exc).__name__)
+
+    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: _TickCounts) -> None:
+        r, s = ms.record, self.settings
+        last = ms.last_activity()
+        if s.max_lifetime is not None and now >= r.created_at + s.max_lifetime:
+            self._set_status(
+                ms,
+                SessionStatus.TIMEOUT,
+                reason="max lifetime",
+                error=ErrorDetails("maximum lifetime reached", "timeout", now),
+            )
+            counts.timed_out += 1
+            return
+        if s.stale_timeout is not None and now >= last + s.stale_timeout:
+            self._set_status(
+                ms,
+                SessionStatus.TIMEOUT,
+                reason="stale",
+                error=ErrorDetails("no activity", "timeout", now),
+            )
+            counts.timed_out += 1
+            return
+        if (
+            s.idle_timeout is not None
+            and r.status is SessionStatus.ACTIVE
+            and now >= last + s.idle_timeout
+        ):
+            self._set_status(ms, SessionStatus.PAUSED, reason="idle")
+            counts.paused += 1
+        self._schedule_lifecycle(ms)
+
+    def _refresh_one(self, ms: ManagedSession) -> bool:
+        try:
+            ms.session.refresh_if_due(lead=self.settings.refresh_lead)
+        except AuthpulseError:
+            return False
+        finally:
+            self._schedule_refresh(ms)
+        return True
+
+    def _probe_one(self, ms: ManagedSession) -> bool:
+        probe = ms.probe
+        try:
+            if probe is None:
+                return True
+            if isinstance(probe, HttpProbe):
+                ok = probe(ms)
+            elif inspect.iscoroutinefunction(probe):
+                ok = bool(run_coroutine_blocking(probe, ms))
+            else:
+                ok = bool(probe(ms))
+        except Exception as exc:
+            log.warning("heartbeat of %s raised %s", ms.id, type(exc).__name__)
+            ok = False
+        self._heartbeat_done(ms, ok)
+        return ok
+
+    def _heartbeat_done(self, ms: ManagedSession, ok: bool) -> None:
+        now = self.clock.now()
+        ms.heartbeat_ok, ms.heartbeat_at = ok, now
+        self._publish(EventKind.HEARTBEAT, ms.record, now, ok=ok)
+
+    def _finish(self, now: float, counts: _TickCounts) -> TickReport:
+        self.tick_count += 1
+        if counts.errors:
+            self.tick_errors += 1
+            self._last_tick_error_at = now
+        report = counts.report(now)
+        self.last_tick = report
+        return report
+
+    def tick(self, now: float | None = None) -> TickReport:
+        """One maintenance pass at ``now`` (default: the clock's now).
+
+        Idle sessions are paused, sessions past their lifetime or stale are
+        closed as TIMEOUT, tokens due are refreshed (``refresh_concurrency``
+        at a time), heartbeats due are probed, stuck states recovered. Errors
+        are logged, counted and reflected in health; they never propagate.
+        """
+        t = self.clock.now() if now is None else now
+        counts = _TickCounts()
+        try:
+            self._plan(t, counts)
+            if counts.refresh:
+                results = list(self._executor().map(self._refresh_one, counts.refresh))
+                counts.refreshed = sum(results)
+                counts.refresh_failures = len(results) - counts.refreshed
+            for ms in counts.probe:
+                counts.heartbeats += 1
+                counts.heartbeat_failures += not self._probe_one(ms)
+        except Exception as exc:
+            counts.errors += 1
+            log.exception("maintenance tick failed (%s)", type(exc).__name__)
+        return self._finish(t, counts)
+
+    async def atick(self, now: float | None = None) -> TickReport:
+        """Async twin of :meth:`tick`: refreshes and probes run as coroutines."""
+        t = self.clock.now() if now is None else now
+        counts = _TickCounts()
+        try:
+            self._plan(t, counts)
+            sem = asyncio.Semaphore(self.settings.refresh_concurrency)
+
+            async def refresh(ms: ManagedSession) -> bool:
+                async with sem:
+                    try:
+                        await ms.session.arefresh_if_due(lead=self.settings.refresh_lead)
+                    except AuthpulseError:
+                        return False
+                    finally:
+                        self._schedule_refresh(ms)
+                    return True
+
+            async def probe(ms: ManagedSession) -> bool:
+                p = ms.probe
+                try:
+                    if isinstance(p, HttpProbe):
+                        ok = await p.acall(ms)
+                    elif p is None:
+                        ok = True
+                    else:
+                        r = p(ms)
+                        ok = bool(await r) if inspect.isawaitable(r) else bool(r)
+                except Exception as exc:
+                    log.warning("heartbeat of %s raised %s", ms.id, type(exc).__name__)
+                    ok = False
+                self._heartbeat_done(ms, ok)
+                return ok
+
+            results = await asyncio.gather(*(refresh(ms) for ms in counts.refresh))
+            counts.refreshed = sum(results)
+            counts.refresh_failures = len(results) - counts.refreshed
+            probes = await asyncio.gather(*(probe(ms) for ms in counts.probe))
+            counts.heartbeats = len(probes)
+            counts.heartbeat_failures = len(probes) - sum(probes)
+        except Exception as exc:
+            counts.errors += 1
+            log.exception("maintenance tick failed (%s)", type(exc).__name__)
+        return self._finish(t, counts)
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.settings.refresh_concurrency,
+                thread_name_prefix="authpulse-refresh",
+            )
+        return self._pool
+
+    # -- running the worker ------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return (self._thread is not None and self._thread.is_alive()) or (
+            self._task is not None and not self._task.done()
+        )
+
+    def start(self) -> None:
+        """Start the ONE worker thread that ticks every ``tick_interval`` seconds."""
+        if self.running:
+            raise UsageError("the worker is already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="authpulse-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.tick_interval):
+            self.tick()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop the worker and wait for it; close the refresh pool."""
+        self._stop.set()
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    async def astart(self) -> None:
+        """Start the ONE worker task on the running loop."""
+        if self.running:
+            raise UsageError("the worker is already running")
+        self._astop = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(
+            self._arun(self._astop), name="authpulse-worker"
+        )
+
+    async def _arun(self, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.tick_interval)
+            except TimeoutError:
+                await self.atick()
+            else:
+                return
+
+    async def astop(self) -> None:
+        """Stop the worker task and wait for it."""
+        if self._astop is not None:
+            self._astop.set()
+        task = self._task
+        if task is not None:
+            await task
+            self._task = None
+
+    def shutdown(self) -> None:
+        """Stop the worker, close every session's HTTP clients and the store.
+        Sessions keep their status: a persistent store lets :meth:`recover` resume them."""
+        self.stop()
+        for ms in list(self._live.values()):
+            ms.session.close()
+        if self._journal is not None:
+            self._journal.close()
+        self.store.close()
+
+    async def ashutdown(self) -> None:
+        """Async twin of :meth:`shutdown`."""
+        await self.astop()
+        for ms in list(self._live.values()):
+            await ms.session.aclose()
+        if self._journal is not None:
+            self._journal.close()
+        self.store.close()
+
+    def __enter__(self) -> SessionManager:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> SessionManager:
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ashutdown()
+
+    # ================================================================ async twins
+    # The memory store does no I/O; these run the same code without blocking.
+
+    async def acreate_session(
+        self, owner: str, source: TokenSource, **kwargs: Any
+    ) -> ManagedSession:
+        return self.create_session(owner, source, **kwargs)
+
+    async def aget(self, session_id: str, *, owner: str) -> ManagedSession:
+        return self.get(session_id, owner=owner)
+
+    async def alist(self, **kwargs: Any) -> _Records:
+        return self.list(**kwargs)
+
+    async def arecord_activity(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
+        return self.record_activity(session_id, owner=owner)
+
+    async def aupdate(self, session_id: str, **kwargs: Any) -> SessionRecord:
+        return self.update(session_id, **kwargs)
+
+    async def apause(
+        self, session_id: str, reason: str | None = None, *, owner: str | None = None
+    ) -> SessionRecord:
+        return self.pause(session_id, reason, owner=owner)
+
+    async def aresume(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
+        return self.resume(session_id, owner=owner)
+
+    async def aclose(
+        self,
+        session_id: str,
+        status: SessionStatus | str = SessionStatus.COMPLETED,
+        *,
+        error: str | BaseException | None = None,
+        owner: str | None = None,
+    ) -> SessionRecord:
+        return self.close(session_id, status, error=error, owner=owner)
+
+    async def acancel(
+        self, session_id: str, reason: str | None = None, *, owner: str | None = None
+    ) -> SessionRecord:
+        return self.cancel(session_id, reason, owner=owner)
+
+    async def arecover(
+        self, session_id: str, source: TokenSource | None = None, **kwargs: Any
+    ) -> ManagedSession:
+        return self.recover(session_id, source, **kwargs)
+
+    async def apurge(self, older_than: float) -> int:
+        return self.purge(older_than)
+
+
+def _window_dict(session: Session) -> dict[str, Any]:
+    w = session.request_window()
+    return {
+        "total": w.total,
+        "window": w.window,
+        "success_rate": w.success_rate,
+        "ux_score": w.ux_score,
+        "p95_latency": w.p95_latency,
+        "mean_latency": w.mean_latency,
+        "baseline_latency": w.baseline_latency,
+    }

@@ -1,0 +1,488 @@
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import authpulse
+from authpulse import (
+    ClientCredentials,
+    ConfigurationError,
+    ManagerSettings,
+    PermissionDenied,
+    SessionClosedError,
+    SessionKind,
+    SessionManager,
+    SessionNotFoundError,
+    SessionStatus,
+    TokenSet,
+)
+from authpulse._events import EventKind, read_journal
+from authpulse._model import InvalidStatusChangeError
+from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
+
+
+@pytest.fixture
+def manager(clock: FakeClock, idp: FakeIdP) -> Iterator[SessionManager]:
+    m = SessionManager(
+        clock=clock, transport=idp.transport, async_transport=idp.async_transport, seed=1
+    )
+    yield m
+    m.shutdown()
+
+
+def cc(idp: FakeIdP) -> ClientCredentials:
+    return ClientCredentials(idp.token_url, "client", "secret")
+
+
+def status_of(ms: authpulse.ManagedSession) -> SessionStatus:
+    return ms.status  # a function call, so type checkers do not narrow across calls
+
+
+def is_running(m: SessionManager) -> bool:
+    return m.running
+
+
+def kinds(m: SessionManager, sid: str) -> list[EventKind]:
+    return [e.kind for e in m.timeline(sid)]
+
+
+# ----------------------------------------------------------------------------- create/get
+
+
+def test_create_get_and_owner_check(manager: SessionManager, idp: FakeIdP) -> None:
+    ms = manager.create_session(
+        "alice",
+        cc(idp),
+        kind="integration",
+        metadata={"user_agent": "ua/1", "ip_address": "10.0.0.1", "custom": {"plan": "pro"}},
+    )
+    assert ms.status is SessionStatus.ACTIVE
+    assert ms.record.kind is SessionKind.INTEGRATION
+    assert manager.get(ms.id, owner="alice") is ms
+    with pytest.raises(PermissionDenied):
+        manager.get(ms.id, owner="mallory")
+    assert manager.admin_get(ms.id) is ms
+    with pytest.raises(SessionNotFoundError):
+        manager.get("nope", owner="alice")
+    assert kinds(manager, ms.id) == [EventKind.SESSION_CREATED]
+    assert ms.record.metadata.custom["plan"] == "pro"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"owner": ""}, "owner"),
+        ({"kind": "robot"}, "kind"),
+        ({"metadata": {"colour": "red"}}, "unknown metadata"),
+        ({"metadata": {"custom": {"x": [1]}}}, "custom"),
+        ({"labels": ["Not Valid"]}, "labels"),
+        ({"labels": "single"}, "labels"),
+    ],
+)
+def test_create_rejects_bad_input_with_typed_errors(
+    manager: SessionManager, idp: FakeIdP, kwargs: dict[str, object], match: str
+) -> None:
+    owner = kwargs.pop("owner", "alice")
+    with pytest.raises(ConfigurationError, match=match):
+        manager.create_session(owner, cc(idp), **kwargs)  # type: ignore[arg-type]
+    assert manager.stats().total == 0
+
+
+def test_duplicate_session_id_is_refused(manager: SessionManager, idp: FakeIdP) -> None:
+    manager.create_session("a", cc(idp), session_id="s1")
+    with pytest.raises(ConfigurationError, match="already exists"):
+        manager.create_session("a", cc(idp), session_id="s1")
+
+
+def test_list_filters_and_pages(manager: SessionManager, idp: FakeIdP, clock: FakeClock) -> None:
+    ids = []
+    for i in range(7):
+        clock.advance(1)
+        ms = manager.create_session(
+            "alice" if i % 2 == 0 else "bob", cc(idp), kind="system" if i < 3 else "user"
+        )
+        ids.append(ms.id)
+    manager.cancel(ids[0])
+    assert [r.id for r in manager.list(owner="alice")] == ids[0::2]
+    assert [r.id for r in manager.list(owner="alice", limit=2, offset=1)] == ids[2:6:2]
+    assert [r.id for r in manager.list(status="cancelled")] == [ids[0]]
+    assert [r.id for r in manager.list(kind="system", status=["ACTIVE"])] == ids[1:3]
+    with pytest.raises(ConfigurationError):
+        manager.list(status="sleeping")
+    with pytest.raises(ConfigurationError):
+        manager.list(limit=-1)
+
+
+# ----------------------------------------------------------------------------- lifecycle
+
+
+def test_activity_update_pause_resume_close(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    ms = manager.create_session("alice", cc(idp))
+    clock.advance(10)
+    assert manager.record_activity(ms.id).last_activity_at == clock.now()
+    rec = manager.update(
+        ms.id, phase="draft", step="intro", metadata={"device": "phone"}, labels=["session", "vip"]
+    )
+    assert (rec.phase, rec.step, rec.metadata.device, rec.labels) == (
+        "draft",
+        "intro",
+        "phone",
+        ("session", "vip"),
+    )
+    assert manager.pause(ms.id, "user asked").status is SessionStatus.PAUSED
+    assert ms.record.paused_reason == "user asked"
+    with pytest.raises(InvalidStatusChangeError):
+        manager.pause(ms.id)
+    assert manager.resume(ms.id).status is SessionStatus.ACTIVE
+    rec = manager.close(ms.id, "failed", error="upstream gone")
+    assert rec.status is SessionStatus.FAILED
+    assert rec.error is not None
+    assert rec.error.message == "upstream gone"
+    assert rec.ended_at == clock.now()
+    assert "error" in rec.labels
+    # terminal is terminal
+    with pytest.raises(InvalidStatusChangeError):
+        manager.resume(ms.id)
+    with pytest.raises(InvalidStatusChangeError):
+        manager.cancel(ms.id)
+    with pytest.raises(InvalidStatusChangeError):
+        manager.close(ms.id)
+    with pytest.raises(SessionClosedError):
+        manager.update(ms.id, phase="x")
+    with pytest.raises(SessionClosedError):
+        manager.record_activity(ms.id)
+    assert kinds(manager, ms.id) == [
+        EventKind.SESSION_CREATED,
+        EventKind.ACTIVITY,
+        EventKind.UPDATED,
+        EventKind.STATUS_CHANGED,
+        EventKind.PAUSED,
+        EventKind.STATUS_CHANGED,
+        EventKind.RESUMED,
+        EventKind.STATUS_CHANGED,
+        EventKind.CLOSED,
+        EventKind.STATE_CHANGED,
+    ]
+    with pytest.raises(authpulse.UsageError):
+        ms.session.token()  # the token engine of a closed session is closed too
+
+
+def test_close_requires_a_terminal_status(manager: SessionManager, idp: FakeIdP) -> None:
+    ms = manager.create_session("alice", cc(idp))
+    with pytest.raises(ConfigurationError, match="terminal"):
+        manager.close(ms.id, "PAUSED")
+    with pytest.raises(ConfigurationError, match="unknown status"):
+        manager.close(ms.id, "DONE")
+    assert ms.status is SessionStatus.ACTIVE
+
+
+def test_mutations_check_owner_when_given(manager: SessionManager, idp: FakeIdP) -> None:
+    ms = manager.create_session("alice", cc(idp))
+    with pytest.raises(PermissionDenied):
+        manager.cancel(ms.id, owner="bob")
+    assert (
+        manager.cancel(ms.id, "no longer needed", owner="alice").status is SessionStatus.CANCELLED
+    )
+
+
+def test_secret_error_never_stored(manager: SessionManager, idp: FakeIdP) -> None:
+    ms = manager.create_session("alice", cc(idp))
+    ms.session.token()
+    secret = ms.session.token()
+    manager.close(ms.id, "FAILED", error=RuntimeError(f"boom {secret}"))
+    exported = manager.export_json(ms.id)
+    assert secret not in exported
+    assert "RuntimeError" in exported
+    assert "secret" not in exported.replace('"has_refresh_token"', "")
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+def test_idle_timeout_pauses_then_lifetime_times_out(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    ms = manager.create_session("alice", cc(idp))
+    assert manager.tick().paused == 0
+    clock.advance(29 * 60)
+    manager.record_activity(ms.id)
+    clock.advance(29 * 60)
+    assert manager.tick().paused == 0  # activity moved the idle deadline
+    clock.advance(2 * 60)
+    report = manager.tick()
+    assert report.paused == 1
+    assert ms.status is SessionStatus.PAUSED
+    assert ms.record.paused_reason == "idle"
+    clock.advance(24 * 3600)
+    report = manager.tick()
+    assert report.timed_out == 1
+    assert status_of(ms) is SessionStatus.TIMEOUT
+    assert manager.list(owner="alice")[0].status is SessionStatus.TIMEOUT  # never deleted
+
+
+def test_requests_count_as_activity(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    api = FakeAPI(idp)
+    ms = manager.create_session("alice", cc(idp))
+    with ms.client(base_url=api.base_url, transport=api.transport) as client:
+        for _ in range(5):
+            clock.advance(25 * 60)
+            assert client.get("/x").status_code == 200
+            assert manager.tick().paused == 0
+    assert ms.status is SessionStatus.ACTIVE
+    stats = manager.stats()
+    assert stats.requests == 5
+
+
+def test_proactive_refresh_of_due_sessions_only(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    sessions = [manager.create_session(f"u{i}", cc(idp)) for i in range(10)]
+    for ms in sessions:
+        ms.session.token()
+    assert idp.hits == 10
+    assert manager.tick().refreshed == 0
+    clock.advance(600)  # every token (600 s lifetime) is past its refresh window
+    manager.pause(sessions[0].id)
+    report = manager.tick()
+    assert report.refreshed == 9  # paused sessions are not refreshed proactively
+    assert idp.hits == 19
+    assert [ms.session.generation for ms in sessions] == [1] + [2] * 9
+    assert all(EventKind.TOKEN_REFRESHED in kinds(manager, ms.id) for ms in sessions[1:])
+
+
+def test_failed_proactive_refresh_degrades_and_lowers_health(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    ms = manager.create_session("alice", cc(idp))
+    ms.session.token()
+    clock.advance(400)  # stale, still valid
+    idp.set_outage(Fault(status=503))
+    report = manager.tick()
+    assert report.refresh_failures == 1
+    assert ms.auth_state.value == "degraded"
+    health = manager.health(ms.id)
+    assert health.score < 100
+    assert {c.name for c in health.components} >= {"refresh", "state"}
+    idp.set_outage(None)
+    clock.advance(60)
+    assert manager.tick().refreshed == 1
+    assert ms.auth_state.value == "fresh"
+    assert manager.health(ms.id).score == 100
+
+
+def test_stuck_refreshing_state_is_recovered(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    from authpulse._state import AuthEvent
+
+    ms = manager.create_session("alice", cc(idp))
+    ms.session.token()
+    manager._fire(ms, AuthEvent.REFRESH_STARTED)  # a refresh that never reports back
+    assert ms.auth_state.value == "refreshing"
+    clock.advance(61)
+    assert manager.health(ms.id).components[0].name == "state"
+    report = manager.tick()
+    assert report.recovered == 1
+    assert ms.auth_state.value == "degraded"  # token still valid
+    assert EventKind.RECOVERED in kinds(manager, ms.id)
+
+
+def test_heartbeat_failures_lower_health(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    results = iter([True, False, True])
+    ms = manager.create_session("alice", cc(idp), probe=lambda _ms: next(results))
+    clock.advance(300)
+    assert manager.tick().heartbeats == 1
+    assert ms.heartbeat_ok is True
+    clock.advance(300)
+    report = manager.tick()
+    assert report.heartbeat_failures == 1
+    assert any(c.name == "heartbeat" for c in manager.health(ms.id).components)
+    clock.advance(300)
+    manager.tick()
+    assert not any(c.name == "heartbeat" for c in manager.health(ms.id).components)
+
+
+def test_http_probe_uses_the_session_auth(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    api = FakeAPI(idp)
+    probe = authpulse.HttpProbe(f"{api.base_url}/health", transport=api.transport)
+    ms = manager.create_session("alice", cc(idp), probe=probe)
+    clock.advance(300)
+    assert manager.tick().heartbeats == 1
+    assert ms.heartbeat_ok is True
+    assert api.authorization_seen == [True]
+
+
+def test_a_crashing_tick_is_counted_and_does_not_stop_the_worker(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    def bad_probe(_ms: authpulse.ManagedSession) -> bool:
+        raise RuntimeError("probe exploded")
+
+    ms = manager.create_session("alice", cc(idp), probe=bad_probe)
+    ms.session.token()
+    clock.advance(300)
+    report = manager.tick()
+    assert report.heartbeat_failures == 1
+    manager._heap.append((0.0, -1, ms.id, "bogus"))  # type: ignore[arg-type]
+    manager._plan = None  # type: ignore[assignment,method-assign]
+    report = manager.tick()
+    assert report.errors == 1
+    assert manager.tick_errors == 1
+    assert any(c.name == "worker" for c in manager.health(ms.id).components)
+
+
+def test_tick_with_nothing_due_pops_nothing(manager: SessionManager, idp: FakeIdP) -> None:
+    for i in range(50):
+        manager.create_session(f"u{i}", cc(idp))
+    assert manager.due_count() == 0
+    assert manager.tick().due == 0
+
+
+def test_start_stop_runs_one_worker_thread_and_joins(manager: SessionManager) -> None:
+    manager.start()
+    workers = [t for t in threading.enumerate() if t.name == "authpulse-worker"]
+    assert len(workers) == 1
+    with pytest.raises(authpulse.UsageError):
+        manager.start()
+    manager.stop()
+    assert not workers[0].is_alive()
+    assert not [t for t in threading.enumerate() if t.name.startswith("authpulse-worker")]
+
+
+@pytest.mark.anyio
+async def test_async_worker_is_one_task_and_stops(clock: FakeClock, idp: FakeIdP) -> None:
+    m = SessionManager(clock=clock, async_transport=idp.async_transport)
+    ms = await m.acreate_session("alice", cc(idp))
+    await ms.session.atoken()
+    async with m:
+        assert is_running(m)
+        clock.advance(600)
+        report = await m.atick()
+        assert report.refreshed == 1
+    assert not is_running(m)
+    assert (await m.alist(owner="alice"))[0].id == ms.id
+
+
+# ----------------------------------------------------------------------------- recover/stats
+
+
+def test_recover_reloads_from_store_and_refuses_closed(clock: FakeClock, idp: FakeIdP) -> None:
+    store = authpulse.MemoryStore()
+    m1 = SessionManager(store, clock=clock, transport=idp.transport)
+    ms = m1.create_session("alice", cc(idp))
+    m1.pause(ms.id, "crash soon")
+    done = m1.create_session("bob", cc(idp))
+    m1.close(done.id)
+    m1.shutdown()
+
+    m2 = SessionManager(store, clock=clock, transport=idp.transport)
+    with pytest.raises(authpulse.UsageError, match="recover"):
+        m2.get(ms.id, owner="alice")
+    with pytest.raises(ConfigurationError, match="source"):
+        m2.recover(ms.id)
+    back = m2.recover(ms.id, cc(idp))
+    assert back.status is SessionStatus.ACTIVE
+    assert back.session.token()
+    with pytest.raises(SessionClosedError):
+        m2.recover(done.id, cc(idp))
+    with pytest.raises(SessionNotFoundError):
+        m2.recover("missing", cc(idp))
+    m2.shutdown()
+
+
+def test_stats_by_owner_and_kind(manager: SessionManager, idp: FakeIdP, clock: FakeClock) -> None:
+    a = [manager.create_session("alice", cc(idp), kind="user") for _ in range(3)]
+    b = [manager.create_session("bob", cc(idp), kind="system") for _ in range(2)]
+    clock.advance(100)
+    manager.close(a[0].id)
+    manager.close(
+        a[1].id,
+        "FAILED",
+        error=authpulse.TokenEndpointError("down", error_class=authpulse.ErrorClass.SERVER),
+    )
+    manager.cancel(b[0].id)
+    s = manager.stats()
+    assert (s.total, s.active, s.by_status["COMPLETED"], s.by_status["CANCELLED"]) == (5, 2, 1, 1)
+    assert s.success_rate == pytest.approx(1 / 3)
+    assert s.completion_rate == pytest.approx(1 / 5)
+    assert s.average_duration == pytest.approx(100)
+    assert s.failure_distribution == {"cancelled": 1, "server": 1}
+    assert manager.stats(owner="alice").total == 3
+    assert manager.stats(kind="system").total == 2
+    assert manager.stats(owner="alice", kind="system").total == 0
+
+
+def test_cleanup_marks_timeout_and_purge_is_the_only_deletion(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    old = manager.create_session("alice", cc(idp))
+    clock.advance(7200)
+    young = manager.create_session("alice", cc(idp))
+    assert manager.cleanup(3600) == 1
+    assert old.status is SessionStatus.TIMEOUT
+    assert young.status is SessionStatus.ACTIVE
+    assert manager.stats().total == 2
+    assert manager.purge(older_than=3600) == 0  # ended just now
+    clock.advance(3601)
+    assert manager.purge(older_than=3600) == 1
+    assert manager.stats().total == 1
+    with pytest.raises(SessionNotFoundError):
+        manager.record(old.id)
+
+
+def test_export_has_timeline_and_no_secrets(manager: SessionManager, idp: FakeIdP) -> None:
+    rt = idp.issue_refresh_token()
+    ms = manager.create_session(
+        "alice", authpulse.RefreshTokenGrant(idp.token_url, "client", "secret", refresh_token=rt)
+    )
+    token = ms.session.token()
+    data = json.loads(manager.export_json(ms.id))
+    assert data["session"]["owner"] == "alice"
+    assert data["token"]["has_refresh_token"] is True
+    assert [e["kind"] for e in data["timeline"]][:2] == ["session_created", "state_changed"]
+    text = json.dumps(data)
+    for secret in (token, rt, 'secret"'):
+        assert secret not in text
+    rotated = ms.session.token_set
+    assert isinstance(rotated, TokenSet)
+    assert rotated.refresh_token is not None
+    assert rotated.refresh_token.get_secret_value() not in text
+
+
+def test_journal_records_every_event(clock: FakeClock, idp: FakeIdP, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    m = SessionManager(clock=clock, transport=idp.transport, journal=str(path))
+    ms = m.create_session("alice", cc(idp))
+    m.pause(ms.id)
+    m.close(ms.id)
+    m.shutdown()
+    events = read_journal(path)
+    assert [e.kind for e in events] == [
+        EventKind.SESSION_CREATED,
+        EventKind.STATUS_CHANGED,
+        EventKind.PAUSED,
+        EventKind.STATUS_CHANGED,
+        EventKind.CLOSED,
+        EventKind.STATE_CHANGED,
+    ]
+    assert [e.to_dict() for e in events] == [e.to_dict() for e in m.timeline(ms.id)]
+
+
+def test_settings_validate() -> None:
+    with pytest.raises(ConfigurationError):
+        ManagerSettings(idle_timeout=-1)
+    with pytest.raises(ConfigurationError):
+        ManagerSettings(refresh_concurrency=0)
+    assert ManagerSettings(idle_timeout=None).idle_timeout is None
