@@ -17,9 +17,12 @@ def test_demo_survives_outage_and_rotation_without_user_visible_failure() -> Non
     assert summary.final_score == 100  # ... and recovered from
     assert summary.replays_after_401 >= 1
     assert summary.reuse_detected == 0
+    assert summary.ux_score is not None
+    assert summary.ux_score == 100.0  # the last 100 calls (after the rotation) were clean
     text = out.getvalue()
     assert "summary:" in text
     assert text.count("\nt=") >= 18
+    assert "degraded" in text  # the auth state column shows the outage
 
 
 def test_cli_rejects_bad_duration(capsys: object) -> None:

@@ -6,15 +6,13 @@ never see a failure.
 from __future__ import annotations
 
 import sys
-import threading
 from dataclasses import dataclass
 from typing import TextIO
 
-from ._client import Client
 from ._clock import Clock, SystemClock
+from ._manager import ManagerSettings, SessionManager
 from ._policy import RefreshPolicy
 from ._retry import TokenRetry
-from ._session import Session
 from ._sources import RefreshTokenGrant
 from .testing import FakeAPI, FakeIdP, Fault
 
@@ -35,6 +33,7 @@ class DemoSummary:
     reuse_detected: int
     final_score: int
     lowest_score: int
+    ux_score: float | None
 
 
 def run_demo(
@@ -51,6 +50,7 @@ def run_demo(
     """
     clock = clock or SystemClock()
     out = out or sys.stdout
+    fake_time = not isinstance(clock, SystemClock)
     scale = duration / 20.0
     outage = (5.0 * scale, 7.5 * scale)  # IdP answers 503 while a refresh is due
     rotation_at = 13.0 * scale  # the API forgets every token (a signing-key rotation)
@@ -60,11 +60,10 @@ def run_demo(
     grant = RefreshTokenGrant(
         idp.token_url, "client", "secret", refresh_token=idp.issue_refresh_token()
     )
-    session = Session(
-        grant,
+    manager = SessionManager(
         clock=clock,
         transport=idp.transport,
-        name="demo",
+        settings=ManagerSettings(tick_interval=1.0),
         policy=RefreshPolicy(
             margin=0.0,
             fraction=0.5,
@@ -80,7 +79,11 @@ def run_demo(
             backoff_max=0.5 * scale,
         ),
     )
-    client = Client(session, base_url=api.base_url, transport=api.transport)
+    ms = manager.create_session(
+        "demo-user", grant, kind="user", metadata={"user_agent": "authpulse-demo"}
+    )
+    session = ms.session
+    client = ms.client(base_url=api.base_url, transport=api.transport)
 
     calls = failed = 0
     lowest = 100
@@ -88,7 +91,6 @@ def run_demo(
     start = clock.monotonic()
     step = 1.0 / calls_per_second
     next_print = 1.0
-    lock = threading.Lock()
     print(
         f"authpulse demo: {duration:.0f}s, tokens live {access_ttl * scale:.1f}s, IdP down "
         f"{outage[0]:.1f}-{outage[1]:.1f}s, API key rotation at {rotation_at:.1f}s",
@@ -104,11 +106,13 @@ def run_demo(
                 ok = client.get("/v1/items").status_code == 200
             except Exception:  # a demo counts every failure the user would see
                 ok = False
-            with lock:
-                calls += 1
-                failed += not ok
+            calls += 1
+            failed += not ok
+            if fake_time:
+                session.join_background()  # on a fake clock, let background work finish
             if elapsed >= next_print:
-                report = session.health()
+                manager.tick()
+                report = manager.health(ms.id)
                 lowest = min(lowest, report.score)
                 cur = session.token_set
                 left = (cur.expires_at - session.stats().skew - clock.now()) if cur else 0.0
@@ -119,16 +123,19 @@ def run_demo(
                 print(
                     f"t={elapsed:5.1f}s calls {calls:4d} ok / {failed} failed | token "
                     f"expires in {left:4.1f}s gen {session.generation:2d} | refreshes "
-                    f"{st.refreshes:2d} failed {st.failures:2d} | IdP {idp_state:4s} | health "
-                    f"{report.score:3d} {report.band.value}{why}",
+                    f"{st.refreshes:2d} failed {st.failures:2d} | IdP {idp_state:4s} | "
+                    f"{ms.auth_state.value:10s} | health {report.score:3d} "
+                    f"{report.band.value}{why}",
                     file=out,
                 )
                 next_print += 1.0
             clock.sleep(step)
-        final_score = session.health().score
+        final_score = manager.health(ms.id).score
+        ux = session.request_window().ux_score
+        manager.close(ms.id)
     finally:
         client.close()
-        session.close()
+        manager.shutdown()
 
     st = session.stats()
     summary = DemoSummary(
@@ -142,6 +149,7 @@ def run_demo(
         reuse_detected=idp.reuse_detected,
         final_score=final_score,
         lowest_score=lowest,
+        ux_score=ux,
     )
     print(
         f"\nsummary: {summary.calls} calls, {summary.failed} failed (user-visible); "
@@ -149,7 +157,8 @@ def run_demo(
         f"the outage, {summary.token_calls} token calls; {summary.replays_after_401} 401 "
         f"answered by refresh and replay; refresh-token reuse detected: "
         f"{summary.reuse_detected}; health now {summary.final_score} "
-        f"(lowest {summary.lowest_score})",
+        f"(lowest {summary.lowest_score}); user-experience score "
+        f"{(summary.ux_score or 0):.1f}",
         file=out,
     )
     return summary
