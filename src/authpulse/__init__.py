@@ -54,6 +54,7 @@ from ._policy import freshness as freshness
 from ._retry import TokenRetry as TokenRetry
 from ._session import RefreshStats as RefreshStats
 from ._session import Session as Session
+from ._session import TokenUpdateHook as TokenUpdateHook
 from ._sources import CallableSource as CallableSource
 from ._sources import ClientCredentials as ClientCredentials
 from ._sources import FetchContext as FetchContext
@@ -138,6 +139,7 @@ __all__ = [
     "TokenRetry",
     "TokenSet",
     "TokenSource",
+    "TokenUpdateHook",
     "TokenVerificationError",
     "Transition",
     "UsageError",
