@@ -144,7 +144,10 @@ class TestFakeIdP:
 
     def test_unsupported_grant_and_unknown_path(self, clock: FakeClock) -> None:
         idp = FakeIdP(clock=clock)
-        assert post(idp, {"grant_type": "password"}).json() == {"error": "unsupported_grant_type"}
+        assert post(idp, {"grant_type": "implicit"}).json() == {"error": "unsupported_grant_type"}
+        assert post(
+            idp, {"grant_type": "password", "username": "alice", "password": "x"}
+        ).json() == {"error": "invalid_grant"}
         with httpx.Client(transport=idp.transport) as c:
             assert c.get("https://idp.test/other").status_code == 404
 

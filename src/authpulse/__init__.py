@@ -13,7 +13,9 @@ from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._errors import AuthpulseError as AuthpulseError
 from ._errors import ConfigurationError as ConfigurationError
+from ._errors import CredentialsUnavailableError as CredentialsUnavailableError
 from ._errors import ErrorClass as ErrorClass
+from ._errors import LoginRequiredError as LoginRequiredError
 from ._errors import NoRefreshTokenError as NoRefreshTokenError
 from ._errors import OAuthError as OAuthError
 from ._errors import RefreshError as RefreshError
@@ -28,6 +30,11 @@ from ._events import EventKind as EventKind
 from ._events import JournalError as JournalError
 from ._events import JsonlJournal as JsonlJournal
 from ._events import read_journal as read_journal
+from ._fallback import FallbackChain as FallbackChain
+from ._fallback import LoginRequired as LoginRequired
+from ._fallback import SilentReauth as SilentReauth
+from ._fallback import StoredCredentials as StoredCredentials
+from ._fallback import moves_to_next_level as moves_to_next_level
 from ._health import Band as Band
 from ._health import HealthComponent as HealthComponent
 from ._health import HealthReport as HealthReport
@@ -89,11 +96,13 @@ __all__ = [
     "ClientCredentials",
     "Clock",
     "ConfigurationError",
+    "CredentialsUnavailableError",
     "ErrorClass",
     "ErrorDetails",
     "Event",
     "EventBus",
     "EventKind",
+    "FallbackChain",
     "FetchContext",
     "Fetched",
     "Freshness",
@@ -107,6 +116,8 @@ __all__ = [
     "JWTVerifier",
     "JournalError",
     "JsonlJournal",
+    "LoginRequired",
+    "LoginRequiredError",
     "ManagedSession",
     "ManagerSettings",
     "MemoryStore",
@@ -129,8 +140,10 @@ __all__ = [
     "SessionStats",
     "SessionStatus",
     "SessionStore",
+    "SilentReauth",
     "StateMachine",
     "StoreError",
+    "StoredCredentials",
     "SystemClock",
     "TickReport",
     "TokenEndpointError",
@@ -147,6 +160,7 @@ __all__ = [
     "__version__",
     "compute_health",
     "freshness",
+    "moves_to_next_level",
     "parse_token_response",
     "read_journal",
 ]

@@ -12,7 +12,9 @@ import enum
 __all__ = [
     "AuthpulseError",
     "ConfigurationError",
+    "CredentialsUnavailableError",
     "ErrorClass",
+    "LoginRequiredError",
     "NoRefreshTokenError",
     "OAuthError",
     "RefreshError",
@@ -163,3 +165,24 @@ class NoRefreshTokenError(TokenError):
     """A refresh-token grant has no refresh token to use."""
 
     error_class = ErrorClass.AUTH
+
+
+class CredentialsUnavailableError(TokenError):
+    """A fallback level has nothing to authenticate with (no stored
+    credentials, silent re-authentication impossible)."""
+
+    error_class = ErrorClass.AUTH
+
+
+class LoginRequiredError(TokenError):
+    """Every way to get a token failed: the user must sign in again.
+
+    ``login_url`` is where to send them (``None`` if not configured).
+    """
+
+    error_class = ErrorClass.AUTH
+
+    def __init__(self, login_url: str | None, *, reason: str = "a new login is needed") -> None:
+        self.login_url = login_url
+        self.reason = reason
+        super().__init__(f"login required: {reason}")

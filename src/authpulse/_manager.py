@@ -711,7 +711,11 @@ class SessionManager:
                 r = r.with_status(SessionStatus.ACTIVE, now=now)
             return replace(r, last_activity_at=now)
 
-        _, new = self._write(ms, change)
+        old, new = self._write(ms, change)
+        if old.status is not new.status:  # PAUSED -> ACTIVE, reported like resume()
+            fields = {"from": old.status.value, "to": new.status.value, "reason": "recovered"}
+            self._publish(EventKind.STATUS_CHANGED, new, now, **fields)
+            self._publish(EventKind.RESUMED, new, now, **fields)
         self._schedule_lifecycle(ms)
         self._publish(EventKind.RECOVERED, new, now)
         return ms
@@ -874,14 +878,32 @@ class SessionManager:
         if kind == "refresh_started":
             self._fire(ms, AuthEvent.REFRESH_STARTED, now=now)
         elif kind == "refreshed":
-            self._fire(ms, AuthEvent.REFRESH_SUCCEEDED, now=now)
+            level = fields.get("level", 0)
+            self._fire(
+                ms, AuthEvent.FALLBACK_USED if level else AuthEvent.REFRESH_SUCCEEDED, now=now
+            )
             self._publish(EventKind.TOKEN_REFRESHED, ms.record, now, **fields)
             self._schedule_refresh(ms)
         elif kind == "refresh_failed":
-            self._fire(ms, AuthEvent.REFRESH_FAILED, now=now)
+            if fields.get("error") == "LoginRequiredError":
+                self._fire(ms, AuthEvent.LOGIN_NEEDED, now=now)
+            else:
+                self._fire(ms, AuthEvent.REFRESH_FAILED, now=now)
             self._publish(EventKind.REFRESH_FAILED, ms.record, now, **fields)
         elif kind == "retry":
             self._publish(EventKind.RETRY_SCHEDULED, ms.record, now, **fields)
+        elif kind == "fallback_used":
+            self._publish(EventKind.FALLBACK_USED, ms.record, now, **fields)
+        elif kind == "primary_recovered":
+            self._fire(ms, AuthEvent.PRIMARY_RECOVERED, now=now)
+            self._publish(
+                EventKind.RECOVERED, ms.record, now, reason="primary source works again", **fields
+            )
+        elif kind == "login_required":
+            self._publish(EventKind.LOGIN_REQUIRED, ms.record, now, **fields)
+        elif kind == "login_completed":
+            self._fire(ms, AuthEvent.LOGIN_COMPLETED, now=now)
+            self._schedule_refresh(ms)
 
     def _on_request(self, ms: ManagedSession, ok: bool, latency: float) -> None:
         ms.last_request_at = self.clock.now()

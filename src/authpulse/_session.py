@@ -29,6 +29,7 @@ from ._clock import Clock, SystemClock
 from ._errors import (
     AuthpulseError,
     ConfigurationError,
+    LoginRequiredError,
     RefreshError,
     TokenResponseError,
     UsageError,
@@ -152,6 +153,8 @@ class Session:
         self._last_failure_at: float | None = None
         self._last_error: str | None = None
         self._last_error_class: str | None = None
+        self._fallback_level = 0
+        self._login_required: LoginRequiredError | None = None
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         if (
             isinstance(request_window, bool)
@@ -256,7 +259,12 @@ class Session:
             seconds_since_refresh_failure=(
                 None if self._last_failure_at is None else t - self._last_failure_at
             ),
-            auth_state="closed" if self._closed else None,
+            auth_state="closed"
+            if self._closed
+            else "login_required"
+            if self._login_required is not None
+            else None,
+            fallback_level=self._fallback_level,
             requests=w.window,
             success_rate=w.success_rate,
             p95_latency=w.p95_latency,
@@ -288,6 +296,16 @@ class Session:
     def force_refresh(self) -> TokenSet:
         """Refresh now (joining a refresh already running) and return the new set."""
         return self._wait_sync("forced").token
+
+    def set_token(self, token: TokenSet) -> None:
+        """Install a token set obtained elsewhere — typically after the user signed in
+        again following a :class:`LoginRequiredError`. ``on_token_update`` is not
+        called (you already have the set); listeners see ``login_completed``."""
+        if not isinstance(token, TokenSet):
+            raise ConfigurationError("set_token needs a TokenSet")
+        self._check_open()
+        self._install(Fetched(token, None), "initial")
+        self._emit("login_completed", generation=self._generation)
 
     def refresh_if_due(self, *, lead: float = 0.0) -> TokenSet:
         """Refresh now, in this thread, if the token is STALE or EXPIRED (or will be
@@ -448,7 +466,10 @@ class Session:
         return token
 
     def _install(self, fetched: Fetched, reason: RefreshReason) -> _Current:
+        previous_level = self._fallback_level
         with self._lock:
+            self._fallback_level = fetched.level
+            self._login_required = None
             if fetched.skew is not None:
                 self._skew = fetched.skew
             cur = self._make_current(fetched.token)
@@ -465,7 +486,14 @@ class Session:
             generation=cur.generation,
             expires_in=round(cur.expires_at - self.clock.now(), 3),
             rotated=fetched.token.refresh_token is not None,
+            level=fetched.level,
         )
+        if fetched.level > 0 and fetched.level != previous_level:
+            self._emit(
+                "fallback_used", level=fetched.level, source=_level_name(self.source, fetched.level)
+            )
+        elif fetched.level == 0 and previous_level > 0:
+            self._emit("primary_recovered", previous_level=previous_level)
         log.info(
             "token refreshed",
             extra={"authpulse_session": self.name, "reason": reason, "generation": cur.generation},
@@ -490,6 +518,11 @@ class Session:
                 else type(exc).__name__
             )
             self._last_error_class = cls.value if cls is not None else None
+            if isinstance(exc, LoginRequiredError):
+                self._login_required = exc
+                self._next_bg_attempt = float("inf")  # only a new login helps now
+        if isinstance(exc, LoginRequiredError):
+            self._emit("login_required", has_login_url=exc.login_url is not None)
         self._emit(
             "refresh_failed",
             reason=reason,
@@ -532,6 +565,8 @@ class Session:
         (the flight future, is_leader)."""
         with self._lock:
             self._check_open()
+            if self._login_required is not None and reason != "forced":
+                raise self._login_required
             cur = self._cur
             if cur is not None:
                 if rejected is not None and cur.generation != rejected:
@@ -715,3 +750,10 @@ class Session:
 
     async def _after_401_async(self, rejected: int) -> _Current:
         return await self._wait_async("rejected", rejected)
+
+
+def _level_name(source: TokenSource, level: int) -> str:
+    levels = getattr(source, "levels", None)
+    if isinstance(levels, tuple) and 0 <= level < len(levels):
+        return type(levels[level]).__name__
+    return type(source).__name__

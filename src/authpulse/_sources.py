@@ -79,10 +79,14 @@ ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A new token set and, when the answer allowed an estimate, the clock skew."""
+    """A new token set and, when the answer allowed an estimate, the clock skew.
+
+    ``level`` is the fallback level that produced it (0: the primary source).
+    """
 
     token: TokenSet
     skew: float | None = None
+    level: int = 0
 
 
 @dataclass(slots=True)

@@ -146,7 +146,7 @@ class _FakeServer:
 class FakeIdP(_FakeServer):
     """An OAuth 2.0 authorization server for tests, on ``httpx.MockTransport``.
 
-    Grants: ``client_credentials`` and ``refresh_token``; client auth:
+    Grants: ``client_credentials``, ``refresh_token`` and ``password`` (``users``); client auth:
     ``client_secret_basic`` and ``client_secret_post``. Refresh tokens are
     rotated and single-use by default; presenting a used one answers
     ``invalid_grant`` and revokes the whole grant, new tokens included (as
@@ -167,8 +167,11 @@ class FakeIdP(_FakeServer):
         send_expires_in: bool = True,
         send_date: bool = True,
         clock_offset: float = 0.0,
+        users: dict[str, str] | None = None,
     ) -> None:
         super().__init__(latency)
+        #: resource owners for the password grant (username -> password)
+        self.users = dict(users or {"alice": "wonderland"})
         self.clock: Clock = clock or SystemClock()
         self.issuer = issuer.rstrip("/")
         self.clients = dict(clients or {"client": "secret"})
@@ -265,7 +268,11 @@ class FakeIdP(_FakeServer):
         with self._lock:
             self.token_calls += 1
             self.requests.append(
-                {k: v for k, v in form.items() if k not in ("client_secret", "refresh_token")}
+                {
+                    k: v
+                    for k, v in form.items()
+                    if k not in ("client_secret", "refresh_token", "password")
+                }
             )
         client_id = self._client_auth(request, form)
         if client_id is None:
@@ -273,6 +280,13 @@ class FakeIdP(_FakeServer):
         grant_type = form.get("grant_type")
         if grant_type == "client_credentials":
             return self._issue(_Grant(client_id, form.get("scope")), refresh=False)
+        if grant_type == "password":
+            user, password = form.get("username", ""), form.get("password", "")
+            if user not in self.users or not secrets.compare_digest(
+                self.users[user].encode(), password.encode()
+            ):
+                return self._error("invalid_grant")
+            return self._issue(_Grant(client_id, form.get("scope")), refresh=True, new_grant=True)
         if grant_type == "refresh_token":
             rt = form.get("refresh_token", "")
             with self._lock:
@@ -291,7 +305,9 @@ class FakeIdP(_FakeServer):
             return self._issue(grant, refresh=True, keep=None if self.rotate else rt)
         return self._error("unsupported_grant_type")
 
-    def _issue(self, grant: _Grant, *, refresh: bool, keep: str | None = None) -> httpx.Response:
+    def _issue(
+        self, grant: _Grant, *, refresh: bool, keep: str | None = None, new_grant: bool = False
+    ) -> httpx.Response:
         now = self._now()
         if self.jwt_access_tokens:
             at = jwt.encode(
@@ -315,7 +331,7 @@ class FakeIdP(_FakeServer):
         with self._lock:
             self._access[at] = (now + self.access_ttl, grant)
             self.grants_issued += 1
-            if refresh and self.rotate:
+            if refresh and (self.rotate or new_grant):
                 new_rt = "rt_" + secrets.token_urlsafe(24)
                 self._refresh[new_rt] = (grant, False)
                 body["refresh_token"] = new_rt
