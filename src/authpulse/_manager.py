@@ -293,6 +293,13 @@ class ManagedSession:
     def health(self, now: float | None = None) -> HealthReport:
         return self.manager.health(self.id, now=now)
 
+    # bound methods rather than closures: two fewer objects per session
+    def _on_event(self, kind: str, fields: dict[str, Any]) -> None:
+        self.manager._on_session_event(self, kind, fields)
+
+    def _on_request(self, ok: bool, latency: float) -> None:
+        self.manager._on_request(self, ok, latency)
+
     def client(self, **kwargs: Any) -> Client:
         """An ``authpulse.Client`` on this session."""
         return Client(self.session, **kwargs)
@@ -303,6 +310,7 @@ class ManagedSession:
 
 
 _Kind = Literal["lifecycle", "refresh", "heartbeat", "stuck"]
+_AUTH_STATES = {s.value: s for s in AuthState}
 # aliases: inside SessionManager the name ``list`` is the method
 _HeapItems = list[tuple[float, int, str, _Kind]]
 _Records = list[SessionRecord]
@@ -439,13 +447,11 @@ class SessionManager:
         )
         machine = StateMachine(
             now=self.clock.now(),
-            initial=AuthState(record.auth_state)
-            if record.auth_state in AuthState.__members__.values()
-            else AuthState.FRESH,
+            initial=_AUTH_STATES.get(record.auth_state, AuthState.FRESH),
         )
         ms = ManagedSession(self, record, session, machine, probe or self.probe)
-        session.add_listener(lambda kind, fields: self._on_session_event(ms, kind, fields))
-        session.on_request = lambda ok, latency: self._on_request(ms, ok, latency)
+        session.add_listener(ms._on_event)
+        session.on_request = ms._on_request
         with self._lock:
             self._live[record.id] = ms
         self._schedule_lifecycle(ms)

@@ -92,6 +92,49 @@ class Session:
     installed, because the IdP has already rotated the old refresh token.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_ahttp",
+        "_ahttp_loop",
+        "_async_transport",
+        "_closed",
+        "_consecutive_failures",
+        "_cur",
+        "_failures",
+        "_fallback_level",
+        "_flight",
+        "_flight_loop",
+        "_generation",
+        "_hook",
+        "_hook_is_async",
+        "_http",
+        "_last_error",
+        "_last_error_class",
+        "_last_failure_at",
+        "_last_refresh_at",
+        "_listeners",
+        "_lock",
+        "_login_required",
+        "_next_bg_attempt",
+        "_refreshes",
+        "_request_window",
+        "_requests",
+        "_rng",
+        "_skew",
+        "_tasks",
+        "_threads",
+        "_token_requests",
+        "_transport",
+        "_verifier",
+        "clock",
+        "name",
+        "on_request",
+        "origins",
+        "policy",
+        "retry",
+        "source",
+    )
+
     def __init__(
         self,
         source: TokenSource,
@@ -110,15 +153,18 @@ class Session:
         name: str | None = None,
         request_window: int = 100,
     ) -> None:
-        if not isinstance(source, TokenSource):
+        # duck-typed: isinstance() against a runtime Protocol is slow on this path
+        if not (
+            callable(getattr(source, "fetch", None)) and callable(getattr(source, "afetch", None))
+        ):
             raise ConfigurationError("source must be a token source (fetch/afetch)")
         if token is not None and not isinstance(token, TokenSet):
             raise ConfigurationError("token must be a TokenSet")
         if on_token_update is not None and not callable(on_token_update):
             raise ConfigurationError("on_token_update must be callable")
         self.source = source
-        self.policy = policy or RefreshPolicy()
-        self.retry = retry or TokenRetry()
+        self.policy = policy or _DEFAULT_POLICY
+        self.retry = retry or _DEFAULT_RETRY
         self.clock: Clock = clock or SystemClock()
         self.name = name or type(source).__name__
         self.origins = parse_origins(origins)
@@ -135,8 +181,9 @@ class Session:
         self._cur: _Current | None = None
         self._flight: concurrent.futures.Future[_Current] | None = None
         self._flight_loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._threads: set[threading.Thread] = set()
+        # created on first use: most sessions never start a background refresh
+        self._tasks: set[asyncio.Task[Any]] | None = None
+        self._threads: set[threading.Thread] | None = None
         self._http: httpx.Client | None = None
         self._ahttp: httpx.AsyncClient | None = None
         self._ahttp_loop: asyncio.AbstractEventLoop | None = None
@@ -155,7 +202,7 @@ class Session:
         self._last_error_class: str | None = None
         self._fallback_level = 0
         self._login_required: LoginRequiredError | None = None
-        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] | None = None
         if (
             isinstance(request_window, bool)
             or not isinstance(request_window, int)
@@ -278,10 +325,12 @@ class Session:
     def add_listener(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
         """Call ``fn(kind, fields)`` on refresh events (``refreshed``,
         ``refresh_failed``, ``retry``). Fields never carry secrets."""
+        if self._listeners is None:
+            self._listeners = []
         self._listeners.append(fn)
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        for fn in self._listeners:
+        for fn in self._listeners or ():
             try:
                 fn(kind, fields)
             except Exception:  # a listener must never break a refresh
@@ -369,14 +418,14 @@ class Session:
     def join_background(self, timeout: float | None = None) -> None:
         """Wait for background refresh threads started by sync callers."""
         me = threading.current_thread()
-        for t in list(self._threads):
+        for t in list(self._threads or ()):
             if t is not me:
                 t.join(timeout)
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`: also awaits background refresh tasks."""
         self._closed = True
-        tasks = [t for t in self._tasks if not t.done()]
+        tasks = [t for t in self._tasks or () if not t.done()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._ahttp is not None:
@@ -667,14 +716,18 @@ class Session:
             return
         fut = claimed
 
+        threads = self._threads
+        if threads is None:
+            threads = self._threads = set()
+
         def run() -> None:
             try:
                 self._run_sync(fut, "stale")
             finally:
-                self._threads.discard(threading.current_thread())
+                threads.discard(threading.current_thread())
 
         t = threading.Thread(target=run, name=f"authpulse-refresh-{self.name}", daemon=True)
-        self._threads.add(t)
+        threads.add(t)
         t.start()
 
     # -- async shell --------------------------------------------------------------------
@@ -708,8 +761,11 @@ class Session:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         task = loop.create_task(self._run_async(fut, reason), name=f"authpulse-refresh-{self.name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._tasks
+        if tasks is None:
+            tasks = self._tasks = set()
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _run_async(
         self, fut: concurrent.futures.Future[_Current], reason: RefreshReason
@@ -757,3 +813,7 @@ def _level_name(source: TokenSource, level: int) -> str:
     if isinstance(levels, tuple) and 0 <= level < len(levels):
         return type(levels[level]).__name__
     return type(source).__name__
+
+
+_DEFAULT_POLICY = RefreshPolicy()
+_DEFAULT_RETRY = TokenRetry()

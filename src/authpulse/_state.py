@@ -22,7 +22,6 @@ Mermaid diagram.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -243,7 +242,7 @@ class StateMachine:
     does not restart the stuck timer.
     """
 
-    __slots__ = ("_count", "_entered_at", "_history", "_limits", "_state")
+    __slots__ = ("_count", "_entered_at", "_history", "_history_limit", "_limits", "_state")
 
     def __init__(
         self,
@@ -255,9 +254,16 @@ class StateMachine:
     ) -> None:
         if isinstance(history, bool) or not isinstance(history, int) or history < 1:
             raise ConfigurationError(f"history must be a positive int, not {history!r}")
-        chosen = STATE_LIMITS if limits is None else limits
+        self._history: list[Transition] = []  # bounded by hand: a deque costs ~600 B
+        self._history_limit = history
+        self._count = 0
+        self._state = AuthState(initial)
+        self._entered_at = _check_time(now)
+        if limits is None:
+            self._limits: Mapping[AuthState, float] = STATE_LIMITS  # shared, read-only
+            return
         checked: dict[AuthState, float] = {}
-        for key, limit in chosen.items():
+        for key, limit in limits.items():
             try:
                 state = AuthState(key)
             except ValueError:
@@ -270,11 +276,7 @@ class StateMachine:
             if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit > 0:
                 raise ConfigurationError(f"time limit for {state.value!r} must be > 0: {limit!r}")
             checked[state] = float(limit)
-        self._limits: Mapping[AuthState, float] = MappingProxyType(checked)
-        self._state = AuthState(initial)
-        self._entered_at = _check_time(now)
-        self._history: deque[Transition] = deque(maxlen=history)
-        self._count = 0
+        self._limits = MappingProxyType(checked)
 
     # -- state -------------------------------------------------------------
 
@@ -326,7 +328,10 @@ class StateMachine:
         if to is not self._state:
             self._state = to
             self._entered_at = at
-        self._history.append(transition)
+        history = self._history
+        history.append(transition)
+        if len(history) > self._history_limit:
+            del history[0]
         self._count += 1
         return transition
 

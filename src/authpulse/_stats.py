@@ -97,7 +97,7 @@ class RequestStats:
             )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Bucket:
     total: int = 0
     by_status: Counter[str] = field(default_factory=Counter)
