@@ -177,7 +177,11 @@ def test_full_life_never_logs_or_emits_a_secret(
     session.add_listener(lambda kind, fields: events.append((kind, fields)))
     session.add_listener(bad_listener)
     session.add_listener(
-        lambda kind, fields: stale_done.set() if fields.get("reason") == "stale" else None
+        lambda kind, fields: (
+            stale_done.set()
+            if kind in ("refreshed", "refresh_failed") and fields.get("reason") == "stale"
+            else None
+        )
     )
     texts: list[str] = []
     with caplog.at_level(logging.DEBUG):
