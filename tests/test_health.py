@@ -74,10 +74,13 @@ def test_requests_component_needs_five_requests() -> None:
 
 
 def test_latency_component_against_baseline() -> None:
-    def score(p95: float) -> int:
-        return compute_health(HealthSignals(p95_latency=p95, baseline_latency=0.1)).score
+    def score(p95: float, requests: int = 20) -> int:
+        return compute_health(
+            HealthSignals(p95_latency=p95, baseline_latency=0.1, requests=requests)
+        ).score
 
     assert [score(0.2), score(0.21), score(0.41), score(0.81)] == [100, 95, 90, 85]
+    assert score(0.81, requests=19) == 100  # too few requests for a p95 to mean anything
 
 
 signals = st.builds(

@@ -7,6 +7,13 @@ thread and coroutine, a 401 is answered by one refresh and one replay, and
 
 import logging as _logging
 
+from ._breaker import BreakerPolicy as BreakerPolicy
+from ._breaker import BreakerRegistry as BreakerRegistry
+from ._breaker import BreakerSnapshot as BreakerSnapshot
+from ._breaker import BreakerState as BreakerState
+from ._breaker import CircuitBreaker as CircuitBreaker
+from ._breaker import CircuitOpenError as CircuitOpenError
+from ._breaker import Permit as Permit
 from ._client import AsyncClient as AsyncClient
 from ._client import Client as Client
 from ._clock import Clock as Clock
@@ -58,6 +65,16 @@ from ._model import SessionStatus as SessionStatus
 from ._policy import Freshness as Freshness
 from ._policy import RefreshPolicy as RefreshPolicy
 from ._policy import freshness as freshness
+from ._resilience import AsyncRetryTransport as AsyncRetryTransport
+from ._resilience import BudgetRegistry as BudgetRegistry
+from ._resilience import RequestFailedError as RequestFailedError
+from ._resilience import RetryBudget as RetryBudget
+from ._resilience import RetryBudgetExhaustedError as RetryBudgetExhaustedError
+from ._resilience import RetryInfo as RetryInfo
+from ._resilience import RetryPolicy as RetryPolicy
+from ._resilience import RetryTransport as RetryTransport
+from ._resilience import is_testing as is_testing
+from ._resilience import set_testing as set_testing
 from ._retry import TokenRetry as TokenRetry
 from ._session import RefreshStats as RefreshStats
 from ._session import Session as Session
@@ -87,11 +104,19 @@ from ._version import __version__ as __version__
 
 __all__ = [
     "AsyncClient",
+    "AsyncRetryTransport",
     "AuthEvent",
     "AuthState",
     "AuthpulseError",
     "Band",
+    "BreakerPolicy",
+    "BreakerRegistry",
+    "BreakerSnapshot",
+    "BreakerState",
+    "BudgetRegistry",
     "CallableSource",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "Client",
     "ClientCredentials",
     "Clock",
@@ -124,12 +149,19 @@ __all__ = [
     "NoRefreshTokenError",
     "OAuthError",
     "PermissionDenied",
+    "Permit",
     "Probe",
     "RefreshError",
     "RefreshPolicy",
     "RefreshStats",
     "RefreshTokenGrant",
+    "RequestFailedError",
     "RequestWindow",
+    "RetryBudget",
+    "RetryBudgetExhaustedError",
+    "RetryInfo",
+    "RetryPolicy",
+    "RetryTransport",
     "Session",
     "SessionClosedError",
     "SessionKind",
@@ -160,9 +192,11 @@ __all__ = [
     "__version__",
     "compute_health",
     "freshness",
+    "is_testing",
     "moves_to_next_level",
     "parse_token_response",
     "read_journal",
+    "set_testing",
 ]
 
 _logging.getLogger("authpulse").addHandler(_logging.NullHandler())

@@ -115,7 +115,12 @@ RULES: tuple[tuple[str, str, int], ...] = (
     ("refresh", "15 per consecutive refresh failure, at most 45", 45),
     ("state", "degraded 10, refreshing-stuck 20, fallback 10, login required 60, closed 100", 100),
     ("requests", "with at least 5 requests in the window: 40 × failure rate", 40),
-    ("latency", "p95 over 2× baseline: 5; over 4×: 10; over 8×: 15", 15),
+    (
+        "latency",
+        "with at least 20 requests in the window: p95 over 2× baseline: 5; over 4×: 10; "
+        "over 8×: 15",
+        15,
+    ),
     ("heartbeat", "last heartbeat failed: 15", 15),
     ("fallback", "10 per fallback level in use, at most 25", 25),
     ("breaker", "open: 25; half-open: 10", 25),
@@ -167,7 +172,12 @@ def compute_health(s: HealthSignals) -> HealthReport:
         if p:
             add(HealthComponent("requests", p, f"{fail:.0%} of recent requests failed"))
 
-    if s.p95_latency is not None and s.baseline_latency and s.baseline_latency > 0:
+    if (
+        s.requests >= 20
+        and s.p95_latency is not None
+        and s.baseline_latency
+        and s.baseline_latency > 0
+    ):
         ratio = s.p95_latency / s.baseline_latency
         p = 15 if ratio > 8 else 10 if ratio > 4 else 5 if ratio > 2 else 0
         if p:

@@ -20,11 +20,13 @@ import concurrent.futures
 import inspect
 import logging
 import random
+import secrets
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from ._breaker import BreakerPolicy, BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
 from ._errors import (
     AuthpulseError,
@@ -96,7 +98,10 @@ class Session:
         "__weakref__",
         "_ahttp",
         "_ahttp_loop",
+        "_api_breakers",
+        "_api_retries",
         "_async_transport",
+        "_breakers",
         "_closed",
         "_consecutive_failures",
         "_cur",
@@ -121,12 +126,14 @@ class Session:
         "_requests",
         "_rng",
         "_skew",
+        "_stale_served",
         "_tasks",
         "_threads",
         "_token_requests",
         "_transport",
         "_verifier",
         "clock",
+        "identity",
         "name",
         "on_request",
         "origins",
@@ -152,6 +159,8 @@ class Session:
         rng: random.Random | None = None,
         name: str | None = None,
         request_window: int = 100,
+        breaker: BreakerPolicy | BreakerRegistry | None = None,
+        identity: str | None = None,
     ) -> None:
         # duck-typed: isinstance() against a runtime Protocol is slow on this path
         if not (
@@ -167,6 +176,17 @@ class Session:
         self.retry = retry or _DEFAULT_RETRY
         self.clock: Clock = clock or SystemClock()
         self.name = name or type(source).__name__
+        #: who the tokens belong to, for cache keys; unique per session unless given
+        self.identity = identity or f"session-{secrets.token_hex(8)}"
+        if breaker is None or isinstance(breaker, BreakerRegistry):
+            self._breakers = breaker
+        elif isinstance(breaker, BreakerPolicy):
+            self._breakers = BreakerRegistry(breaker, clock=self.clock)
+        else:
+            raise ConfigurationError("breaker must be a BreakerPolicy or a BreakerRegistry")
+        self._api_breakers: list[BreakerRegistry] | None = None
+        self._api_retries = 0
+        self._stale_served: list[float] | None = None
         self.origins = parse_origins(origins)
         self._hook = on_token_update
         self._hook_is_async = on_token_update is not None and inspect.iscoroutinefunction(
@@ -245,6 +265,42 @@ class Session:
         cur = self._cur
         return cur.refresh_at if cur is not None else None
 
+    def breaker_state(self) -> str | None:
+        """The worst state of the breakers guarding this session's upstreams
+        (the token endpoint and the API origins of its clients), or ``None``."""
+        regs = ([self._breakers] if self._breakers is not None else []) + (self._api_breakers or [])
+        worst: str | None = None
+        for reg in regs:
+            for st in reg.states().values():
+                if _BREAKER_RANK[st.value] > _BREAKER_RANK.get(worst or "", -1):
+                    worst = st.value
+        return worst
+
+    def _token_breaker(self) -> CircuitBreaker | None:
+        regs = self._breakers
+        if regs is None:
+            return None
+        source_url = getattr(self.source, "token_url", None)
+        return regs.get(source_url if isinstance(source_url, str) else self.name)
+
+    def _watch_breakers(self, registry: BreakerRegistry) -> None:
+        """Count ``registry``'s breakers in this session's health (clients call this)."""
+        if self._api_breakers is None:
+            self._api_breakers = []
+        if registry not in self._api_breakers:
+            self._api_breakers.append(registry)
+
+    def _api_event(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """Retry, breaker and cache events of this session's clients."""
+        if kind == "retry_scheduled":
+            self._api_retries += 1
+        elif kind == "stale_served":
+            if self._stale_served is None:
+                self._stale_served = []
+            if len(self._stale_served) < 1000:
+                self._stale_served.append(self.clock.now())
+        self._emit(f"api_{kind}", **fields)
+
     def request_window(self) -> RequestWindow:
         """Success rate, p95 latency and user-experience score of recent requests."""
         stats = self._requests
@@ -298,6 +354,10 @@ class Session:
             life = cur.token.lifetime
             remaining = max(cur.expires_at - t, 0.0) / life if life > 0 else 0.0
         w = self.request_window()
+        stale = self._stale_served
+        if stale:
+            horizon = t - _STALE_MEMORY
+            stale[:] = [x for x in stale if x >= horizon]
         return HealthSignals(
             freshness=self.freshness(t).value,
             has_token=cur is not None,
@@ -312,6 +372,8 @@ class Session:
             if self._login_required is not None
             else None,
             fallback_level=self._fallback_level,
+            breaker_state=self.breaker_state(),
+            stale_served=len(stale) if stale else 0,
             requests=w.window,
             success_rate=w.success_rate,
             p95_latency=w.p95_latency,
@@ -484,6 +546,7 @@ class Session:
             http=self._sync_client,
             ahttp=self._async_client,
             on_retry=on_retry,
+            breaker=self._token_breaker(),
         )
 
     def _sync_client(self) -> httpx.Client:
@@ -817,3 +880,8 @@ def _level_name(source: TokenSource, level: int) -> str:
 
 _DEFAULT_POLICY = RefreshPolicy()
 _DEFAULT_RETRY = TokenRetry()
+
+
+_BREAKER_RANK = {"closed": 0, "half_open": 1, "open": 2}
+#: stale cache answers count against health for this long (seconds)
+_STALE_MEMORY = 300.0

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import inspect
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, cast, runtime_checkable
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from urllib.parse import quote
 import tenacity
 from pydantic import SecretStr
 
+from ._breaker import CircuitBreaker, Permit
 from ._clock import Clock
 from ._errors import (
     ConfigurationError,
@@ -102,6 +104,8 @@ class FetchContext:
     ahttp: Callable[[], httpx.AsyncClient]
     on_retry: Callable[[int, float, BaseException | None], None] | None = None
     attempts: int = field(default=0)
+    #: the token endpoint's circuit breaker, when the session has one
+    breaker: CircuitBreaker | None = None
 
 
 @runtime_checkable
@@ -254,13 +258,15 @@ class OAuthGrant:
 
         def attempt() -> Fetched:
             ctx.attempts += 1
-            request = self._request_with_timeout(ctx, deadline)
-            try:
-                response = client.send(request)
-                response.read()
-            except httpx.TransportError as exc:
-                raise _network_error(exc) from exc
-            return self.parse(response, ctx)
+            permit = ctx.breaker.before_call() if ctx.breaker is not None else None
+            with _guarded(permit):
+                request = self._request_with_timeout(ctx, deadline)
+                try:
+                    response = client.send(request)
+                    response.read()
+                except httpx.TransportError as exc:
+                    raise _network_error(exc) from exc
+                return self.parse(response, ctx)
 
         retrying = tenacity.Retrying(
             sleep=ctx.clock.sleep,
@@ -280,13 +286,15 @@ class OAuthGrant:
 
         async def attempt() -> Fetched:
             ctx.attempts += 1
-            request = self._request_with_timeout(ctx, deadline)
-            try:
-                response = await client.send(request)
-                await response.aread()
-            except httpx.TransportError as exc:
-                raise _network_error(exc) from exc
-            return self.parse(response, ctx)
+            permit = ctx.breaker.before_call() if ctx.breaker is not None else None
+            with _guarded(permit):
+                request = self._request_with_timeout(ctx, deadline)
+                try:
+                    response = await client.send(request)
+                    await response.aread()
+                except httpx.TransportError as exc:
+                    raise _network_error(exc) from exc
+                return self.parse(response, ctx)
 
         retrying = tenacity.AsyncRetrying(
             sleep=ctx.clock.asleep,
@@ -311,6 +319,27 @@ def _with_attempts(call: Callable[[], Fetched], ctx: FetchContext) -> Fetched:
     except TokenEndpointError as exc:
         exc.attempts = ctx.attempts
         raise
+
+
+@contextlib.contextmanager
+def _guarded(permit: Permit | None) -> Iterator[None]:
+    """Report one token endpoint attempt's outcome to the breaker's permit.
+
+    OAuth errors are the client's problem (neutral for the breaker); network,
+    5xx and throttling count as failures.
+    """
+    if permit is None:
+        yield
+        return
+    try:
+        yield
+    except TokenError as exc:
+        permit.failure(exc.error_class)
+        raise
+    except BaseException:
+        permit.failure(ErrorClass.NETWORK)
+        raise
+    permit.success()
 
 
 def _network_error(exc: httpx.TransportError) -> TokenEndpointError:
