@@ -14,6 +14,12 @@ from ._breaker import BreakerState as BreakerState
 from ._breaker import CircuitBreaker as CircuitBreaker
 from ._breaker import CircuitOpenError as CircuitOpenError
 from ._breaker import Permit as Permit
+from ._cache import AsyncCacheTransport as AsyncCacheTransport
+from ._cache import CachePolicy as CachePolicy
+from ._cache import CacheStats as CacheStats
+from ._cache import CacheTransport as CacheTransport
+from ._cache import ResponseCache as ResponseCache
+from ._cache import authorization_identity as authorization_identity
 from ._client import AsyncClient as AsyncClient
 from ._client import Client as Client
 from ._clock import Clock as Clock
@@ -103,6 +109,7 @@ from ._tokens import parse_token_response as parse_token_response
 from ._version import __version__ as __version__
 
 __all__ = [
+    "AsyncCacheTransport",
     "AsyncClient",
     "AsyncRetryTransport",
     "AuthEvent",
@@ -114,6 +121,9 @@ __all__ = [
     "BreakerSnapshot",
     "BreakerState",
     "BudgetRegistry",
+    "CachePolicy",
+    "CacheStats",
+    "CacheTransport",
     "CallableSource",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -157,6 +167,7 @@ __all__ = [
     "RefreshTokenGrant",
     "RequestFailedError",
     "RequestWindow",
+    "ResponseCache",
     "RetryBudget",
     "RetryBudgetExhaustedError",
     "RetryInfo",
@@ -190,6 +201,7 @@ __all__ = [
     "UsageError",
     "VersionConflictError",
     "__version__",
+    "authorization_identity",
     "compute_health",
     "freshness",
     "is_testing",

@@ -1,35 +1,98 @@
 """``authpulse.Client`` / ``AsyncClient``: httpx clients that carry a Session.
 
-They are real ``httpx.Client`` / ``httpx.AsyncClient`` objects: the session
-is plugged in through ``auth=`` (httpx's own extension point), nothing in
-``request()`` or ``send()`` is overridden.
+They are real ``httpx.Client`` / ``httpx.AsyncClient`` objects. The session
+is plugged in through ``auth=`` and the resilience layers through
+``transport=`` — httpx's own extension points; nothing in ``request()`` or
+``send()`` is overridden. The transport stack, outermost first:
+
+    CacheTransport (if cache=)  ->  RetryTransport (retries + breaker)  ->  your transport
+
+The cache sits on top so that a stale entry can answer when the retries are
+spent or the breaker is open (stale-if-error).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ._breaker import BreakerPolicy, BreakerRegistry
+from ._cache import AsyncCacheTransport, CachePolicy, CacheTransport, ResponseCache
 from ._errors import ConfigurationError
 from ._health import HealthReport
 from ._http import httpx
+from ._resilience import AsyncRetryTransport, RetryPolicy, RetryTransport
 from ._session import Session
 from ._tokens import TokenSet
 
 __all__ = ["AsyncClient", "Client"]
 
+RetryArg = RetryPolicy | bool
+BreakerArg = BreakerPolicy | BreakerRegistry | bool
+CacheArg = CachePolicy | ResponseCache | bool | None
 
-def _auth_kwargs(session: Session, kwargs: dict[str, Any]) -> dict[str, Any]:
+# keyword arguments httpx uses to build its default transport
+_TRANSPORT_KWARGS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
+
+
+def _check(session: Session, kwargs: dict[str, Any]) -> None:
     if not isinstance(session, Session):
         raise ConfigurationError("the first argument must be an authpulse.Session")
     if "auth" in kwargs:
         raise ConfigurationError(
             "authpulse clients get their auth from the session; do not pass auth="
         )
+
+
+def _auth(session: Session, kwargs: dict[str, Any]) -> httpx.Auth:
     origins = None
     if session.origins is None and kwargs.get("base_url"):
         origins = [str(httpx.URL(str(kwargs["base_url"])))]
-    kwargs["auth"] = session.auth(origins=origins)
-    return kwargs
+    return session.auth(origins=origins)
+
+
+def _breakers(session: Session, breaker: BreakerArg) -> BreakerRegistry | None:
+    if breaker is False:
+        return None
+    if breaker is True:
+        registry = BreakerRegistry(BreakerPolicy(), clock=session.clock)
+    elif isinstance(breaker, BreakerPolicy):
+        registry = BreakerRegistry(breaker, clock=session.clock)
+    elif isinstance(breaker, BreakerRegistry):
+        registry = breaker
+    else:
+        raise ConfigurationError("breaker must be True, False, a BreakerPolicy or a registry")
+    prev = registry.on_state_change
+
+    def on_change(name: str, old: Any, new: Any) -> None:
+        if prev is not None:
+            prev(name, old, new)
+        session._api_event("breaker_state", {"upstream": name, "from": str(old), "to": str(new)})
+
+    registry.on_state_change = on_change
+    session._watch_breakers(registry)
+    return registry
+
+
+def _retry_policy(retry: RetryArg) -> RetryPolicy:
+    if retry is True:
+        return RetryPolicy()
+    if retry is False:
+        return RetryPolicy(attempts=1)
+    if isinstance(retry, RetryPolicy):
+        return retry
+    raise ConfigurationError("retry must be True, False or a RetryPolicy")
+
+
+def _cache_parts(cache: CacheArg) -> tuple[ResponseCache, CachePolicy | None] | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return ResponseCache(), None
+    if isinstance(cache, CachePolicy):
+        return ResponseCache(), cache
+    if isinstance(cache, ResponseCache):
+        return cache, None
+    raise ConfigurationError("cache must be True, False, a CachePolicy or a ResponseCache")
 
 
 class Client(httpx.Client):
@@ -37,10 +100,47 @@ class Client(httpx.Client):
 
     ``Authorization`` goes only to the session's origins, or, if it has
     none, to the origin of ``base_url`` (with neither, to every origin).
+
+    ``retry`` (default on): retries by the rules of :class:`RetryPolicy`.
+    ``breaker`` (default on): a circuit breaker per API origin.
+    ``cache`` (default off): a stale-while-revalidate cache for GET/HEAD,
+    keyed by the session's identity. Breaker state, retries and stale
+    answers show in ``health()`` and in the session's events.
     """
 
-    def __init__(self, session: Session, **kwargs: Any) -> None:
-        super().__init__(**_auth_kwargs(session, kwargs))
+    def __init__(
+        self,
+        session: Session,
+        *,
+        retry: RetryArg = True,
+        breaker: BreakerArg = True,
+        cache: CacheArg = None,
+        **kwargs: Any,
+    ) -> None:
+        _check(session, kwargs)
+        base = kwargs.pop("transport", None)
+        if base is None:
+            base = httpx.HTTPTransport(**{k: kwargs[k] for k in _TRANSPORT_KWARGS if k in kwargs})
+        transport: httpx.BaseTransport = RetryTransport(
+            base,
+            policy=_retry_policy(retry),
+            clock=session.clock,
+            breakers=_breakers(session, breaker),
+            on_event=session._api_event,
+        )
+        parts = _cache_parts(cache)
+        self.cache: ResponseCache | None = None
+        if parts is not None:
+            self.cache = parts[0]
+            transport = CacheTransport(
+                transport,
+                cache=parts[0],
+                policy=parts[1],
+                clock=session.clock,
+                identity=session.identity,
+                on_event=session._api_event,
+            )
+        super().__init__(auth=_auth(session, kwargs), transport=transport, **kwargs)
         self.session = session
 
     def force_refresh(self) -> TokenSet:
@@ -53,10 +153,44 @@ class Client(httpx.Client):
 
 
 class AsyncClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` whose requests carry ``session``'s token."""
+    """An ``httpx.AsyncClient`` whose requests carry ``session``'s token
+    (same options as :class:`Client`)."""
 
-    def __init__(self, session: Session, **kwargs: Any) -> None:
-        super().__init__(**_auth_kwargs(session, kwargs))
+    def __init__(
+        self,
+        session: Session,
+        *,
+        retry: RetryArg = True,
+        breaker: BreakerArg = True,
+        cache: CacheArg = None,
+        **kwargs: Any,
+    ) -> None:
+        _check(session, kwargs)
+        base = kwargs.pop("transport", None)
+        if base is None:
+            base = httpx.AsyncHTTPTransport(
+                **{k: kwargs[k] for k in _TRANSPORT_KWARGS if k in kwargs}
+            )
+        transport: httpx.AsyncBaseTransport = AsyncRetryTransport(
+            base,
+            policy=_retry_policy(retry),
+            clock=session.clock,
+            breakers=_breakers(session, breaker),
+            on_event=session._api_event,
+        )
+        parts = _cache_parts(cache)
+        self.cache: ResponseCache | None = None
+        if parts is not None:
+            self.cache = parts[0]
+            transport = AsyncCacheTransport(
+                transport,
+                cache=parts[0],
+                policy=parts[1],
+                clock=session.clock,
+                identity=session.identity,
+                on_event=session._api_event,
+            )
+        super().__init__(auth=_auth(session, kwargs), transport=transport, **kwargs)
         self.session = session
 
     async def force_refresh(self) -> TokenSet:
