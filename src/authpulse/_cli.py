@@ -19,6 +19,19 @@ def _positive(text: str) -> float:
     return value
 
 
+def _faults(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in _FAULT_NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault(s) {', '.join(unknown)}; choose from {', '.join(_FAULT_NAMES)}"
+        )
+    return names
+
+
+_FAULT_NAMES = ("idp-outage", "api-5xx", "revoked-grant", "key-rotation", "throttling")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="authpulse", description="Keep authenticated API sessions healthy."
@@ -36,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
-        summary = run_demo(args.duration)
+        summary = run_demo(args.duration, faults=args.faults)
         return 0 if summary.failed == 0 else 1
     return 2  # pragma: no cover - argparse rejects unknown commands
 

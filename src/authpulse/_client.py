@@ -130,9 +130,10 @@ class Client(httpx.Client):
         )
         parts = _cache_parts(cache)
         self.cache: ResponseCache | None = None
+        self._cache_transport: CacheTransport | None = None
         if parts is not None:
             self.cache = parts[0]
-            transport = CacheTransport(
+            transport = self._cache_transport = CacheTransport(
                 transport,
                 cache=parts[0],
                 policy=parts[1],
@@ -150,6 +151,12 @@ class Client(httpx.Client):
     def health(self) -> HealthReport:
         """The session's health report."""
         return self.session.health()
+
+    def join_background(self, timeout: float | None = None) -> None:
+        """Wait for background work: cache revalidations and token refreshes."""
+        if self._cache_transport is not None:
+            self._cache_transport.join_background(timeout)
+        self.session.join_background(timeout)
 
 
 class AsyncClient(httpx.AsyncClient):
@@ -180,9 +187,10 @@ class AsyncClient(httpx.AsyncClient):
         )
         parts = _cache_parts(cache)
         self.cache: ResponseCache | None = None
+        self._cache_transport: AsyncCacheTransport | None = None
         if parts is not None:
             self.cache = parts[0]
-            transport = AsyncCacheTransport(
+            transport = self._cache_transport = AsyncCacheTransport(
                 transport,
                 cache=parts[0],
                 policy=parts[1],
@@ -196,6 +204,11 @@ class AsyncClient(httpx.AsyncClient):
     async def force_refresh(self) -> TokenSet:
         """Refresh the session's token now."""
         return await self.session.aforce_refresh()
+
+    async def join_background(self) -> None:
+        """Wait for background cache revalidations."""
+        if self._cache_transport is not None:
+            await self._cache_transport.ajoin_background()
 
     def health(self) -> HealthReport:
         """The session's health report."""

@@ -1,22 +1,37 @@
-"""The embedded demo: a fake IdP and API in-process, tokens that expire
-every few seconds, an IdP outage and a key rotation, and a client that must
-never see a failure.
+"""The embedded demo: a fake IdP and API in-process, tokens that expire every
+few seconds, and a run of faults — an IdP outage, an API 5xx burst, a revoked
+grant, a signing-key rotation, a throttling burst — that the client must get
+through without one user-visible failure.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TextIO
 
+from ._breaker import BreakerPolicy
+from ._cache import CachePolicy
 from ._clock import Clock, SystemClock
+from ._fallback import FallbackChain, LoginRequired, StoredCredentials
 from ._manager import ManagerSettings, SessionManager
 from ._policy import RefreshPolicy
+from ._resilience import RetryPolicy
 from ._retry import TokenRetry
 from ._sources import RefreshTokenGrant
 from .testing import FakeAPI, FakeIdP, Fault
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["FAULTS", "DemoSummary", "run_demo"]
+
+#: the faults the demo can inject, in the order they happen (seconds of a 20 s run)
+FAULTS: dict[str, tuple[float, float, str]] = {
+    "idp-outage": (5.0, 7.5, "the IdP answers 503 while a refresh is due"),
+    "api-5xx": (9.0, 10.5, "the API answers 503: retries, then the breaker opens"),
+    "revoked-grant": (11.5, 11.5, "the refresh token is revoked: fall back to stored credentials"),
+    "key-rotation": (13.0, 13.0, "the API forgets every token: 401, refresh, replay"),
+    "throttling": (15.0, 16.0, "the API answers 429 with Retry-After: 1"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,11 @@ class DemoSummary:
     final_score: int
     lowest_score: int
     ux_score: float | None
+    api_retries: int = 0
+    breaker_opened: bool = False
+    stale_served: int = 0
+    highest_fallback_level: int = 0
+    faults: tuple[str, ...] = field(default_factory=tuple)
 
 
 def run_demo(
@@ -43,22 +63,41 @@ def run_demo(
     out: TextIO | None = None,
     calls_per_second: int = 20,
     access_ttl: float = 6.0,
+    faults: tuple[str, ...] | None = None,
 ) -> DemoSummary:
     """Run the scenario for ``duration`` seconds of ``clock`` time and print a
-    line per second. With a :class:`~authpulse.testing.FakeClock` it runs
-    in no real time.
+    line per second. With a :class:`~authpulse.testing.FakeClock` it runs in
+    no real time, deterministically. ``faults`` picks from :data:`FAULTS`
+    (default: all of them).
     """
     clock = clock or SystemClock()
     out = out or sys.stdout
+    chosen = tuple(FAULTS) if faults is None else faults
+    unknown = [f for f in chosen if f not in FAULTS]
+    if unknown:
+        from ._errors import ConfigurationError
+
+        raise ConfigurationError(f"unknown faults {unknown}; choose from {list(FAULTS)}")
     fake_time = not isinstance(clock, SystemClock)
     scale = duration / 20.0
-    outage = (5.0 * scale, 7.5 * scale)  # IdP answers 503 while a refresh is due
-    rotation_at = 13.0 * scale  # the API forgets every token (a signing-key rotation)
 
-    idp = FakeIdP(clock=clock, access_ttl=access_ttl * scale, latency=0.0)
+    def window(name: str) -> tuple[float, float]:
+        start, end, _ = FAULTS[name]
+        return start * scale, end * scale
+
+    idp = FakeIdP(clock=clock, access_ttl=access_ttl * scale, users={"demo-user": "s3cret-pw"})
     api = FakeAPI(idp, base_url="https://api.demo")
-    grant = RefreshTokenGrant(
-        idp.token_url, "client", "secret", refresh_token=idp.issue_refresh_token()
+    chain = FallbackChain(
+        [
+            RefreshTokenGrant(
+                idp.token_url, "client", "secret", refresh_token=idp.issue_refresh_token()
+            ),
+            StoredCredentials(
+                idp.token_url, "client", "secret", load=lambda: ("demo-user", "s3cret-pw")
+            ),
+            LoginRequired("https://app.demo/login"),
+        ],
+        retry_primary_after=3.0 * scale,
     )
     manager = SessionManager(
         clock=clock,
@@ -80,52 +119,60 @@ def run_demo(
         ),
     )
     ms = manager.create_session(
-        "demo-user", grant, kind="user", metadata={"user_agent": "authpulse-demo"}
+        "demo-user", chain, kind="user", metadata={"user_agent": "authpulse-demo"}
     )
     session = ms.session
-    client = ms.client(base_url=api.base_url, transport=api.transport)
+    client = ms.client(
+        base_url=api.base_url,
+        transport=api.transport,
+        retry=RetryPolicy(attempts=4, deadline=3.0 * scale, backoff_base=0.05 * scale),
+        breaker=BreakerPolicy(window=5.0 * scale, minimum_calls=6, open_for=2.0 * scale),
+        cache=CachePolicy(ttl=0.5 * scale, stale_while_revalidate=1.0 * scale, stale_if_error=60),
+    )
+    cache = client.cache
 
     calls = failed = 0
     lowest = 100
-    rotated = False
+    breaker_opened = False
+    top_level = 0
+    done: set[str] = set()
     start = clock.monotonic()
     step = 1.0 / calls_per_second
     next_print = 1.0
     print(
-        f"authpulse demo: {duration:.0f}s, tokens live {access_ttl * scale:.1f}s, IdP down "
-        f"{outage[0]:.1f}-{outage[1]:.1f}s, API key rotation at {rotation_at:.1f}s",
+        f"authpulse demo: {duration:.0f}s, tokens live {access_ttl * scale:.1f}s; faults: "
+        + "; ".join(f"{window(f)[0]:.1f}s {f} ({FAULTS[f][2]})" for f in FAULTS if f in chosen),
         file=out,
     )
     try:
         while (elapsed := clock.monotonic() - start) < duration:
-            idp.set_outage(Fault(status=503) if outage[0] <= elapsed < outage[1] else None)
-            if not rotated and elapsed >= rotation_at:
-                idp.expire_all()
-                rotated = True
+            _inject(idp, api, chosen, window, elapsed, done)
             try:
-                ok = client.get("/v1/items").status_code == 200
-            except Exception:  # a demo counts every failure the user would see
+                ok = client.get("/v1/catalog").status_code == 200
+            except Exception:  # the demo counts every failure the user would see
                 ok = False
             calls += 1
             failed += not ok
             if fake_time:
-                session.join_background()  # on a fake clock, let background work finish
+                client.join_background()  # on a fake clock, let background work finish
+            top_level = max(top_level, chain.level)
+            breaker = session.breaker_state() or "closed"
+            breaker_opened = breaker_opened or breaker == "open"
             if elapsed >= next_print:
                 manager.tick()
                 report = manager.health(ms.id)
                 lowest = min(lowest, report.score)
-                cur = session.token_set
-                left = (cur.expires_at - session.stats().skew - clock.now()) if cur else 0.0
                 worst = report.worst
                 why = f" — {worst.name}: {worst.reason}" if worst else ""
-                idp_state = "DOWN" if idp.faults.outage else "up"
                 st = session.stats()
+                cs = cache.stats() if cache is not None else None
+                stale = (cs.stale_served + cs.stale_if_error_served) if cs else 0
                 print(
-                    f"t={elapsed:5.1f}s calls {calls:4d} ok / {failed} failed | token "
-                    f"expires in {left:4.1f}s gen {session.generation:2d} | refreshes "
-                    f"{st.refreshes:2d} failed {st.failures:2d} | IdP {idp_state:4s} | "
-                    f"{ms.auth_state.value:10s} | health {report.score:3d} "
-                    f"{report.band.value}{why}",
+                    f"t={elapsed:5.1f}s {calls:4d} ok/{failed} failed | gen {session.generation:2d}"
+                    f" refreshes {st.refreshes:2d} (failed {st.failures}) | "
+                    f"{ms.auth_state.value:8s} fallback {chain.level} | retries "
+                    f"{session._api_retries:2d} breaker {breaker:9s} | stale {stale:3d} | health "
+                    f"{report.score:3d} {report.band.value}{why}",
                     file=out,
                 )
                 next_print += 1.0
@@ -138,6 +185,7 @@ def run_demo(
         manager.shutdown()
 
     st = session.stats()
+    cs = cache.stats() if cache is not None else None
     summary = DemoSummary(
         seconds=duration,
         calls=calls,
@@ -150,15 +198,53 @@ def run_demo(
         final_score=final_score,
         lowest_score=lowest,
         ux_score=ux,
+        api_retries=session._api_retries,
+        breaker_opened=breaker_opened,
+        stale_served=(cs.stale_served + cs.stale_if_error_served) if cs else 0,
+        highest_fallback_level=top_level,
+        faults=chosen,
     )
     print(
         f"\nsummary: {summary.calls} calls, {summary.failed} failed (user-visible); "
-        f"{summary.refreshes} refreshes, {summary.refresh_failures} refresh failures during "
-        f"the outage, {summary.token_calls} token calls; {summary.replays_after_401} 401 "
-        f"answered by refresh and replay; refresh-token reuse detected: "
-        f"{summary.reuse_detected}; health now {summary.final_score} "
-        f"(lowest {summary.lowest_score}); user-experience score "
-        f"{(summary.ux_score or 0):.1f}",
+        f"{summary.refreshes} refreshes, {summary.refresh_failures} refresh failures, "
+        f"{summary.token_calls} token calls; {summary.api_retries} API retries; breaker "
+        f"{'opened' if summary.breaker_opened else 'never opened'}; {summary.stale_served} "
+        f"stale answers; highest fallback level {summary.highest_fallback_level}; "
+        f"{summary.replays_after_401} 401 answered by refresh and replay; refresh-token "
+        f"reuse detected: {summary.reuse_detected}; health now {summary.final_score} "
+        f"(lowest {summary.lowest_score}); user-experience score {(summary.ux_score or 0):.1f}",
         file=out,
     )
     return summary
+
+
+def _inject(
+    idp: FakeIdP,
+    api: FakeAPI,
+    chosen: tuple[str, ...],
+    window: Callable[[str], tuple[float, float]],
+    elapsed: float,
+    done: set[str],
+) -> None:
+    """Switch the fakes' faults on and off at the scripted times."""
+
+    def active(name: str) -> bool:
+        if name not in chosen:
+            return False
+        start, end = window(name)
+        return bool(start <= elapsed < end)
+
+    idp.set_outage(Fault(status=503) if active("idp-outage") else None)
+    if active("api-5xx"):
+        api.set_outage(Fault(status=503))
+    elif active("throttling"):
+        api.set_outage(Fault(status=429, headers={"retry-after": "1"}))
+    else:
+        api.set_outage(None)
+    for once in ("revoked-grant", "key-rotation"):
+        if once in chosen and once not in done and elapsed >= window(once)[0]:
+            done.add(once)
+            if once == "revoked-grant":
+                idp.revoke_all()
+            else:
+                idp.expire_all()

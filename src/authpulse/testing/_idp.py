@@ -219,6 +219,15 @@ class FakeIdP(_FakeServer):
                 if g is not None:
                     g.revoked = True
 
+    def revoke_all(self) -> None:
+        """Revoke every grant issued so far (as an admin "sign out everywhere" would)."""
+        with self._lock:
+            for grant, _ in self._refresh.values():
+                grant.revoked = True
+            for _, maybe in self._access.values():
+                if maybe is not None:
+                    maybe.revoked = True
+
     def validate(self, access_token: str) -> bool:
         """True if ``access_token`` was issued here, is unexpired and not revoked."""
         with self._lock:
