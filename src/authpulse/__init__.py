@@ -24,6 +24,8 @@ from ._client import AsyncClient as AsyncClient
 from ._client import Client as Client
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
+from ._crypto import DecryptionError as DecryptionError
+from ._crypto import TokenCipher as TokenCipher
 from ._errors import AuthpulseError as AuthpulseError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import CredentialsUnavailableError as CredentialsUnavailableError
@@ -71,6 +73,7 @@ from ._model import SessionStatus as SessionStatus
 from ._policy import Freshness as Freshness
 from ._policy import RefreshPolicy as RefreshPolicy
 from ._policy import freshness as freshness
+from ._redis_store import RedisStore as RedisStore
 from ._resilience import AsyncRetryTransport as AsyncRetryTransport
 from ._resilience import BudgetRegistry as BudgetRegistry
 from ._resilience import RequestFailedError as RequestFailedError
@@ -91,6 +94,7 @@ from ._sources import FetchContext as FetchContext
 from ._sources import Fetched as Fetched
 from ._sources import RefreshTokenGrant as RefreshTokenGrant
 from ._sources import TokenSource as TokenSource
+from ._sqlite_store import SQLiteStore as SQLiteStore
 from ._state import AuthEvent as AuthEvent
 from ._state import AuthState as AuthState
 from ._state import Guards as Guards
@@ -99,10 +103,16 @@ from ._state import StateMachine as StateMachine
 from ._state import Transition as Transition
 from ._stats import RequestWindow as RequestWindow
 from ._stats import SessionStats as SessionStats
+from ._store import CorruptRecordError as CorruptRecordError
+from ._store import FencingError as FencingError
 from ._store import MemoryStore as MemoryStore
 from ._store import SessionStore as SessionStore
+from ._store import StoredToken as StoredToken
 from ._store import StoreError as StoreError
+from ._store import StoreLock as StoreLock
+from ._store import StoreUnavailableError as StoreUnavailableError
 from ._store import VersionConflictError as VersionConflictError
+from ._store import open_store as open_store
 from ._tokens import JWTVerifier as JWTVerifier
 from ._tokens import TokenSet as TokenSet
 from ._tokens import parse_token_response as parse_token_response
@@ -131,13 +141,16 @@ __all__ = [
     "ClientCredentials",
     "Clock",
     "ConfigurationError",
+    "CorruptRecordError",
     "CredentialsUnavailableError",
+    "DecryptionError",
     "ErrorClass",
     "ErrorDetails",
     "Event",
     "EventBus",
     "EventKind",
     "FallbackChain",
+    "FencingError",
     "FetchContext",
     "Fetched",
     "Freshness",
@@ -161,6 +174,7 @@ __all__ = [
     "PermissionDenied",
     "Permit",
     "Probe",
+    "RedisStore",
     "RefreshError",
     "RefreshPolicy",
     "RefreshStats",
@@ -173,6 +187,7 @@ __all__ = [
     "RetryInfo",
     "RetryPolicy",
     "RetryTransport",
+    "SQLiteStore",
     "Session",
     "SessionClosedError",
     "SessionKind",
@@ -186,9 +201,13 @@ __all__ = [
     "SilentReauth",
     "StateMachine",
     "StoreError",
+    "StoreLock",
+    "StoreUnavailableError",
     "StoredCredentials",
+    "StoredToken",
     "SystemClock",
     "TickReport",
+    "TokenCipher",
     "TokenEndpointError",
     "TokenError",
     "TokenResponseError",
@@ -206,6 +225,7 @@ __all__ = [
     "freshness",
     "is_testing",
     "moves_to_next_level",
+    "open_store",
     "parse_token_response",
     "read_journal",
     "set_testing",

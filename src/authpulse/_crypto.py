@@ -1,0 +1,166 @@
+"""Encryption at rest for token sets, and their storage format.
+
+A token set is stored as one JSON object whose secret values (access,
+refresh and id token) are revealed *only* inside that blob. With
+encryption keys the blob is a Fernet token (AES-128-CBC + HMAC-SHA256);
+:class:`TokenCipher` wraps :class:`cryptography.fernet.MultiFernet`, so the
+first key encrypts and every key decrypts: to rotate, put the new key
+first and keep the old ones until every stored token set was rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from pydantic import ValidationError
+
+from ._errors import ConfigurationError
+from ._store import CorruptRecordError, StoreError
+from ._tokens import TokenSet
+
+__all__ = ["DecryptionError", "EncryptionKeys", "TokenCipher"]
+
+# encode_token_set / decode_token_set below are the stores' storage format (not public)
+
+
+class DecryptionError(StoreError):
+    """A stored token set could not be decrypted: wrong key(s), no key, or
+    tampered data. The message names the session, never the ciphertext."""
+
+    def __init__(self, session_id: str | None, reason: str) -> None:
+        self.session_id = session_id
+        where = f" of session {session_id!r}" if session_id is not None else ""
+        super().__init__(f"could not decrypt the stored token set{where}: {reason}")
+
+
+class TokenCipher:
+    """Symmetric encryption of token blobs with key rotation.
+
+    ``keys`` are Fernet keys (32 url-safe base64-encoded bytes, as made by
+    :meth:`generate_key`). The first encrypts; all of them decrypt. A single
+    key may be passed on its own. The keys never appear in ``repr``.
+    """
+
+    __slots__ = ("_count", "_fernet")
+
+    def __init__(self, keys: Sequence[str | bytes] | str | bytes) -> None:
+        if isinstance(keys, str | bytes):
+            keys = [keys]
+        if not isinstance(keys, Sequence):
+            raise ConfigurationError("encryption keys must be a sequence of Fernet keys")
+        fernets: list[Fernet] = []
+        for number, key in enumerate(keys, 1):
+            if not isinstance(key, str | bytes):
+                raise ConfigurationError(
+                    f"encryption key #{number} must be str or bytes, not {type(key).__name__}"
+                )
+            try:
+                fernets.append(Fernet(key))
+            except (ValueError, TypeError):
+                raise ConfigurationError(
+                    f"encryption key #{number} is not a Fernet key (32 url-safe "
+                    "base64-encoded bytes); make one with TokenCipher.generate_key()"
+                ) from None
+        if not fernets:
+            raise ConfigurationError("encryption keys: give at least one Fernet key")
+        self._fernet = MultiFernet(fernets)
+        self._count = len(fernets)
+
+    @staticmethod
+    def generate_key() -> str:
+        """A new random Fernet key (url-safe base64 text)."""
+        return Fernet.generate_key().decode("ascii")
+
+    @classmethod
+    def coerce(cls, keys: EncryptionKeys) -> TokenCipher | None:
+        """``None`` stays ``None``; a cipher is returned as is; keys make a cipher."""
+        if keys is None or isinstance(keys, TokenCipher):
+            return keys
+        return cls(keys)
+
+    def __repr__(self) -> str:
+        return f"TokenCipher({self._count} key{'s' if self._count != 1 else ''})"
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Encrypt with the first key."""
+        return self._fernet.encrypt(data)
+
+    def decrypt(self, blob: bytes, *, session_id: str | None = None) -> bytes:
+        """Decrypt with any key; :class:`DecryptionError` if none fits."""
+        try:
+            return self._fernet.decrypt(blob)
+        except (InvalidToken, TypeError, ValueError):
+            raise DecryptionError(session_id, "wrong encryption key(s) or tampered data") from None
+
+    def rotate(self, blob: bytes, *, session_id: str | None = None) -> bytes:
+        """Re-encrypt ``blob`` with the first key (it may have been made with any key)."""
+        try:
+            return self._fernet.rotate(blob)
+        except (InvalidToken, TypeError, ValueError):
+            raise DecryptionError(session_id, "wrong encryption key(s) or tampered data") from None
+
+
+#: What a store accepts as ``encryption_keys``.
+EncryptionKeys = Sequence[str | bytes] | str | bytes | TokenCipher | None
+
+_FORMAT = 1
+
+
+def encode_token_set(token: TokenSet, cipher: TokenCipher | None) -> bytes:
+    """The stored form of ``token``: JSON with the secrets revealed, encrypted
+    when a cipher is given. Nothing else a store writes holds a secret."""
+    data: dict[str, Any] = {
+        "format": _FORMAT,
+        "access_token": token.access_token.get_secret_value(),
+        "token_type": token.token_type,
+        "refresh_token": (
+            token.refresh_token.get_secret_value() if token.refresh_token is not None else None
+        ),
+        "id_token": token.id_token.get_secret_value() if token.id_token is not None else None,
+        "scope": token.scope,
+        "issued_at": token.issued_at,
+        "expires_at": token.expires_at,
+        "expires_at_source": token.expires_at_source,
+    }
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return cipher.encrypt(blob) if cipher is not None else blob
+
+
+def decode_token_set(blob: bytes | str, cipher: TokenCipher | None, *, session_id: str) -> TokenSet:
+    """The inverse of :func:`encode_token_set`.
+
+    A plaintext blob (a JSON object) is read even when a cipher is given, so
+    a store can start encrypting without a migration (the next write
+    encrypts). An encrypted blob without a cipher, or with the wrong keys,
+    raises :class:`DecryptionError`; anything else unreadable raises
+    :class:`CorruptRecordError`. No message quotes the blob.
+    """
+    if isinstance(blob, str):
+        blob = blob.encode("utf-8", "surrogateescape")
+    if not isinstance(blob, bytes) or not blob:
+        raise CorruptRecordError(session_id, "token set", "empty or not a byte string")
+    if not blob.startswith(b"{"):
+        if cipher is None:
+            raise DecryptionError(
+                session_id, "it is encrypted and this store was opened without encryption keys"
+            )
+        blob = cipher.decrypt(blob, session_id=session_id)
+    try:
+        data = json.loads(blob)
+    except (ValueError, RecursionError):
+        raise CorruptRecordError(session_id, "token set", "not valid JSON") from None
+    if not isinstance(data, dict):
+        raise CorruptRecordError(session_id, "token set", "not a JSON object")
+    if data.pop("format", None) != _FORMAT:
+        raise CorruptRecordError(session_id, "token set", "unknown storage format")
+    try:
+        return TokenSet.model_validate(data)
+    except ValidationError as exc:
+        # only the field names: pydantic's own message quotes the input values
+        fields = sorted({".".join(str(p) for p in err["loc"]) or "?" for err in exc.errors()})
+        raise CorruptRecordError(
+            session_id, "token set", f"invalid field(s): {', '.join(fields)}"
+        ) from None

@@ -1,0 +1,536 @@
+"""The embedded persistent store, on the standard library's ``sqlite3``.
+
+One database file holds the sessions, their bounded timelines, their token
+sets (optionally encrypted) and the named locks. The file is created with
+mode 0600 and runs in WAL mode, so readers do not wait for the writer.
+Every write is one statement or one ``BEGIN IMMEDIATE`` transaction, which
+makes the store safe for many threads (one connection behind a lock) and
+for many processes on one host (SQLite's file locking). Optimistic
+concurrency is ``UPDATE ... WHERE version = ?``; a lock is a row
+``(name, holder, fence, expires_at)`` whose TTL runs on the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ._clock import Clock, SystemClock
+from ._crypto import EncryptionKeys, TokenCipher, decode_token_set, encode_token_set
+from ._errors import ConfigurationError, UsageError
+from ._events import Event
+from ._model import SessionKind, SessionRecord, SessionStatus
+from ._store import (
+    CorruptRecordError,
+    FencingError,
+    StoredToken,
+    StoreError,
+    StoreLock,
+    StoreUnavailableError,
+    VersionConflictError,
+    check_page,
+    check_token_put,
+)
+from ._tokens import TokenSet
+
+__all__ = ["SQLiteStore"]
+
+# decode_record / decode_event below are shared with the Redis store (not public)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at, id);
+CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner, created_at, id);
+CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status, created_at, id);
+CREATE INDEX IF NOT EXISTS sessions_kind ON sessions (kind, created_at, id);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_session ON events (session_id, seq);
+CREATE TABLE IF NOT EXISTS tokens (
+    session_id TEXT PRIMARY KEY,
+    blob BLOB NOT NULL,
+    skew REAL NOT NULL,
+    version INTEGER NOT NULL,
+    fence INTEGER,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS token_fences (
+    session_id TEXT PRIMARY KEY,
+    highest INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    holder TEXT,
+    fence INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+_STATUSES = frozenset(s.value for s in SessionStatus)
+_KINDS = frozenset(k.value for k in SessionKind)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def decode_record(session_id: str, data: object, version: object) -> SessionRecord:
+    """A stored record from its JSON text and version, or :class:`CorruptRecordError`."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    if not isinstance(data, str):
+        raise CorruptRecordError(session_id, "record", "data is not text")
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        raise CorruptRecordError(session_id, "record", "not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise CorruptRecordError(session_id, "record", "not a JSON object")
+    if isinstance(version, bytes):
+        version = version.decode("ascii", "replace")
+    if isinstance(version, str) and version.isascii() and version.isdigit():
+        version = int(version)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CorruptRecordError(session_id, "record", "version is not a positive integer")
+    status, kind = obj.get("status"), obj.get("kind")
+    if status not in _STATUSES:
+        raise CorruptRecordError(session_id, "record", f"unknown status {_short(status)}")
+    if kind not in _KINDS:
+        raise CorruptRecordError(session_id, "record", f"unknown kind {_short(kind)}")
+    try:
+        record = SessionRecord.from_dict(obj)
+    except (ConfigurationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        reason = str(exc) if isinstance(exc, ConfigurationError) else type(exc).__name__
+        raise CorruptRecordError(session_id, "record", reason) from None
+    if record.id != session_id:
+        raise CorruptRecordError(session_id, "record", "it holds another session's id")
+    return replace(record, version=version)
+
+
+def decode_event(session_id: str, data: object) -> Event:
+    """A stored event from its JSON text, or :class:`CorruptRecordError`."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    if not isinstance(data, str):
+        raise CorruptRecordError(session_id, "event", "data is not text")
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):
+        raise CorruptRecordError(session_id, "event", "not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise CorruptRecordError(session_id, "event", "not a JSON object")
+    try:
+        return Event.from_dict(obj)
+    except (ConfigurationError, TypeError, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, ConfigurationError) else type(exc).__name__
+        raise CorruptRecordError(session_id, "event", reason) from None
+
+
+def _num(session_id: str, what: str, value: object, *, integer: bool = False) -> Any:
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok:
+        raise CorruptRecordError(session_id, "token set", f"{what} is not a number")
+    return value
+
+
+class SQLiteStore:
+    """A persistent store in one SQLite file (see the module docstring).
+
+    ``encryption_keys`` (Fernet keys, or a :class:`~authpulse.TokenCipher`)
+    encrypt token sets at rest. ``timeout`` is how long an operation waits
+    for another connection's write lock before raising
+    :class:`StoreUnavailableError`. ``timeline_limit`` bounds the events
+    kept per session. Lock TTLs and ``updated_at`` use ``clock.now()``
+    (default: the real clock).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        encryption_keys: EncryptionKeys = None,
+        timeout: float = 5.0,
+        timeline_limit: int = 200,
+        clock: Clock | None = None,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise ConfigurationError("timeout must be a number of seconds >= 0")
+        if isinstance(timeline_limit, bool) or not isinstance(timeline_limit, int):
+            raise ConfigurationError("timeline_limit must be an int >= 1")
+        if timeline_limit < 1:
+            raise ConfigurationError("timeline_limit must be an int >= 1")
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        self.timeline_limit = timeline_limit
+        self._cipher = TokenCipher.coerce(encryption_keys)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._lock = threading.RLock()
+        self._create_private_file()
+        try:
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        self._db: sqlite3.Connection | None = db
+        try:
+            self._setup(db)
+        except BaseException:
+            db.close()
+            self._db = None
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self._db is None else "open"
+        enc = ", encrypted" if self._cipher is not None else ""
+        return f"SQLiteStore({str(self.path)!r}, {state}{enc})"
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _create_private_file(self) -> None:
+        """Create the database file readable by its owner only (0600). An existing
+        file keeps its mode; SQLite gives the -wal and -shm files the same."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot create the SQLite database {str(self.path)!r}: {exc.strerror}"
+            ) from None
+        os.close(fd)
+
+    def _setup(self, db: sqlite3.Connection) -> None:
+        with self._conn() as conn:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if not mode or str(mode[0]).lower() != "wal":
+                raise StoreError(f"SQLite database {str(self.path)!r} cannot use WAL mode")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"SQLite database {str(self.path)!r} has schema version {version}; "
+                    f"this authpulse knows version {SCHEMA_VERSION} at most"
+                )
+        with self._write() as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        where = repr(str(self.path))
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
+            return StoreUnavailableError(
+                f"SQLite database {where} stayed locked by another connection for more than "
+                f"{self.timeout:g} s"
+            )
+        if isinstance(exc, sqlite3.OperationalError):
+            return StoreUnavailableError(f"SQLite database {where} is unavailable: {exc}")
+        return StoreError(f"SQLite database {where} failed: {type(exc).__name__}: {exc}")
+
+    @contextlib.contextmanager
+    def _conn(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            if db is None:
+                raise UsageError("the SQLite store is closed")
+            try:
+                yield db
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise self._translate(exc) from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: committed if the block succeeds."""
+        with self._conn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ records
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        with self._conn() as db:
+            row = db.execute(
+                "SELECT data, version FROM sessions WHERE id = ?", (session_id,)
+            ).fetchone()
+        return None if row is None else decode_record(session_id, row[0], row[1])
+
+    def put(self, record: SessionRecord, *, expected_version: int | None) -> SessionRecord:
+        version = (expected_version or 0) + 1
+        data = json.dumps(
+            {**record.to_dict(), "version": version}, separators=(",", ":"), allow_nan=False
+        )
+        values = (record.owner, record.status.value, record.kind.value, record.created_at)
+        with self._conn() as db:
+            if expected_version is None:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO sessions (owner, status, kind, created_at, version, "
+                    "data, id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (*values, version, data, record.id),
+                )
+            else:
+                cur = db.execute(
+                    "UPDATE sessions SET owner = ?, status = ?, kind = ?, created_at = ?, "
+                    "version = ?, data = ? WHERE id = ? AND version = ?",
+                    (*values, version, data, record.id, expected_version),
+                )
+            if cur.rowcount != 1:
+                row = db.execute(
+                    "SELECT version FROM sessions WHERE id = ?", (record.id,)
+                ).fetchone()
+                actual = row[0] if row is not None and isinstance(row[0], int) else None
+                raise VersionConflictError(record.id, expected_version, actual)
+        return replace(record, version=version)
+
+    def query(
+        self,
+        *,
+        owner: str | None = None,
+        status: Iterable[SessionStatus] | None = None,
+        kind: SessionKind | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[SessionRecord]:
+        check_page(limit, offset)
+        where: list[str] = []
+        args: list[object] = []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if status is not None:
+            statuses = sorted({SessionStatus(s).value for s in status})
+            if not statuses:
+                return []
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(SessionKind(kind).value)
+        sql = "SELECT id, data, version FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id LIMIT ? OFFSET ?"
+        args += [-1 if limit is None else limit, offset]
+        with self._conn() as db:
+            rows = db.execute(sql, args).fetchall()
+        return [decode_record(str(r[0]), r[1], r[2]) for r in rows]
+
+    def delete(self, session_id: str) -> bool:
+        with self._write() as db:
+            db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM tokens WHERE session_id = ?", (session_id,))
+            cur = db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            return cur.rowcount > 0
+
+    # ------------------------------------------------------------------- events
+
+    def append_event(self, session_id: str, event: Event) -> None:
+        data = event.to_json()
+        with self._write() as db:
+            db.execute("INSERT INTO events (session_id, data) VALUES (?, ?)", (session_id, data))
+            db.execute(
+                "DELETE FROM events WHERE session_id = ? AND seq <= (SELECT seq FROM events "
+                "WHERE session_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (session_id, session_id, self.timeline_limit),
+            )
+
+    def events(self, session_id: str) -> list[Event]:
+        with self._conn() as db:
+            rows = db.execute(
+                "SELECT data FROM events WHERE session_id = ? ORDER BY seq", (session_id,)
+            ).fetchall()
+        return [decode_event(session_id, r[0]) for r in rows]
+
+    # --------------------------------------------------------------- token sets
+
+    def get_token(self, session_id: str) -> StoredToken | None:
+        with self._conn() as db:
+            row = db.execute(
+                "SELECT blob, skew, version, fence, updated_at FROM tokens WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        blob, skew, version, fence, updated_at = row
+        return StoredToken(
+            token=decode_token_set(blob, self._cipher, session_id=session_id),
+            skew=float(_num(session_id, "skew", skew)),
+            version=_num(session_id, "version", version, integer=True),
+            fence=None if fence is None else _num(session_id, "fence", fence, integer=True),
+            updated_at=float(_num(session_id, "updated_at", updated_at)),
+        )
+
+    def put_token(
+        self, session_id: str, token: TokenSet, *, skew: float = 0.0, fence: int | None = None
+    ) -> StoredToken:
+        skew, fence = check_token_put(skew, fence)
+        blob = encode_token_set(token, self._cipher)
+        with self._write() as db:
+            if fence is not None:
+                row = db.execute(
+                    "SELECT highest FROM token_fences WHERE session_id = ?", (session_id,)
+                ).fetchone()
+                highest = row[0] if row is not None and isinstance(row[0], int) else None
+                if highest is not None and fence < highest:
+                    raise FencingError(session_id, fence, highest)
+                db.execute(
+                    "INSERT INTO token_fences (session_id, highest) VALUES (?, ?) "
+                    "ON CONFLICT (session_id) DO UPDATE SET highest = excluded.highest",
+                    (session_id, fence),
+                )
+            row = db.execute(
+                "SELECT version FROM tokens WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            version = (row[0] if row is not None and isinstance(row[0], int) else 0) + 1
+            now = self._clock.now()
+            db.execute(
+                "INSERT OR REPLACE INTO tokens (session_id, blob, skew, version, fence, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, blob, skew, version, fence, now),
+            )
+        return StoredToken(token=token, skew=skew, version=version, fence=fence, updated_at=now)
+
+    # -------------------------------------------------------------------- locks
+
+    def lock(self, name: str, ttl: float) -> StoreLock:
+        """A named lock; see :class:`~authpulse.StoreLock`."""
+        return StoreLock(self, name, ttl)
+
+    def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
+        with self._write() as db:
+            now = self._clock.now()
+            row = db.execute(
+                "SELECT holder, fence, expires_at FROM locks WHERE name = ?", (name,)
+            ).fetchone()
+            expires_at = row[2] if row is not None and isinstance(row[2], int | float) else 0.0
+            if row is not None and row[0] is not None and expires_at > now:
+                return None
+            fence = (row[1] if row is not None and isinstance(row[1], int) else 0) + 1
+            db.execute(
+                "INSERT INTO locks (name, holder, fence, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "fence = excluded.fence, expires_at = excluded.expires_at",
+                (name, holder, fence, now + ttl),
+            )
+            return int(fence)
+
+    def lock_release(self, name: str, holder: str) -> bool:
+        with self._conn() as db:
+            cur = db.execute(
+                "UPDATE locks SET holder = NULL, expires_at = 0 WHERE name = ? AND holder = ?",
+                (name, holder),
+            )
+            return cur.rowcount > 0
+
+    def lock_renew(self, name: str, holder: str, ttl: float) -> bool:
+        with self._conn() as db:
+            now = self._clock.now()
+            cur = db.execute(
+                "UPDATE locks SET expires_at = ? WHERE name = ? AND holder = ? AND expires_at > ?",
+                (now + ttl, name, holder, now),
+            )
+            return cur.rowcount > 0
+
+    async def alock_try(self, name: str, holder: str, ttl: float) -> int | None:
+        return await asyncio.to_thread(self.lock_try, name, holder, ttl)
+
+    async def alock_release(self, name: str, holder: str) -> bool:
+        return await asyncio.to_thread(self.lock_release, name, holder)
+
+    async def alock_renew(self, name: str, holder: str, ttl: float) -> bool:
+        return await asyncio.to_thread(self.lock_renew, name, holder, ttl)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Close the connection (idempotent). Other operations then raise UsageError."""
+        with self._lock:
+            db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- async twins
+
+    async def aget(self, session_id: str) -> SessionRecord | None:
+        return await asyncio.to_thread(self.get, session_id)
+
+    async def aput(self, record: SessionRecord, *, expected_version: int | None) -> SessionRecord:
+        return await asyncio.to_thread(self.put, record, expected_version=expected_version)
+
+    async def aquery(
+        self,
+        *,
+        owner: str | None = None,
+        status: Iterable[SessionStatus] | None = None,
+        kind: SessionKind | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[SessionRecord]:
+        statuses = None if status is None else list(status)
+        return await asyncio.to_thread(
+            self.query, owner=owner, status=statuses, kind=kind, limit=limit, offset=offset
+        )
+
+    async def adelete(self, session_id: str) -> bool:
+        return await asyncio.to_thread(self.delete, session_id)
+
+    async def aappend_event(self, session_id: str, event: Event) -> None:
+        await asyncio.to_thread(self.append_event, session_id, event)
+
+    async def aevents(self, session_id: str) -> list[Event]:
+        return await asyncio.to_thread(self.events, session_id)
+
+    async def aget_token(self, session_id: str) -> StoredToken | None:
+        return await asyncio.to_thread(self.get_token, session_id)
+
+    async def aput_token(
+        self, session_id: str, token: TokenSet, *, skew: float = 0.0, fence: int | None = None
+    ) -> StoredToken:
+        return await asyncio.to_thread(self.put_token, session_id, token, skew=skew, fence=fence)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
