@@ -486,3 +486,8 @@ def test_settings_validate() -> None:
     with pytest.raises(ConfigurationError):
         ManagerSettings(refresh_concurrency=0)
     assert ManagerSettings(idle_timeout=None).idle_timeout is None
+
+
+def test_empty_session_id_is_refused(manager: SessionManager, idp: FakeIdP) -> None:
+    with pytest.raises(ConfigurationError, match="session_id"):
+        manager.create_session("alice", cc(idp), session_id="")

@@ -400,7 +400,7 @@ class SessionManager:
             raise ConfigurationError(
                 f"kind must be one of {[k.value for k in SessionKind]}, not {kind!r}"
             ) from None
-        sid = session_id or secrets.token_urlsafe(12)
+        sid = secrets.token_urlsafe(12) if session_id is None else session_id
         if not isinstance(sid, str) or not 1 <= len(sid) <= 128:
             raise ConfigurationError("session_id must be a string of 1 to 128 chars")
         now = self.clock.now()
@@ -745,7 +745,7 @@ class SessionManager:
         return count
 
     def purge(self, older_than: float, *, now: float | None = None) -> int:
-        """Delete ended sessions whose end is more than ``older_than`` seconds ago —
+        """Delete ended sessions that ended at least ``older_than`` seconds ago —
         the only way anything is deleted. Returns how many were deleted."""
         if not isinstance(older_than, int | float) or older_than < 0:
             raise ConfigurationError("older_than must be a non-negative number of seconds")
@@ -1046,6 +1046,8 @@ class SessionManager:
         self._schedule_lifecycle(ms)
 
     def _refresh_one(self, ms: ManagedSession) -> bool:
+        if ms.record.status is not SessionStatus.ACTIVE:
+            return True  # paused or closed by this very tick: nothing to refresh
         try:
             ms.session.refresh_if_due(lead=self.settings.refresh_lead)
         except AuthpulseError:
@@ -1118,6 +1120,8 @@ class SessionManager:
             sem = asyncio.Semaphore(self.settings.refresh_concurrency)
 
             async def refresh(ms: ManagedSession) -> bool:
+                if ms.record.status is not SessionStatus.ACTIVE:
+                    return True
                 async with sem:
                     try:
                         await ms.session.arefresh_if_due(lead=self.settings.refresh_lead)
