@@ -443,6 +443,9 @@ class SessionManager:
             on_token_update=on_token_update,
             name=record.id,
             rng=self._rng,
+            identity=record.owner,
+            store=self.store,
+            store_key=record.id,
             request_window=self.settings.request_window,
         )
         machine = StateMachine(

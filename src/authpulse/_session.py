@@ -28,6 +28,7 @@ from typing import Any, Literal, cast
 
 from ._breaker import BreakerPolicy, BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
+from ._coordination import Coordinator
 from ._errors import (
     AuthpulseError,
     ConfigurationError,
@@ -42,6 +43,7 @@ from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
 from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
 from ._stats import RequestStats, RequestWindow
+from ._store import SessionStore
 from ._tokens import JWTVerifier, TokenSet
 
 __all__ = ["RefreshStats", "Session", "TokenUpdateHook"]
@@ -104,6 +106,7 @@ class Session:
         "_breakers",
         "_closed",
         "_consecutive_failures",
+        "_coord",
         "_cur",
         "_failures",
         "_fallback_level",
@@ -161,6 +164,9 @@ class Session:
         request_window: int = 100,
         breaker: BreakerPolicy | BreakerRegistry | None = None,
         identity: str | None = None,
+        store: SessionStore | None = None,
+        store_key: str | None = None,
+        lock_ttl: float = 30.0,
     ) -> None:
         # duck-typed: isinstance() against a runtime Protocol is slow on this path
         if not (
@@ -185,6 +191,24 @@ class Session:
         else:
             raise ConfigurationError("breaker must be a BreakerPolicy or a BreakerRegistry")
         self._api_breakers: list[BreakerRegistry] | None = None
+        self._coord: Coordinator | None = None
+        if store is not None:
+            if not (
+                callable(getattr(store, "lock", None))
+                and callable(getattr(store, "get_token", None))
+            ):
+                raise ConfigurationError("store must be a SessionStore (see authpulse.open_store)")
+            if not (isinstance(lock_ttl, int | float) and lock_ttl > 0):
+                raise ConfigurationError("lock_ttl must be a positive number of seconds")
+            self._coord = Coordinator(
+                store,
+                store_key or self.name,
+                clock=self.clock,
+                policy=self.policy,
+                lock_ttl=float(lock_ttl),
+                wait=self.retry.deadline + float(lock_ttl),
+                on_store_state=self._store_state,
+            )
         self._api_retries = 0
         self._stale_served: list[float] | None = None
         self.origins = parse_origins(origins)
@@ -283,6 +307,9 @@ class Session:
         source_url = getattr(self.source, "token_url", None)
         return regs.get(source_url if isinstance(source_url, str) else self.name)
 
+    def _store_state(self, available: bool, error: str | None) -> None:
+        self._emit("store_recovered" if available else "store_unavailable", error=error)
+
     def _watch_breakers(self, registry: BreakerRegistry) -> None:
         """Count ``registry``'s breakers in this session's health (clients call this)."""
         if self._api_breakers is None:
@@ -373,6 +400,7 @@ class Session:
             else None,
             fallback_level=self._fallback_level,
             breaker_state=self.breaker_state(),
+            store_available=None if self._coord is None else self._coord.store_ok,
             stale_served=len(stale) if stale else 0,
             requests=w.window,
             success_rate=w.success_rate,
@@ -577,7 +605,9 @@ class Session:
             raise TokenResponseError("the token endpoint returned a token that has already expired")
         return token
 
-    def _install(self, fetched: Fetched, reason: RefreshReason) -> _Current:
+    def _install(
+        self, fetched: Fetched, reason: RefreshReason, *, adopted: bool = False
+    ) -> _Current:
         previous_level = self._fallback_level
         with self._lock:
             self._fallback_level = fetched.level
@@ -599,6 +629,7 @@ class Session:
             expires_in=round(cur.expires_at - self.clock.now(), 3),
             rotated=fetched.token.refresh_token is not None,
             level=fetched.level,
+            adopted=adopted,
         )
         if fetched.level > 0 and fetched.level != previous_level:
             self._emit(
@@ -749,9 +780,20 @@ class Session:
 
     def _run_sync(self, fut: concurrent.futures.Future[_Current], reason: RefreshReason) -> None:
         try:
-            fetched = self.source.fetch(self._context(self._current_for_fetch()))
+            coord = self._coord
+            if coord is None:
+                fetched = self.source.fetch(self._context(self._current_for_fetch()))
+                adopted = False
+            else:
+                out = coord.run(
+                    reason,
+                    self._current_for_fetch(),
+                    self._rejected_access(reason),
+                    lambda current: self.source.fetch(self._context(current)),
+                )
+                fetched, adopted = out.fetched, out.adopted
             token = self._accept(fetched)
-            if self._hook is not None:
+            if self._hook is not None and not adopted:
                 try:
                     if self._hook_is_async:
                         hook = cast("Callable[[TokenSet], Awaitable[None]]", self._hook)
@@ -760,7 +802,7 @@ class Session:
                         self._hook(token)
                 except Exception as exc:
                     self._hook_failed(exc)
-            cur = self._install(fetched, reason)
+            cur = self._install(fetched, reason, adopted=adopted)
         except BaseException as exc:
             self._fail(exc, reason)
             fut.set_exception(self._as_waiter_error(exc))
@@ -768,6 +810,10 @@ class Session:
                 raise
         else:
             fut.set_result(cur)
+
+    def _rejected_access(self, reason: RefreshReason) -> str | None:
+        cur = self._cur
+        return cur.access if reason == "rejected" and cur is not None else None
 
     def _background_sync(self) -> None:
         if self._flight is not None or self._closed:
@@ -834,16 +880,28 @@ class Session:
         self, fut: concurrent.futures.Future[_Current], reason: RefreshReason
     ) -> None:
         try:
-            fetched = await self.source.afetch(self._context(self._current_for_fetch()))
+            coord = self._coord
+            if coord is None:
+                fetched = await self.source.afetch(self._context(self._current_for_fetch()))
+                adopted = False
+            else:
+
+                async def fetch(current: TokenSet | None) -> Fetched:
+                    return await self.source.afetch(self._context(current))
+
+                out = await coord.arun(
+                    reason, self._current_for_fetch(), self._rejected_access(reason), fetch
+                )
+                fetched, adopted = out.fetched, out.adopted
             token = self._accept(fetched)
-            if self._hook is not None:
+            if self._hook is not None and not adopted:
                 try:
                     result = self._hook(token)
                     if inspect.isawaitable(result):
                         await result
                 except Exception as exc:
                     self._hook_failed(exc)
-            cur = self._install(fetched, reason)
+            cur = self._install(fetched, reason, adopted=adopted)
         except BaseException as exc:
             self._fail(exc, reason)
             fut.set_exception(self._as_waiter_error(exc))
