@@ -94,6 +94,19 @@ class Coordinator:
     operation worked (for health and events).
     """
 
+    __slots__ = (
+        "_on_store_state",
+        "_retry_store_at",
+        "clock",
+        "key",
+        "known_version",
+        "lock_ttl",
+        "policy",
+        "store",
+        "store_ok",
+        "wait",
+    )
+
     def __init__(
         self,
         store: SessionStore,

@@ -21,7 +21,6 @@ import re
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -392,7 +391,8 @@ class MemoryStore:
 
     def __init__(self, *, timeline_limit: int = 200, clock: Clock | None = None) -> None:
         self._records: dict[str, SessionRecord] = {}
-        self._timelines: dict[str, deque[Event]] = {}
+        # plain lists trimmed by hand: a deque allocates ~600 bytes even for one event
+        self._timelines: dict[str, list[Event]] = {}
         self._lock = threading.Lock()
         self.timeline_limit = timeline_limit
         self._clock: Clock = clock if clock is not None else SystemClock()
@@ -452,8 +452,10 @@ class MemoryStore:
         with self._lock:
             tl = self._timelines.get(session_id)
             if tl is None:
-                tl = self._timelines[session_id] = deque(maxlen=self.timeline_limit)
+                tl = self._timelines[session_id] = []
             tl.append(event)
+            if len(tl) > self.timeline_limit:
+                del tl[: len(tl) - self.timeline_limit]
 
     def events(self, session_id: str) -> list[Event]:
         with self._lock:
