@@ -364,14 +364,17 @@ def classify_response(
 ) -> Failure | None:
     """The failure an HTTP answer is, or ``None`` for a success (< 400).
 
-    ``now`` is wall-clock time, to read a ``Retry-After`` HTTP date.
+    ``now`` is wall-clock time, to read a ``Retry-After`` HTTP date (measured
+    from the answer's ``Date`` instead when it has one: the server's clock).
     """
     error_class = classify_status(status_code, headers)
     if error_class is None:
         return None
     retry_after = None
     if error_class is ErrorClass.THROTTLED:
-        retry_after = parse_retry_after(headers.get("retry-after"), now=now)
+        retry_after = parse_retry_after(
+            headers.get("retry-after"), now=now, date=headers.get("date")
+        )
     return Failure(error_class, f"HTTP {status_code}", status_code, retry_after)
 
 

@@ -72,22 +72,32 @@ def classify_status(
     return ErrorClass.CLIENT
 
 
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
+def _http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value.strip()).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def parse_retry_after(value: str | None, *, now: float, date: str | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP date).
 
-    ``now`` is wall-clock time. Unparseable values give ``None``; dates in
-    the past give 0.
+    ``now`` is wall-clock time. ``date`` is the answer's ``Date`` header: when
+    it parses, an HTTP-date ``Retry-After`` is measured from it instead of
+    ``now`` (both are the server's clock), so a server whose clock is off
+    ours is still waited for exactly as long as it asked. Unparseable values
+    give ``None``; dates in the past give 0.
     """
     if value is None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # not "²"; float() never overflows to an error
         return float(value)
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
+    when = _http_date(value)
+    if when is None:
         return None
-    return max(when - now, 0.0)
+    server_now = _http_date(date) if date else None
+    return max(when - (now if server_now is None else server_now), 0.0)
 
 
 def backoff(attempt: int, *, base: float, cap: float, u: float) -> float:

@@ -173,7 +173,14 @@ class OAuthGrant:
         raise NotImplementedError
 
     def _secrets(self, current: TokenSet | None) -> list[str]:
-        return [self._secret.get_secret_value()] if self._secret else []
+        if self._secret is None:
+            return []
+        secret = self._secret.get_secret_value()
+        out = [secret]
+        if self.auth_method == "client_secret_basic":
+            # the Basic credentials decode to the secret: an IdP echoing the header leaks it
+            out.append(_basic(self.client_id, secret)[len("Basic ") :])
+        return out
 
     def build_request(self, current: TokenSet | None) -> httpx.Request:
         """The token request for this grant (no I/O)."""
@@ -200,7 +207,11 @@ class OAuthGrant:
                 f"token endpoint answered HTTP {status}",
                 error_class=cls,
                 status_code=status,
-                retry_after=parse_retry_after(response.headers.get("retry-after"), now=local_now),
+                retry_after=parse_retry_after(
+                    response.headers.get("retry-after"),
+                    now=local_now,
+                    date=response.headers.get("date"),
+                ),
             )
         ctype = response.headers.get("content-type")
         if cls is not None and "json" not in (ctype or ""):

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import quote, quote_plus
 
 import jwt
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
@@ -204,6 +205,16 @@ def estimate_skew(
     return skew if abs(skew) >= resolution else 0.0
 
 
+def _as_sent(secrets: Iterable[str]) -> tuple[str, ...]:
+    """The secrets, plus the form-encoded and percent-encoded forms a request
+    carried them in (a server that echoes the request quotes those)."""
+    out: dict[str, None] = {}
+    for s in secrets:
+        for form in (s, quote_plus(s), quote(s, safe="")):
+            out[form] = None
+    return tuple(out)
+
+
 def _scrub(text: str, secrets: Iterable[str]) -> str:
     for s in secrets:
         if s and len(s) >= 4:
@@ -281,7 +292,7 @@ def parse_token_response(
     Expiry comes from ``expires_in``, else the access token's JWT ``exp``,
     else ``default_lifetime``: a token never "never expires".
     """
-    secrets = tuple(secrets)
+    secrets = _as_sent(secrets)
     try:
         body = json.loads(content) if content else None
     except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested JSON recurses
