@@ -483,6 +483,9 @@ class BreakerRegistry:
 
     def get(self, upstream: httpx.URL | str) -> CircuitBreaker:
         """The breaker of ``upstream``, created on demand."""
+        breaker = self._breakers.get(upstream) if isinstance(upstream, str) else None
+        if breaker is not None:  # already a key: skip parsing it again
+            return breaker
         key = self.key(upstream)
         breaker = self._breakers.get(key)
         if breaker is not None:

@@ -30,6 +30,9 @@ RetryArg = RetryPolicy | bool
 BreakerArg = BreakerPolicy | BreakerRegistry | bool
 CacheArg = CachePolicy | ResponseCache | bool | None
 
+#: the retry events a session wants (per-attempt events would cost every request)
+_SESSION_EVENTS = frozenset({"retry_scheduled", "budget_exhausted", "gave_up"})
+
 # keyword arguments httpx uses to build its default transport
 _TRANSPORT_KWARGS = ("verify", "cert", "trust_env", "http1", "http2", "limits")
 
@@ -121,13 +124,16 @@ class Client(httpx.Client):
         base = kwargs.pop("transport", None)
         if base is None:
             base = httpx.HTTPTransport(**{k: kwargs[k] for k in _TRANSPORT_KWARGS if k in kwargs})
-        transport: httpx.BaseTransport = RetryTransport(
-            base,
-            policy=_retry_policy(retry),
-            clock=session.clock,
-            breakers=_breakers(session, breaker),
-            on_event=session._api_event,
-        )
+        transport: httpx.BaseTransport = base
+        if retry is not False or breaker is not False:
+            transport = RetryTransport(
+                base,
+                policy=_retry_policy(retry),
+                clock=session.clock,
+                breakers=_breakers(session, breaker),
+                on_event=session._api_event,
+                events=_SESSION_EVENTS,
+            )
         parts = _cache_parts(cache)
         self.cache: ResponseCache | None = None
         self._cache_transport: CacheTransport | None = None
@@ -178,13 +184,16 @@ class AsyncClient(httpx.AsyncClient):
             base = httpx.AsyncHTTPTransport(
                 **{k: kwargs[k] for k in _TRANSPORT_KWARGS if k in kwargs}
             )
-        transport: httpx.AsyncBaseTransport = AsyncRetryTransport(
-            base,
-            policy=_retry_policy(retry),
-            clock=session.clock,
-            breakers=_breakers(session, breaker),
-            on_event=session._api_event,
-        )
+        transport: httpx.AsyncBaseTransport = base
+        if retry is not False or breaker is not False:
+            transport = AsyncRetryTransport(
+                base,
+                policy=_retry_policy(retry),
+                clock=session.clock,
+                breakers=_breakers(session, breaker),
+                on_event=session._api_event,
+                events=_SESSION_EVENTS,
+            )
         parts = _cache_parts(cache)
         self.cache: ResponseCache | None = None
         self._cache_transport: AsyncCacheTransport | None = None

@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,6 +269,8 @@ class RetryBudget:
 
     def record_success(self) -> None:
         """A call succeeded: refund ``success_refund``, up to capacity."""
+        if self._available >= self.capacity:  # the common case: nothing to refund
+            return
         with self._lock:
             self._available = min(self._available + self.success_refund, self.capacity)
 
@@ -355,6 +357,7 @@ class Plan:
     why: str = ""
 
 
+_DONE = Plan(Step.DONE)
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _NETWORK = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
 
@@ -455,6 +458,9 @@ def _is_replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
+_PHASES = ("connect", "read", "write", "pool")
+
+
 class _Call:
     """One request through a retry transport, from first attempt to answer."""
 
@@ -468,7 +474,8 @@ class _Call:
         self.attempts = min(policy.attempts, cap) if cap is not None else policy.attempts
         self.deadline = self.clock.monotonic() + policy.deadline
         self.method = request.method
-        self.upstream = upstream_key(request.url)
+        self.upstream = base._upstream(request.url)
+        # asked before the first send: a one-shot stream is consumed by it
         self.replayable = _is_replayable(request)
         self.keyed = policy.idempotency_header in request.headers
         self.breaker: CircuitBreaker | None = (
@@ -487,6 +494,9 @@ class _Call:
     def emit(self, kind: str, **fields: _Scalar) -> None:
         hook = self.base.on_event
         if hook is None:
+            return
+        kinds = self.base.event_kinds
+        if kinds is not None and kind not in kinds:
             return
         fields = {"upstream": self.upstream, "method": self.method, **fields}
         try:
@@ -532,15 +542,19 @@ class _Call:
                 raise
         remaining = max(self.deadline - self.clock.monotonic(), 0.001)
         base = self._extensions.get("timeout") or {}
+        if all(base.get(k) is not None and base[k] <= remaining for k in _PHASES):
+            return permit  # every timeout already fits in what the deadline leaves
         timeout = {
-            k: remaining if base.get(k) is None else min(base[k], remaining)
-            for k in ("connect", "read", "write", "pool")
+            k: remaining if base.get(k) is None else min(base[k], remaining) for k in _PHASES
         }
         self.request.extensions = {**self._extensions, "timeout": timeout}
         return permit
 
     def _decide(self, failure: Failure | None) -> None:
         self.failure = failure
+        if failure is None:
+            self.plan = _DONE  # a success: nothing to plan
+            return
         self.plan = plan_retry(
             failure,
             attempt=self.attempt,
@@ -668,6 +682,7 @@ class _RetryBase:
         breakers: BreakerRegistry | None,
         on_event: RetryEventHook | None,
         seed: int | None,
+        events: Iterable[str] | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise ConfigurationError("policy must be a RetryPolicy")
@@ -676,7 +691,20 @@ class _RetryBase:
         self.budgets = budgets if budgets is not None else BudgetRegistry()
         self.breakers = breakers
         self.on_event = on_event
+        #: the event kinds passed to ``on_event`` (``None``: all of them)
+        self.event_kinds: frozenset[str] | None = frozenset(events) if events is not None else None
         self.rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
+        self._upstreams: dict[tuple[str, bytes], str] = {}
+
+    def _upstream(self, url: httpx.URL) -> str:
+        """The upstream key of ``url``, cached by scheme and netloc (parsing is not free)."""
+        cache_key = (url.scheme, url.netloc)
+        key = self._upstreams.get(cache_key)
+        if key is None:
+            key = upstream_key(url)
+            if len(self._upstreams) < 256:
+                self._upstreams[cache_key] = key
+        return key
 
     def _call(self, request: httpx.Request) -> _Call:
         value = request.extensions.get(RETRY_EXTENSION)
@@ -717,6 +745,7 @@ class RetryTransport(_RetryBase, httpx.BaseTransport):
         breakers: BreakerRegistry | None = None,
         on_event: RetryEventHook | None = None,
         seed: int | None = None,
+        events: Iterable[str] | None = None,
     ) -> None:
         super().__init__(
             policy=policy,
@@ -725,6 +754,7 @@ class RetryTransport(_RetryBase, httpx.BaseTransport):
             breakers=breakers,
             on_event=on_event,
             seed=seed,
+            events=events,
         )
         self.inner = inner
 
@@ -743,9 +773,32 @@ class RetryTransport(_RetryBase, httpx.BaseTransport):
                 raise
             return call.on_response(permit, response)
 
+        # Fast path: the first attempt runs outside tenacity; tenacity takes over
+        # only when a retry is planned, replaying the first outcome as its attempt 1.
+        first: httpx.Response | BaseException
+        try:
+            first = attempt()
+        except httpx.TransportError as exc:
+            first = exc
+        except BaseException:
+            call.restore()
+            raise
+        if call.plan.step is Step.DONE and isinstance(first, httpx.Response):
+            call.restore()
+            return call.finish(first)
+        replay: list[httpx.Response | BaseException] = [first]
+
+        def attempt_after_first() -> httpx.Response:
+            if replay:
+                outcome = replay.pop()
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                return outcome
+            return attempt()
+
         retrying = tenacity.Retrying(sleep=self.clock.sleep, **call.tenacity_kwargs())
         try:
-            return call.finish(retrying(attempt))
+            return call.finish(retrying(attempt_after_first))
         except httpx.TransportError as exc:
             raise call.failed(exc) from exc
         finally:
@@ -770,6 +823,7 @@ class AsyncRetryTransport(_RetryBase, httpx.AsyncBaseTransport):
         breakers: BreakerRegistry | None = None,
         on_event: RetryEventHook | None = None,
         seed: int | None = None,
+        events: Iterable[str] | None = None,
     ) -> None:
         super().__init__(
             policy=policy,
@@ -778,6 +832,7 @@ class AsyncRetryTransport(_RetryBase, httpx.AsyncBaseTransport):
             breakers=breakers,
             on_event=on_event,
             seed=seed,
+            events=events,
         )
         self.inner = inner
 
@@ -796,9 +851,31 @@ class AsyncRetryTransport(_RetryBase, httpx.AsyncBaseTransport):
                 raise
             return call.on_response(permit, response)
 
+        # Fast path, as in the sync twin: tenacity only when a retry is planned.
+        first: httpx.Response | BaseException
+        try:
+            first = await attempt()
+        except httpx.TransportError as exc:
+            first = exc
+        except BaseException:
+            call.restore()
+            raise
+        if call.plan.step is Step.DONE and isinstance(first, httpx.Response):
+            call.restore()
+            return call.finish(first)
+        replay: list[httpx.Response | BaseException] = [first]
+
+        async def attempt_after_first() -> httpx.Response:
+            if replay:
+                outcome = replay.pop()
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                return outcome
+            return await attempt()
+
         retrying = tenacity.AsyncRetrying(sleep=self.clock.asleep, **call.tenacity_kwargs())
         try:
-            return call.finish(await retrying(attempt))
+            return call.finish(await retrying(attempt_after_first))
         except httpx.TransportError as exc:
             raise call.failed(exc) from exc
         finally:
