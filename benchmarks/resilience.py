@@ -113,7 +113,7 @@ def run(*, blocks: int = 30, per_block: int = 300) -> Section:
     stale_client.get("/items")
     clock.advance(2)
 
-    def stale_call() -> object:
+    def stale_call() -> httpx.Response:
         r = stale_client.get("/items")
         stale_client.join_background()  # the entry is fresh again after a revalidation
         clock.advance(2)  # ... so step out of the fresh window for the next call
