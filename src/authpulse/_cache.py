@@ -15,6 +15,7 @@ being revalidated, and it is never held across I/O.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import hashlib
 import logging
@@ -362,6 +363,8 @@ def authorization_identity(request: httpx.Request) -> str:
 
 def _key_url(url: httpx.URL) -> str:
     """The URL as it appears in keys: no user-info, no fragment."""
+    if not url.userinfo and not url.fragment:  # the common case: no re-parse
+        return str(url)
     return str(url.copy_with(userinfo=b"", fragment=None))
 
 
@@ -1054,7 +1057,10 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
             cache=cache, policy=policy, clock=clock, identity=identity, on_event=on_event
         )
         self._inner = inner
-        self._threads: set[threading.Thread] = set()
+        # revalidations run on a small pool: starting a thread per revalidation would put
+        # thread start-up (and a GIL hand-off) on the stale answer's path
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: set[concurrent.futures.Future[None]] = set()
         self._threads_lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -1097,21 +1103,23 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
         return _label(response, "miss")
 
     def _start_revalidation(self, request: httpx.Request, entry: _Entry) -> None:
-        thread = threading.Thread(
-            target=self._revalidate,
-            args=(request, entry),
-            name="authpulse-cache-revalidate",
-            daemon=True,
-        )
         with self._threads_lock:
-            self._threads.add(thread)
-        try:
-            thread.start()
-        except BaseException:
-            with self._threads_lock:
-                self._threads.discard(thread)
-            self.cache._release(entry.key)
-            raise
+            pool = self._pool
+            if pool is None:
+                pool = self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=2, thread_name_prefix="authpulse-cache-revalidate"
+                )
+            try:
+                future = pool.submit(self._revalidate, request, entry)
+            except BaseException:
+                self.cache._release(entry.key)
+                raise
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: concurrent.futures.Future[None]) -> None:
+        with self._threads_lock:
+            self._pending.discard(future)
 
     def _revalidate(self, request: httpx.Request, entry: _Entry) -> None:
         try:
@@ -1134,19 +1142,15 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
             _log.exception("cache revalidation failed")
         finally:
             self.cache._release(entry.key)
-            with self._threads_lock:
-                self._threads.discard(threading.current_thread())
 
     def join_background(self, timeout: float | None = None) -> None:
         """Wait for the background revalidations started so far (and any they race with)."""
-        me = threading.current_thread()
         while True:
             with self._threads_lock:
-                pending = [t for t in self._threads if t is not me]
+                pending = list(self._pending)
             if not pending:
                 return
-            for thread in pending:
-                thread.join(timeout)
+            concurrent.futures.wait(pending, timeout)
             if timeout is not None:
                 return
 
@@ -1154,6 +1158,8 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
         """Start no more revalidations, wait for those running, close the inner transport."""
         self._closed = True
         self.join_background()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
         self._inner.close()
 
 
