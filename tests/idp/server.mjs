@@ -1,0 +1,238 @@
+// A real OpenID Connect provider (oidc-provider) for authpulse's conformance
+// tests (tests/test_conformance_idp.py, started by tests/_idp.py).
+// TEST ONLY: its interaction route signs anyone in and consents to anything.
+//
+//   npm ci && node server.mjs
+//
+// It listens on 127.0.0.1 on a free port and prints ONE line of JSON on
+// stdout once it accepts requests:
+//
+//   {"issuer": "http://127.0.0.1:PORT", "port": PORT, "clients": {...}, ...}
+//
+// Errors go to stderr. oidc-provider's error descriptions are generic on
+// purpose ("grant request is invalid"); the real reason is in its debug
+// output, whose error namespaces this script switches on unless DEBUG is set.
+//
+// Environment:
+//   AUTHPULSE_IDP_ACCESS_TTL   access token lifetime, seconds (default 60)
+//   AUTHPULSE_IDP_REFRESH_TTL  refresh token lifetime, seconds (default 3600)
+//   AUTHPULSE_IDP_PORT         port to listen on (default 0: a free one)
+
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+
+process.env.DEBUG ??= [
+  'oidc-provider:error',
+  'oidc-provider:authentication:error',
+  'oidc-provider:server_error',
+  'oidc-provider:server_error:trace',
+].join(',');
+// imported only now: the debug package reads DEBUG when it is first imported
+const { default: Provider, errors } = await import('oidc-provider');
+
+function seconds(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value <= 0) {
+    console.error(`${name} must be a positive whole number of seconds, not ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const ACCESS_TTL = seconds('AUTHPULSE_IDP_ACCESS_TTL', 60);
+const REFRESH_TTL = seconds('AUTHPULSE_IDP_REFRESH_TTL', 3600);
+const PORT = Number(process.env.AUTHPULSE_IDP_PORT || 0);
+const HOST = '127.0.0.1';
+// Never served: the test's login helper stops at this redirect and reads the code.
+const REDIRECT_URI = 'http://127.0.0.1/authpulse/callback';
+const SCOPES = ['openid', 'offline_access', 'api:read', 'api:write', 'admin'];
+// every scope but "admin": a client asking for "admin" gets invalid_scope
+const CLIENT_SCOPE = 'openid offline_access api:read api:write';
+
+// Resource indicators (RFC 8707). The JWT ones differ only in their signing
+// algorithm. A request without a resource gets an opaque access token: the
+// one kind oidc-provider introspects and revokes (for a JWT access token both
+// answer unsupported_token_type).
+const RESOURCES = {
+  'urn:authpulse:api': { format: 'jwt', alg: 'RS256' },
+  'urn:authpulse:api:ps256': { format: 'jwt', alg: 'PS256' },
+  'urn:authpulse:api:es256': { format: 'jwt', alg: 'ES256' },
+  'urn:authpulse:api:eddsa': { format: 'jwt', alg: 'EdDSA' },
+  'urn:authpulse:opaque': { format: 'opaque' },
+};
+
+function clientSecret() {
+  // ends with characters that must be form-encoded inside HTTP Basic
+  // credentials (RFC 6749 §2.3.1): a client that skips the encoding fails here
+  return `${randomBytes(24).toString('base64url')}:+/=%&~!`;
+}
+
+function signingKey(kid, type, options) {
+  const { privateKey } = generateKeyPairSync(type, options);
+  return { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig' };
+}
+
+const clients = {
+  basic: {
+    client_id: 'authpulse-basic',
+    client_secret: clientSecret(),
+    token_endpoint_auth_method: 'client_secret_basic',
+  },
+  post: {
+    client_id: 'authpulse-post',
+    client_secret: clientSecret(),
+    token_endpoint_auth_method: 'client_secret_post',
+  },
+};
+
+const keys = [
+  signingKey('rsa-1', 'rsa', { modulusLength: 2048 }),
+  signingKey('ec-1', 'ec', { namedCurve: 'P-256' }),
+  signingKey('ed-1', 'ed25519'),
+];
+
+function buildProvider(issuer) {
+  return new Provider(issuer, {
+    clients: Object.values(clients).map((client) => ({
+      ...client,
+      grant_types: ['client_credentials', 'authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: [REDIRECT_URI],
+      scope: CLIENT_SCOPE,
+    })),
+    scopes: SCOPES,
+    jwks: { keys },
+    cookies: { keys: [randomBytes(32).toString('base64url')] },
+    async findAccount(ctx, id) {
+      return {
+        accountId: id,
+        async claims() {
+          return { sub: id };
+        },
+      };
+    },
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: {
+        enabled: true,
+        allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId,
+      },
+      revocation: {
+        enabled: true,
+        allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId,
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async (ctx, client, oneOf) => oneOf,
+        useGrantedResource: async () => false,
+        async getResourceServerInfo(ctx, resourceIndicator) {
+          const rs = RESOURCES[resourceIndicator];
+          if (!rs) throw new errors.InvalidTarget();
+          return {
+            scope: 'api:read api:write',
+            audience: resourceIndicator,
+            accessTokenTTL: ACCESS_TTL,
+            accessTokenFormat: rs.format,
+            ...(rs.alg ? { jwt: { sign: { alg: rs.alg } } } : {}),
+          };
+        },
+      },
+    },
+    clientBasedCORS: () => false,
+    // every refresh returns a new refresh token and retires the old one;
+    // presenting a retired one is invalid_grant and revokes the whole grant
+    rotateRefreshToken: true,
+    ttl: {
+      AccessToken: ACCESS_TTL,
+      ClientCredentials: ACCESS_TTL,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      Interaction: 600,
+      Session: 24 * 3600,
+      Grant: 24 * 3600,
+      RefreshToken: REFRESH_TTL,
+    },
+  });
+}
+
+let provider; // built once the port is known: the issuer names it
+let handler;
+
+// -- the test-only interaction route: sign in and consent, no questions asked ------
+
+async function interact(req, res) {
+  const details = await provider.interactionDetails(req, res);
+  const { prompt, params, session } = details;
+  let result;
+  if (prompt.name === 'login') {
+    result = { login: { accountId: String(params.login_hint || 'alice') } };
+  } else if (prompt.name === 'consent') {
+    const { missingOIDCScope, missingOIDCClaims, missingResourceScopes } = prompt.details;
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+    if (missingOIDCScope) grant.addOIDCScope(missingOIDCScope.join(' '));
+    if (missingOIDCClaims) grant.addOIDCClaims(missingOIDCClaims);
+    for (const [indicator, scopes] of Object.entries(missingResourceScopes || {})) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+    result = { consent: { grantId: await grant.save() } };
+  } else {
+    throw new Error(`unexpected interaction prompt ${JSON.stringify(prompt.name)}`);
+  }
+  await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
+}
+
+const server = createServer((req, res) => {
+  if (!handler) {
+    res.statusCode = 503;
+    res.end();
+    return;
+  }
+  if (req.method === 'GET' && /^\/interaction\/[^/?]+(\?|$)/.test(req.url)) {
+    interact(req, res).catch((err) => {
+      console.error(`interaction failed: ${err?.stack ?? err}`);
+      if (!res.headersSent) {
+        res.statusCode = 500;
+        res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+      }
+      res.end(`interaction failed: ${err?.message ?? err}\n`);
+    });
+    return;
+  }
+  handler(req, res);
+});
+
+server.on('error', (err) => {
+  console.error(`server error: ${err?.stack ?? err}`);
+  process.exit(1);
+});
+
+server.listen(PORT, HOST, () => {
+  const { port } = server.address();
+  const issuer = `http://${HOST}:${port}`;
+  provider = buildProvider(issuer);
+  handler = provider.callback();
+  process.stdout.write(`${JSON.stringify({
+    issuer,
+    port,
+    clients,
+    redirect_uri: REDIRECT_URI,
+    access_ttl: ACCESS_TTL,
+    refresh_ttl: REFRESH_TTL,
+    resources: Object.keys(RESOURCES),
+    node: process.version,
+  })}\n`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.close();
+    server.closeAllConnections();
+    process.exit(0);
+  });
+}
