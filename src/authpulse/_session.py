@@ -893,7 +893,12 @@ class Session:
                     reason, self._current_for_fetch(), self._rejected_access(reason), fetch
                 )
                 fetched, adopted = out.fetched, out.adopted
-            token = self._accept(fetched)
+            # verification may fetch the JWKS over blocking HTTP: keep it off the event loop
+            token = (
+                await asyncio.to_thread(self._accept, fetched)
+                if self._verifier is not None
+                else self._accept(fetched)
+            )
             if self._hook is not None and not adopted:
                 try:
                     result = self._hook(token)
