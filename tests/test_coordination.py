@@ -6,6 +6,7 @@ in test_multiprocess.py.
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests._redis import RedisServer, redis_server_fixture  # noqa: F401 - fixture
+from pydantic import SecretStr
 
 import authpulse
 import authpulse.testing
+from _redis import RedisServer, redis_server_fixture  # noqa: F401 - fixture
 from authpulse import (
     MemoryStore,
     RedisStore,
@@ -277,3 +279,160 @@ def test_pure_decisions(clock: FakeClock) -> None:
     assert newest(ts(1), ts(2)).issued_at == 2  # type: ignore[union-attr]
     assert newest(None, ts(2)) is not None
     assert newest(None, None) is None
+
+
+class _AlwaysHigh(random.Random):
+    """A jitter draw at the top of the range: this session refreshes early."""
+
+    def random(self) -> float:
+        return 0.99
+
+
+def test_a_stale_refresh_never_readopts_the_set_it_holds(idp: FakeIdP, clock: FakeClock) -> None:
+    """Between our jittered refresh time and the unjittered one, the stored set (the
+    one we hold) still counts as FRESH: adopting it again would only re-draw the
+    jitter, call after call. We refresh instead, once."""
+    store = MemoryStore(clock=clock)
+    s = peer(
+        idp, clock, store, idp.issue_refresh_token(), policy=authpulse.RefreshPolicy(jitter=0.5)
+    )
+    s._rng = _AlwaysHigh()
+    events: list[tuple[str, Any]] = []
+    s.add_listener(lambda kind, fields: events.append((kind, fields.get("adopted"))))
+    s.token()
+    assert s.refresh_at is not None
+    clock.advance(s.refresh_at - clock.now() + 1)  # STALE for us, FRESH without jitter
+    for _ in range(5):
+        s.token()
+        s.join_background()
+    assert idp.hits == 2
+    assert s.generation == 2
+    assert ("refreshed", True) not in events
+    s.close()
+
+
+def test_a_stale_refresh_keeps_the_token_while_the_store_is_down(
+    idp: FakeIdP, clock: FakeClock
+) -> None:
+    store = FlakyStore(clock=clock)
+    s = peer(idp, clock, store, idp.issue_refresh_token())
+    events: list[tuple[str, dict[str, Any]]] = []
+    s.add_listener(lambda kind, fields: events.append((kind, fields)))
+    token = s.token()
+    store.down = True
+    clock.advance(590)  # due (600 s tokens), not expired
+    assert s.token() == token
+    s.join_background()
+    # no process-local refresh: peers doing the same would reuse one refresh token
+    assert idp.hits == 1
+    assert ("store_unavailable", {"error": "StoreUnavailableError"}) in events
+    failed = [f for k, f in events if k == "refresh_failed"]
+    assert [f["error"] for f in failed] == ["StoreUnavailableError"]
+    assert {"store", "refresh"} <= {c.name for c in s.health().components}
+    clock.advance(6)  # expired now: refreshing alone is the only way left
+    assert idp.validate(s.token())
+    assert idp.hits == 2
+    s.close()
+
+
+@pytest.mark.anyio
+async def test_async_stale_refresh_keeps_the_token_while_the_store_is_down(
+    idp: FakeIdP, clock: FakeClock
+) -> None:
+    store = FlakyStore(clock=clock)
+    s = peer(idp, clock, store, idp.issue_refresh_token())
+    token = await s.atoken()
+    store.down = True
+    clock.advance(590)
+    assert await s.atoken() == token
+    for task in list(s._tasks or ()):
+        await task
+    assert idp.hits == 1
+    last_error = s.stats().last_error
+    assert last_error is not None
+    assert last_error.startswith("StoreUnavailableError")
+    await s.aclose()
+
+
+def test_a_waiter_adopts_what_the_lock_holder_stored(idp: FakeIdP, clock: FakeClock) -> None:
+    """A process waiting for the refresh lock reads the store between tries: once
+    the holder has written, it adopts at once instead of queueing for the lock."""
+    store = MemoryStore(clock=clock)
+    s = peer(idp, clock, store, idp.issue_refresh_token())
+    holder = store.lock("refresh:user-42", ttl=30)
+    assert holder.acquire(timeout=0)  # a peer is refreshing
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(s.token()))
+    waiter.start()
+    fresh = authpulse.TokenSet(
+        access_token=SecretStr("at_from_peer"),
+        refresh_token=SecretStr("rt_from_peer"),
+        issued_at=clock.now(),
+        expires_at=clock.now() + 600,
+    )
+    store.put_token("user-42", fresh, fence=holder.fence)
+    waiter.join(timeout=30)
+    assert got == ["at_from_peer"]
+    assert idp.hits == 0
+    assert holder.renew()  # never taken from the holder
+    holder.release()
+    s.close()
+
+
+class _FencedOut(MemoryStore):
+    """Every fenced write is refused, and the store fails right after."""
+
+    reads = 0
+
+    def get_token(self, session_id: str) -> authpulse.StoredToken | None:
+        self.reads += 1
+        if self.reads > 1:
+            raise StoreUnavailableError("gone")
+        return super().get_token(session_id)
+
+    def put_token(
+        self,
+        session_id: str,
+        token: authpulse.TokenSet,
+        *,
+        skew: float = 0.0,
+        fence: int | None = None,
+    ) -> authpulse.StoredToken:
+        raise authpulse.FencingError(session_id, fence or 0, (fence or 0) + 1)
+
+
+def test_a_fenced_out_write_keeps_the_new_set_if_the_store_then_fails(
+    idp: FakeIdP, clock: FakeClock
+) -> None:
+    s = peer(idp, clock, _FencedOut(clock=clock), idp.issue_refresh_token())
+    assert idp.validate(s.token())  # the IdP rotated: losing this set would lose the grant
+    s.close()
+
+
+@pytest.mark.parametrize("wrong", ["key", "no key"])
+def test_an_unreadable_stored_set_fails_the_refresh_without_asking_the_idp(
+    idp: FakeIdP, clock: FakeClock, tmp_path: Path, wrong: str
+) -> None:
+    """A wrong encryption key is a configuration error, not an outage: refreshing
+    alone with the source's (long rotated) refresh token would revoke the grant."""
+    key = authpulse.TokenCipher.generate_key()
+    rt = idp.issue_refresh_token()
+    writer_store = SQLiteStore(tmp_path / "t.db", encryption_keys=[key], clock=clock)
+    writer = peer(idp, clock, writer_store, rt)
+    writer.token()
+    clock.advance(601)
+    writer.token()  # rotated: rt is spent, the store holds the live refresh token
+    keys = [authpulse.TokenCipher.generate_key()] if wrong == "key" else None
+    reader_store = SQLiteStore(tmp_path / "t.db", encryption_keys=keys, clock=clock)
+    reader = peer(idp, clock, reader_store, rt)
+    events: list[str] = []
+    reader.add_listener(lambda kind, fields: events.append(kind))
+    with pytest.raises(authpulse.DecryptionError):
+        reader.token()
+    assert idp.hits == 2
+    assert idp.reuse_detected == 0
+    assert "store_unavailable" not in events
+    assert idp.validate(writer.token())  # the grant is intact
+    for s, st in ((writer, writer_store), (reader, reader_store)):
+        s.close()
+        st.close()

@@ -3,6 +3,8 @@
 The protocol, run by the in-process leader of a refresh:
 
 1. take the store lock for the session (its TTL renewed while the refresh runs);
+   while it is busy, keep reading the store: once the holder has written a
+   set we can use, adopt it without waiting for our turn at the lock;
 2. re-read the token set from the store — a peer may have refreshed already;
    if the stored set is not due, adopt it: no IdP call;
 3. otherwise refresh with the NEWEST refresh token (the store's or ours);
@@ -12,7 +14,12 @@ The protocol, run by the in-process leader of a refresh:
 If the IdP answers ``invalid_grant``, the store is read again before failing:
 a peer may have rotated the token between our read and our request. If the
 store is unavailable, the refresh goes ahead process-locally (single flight
-still holds within the process) and the session reports it in its health.
+still holds within the process) and the session reports it in its health —
+unless the token is only STALE: then the still-valid token is kept and the
+refresh waits for the store (peers refreshing the same single-use refresh
+token on their own would trip the IdP's reuse detection). A stored set that
+cannot be read (wrong encryption key, corrupt data) is not an outage: the
+refresh fails with that error and the IdP is not asked.
 
 The decisions are pure functions shared by the sync and async shells.
 """
@@ -23,14 +30,24 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from ._crypto import DecryptionError
 from ._errors import OAuthError
 from ._policy import Freshness, RefreshPolicy, freshness
 from ._sources import Fetched
-from ._store import FencingError, SessionStore, StoredToken, StoreError, StoreLock
+from ._store import (
+    CorruptRecordError,
+    FencingError,
+    SessionStore,
+    StoredToken,
+    StoreError,
+    StoreLock,
+    StoreUnavailableError,
+)
 from ._tokens import TokenSet
 
 if TYPE_CHECKING:
@@ -42,6 +59,10 @@ log = logging.getLogger("authpulse.coordination")
 
 Reason = Literal["expired", "stale", "forced", "rejected", "initial"]
 
+#: polling of a busy refresh lock (real seconds, doubling), as StoreLock.acquire does
+_POLL_MIN = 0.005
+_POLL_MAX = 0.1
+
 
 def stored_is_usable(
     stored: StoredToken | None,
@@ -51,11 +72,14 @@ def stored_is_usable(
     rejected_access: str | None,
     now: float,
     policy: RefreshPolicy,
+    held_access: str | None = None,
 ) -> bool:
     """Whether the stored token set can be adopted instead of refreshing.
 
     It must not be due (FRESH by our policy). For a forced refresh it must
     also be newer than what we last saw (a peer refreshed after we asked);
+    for a STALE refresh it must not be the set we already hold
+    (``held_access``: our schedule, jitter included, says that one is due);
     after a 401 it must not be the token the API rejected.
     """
     if stored is None:
@@ -64,10 +88,20 @@ def stored_is_usable(
         return False
     if reason == "forced" and stored.version == known_version:
         return False
+    if (
+        reason == "stale"
+        and held_access is not None
+        and stored.token.access_token.get_secret_value() == held_access
+    ):
+        return False
     return not (
         rejected_access is not None
         and stored.token.access_token.get_secret_value() == rejected_access
     )
+
+
+def _access(token: TokenSet | None) -> str | None:
+    return token.access_token.get_secret_value() if token is not None else None
 
 
 def newest(a: TokenSet | None, b: TokenSet | None) -> TokenSet | None:
@@ -147,6 +181,28 @@ class Coordinator:
     def _skip_store(self) -> bool:
         return not self.store_ok and self.clock.monotonic() < self._retry_store_at
 
+    @staticmethod
+    def _raise_if_unreadable(exc: StoreError) -> None:
+        """A stored set we cannot read (wrong encryption key, corrupt data) is no
+        outage: refreshing alone, maybe with an already rotated refresh token,
+        could get the grant revoked. The refresh fails with the store's error."""
+        if isinstance(exc, DecryptionError | CorruptRecordError):
+            raise exc
+
+    @staticmethod
+    def _defer(reason: Reason, local: TokenSet | None, cause: BaseException | None) -> None:
+        """Raise instead of refreshing process-locally while our token is still valid.
+
+        Peers that cannot reach the store either would each refresh the same
+        single-use refresh token, and the IdP would revoke the grant. A STALE
+        token is still good: keep it, and let the session retry later.
+        """
+        if reason == "stale" and local is not None:
+            raise StoreUnavailableError(
+                "the shared store is unavailable; the still-valid token is kept and the "
+                "refresh will be retried"
+            ) from cause
+
     # -- sync ---------------------------------------------------------------
 
     def run(
@@ -158,15 +214,21 @@ class Coordinator:
     ) -> _Outcome:
         store = self.store
         if self._skip_store():
+            self._defer(reason, local, None)
             return _Outcome(fetch(local), False, None)
         try:
             lock: StoreLock = store.lock(f"refresh:{self.key}", ttl=self.lock_ttl)
-            acquired = lock.acquire(timeout=self.wait)
+            acquired = self._acquire(lock, reason, local, rejected_access)
         except StoreError as exc:
+            self._raise_if_unreadable(exc)
             self._failed(exc)
+            self._defer(reason, local, exc)
             return _Outcome(fetch(local), False, None)
+        if isinstance(acquired, _Outcome):
+            return acquired  # a peer refreshed while we waited for the lock
         if not acquired:
             self._failed(StoreError("timed out waiting for the refresh lock"))
+            self._defer(reason, local, None)
             return _Outcome(fetch(local), False, None)
         with _renewing(lock, self.lock_ttl):
             try:
@@ -174,19 +236,13 @@ class Coordinator:
                     stored = store.get_token(self.key)
                     self._worked()
                 except StoreError as exc:
+                    self._raise_if_unreadable(exc)
                     self._failed(exc)
+                    self._defer(reason, local, exc)
                     return _Outcome(fetch(local), False, None)
-                now = self.clock.now()
-                if stored is not None and stored_is_usable(
-                    stored,
-                    reason=reason,
-                    known_version=self.known_version,
-                    rejected_access=rejected_access,
-                    now=now,
-                    policy=self.policy,
-                ):
-                    self.known_version = stored.version
-                    return _Outcome(Fetched(stored.token, stored.skew), True, stored.version)
+                adopted = self._usable(stored, reason, local, rejected_access)
+                if adopted is not None:
+                    return adopted
                 current = newest(stored.token if stored else None, local)
                 try:
                     fetched = fetch(current)
@@ -199,6 +255,75 @@ class Coordinator:
             finally:
                 with contextlib.suppress(StoreError):
                     lock.release()
+
+    def _usable(
+        self,
+        stored: StoredToken | None,
+        reason: Reason,
+        local: TokenSet | None,
+        rejected_access: str | None,
+    ) -> _Outcome | None:
+        """Adopt ``stored`` if :func:`stored_is_usable` says so."""
+        if stored is None or not stored_is_usable(
+            stored,
+            reason=reason,
+            known_version=self.known_version,
+            rejected_access=rejected_access,
+            now=self.clock.now(),
+            policy=self.policy,
+            held_access=_access(local),
+        ):
+            return None
+        self.known_version = stored.version
+        return _Outcome(Fetched(stored.token, stored.skew), True, stored.version)
+
+    def _acquire(
+        self,
+        lock: StoreLock,
+        reason: Reason,
+        local: TokenSet | None,
+        rejected_access: str | None,
+    ) -> bool | _Outcome:
+        """Take ``lock`` within ``self.wait`` seconds (True / False), or return the
+        set a peer stored meanwhile. Waiters read the store between tries, so
+        that N processes adopt the new set together instead of taking the lock
+        one after the other just to read it."""
+        deadline = time.monotonic() + self.wait
+        delay = _POLL_MIN
+        while not lock.acquire(timeout=0):
+            adopted = self._usable(self.store.get_token(self.key), reason, local, rejected_access)
+            if adopted is not None:
+                self._worked()
+                return adopted
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX)
+        return True
+
+    async def _aacquire(
+        self,
+        lock: StoreLock,
+        reason: Reason,
+        local: TokenSet | None,
+        rejected_access: str | None,
+    ) -> bool | _Outcome:
+        """Async :meth:`_acquire`."""
+        deadline = time.monotonic() + self.wait
+        delay = _POLL_MIN
+        while not await lock.aacquire(timeout=0):
+            stored = await self.store.aget_token(self.key)
+            adopted = self._usable(stored, reason, local, rejected_access)
+            if adopted is not None:
+                self._worked()
+                return adopted
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX)
+        return True
 
     def _reread_after_invalid_grant(
         self, exc: OAuthError, before: StoredToken | None
@@ -230,7 +355,10 @@ class Coordinator:
             )
         except FencingError:
             # our lock expired and a newer holder wrote: theirs is the live grant
-            again = self.store.get_token(self.key)
+            try:
+                again = self.store.get_token(self.key)
+            except StoreError:
+                again = None  # keep the set we fetched rather than lose it
             adopted = self._adopt_if_newer(again, None)
             if adopted is not None:
                 return adopted
@@ -252,15 +380,21 @@ class Coordinator:
     ) -> _Outcome:
         store = self.store
         if self._skip_store():
+            self._defer(reason, local, None)
             return _Outcome(await fetch(local), False, None)
         try:
             lock: StoreLock = store.lock(f"refresh:{self.key}", ttl=self.lock_ttl)
-            acquired = await lock.aacquire(timeout=self.wait)
+            acquired = await self._aacquire(lock, reason, local, rejected_access)
         except StoreError as exc:
+            self._raise_if_unreadable(exc)
             self._failed(exc)
+            self._defer(reason, local, exc)
             return _Outcome(await fetch(local), False, None)
+        if isinstance(acquired, _Outcome):
+            return acquired  # a peer refreshed while we waited for the lock
         if not acquired:
             self._failed(StoreError("timed out waiting for the refresh lock"))
+            self._defer(reason, local, None)
             return _Outcome(await fetch(local), False, None)
         renew = asyncio.get_running_loop().create_task(_arenew(lock, self.lock_ttl))
         try:
@@ -268,18 +402,13 @@ class Coordinator:
                 stored = await store.aget_token(self.key)
                 self._worked()
             except StoreError as exc:
+                self._raise_if_unreadable(exc)
                 self._failed(exc)
+                self._defer(reason, local, exc)
                 return _Outcome(await fetch(local), False, None)
-            if stored is not None and stored_is_usable(
-                stored,
-                reason=reason,
-                known_version=self.known_version,
-                rejected_access=rejected_access,
-                now=self.clock.now(),
-                policy=self.policy,
-            ):
-                self.known_version = stored.version
-                return _Outcome(Fetched(stored.token, stored.skew), True, stored.version)
+            adopted = self._usable(stored, reason, local, rejected_access)
+            if adopted is not None:
+                return adopted
             current = newest(stored.token if stored else None, local)
             try:
                 fetched = await fetch(current)
@@ -298,7 +427,10 @@ class Coordinator:
                     self.key, fetched.token, skew=fetched.skew or 0.0, fence=lock.fence
                 )
             except FencingError:
-                again = await store.aget_token(self.key)
+                try:
+                    again = await store.aget_token(self.key)
+                except StoreError:
+                    again = None  # keep the set we fetched rather than lose it
                 adopted = self._adopt_if_newer(again, None)
                 return adopted if adopted is not None else _Outcome(fetched, False, None)
             except StoreError as exc:

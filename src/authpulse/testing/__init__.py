@@ -7,9 +7,12 @@
   detection (reuse revokes the whole grant), latency and scripted faults.
 - :class:`FakeAPI`: a resource server that accepts only tokens the fake IdP
   issued and that are still valid.
+- :class:`LoopbackServer`: serves any of the fakes over real HTTP on
+  127.0.0.1, so that other processes can reach it.
 """
 
 from ._clock import FakeClock
 from ._idp import FakeAPI, FakeIdP, Fault
+from ._server import LoopbackServer
 
-__all__ = ["FakeAPI", "FakeClock", "FakeIdP", "Fault"]
+__all__ = ["FakeAPI", "FakeClock", "FakeIdP", "Fault", "LoopbackServer"]
