@@ -1,0 +1,145 @@
+"""Smoke test of the benchmark suite (benchmarks/).
+
+Every benchmark runs at its smallest size, with a 5 ms token endpoint, and
+its *counts* are checked: token calls, failed requests, requests served.
+Timings are never asserted: the suite measures them, it does not judge
+them here. The whole module takes about a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+# ``benchmarks`` lives next to ``tests``, not in src/: make it importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import overhead, run, stale, stall, stampede
+from benchmarks._common import machine_info
+
+LATENCY = 0.005
+THREADS, PER_THREAD, COROS = 4, 2, 6
+LIBRARIES = ["authpulse", "authpulse auth only", "authlib", "httpx-auth"]
+
+
+@pytest.fixture(scope="module")
+def overhead_result() -> overhead.OverheadResult:
+    return overhead.measure(blocks=1, per_block=3, warmup=0)
+
+
+@pytest.fixture(scope="module")
+def stampede_rows() -> list[stampede.Row]:
+    return stampede.measure(
+        threads=THREADS, per_thread=PER_THREAD, coroutines=COROS, repeats=1, latency=LATENCY
+    )
+
+
+@pytest.fixture(scope="module")
+def stall_rows() -> list[stall.Row]:
+    return stall.measure(reps=1, latency=LATENCY)
+
+
+@pytest.fixture(scope="module")
+def stale_results() -> dict[str, stale.ModeResult]:
+    return stale.measure(rounds=1, warmup=0, latency=LATENCY)
+
+
+def test_overhead_every_client_sends_every_request(
+    overhead_result: overhead.OverheadResult,
+) -> None:
+    for mode in ("sync", "async"):
+        pairs = overhead_result.pairs[mode]
+        assert sorted(pairs) == sorted(LIBRARIES)
+        for stats in pairs.values():
+            assert len(stats.a_ns) == len(stats.b_ns) == 1
+            assert stats.non_200 == 0
+        # one wiring check each, then 3 requests per block; raw httpx is timed
+        # once per library; authpulse and httpx-auth fetched one token (a POST)
+        assert overhead_result.requests_served[mode] == {
+            "raw httpx": 1 + 4 * 3,
+            "authpulse": 1 + 1 + 3,
+            "authpulse auth only": 1 + 3,
+            "authlib": 1 + 3,
+            "httpx-auth": 1 + 1 + 3,
+        }
+    section = overhead.section(overhead_result)
+    assert len(section.rows) == 8
+
+
+def test_stampede_authpulse_makes_one_token_call_and_fails_nothing(
+    stampede_rows: list[stampede.Row],
+) -> None:
+    assert len(stampede_rows) == 2 * len(stampede.SYNC_RIGS)
+    for row in stampede_rows:
+        (r,) = row.runs
+        assert r.outcome.requests == (THREADS * PER_THREAD if row.mode == "sync" else COROS)
+        if row.library == "authpulse":
+            assert r.token_calls == 1, row
+            assert r.outcome.failures == 0, (row, r.outcome.kinds)
+            assert r.reuse_detected == 0
+        if row.library.startswith("raw"):
+            assert r.token_calls == 0
+            assert r.outcome.failures == 0
+    section = stampede.section(
+        stampede_rows, threads=THREADS, per_thread=PER_THREAD, coroutines=COROS, latency=LATENCY
+    )
+    assert len(section.rows) == len(stampede_rows)
+
+
+def test_stall_each_repetition_refreshes_once(stall_rows: list[stall.Row]) -> None:
+    by_label = {row.label.split(" ")[0]: row for row in stall_rows}
+    assert set(by_label) == {"idle", "authpulse", "authlib", "httpx-auth", "raw"}
+    for name in ("authpulse", "authlib", "httpx-auth"):
+        row = by_label[name]
+        assert [s.token_calls for s in row.samples] == [1]
+        assert row.outcome.failures == 0
+        assert row.outcome.requests == 1
+    assert [s.token_calls for s in by_label["raw"].samples] == [0]
+    assert by_label["idle"].outcome.requests == 0
+    assert len(stall.section(stall_rows, latency=LATENCY).rows) == 5
+
+
+def test_stale_one_background_refresh_per_round_and_no_failure(
+    stale_results: dict[str, stale.ModeResult],
+) -> None:
+    assert set(stale_results) == {"sync", "async"}
+    for r in stale_results.values():
+        assert r.token_calls == 1
+        assert r.refreshes == 1
+        assert r.failures == 0
+        assert len(r.stale_ns) == len(r.fresh_ns) >= 1
+        assert r.stale_batch_sizes == [len(r.stale_ns)]
+    section = stale.section(stale_results, rounds=1, warmup=0, latency=LATENCY)
+    assert len(section.rows) == 2
+
+
+def test_report_files(
+    tmp_path: Path,
+    overhead_result: overhead.OverheadResult,
+    stampede_rows: list[stampede.Row],
+    stall_rows: list[stall.Row],
+    stale_results: dict[str, stale.ModeResult],
+) -> None:
+    sections = [
+        overhead.section(overhead_result),
+        stampede.section(
+            stampede_rows, threads=THREADS, per_thread=PER_THREAD, coroutines=COROS, latency=LATENCY
+        ),
+        stall.section(stall_rows, latency=LATENCY),
+        stale.section(stale_results, rounds=1, warmup=0, latency=LATENCY),
+    ]
+    machine = machine_info()
+    md, js = run.write_results(
+        tmp_path,
+        run.render(sections, machine, mode="smoke", command="pytest", seconds=0.0),
+        run.as_json(sections, machine, mode="smoke", command="pytest", seconds=0.0),
+    )
+    text = md.read_text(encoding="utf-8")
+    assert machine["cpu"] in text
+    assert text.count("\n## ") == 4
+    data = json.loads(js.read_text(encoding="utf-8"))
+    assert list(data["sections"]) == ["overhead", "stampede", "stall", "stale"]
+    assert not list(tmp_path.glob("*.tmp"))
