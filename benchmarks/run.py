@@ -25,7 +25,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import overhead, stale, stall, stampede
+from benchmarks import overhead, resilience, sessions, stale, stall, stampede, stores
 from benchmarks._common import TOKEN_LATENCY, Section, load_average, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -42,6 +42,13 @@ class Scale:
     stall_reps: int
     stale_rounds: int
     stale_warmup: int
+    resilience_blocks: int = 30
+    resilience_per_block: int = 300
+    sessions_count: int = 100_000
+    sessions_memory: int = 20_000
+    store_hot_calls: int = 20_000
+    store_refreshes: int = 300
+    store_repeats: int = 3
     # the scenario itself is the same in both scales
     threads: int = 32
     per_thread: int = 10
@@ -66,6 +73,13 @@ QUICK = Scale(
     stall_reps=2,
     stale_rounds=3,
     stale_warmup=1,
+    resilience_blocks=4,
+    resilience_per_block=50,
+    sessions_count=2_000,
+    sessions_memory=1_000,
+    store_hot_calls=1_000,
+    store_refreshes=20,
+    store_repeats=1,
 )
 
 
@@ -87,6 +101,17 @@ def benchmarks(scale: Scale) -> dict[str, Callable[[], Section]]:
         "stall": lambda: stall.run(reps=scale.stall_reps, latency=scale.latency),
         "stale": lambda: stale.run(
             rounds=scale.stale_rounds, warmup=scale.stale_warmup, latency=scale.latency
+        ),
+        "resilience": lambda: resilience.run(
+            blocks=scale.resilience_blocks, per_block=scale.resilience_per_block
+        ),
+        "sessions": lambda: sessions.run(
+            sessions=scale.sessions_count, memory_sessions=scale.sessions_memory
+        ),
+        "stores": lambda: stores.run(
+            hot_calls=scale.store_hot_calls,
+            refreshes=scale.store_refreshes,
+            repeats=scale.store_repeats,
         ),
     }
 

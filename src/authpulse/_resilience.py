@@ -301,6 +301,9 @@ class BudgetRegistry:
 
     def get(self, upstream: httpx.URL | str) -> RetryBudget:
         """The budget of ``upstream`` (keyed like :class:`BreakerRegistry`)."""
+        budget = self._budgets.get(upstream) if isinstance(upstream, str) else None
+        if budget is not None:  # already a key: skip parsing it again
+            return budget
         key = BreakerRegistry.key(upstream)
         budget = self._budgets.get(key)
         if budget is not None:
@@ -477,7 +480,6 @@ class _Call:
         self.upstream = base._upstream(request.url)
         # asked before the first send: a one-shot stream is consumed by it
         self.replayable = _is_replayable(request)
-        self.keyed = policy.idempotency_header in request.headers
         self.breaker: CircuitBreaker | None = (
             base.breakers.get(self.upstream) if base.breakers is not None else None
         )
@@ -488,6 +490,11 @@ class _Call:
         self.response: httpx.Response | None = None
         self.concluded = False
         self._extensions = request.extensions
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the request carries an idempotency key (asked only to plan a retry)."""
+        return self.policy.idempotency_header in self.request.headers
 
     # -- events
 
@@ -542,7 +549,7 @@ class _Call:
                 raise
         remaining = max(self.deadline - self.clock.monotonic(), 0.001)
         base = self._extensions.get("timeout") or {}
-        if all(base.get(k) is not None and base[k] <= remaining for k in _PHASES):
+        if len(base) == 4 and None not in base.values() and max(base.values()) <= remaining:
             return permit  # every timeout already fits in what the deadline leaves
         timeout = {
             k: remaining if base.get(k) is None else min(base[k], remaining) for k in _PHASES
