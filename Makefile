@@ -1,5 +1,5 @@
 # make demo — run the embedded demo (fake IdP + API, in-process, no network)
-# make test — lint, type-check and run the test-suite
+# make test — lint, type-check and run the test-suite (once on httpx, once on httpx2)
 # Each target creates or refreshes the local virtualenv first.
 
 PYTHON ?= python3
@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench venv clean system-deps
+.PHONY: demo test lint typecheck pytest pytest-httpx pytest-httpx2 bench venv clean system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,16 @@ typecheck: $(STAMP)
 system-deps:
 	bash scripts/ensure-system-deps.sh
 
-pytest: $(STAMP) system-deps
-	$(BIN)/python -m pytest
+# the whole suite once per HTTP library: httpx, then httpx2 (AUTHPULSE_HTTP_BACKEND)
+pytest: pytest-httpx pytest-httpx2
+
+pytest-httpx: $(STAMP) system-deps
+	AUTHPULSE_HTTP_BACKEND=httpx $(BIN)/python -m pytest
+
+# (tests/test_benchmarks_smoke.py runs in the httpx pass only: the benchmarks pit
+# authpulse against raw httpx and against peers bound to httpx, such as httpx-auth)
+pytest-httpx2: $(STAMP) system-deps
+	AUTHPULSE_HTTP_BACKEND=httpx2 $(BIN)/python -m pytest --ignore=tests/test_benchmarks_smoke.py
 
 test: lint typecheck pytest
 

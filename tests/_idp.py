@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 from urllib.parse import parse_qs, quote
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
 from authpulse import RefreshTokenGrant, Session, TokenSet, open_store
+from authpulse._http import httpx
 
 __all__ = [
     "IDP_DIR",

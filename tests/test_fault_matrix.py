@@ -39,7 +39,6 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, quote_plus, urlencode
 
 import anyio.to_thread
-import httpx
 import pytest
 
 import authpulse
@@ -71,6 +70,7 @@ from authpulse import (
     TokenRetry,
     TokenSet,
 )
+from authpulse._http import httpx
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 Mode = Literal["sync", "async"]

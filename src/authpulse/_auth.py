@@ -4,19 +4,32 @@
 (the driver answers with the current token, refreshing if needed) and
 ``httpx.Request`` (httpx answers with the response). ``sync_auth_flow`` and
 ``async_auth_flow`` differ only in how they get a token.
+
+``SessionAuth`` is an ``httpx.Auth`` and an ``httpx2.Auth`` at once (of
+each installed one), so either library's client accepts it; the flow only
+reads and sets headers, so the request may come from either.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from ._errors import ErrorClass
-from ._http import httpx, origin_of
+from ._http import (
+    BYTE_STREAM_TYPES,
+    REQUEST_NOT_READ_ERRORS,
+    Httpx2Auth,
+    HttpxAuth,
+    httpx,
+    origin_of,
+)
 from ._retry import classify_status
 
 if TYPE_CHECKING:
+    import httpx2
+
     from ._session import Session, _Current
 
 __all__ = ["SessionAuth"]
@@ -32,17 +45,22 @@ _FIRST = _NeedToken()
 
 def _replayable(request: httpx.Request) -> bool:
     """True when the request body can be sent a second time."""
-    if isinstance(request.stream, httpx.ByteStream):
+    if isinstance(request.stream, BYTE_STREAM_TYPES):
         return True
     try:
         request.content  # noqa: B018 - raises if the body is a one-shot stream not yet read
-    except httpx.RequestNotRead:
+    except REQUEST_NOT_READ_ERRORS:
         return False
     return True
 
 
-class SessionAuth(httpx.Auth):
-    """Bearer auth from a :class:`Session`, with one refresh-and-replay on 401."""
+class SessionAuth(HttpxAuth, Httpx2Auth):
+    """Bearer auth from a :class:`Session`, with one refresh-and-replay on 401.
+
+    Both an ``httpx.Auth`` and an ``httpx2.Auth`` (each that is installed).
+    The flows take and give the request and response of whichever library
+    drives them (typed by overloads, one per library).
+    """
 
     requires_request_body = False
     requires_response_body = False
@@ -84,9 +102,27 @@ class SessionAuth(httpx.Auth):
         request.headers["Authorization"] = fresh.header
         yield request  # the one replay; whatever comes back is final
 
+    @overload
+    def auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]: ...
+    @overload
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
+    def auth_flow(self, request: Any) -> Generator[Any, Any, None]:
+        """The sync flow (what the library's ``Auth.sync_auth_flow`` would run)."""
+        return self.sync_auth_flow(request)
+
+    @overload
     def sync_auth_flow(
         self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]:
+    ) -> Generator[httpx.Request, httpx.Response, None]: ...
+    @overload
+    def sync_auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
+    def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
         if not self._allowed(request.url):
             yield request
             return
@@ -115,9 +151,15 @@ class SessionAuth(httpx.Auth):
             outcome.record(failed=True)
             raise
 
-    async def async_auth_flow(
+    @overload
+    def async_auth_flow(
         self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]: ...
+    @overload
+    def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]: ...
+    async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
         if not self._allowed(request.url):
             yield request
             return

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass
-from ._http import httpx, origin_of
+from ._http import INVALID_URL_ERRORS, as_url, httpx, origin_of
 
 __all__ = [
     "BreakerPolicy",
@@ -373,6 +373,20 @@ class CircuitBreaker:
         return f"CircuitBreaker({self.name!r}, state={self._core.state.value})"
 
     def _notify(self, transitions: list[Transition]) -> None:
+        for old, new in transitions:
+            _log.log(
+                logging.WARNING if new is BreakerState.OPEN else logging.INFO,
+                "circuit breaker %s: %s -> %s",
+                self.name,
+                old.value,
+                new.value,
+                extra={
+                    "authpulse_event": "breaker_state",
+                    "authpulse_upstream": self.name,
+                    "authpulse_from": old.value,
+                    "authpulse_to": new.value,
+                },
+            )
         hook = self.on_state_change
         if hook is None:
             return
@@ -380,7 +394,15 @@ class CircuitBreaker:
             try:
                 hook(self.name, old, new)
             except Exception:
-                _log.exception("on_state_change hook failed for breaker %s", self.name)
+                _log.exception(
+                    "on_state_change hook failed for breaker %s",
+                    self.name,
+                    extra={
+                        "authpulse_event": "hook_failed",
+                        "authpulse_hook": "on_state_change",
+                        "authpulse_upstream": self.name,
+                    },
+                )
 
     def before_call(self, now: float | None = None) -> Permit:
         """A permit for one call, or :class:`CircuitOpenError` if the breaker refuses."""
@@ -476,8 +498,8 @@ class BreakerRegistry:
         if isinstance(upstream, str) and "://" not in upstream:
             return upstream
         try:
-            url = httpx.URL(upstream)
-        except httpx.InvalidURL:
+            url = as_url(upstream)
+        except INVALID_URL_ERRORS:
             return str(upstream)
         return upstream_key(url) if url.host else str(upstream)
 

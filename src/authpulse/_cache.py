@@ -25,14 +25,29 @@ import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast, overload
 
 import cachetools
 
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass, UsageError
-from ._http import httpx
+from ._http import (
+    TRANSPORT_ERRORS,
+    Httpx2AsyncBaseTransport,
+    Httpx2BaseTransport,
+    HttpxAsyncBaseTransport,
+    HttpxBaseTransport,
+    as_url,
+    backend_for,
+    every,
+    httpx,
+)
 from ._retry import classify_status
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from ._http import AnyAsyncTransport, AnyTransport
 
 __all__ = [
     "AsyncCacheTransport",
@@ -47,6 +62,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger("authpulse.cache")
+_REVALIDATION_FAILED = {"authpulse_event": "revalidation_failed"}
 
 #: the response extension that says where an answer came from
 EXTENSION = "authpulse_cache"
@@ -370,7 +386,7 @@ def _key_url(url: httpx.URL) -> str:
 
 def _event_url(url: str | httpx.URL) -> str:
     """The URL as it appears in events: scheme, host, port and path (no query)."""
-    u = httpx.URL(url)
+    u = as_url(url)
     return str(u.copy_with(userinfo=b"", query=None, fragment=None))
 
 
@@ -386,7 +402,7 @@ def _failure_class(exc: BaseException) -> ErrorClass | None:
     """
     if isinstance(exc, AuthpulseError) and isinstance(exc.error_class, ErrorClass):
         return exc.error_class if exc.error_class.transient else None
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, TRANSPORT_ERRORS):
         return ErrorClass.NETWORK
     return None
 
@@ -604,7 +620,7 @@ class ResponseCache:
         """
         if url is None and prefix is None and identity is None:
             raise UsageError("invalidate() needs url=, prefix= or identity= (or use clear())")
-        exact = _key_url(httpx.URL(url)) if url is not None else None
+        exact = _key_url(as_url(url)) if url is not None else None
 
         def matches(primary: _Primary) -> bool:
             ident, _, key_url = primary
@@ -732,6 +748,13 @@ IdentityArg = str | Callable[[httpx.Request], str | None] | None
 EventHook = Callable[[str, dict[str, object]], None]
 
 
+#: what an inner transport may be: one of any installed library (httpx, httpx2)
+_SYNC_TRANSPORTS = every("BaseTransport")
+_ASYNC_TRANSPORTS = every("AsyncBaseTransport")
+#: what a fetch may fail with and still be answered from a stale entry (see ``_failure_class``)
+_FETCH_FAILURES: tuple[type[Exception], ...] = (*TRANSPORT_ERRORS, AuthpulseError)
+
+
 def _label(response: httpx.Response, label: str) -> httpx.Response:
     response.extensions = {**response.extensions, EXTENSION: label}
     return response
@@ -826,7 +849,7 @@ class _CacheCore:
 
     def _serve(self, request: httpx.Request, entry: _Entry, label: str) -> httpx.Response:
         age = int(entry.age(self.clock.monotonic()))
-        return httpx.Response(
+        return backend_for(request).Response(
             entry.status,
             headers=[*entry.headers, (b"Age", str(age).encode())],
             content=entry.content,
@@ -840,7 +863,15 @@ class _CacheCore:
         try:
             self._on_event(kind, payload)
         except Exception:
-            _log.exception("cache on_event hook failed for %r", kind)
+            _log.exception(
+                "cache on_event hook failed for %r",
+                kind,
+                extra={
+                    "authpulse_event": "hook_failed",
+                    "authpulse_hook": "on_event",
+                    "authpulse_kind": kind,
+                },
+            )
 
     def _payload(self, entry: _Entry, **extra: object) -> dict[str, object]:
         identity, method, url, _ = entry.key
@@ -858,7 +889,7 @@ class _CacheCore:
             return None
         exc: BaseException | None = None
         status: int | None = None
-        if isinstance(failure, httpx.Response):
+        if not isinstance(failure, BaseException):
             status = failure.status_code
             cls = classify_status(status, failure.headers) if status >= 500 else None
         else:
@@ -932,14 +963,15 @@ class _CacheCore:
     # -- revalidation ----------------------------------------------------------------
 
     def _revalidation_request(self, request: httpx.Request, entry: _Entry) -> httpx.Request:
-        headers = httpx.Headers(request.headers)
+        hx = backend_for(request)
+        headers = hx.Headers(request.headers)
         etag = entry.header(b"etag")
         modified = entry.header(b"last-modified")
         if etag is not None:
             headers["If-None-Match"] = etag.decode("latin-1")
         if modified is not None:
             headers["If-Modified-Since"] = modified.decode("latin-1")
-        return httpx.Request(
+        return hx.Request(
             request.method, request.url, headers=headers, extensions=dict(request.extensions)
         )
 
@@ -1011,7 +1043,11 @@ class _CacheCore:
         if exc is not None:
             cls = _failure_class(exc)
             if cls is None:
-                _log.warning("cache revalidation failed unexpectedly", exc_info=exc)
+                _log.warning(
+                    "cache revalidation failed unexpectedly",
+                    exc_info=exc,
+                    extra=_REVALIDATION_FAILED,
+                )
         else:
             cls = classify_status(status) if status is not None else None
         self._emit(
@@ -1025,10 +1061,11 @@ class _CacheCore:
         )
 
 
-class CacheTransport(_CacheCore, httpx.BaseTransport):
+class CacheTransport(_CacheCore, HttpxBaseTransport, Httpx2BaseTransport):
     """A stale-while-revalidate cache in front of a sync httpx transport.
 
-    ``httpx.Client(transport=CacheTransport(httpx.HTTPTransport()))``.
+    ``httpx.Client(transport=CacheTransport(httpx.HTTPTransport()))``; the
+    same with httpx2 (answers are built with the request's library).
     Answers carry ``response.extensions["authpulse_cache"]``: ``"hit"``,
     ``"stale"``, ``"stale-if-error"``, ``"miss"`` or ``"bypass"``.
 
@@ -1043,7 +1080,7 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
 
     def __init__(
         self,
-        inner: httpx.BaseTransport,
+        inner: AnyTransport,
         *,
         cache: ResponseCache | None = None,
         policy: CachePolicy | None = None,
@@ -1051,19 +1088,30 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
         identity: IdentityArg = None,
         on_event: EventHook | None = None,
     ) -> None:
-        if not isinstance(inner, httpx.BaseTransport):
-            raise ConfigurationError("inner must be an httpx.BaseTransport")
+        if not isinstance(inner, _SYNC_TRANSPORTS):
+            raise ConfigurationError("inner must be an httpx.BaseTransport (or httpx2's)")
         super().__init__(
             cache=cache, policy=policy, clock=clock, identity=identity, on_event=on_event
         )
-        self._inner = inner
+        # typed as httpx's: an httpx2 transport takes and gives httpx2's (same API)
+        self._inner = cast("httpx.BaseTransport", inner)
         # revalidations run on a small pool: starting a thread per revalidation would put
         # thread start-up (and a GIL hand-off) on the stale answer's path
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()
         self._threads_lock = threading.Lock()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    @property
+    def inner(self) -> httpx.BaseTransport:
+        """The transport this cache is in front of."""
+        return self._inner
+
+    @overload
+    def handle_request(self, request: httpx.Request) -> httpx.Response: ...
+    @overload
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
+    def handle_request(self, request: Any) -> Any:
+        """Answer ``request`` (of ``inner``'s library) from the cache or ``inner``."""
         d = self._decide(request)
         if d.action is _Action.BYPASS:
             response = self._inner.handle_request(request)
@@ -1081,19 +1129,19 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
     def _fetch(self, d: _Decision, request: httpx.Request) -> httpx.Response:
         try:
             response = self._inner.handle_request(request)
-        except (httpx.TransportError, AuthpulseError) as exc:
+        except _FETCH_FAILURES as exc:
             stale = self._stale_on_error(d, request, exc)
             if stale is None:
                 raise
             return stale
         verdict = self._judge(d, request, response)
-        if isinstance(verdict, httpx.Response):
+        if verdict is not None and not isinstance(verdict, _Windows):  # a stale answer
             response.close()
             return verdict
         if verdict is not None and d.primary is not None:
             try:
                 content = response.read()
-            except httpx.TransportError as exc:
+            except TRANSPORT_ERRORS as exc:
                 response.close()
                 stale = self._stale_on_error(d, request, exc)
                 if stale is None:
@@ -1139,7 +1187,7 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
                 response.close()
             self._revalidation_done(entry, req, response, plan, content)
         except Exception:
-            _log.exception("cache revalidation failed")
+            _log.exception("cache revalidation failed", extra=_REVALIDATION_FAILED)
         finally:
             self.cache._release(entry.key)
 
@@ -1163,7 +1211,7 @@ class CacheTransport(_CacheCore, httpx.BaseTransport):
         self._inner.close()
 
 
-class AsyncCacheTransport(_CacheCore, httpx.AsyncBaseTransport):
+class AsyncCacheTransport(_CacheCore, HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport):
     """The async twin of :class:`CacheTransport`.
 
     ``httpx.AsyncClient(transport=AsyncCacheTransport(httpx.AsyncHTTPTransport()))``.
@@ -1173,7 +1221,7 @@ class AsyncCacheTransport(_CacheCore, httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        inner: httpx.AsyncBaseTransport,
+        inner: AnyAsyncTransport,
         *,
         cache: ResponseCache | None = None,
         policy: CachePolicy | None = None,
@@ -1181,15 +1229,25 @@ class AsyncCacheTransport(_CacheCore, httpx.AsyncBaseTransport):
         identity: IdentityArg = None,
         on_event: EventHook | None = None,
     ) -> None:
-        if not isinstance(inner, httpx.AsyncBaseTransport):
-            raise ConfigurationError("inner must be an httpx.AsyncBaseTransport")
+        if not isinstance(inner, _ASYNC_TRANSPORTS):
+            raise ConfigurationError("inner must be an httpx.AsyncBaseTransport (or httpx2's)")
         super().__init__(
             cache=cache, policy=policy, clock=clock, identity=identity, on_event=on_event
         )
-        self._inner = inner
+        self._inner = cast("httpx.AsyncBaseTransport", inner)
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    @property
+    def inner(self) -> httpx.AsyncBaseTransport:
+        """The transport this cache is in front of."""
+        return self._inner
+
+    @overload
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response: ...
+    @overload
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
+    async def handle_async_request(self, request: Any) -> Any:
+        """Answer ``request`` (of ``inner``'s library) from the cache or ``inner``."""
         d = self._decide(request)
         if d.action is _Action.BYPASS:
             response = await self._inner.handle_async_request(request)
@@ -1207,19 +1265,19 @@ class AsyncCacheTransport(_CacheCore, httpx.AsyncBaseTransport):
     async def _fetch(self, d: _Decision, request: httpx.Request) -> httpx.Response:
         try:
             response = await self._inner.handle_async_request(request)
-        except (httpx.TransportError, AuthpulseError) as exc:
+        except _FETCH_FAILURES as exc:
             stale = self._stale_on_error(d, request, exc)
             if stale is None:
                 raise
             return stale
         verdict = self._judge(d, request, response)
-        if isinstance(verdict, httpx.Response):
+        if verdict is not None and not isinstance(verdict, _Windows):  # a stale answer
             await response.aclose()
             return verdict
         if verdict is not None and d.primary is not None:
             try:
                 content = await response.aread()
-            except httpx.TransportError as exc:
+            except TRANSPORT_ERRORS as exc:
                 await response.aclose()
                 stale = self._stale_on_error(d, request, exc)
                 if stale is None:
@@ -1257,7 +1315,7 @@ class AsyncCacheTransport(_CacheCore, httpx.AsyncBaseTransport):
                 await response.aclose()
             self._revalidation_done(entry, req, response, plan, content)
         except Exception:
-            _log.exception("cache revalidation failed")
+            _log.exception("cache revalidation failed", extra=_REVALIDATION_FAILED)
         finally:
             self.cache._release(entry.key)
 

@@ -1,30 +1,37 @@
 """``authpulse.Client`` / ``AsyncClient``: httpx clients that carry a Session.
 
-They are real ``httpx.Client`` / ``httpx.AsyncClient`` objects. The session
-is plugged in through ``auth=`` and the resilience layers through
-``transport=`` — httpx's own extension points; nothing in ``request()`` or
-``send()`` is overridden. The transport stack, outermost first:
+They are real ``httpx.Client`` / ``httpx.AsyncClient`` objects — or real
+``httpx2.Client`` / ``httpx2.AsyncClient`` ones. The session is plugged in
+through ``auth=`` and the resilience layers through ``transport=`` — the
+library's own extension points; nothing in ``request()`` or ``send()`` is
+overridden. The transport stack, outermost first:
 
     CacheTransport (if cache=)  ->  RetryTransport (retries + breaker)  ->  your transport
 
 The cache sits on top so that a stale entry can answer when the retries are
 spent or the breaker is open (stale-if-error).
+
+Everything is written once, in the two mixins below; a backend's classes are
+``class Client(SessionClientMixin, <library>.Client)`` (``authpulse.httpx``,
+``authpulse.httpx2``), and ``authpulse.Client`` / ``AsyncClient`` are the
+default backend's (see ``_http``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._breaker import BreakerPolicy, BreakerRegistry
 from ._cache import AsyncCacheTransport, CachePolicy, CacheTransport, ResponseCache
 from ._errors import ConfigurationError
 from ._health import HealthReport
-from ._http import httpx
+from ._http import DEFAULT_BACKEND, HttpModule, backend_for, backend_of, httpx
 from ._resilience import AsyncRetryTransport, RetryPolicy, RetryTransport
 from ._session import Session
 from ._tokens import TokenSet
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "AsyncSessionClientMixin", "Client", "SessionClientMixin"]
 
 RetryArg = RetryPolicy | bool
 BreakerArg = BreakerPolicy | BreakerRegistry | bool
@@ -98,8 +105,24 @@ def _cache_parts(cache: CacheArg) -> tuple[ResponseCache, CachePolicy | None] | 
     raise ConfigurationError("cache must be True, False, a CachePolicy or a ResponseCache")
 
 
-class Client(httpx.Client):
-    """An ``httpx.Client`` whose requests carry ``session``'s token.
+def _base_transport(hx: HttpModule, kwargs: dict[str, Any], *, sync: bool) -> Any:
+    """The user's ``transport=``, checked against the client's library, or a new one."""
+    base = kwargs.pop("transport", None)
+    if base is None:
+        settings = {k: kwargs[k] for k in _TRANSPORT_KWARGS if k in kwargs}
+        return hx.HTTPTransport(**settings) if sync else hx.AsyncHTTPTransport(**settings)
+    other = backend_of(base)
+    if other is not None and other is not hx:
+        raise ConfigurationError(
+            f"transport= is a {other.__name__} transport, but this is a {hx.__name__} client;"
+            f" use a {hx.__name__} transport, or authpulse.{other.__name__}.Client"
+        )
+    return base
+
+
+class SessionClientMixin:
+    """What makes an HTTP library's ``Client`` an ``authpulse.Client`` (one
+    implementation for httpx and httpx2: the library is the class's other base).
 
     ``Authorization`` goes only to the session's origins, or, if it has
     none, to the origin of ``base_url`` (with neither, to every origin).
@@ -108,7 +131,8 @@ class Client(httpx.Client):
     ``breaker`` (default on): a circuit breaker per API origin.
     ``cache`` (default off): a stale-while-revalidate cache for GET/HEAD,
     keyed by the session's identity. Breaker state, retries and stale
-    answers show in ``health()`` and in the session's events.
+    answers show in ``health()`` and in the session's events. Every other
+    keyword argument goes to the library's client.
     """
 
     def __init__(
@@ -121,10 +145,8 @@ class Client(httpx.Client):
         **kwargs: Any,
     ) -> None:
         _check(session, kwargs)
-        base = kwargs.pop("transport", None)
-        if base is None:
-            base = httpx.HTTPTransport(**{k: kwargs[k] for k in _TRANSPORT_KWARGS if k in kwargs})
-        transport: httpx.BaseTransport = base
+        base = _base_transport(backend_for(self), kwargs, sync=True)
+        transport: Any = base
         if retry is not False or breaker is not False:
             transport = RetryTransport(
                 base,
@@ -147,7 +169,9 @@ class Client(httpx.Client):
                 identity=session.identity,
                 on_event=session._api_event,
             )
-        super().__init__(auth=_auth(session, kwargs), transport=transport, **kwargs)
+        kwargs["auth"] = _auth(session, kwargs)
+        kwargs["transport"] = transport
+        super().__init__(**kwargs)  # the library's Client
         self.session = session
 
     def force_refresh(self) -> TokenSet:
@@ -165,9 +189,8 @@ class Client(httpx.Client):
         self.session.join_background(timeout)
 
 
-class AsyncClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` whose requests carry ``session``'s token
-    (same options as :class:`Client`)."""
+class AsyncSessionClientMixin:
+    """The async twin of :class:`SessionClientMixin` (same options)."""
 
     def __init__(
         self,
@@ -179,12 +202,8 @@ class AsyncClient(httpx.AsyncClient):
         **kwargs: Any,
     ) -> None:
         _check(session, kwargs)
-        base = kwargs.pop("transport", None)
-        if base is None:
-            base = httpx.AsyncHTTPTransport(
-                **{k: kwargs[k] for k in _TRANSPORT_KWARGS if k in kwargs}
-            )
-        transport: httpx.AsyncBaseTransport = base
+        base = _base_transport(backend_for(self), kwargs, sync=False)
+        transport: Any = base
         if retry is not False or breaker is not False:
             transport = AsyncRetryTransport(
                 base,
@@ -207,7 +226,9 @@ class AsyncClient(httpx.AsyncClient):
                 identity=session.identity,
                 on_event=session._api_event,
             )
-        super().__init__(auth=_auth(session, kwargs), transport=transport, **kwargs)
+        kwargs["auth"] = _auth(session, kwargs)
+        kwargs["transport"] = transport
+        super().__init__(**kwargs)  # the library's AsyncClient
         self.session = session
 
     async def force_refresh(self) -> TokenSet:
@@ -222,3 +243,13 @@ class AsyncClient(httpx.AsyncClient):
     def health(self) -> HealthReport:
         """The session's health report."""
         return self.session.health()
+
+
+# ``authpulse.Client`` / ``AsyncClient``: the default backend's classes. The
+# backend modules import the mixins above from this (partly imported) module.
+if TYPE_CHECKING:
+    from .httpx import AsyncClient, Client
+else:
+    _default = importlib.import_module(f"{__package__}.{DEFAULT_BACKEND}")
+    Client = _default.Client
+    AsyncClient = _default.AsyncClient

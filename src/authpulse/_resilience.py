@@ -25,15 +25,31 @@ import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import tenacity
 
 from ._breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Permit, upstream_key
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass
-from ._http import httpx
+from ._http import (
+    BYTE_STREAM_TYPES,
+    TIMEOUT_ERRORS,
+    TRANSPORT_ERRORS,
+    Httpx2AsyncBaseTransport,
+    Httpx2BaseTransport,
+    HttpxAsyncBaseTransport,
+    HttpxBaseTransport,
+    TransportErrorBase,
+    every,
+    httpx,
+)
 from ._retry import backoff, classify_status, parse_retry_after
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from ._http import AnyAsyncTransport, AnyTransport
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -57,7 +73,7 @@ __all__ = [
     "set_testing",
 ]
 
-_log = logging.getLogger("authpulse.retry")
+_log = logging.getLogger("authpulse.resilience")
 
 #: the request extension that configures retries, and the response extension with the outcome
 RETRY_EXTENSION = "authpulse_retry"
@@ -168,11 +184,12 @@ def is_testing() -> bool:
 # ------------------------------------------------------------------------ errors
 
 
-class RequestFailedError(AuthpulseError, httpx.TransportError):
+class RequestFailedError(AuthpulseError, TransportErrorBase):
     """A request failed at the transport level, after any retries.
 
-    Also an ``httpx.TransportError``, so ``except httpx.TransportError`` (or
-    ``httpx.RequestError``) keeps working. ``__cause__`` is the last httpx
+    Also an ``httpx.TransportError`` and an ``httpx2.TransportError`` (of
+    each installed library), so ``except httpx.TransportError`` (or
+    ``httpx.RequestError``, or httpx2's) keeps working. ``__cause__`` is the last httpx
     exception. The message names the method, the upstream origin and the
     exception type: never a path, a query, a header or a body.
     """
@@ -189,7 +206,7 @@ class RequestFailedError(AuthpulseError, httpx.TransportError):
         self.error_class = error_class
         self.attempts = attempts
         self.upstream = upstream
-        httpx.TransportError.__init__(self, message, request=request)
+        TransportErrorBase.__init__(self, message, request=request)
 
 
 class RetryBudgetExhaustedError(AuthpulseError):
@@ -361,8 +378,9 @@ class Plan:
 
 
 _DONE = Plan(Step.DONE)
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_NETWORK = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.ProxyError)
+# the classes of every installed backend (httpx, httpx2)
+_NOT_SENT = every("ConnectError", "ConnectTimeout", "PoolTimeout")
+_NETWORK = every("TimeoutException", "NetworkError", "RemoteProtocolError", "ProxyError")
 
 
 def classify_response(
@@ -400,11 +418,11 @@ def classify_exception(exc: BaseException) -> Failure | None:
             ErrorClass.NETWORK,
             name,
             sent=not isinstance(exc, _NOT_SENT),
-            timeout=isinstance(exc, httpx.TimeoutException),
+            timeout=isinstance(exc, TIMEOUT_ERRORS),
         )
     if isinstance(exc, RequestFailedError) and exc.error_class is not None:
         return Failure(exc.error_class, name)  # from a nested retry transport
-    if isinstance(exc, httpx.TransportError):
+    if isinstance(exc, TRANSPORT_ERRORS):
         return Failure(ErrorClass.CLIENT, name)
     return None
 
@@ -458,7 +476,7 @@ def plan_retry(
 def _is_replayable(request: httpx.Request) -> bool:
     # bytes, str, form and JSON bodies (and any body already read) are a ByteStream;
     # generators and files are one-shot streams
-    return isinstance(request.stream, httpx.ByteStream)
+    return isinstance(request.stream, BYTE_STREAM_TYPES)
 
 
 _PHASES = ("connect", "read", "write", "pool")
@@ -509,7 +527,16 @@ class _Call:
         try:
             hook(kind, fields)
         except Exception:
-            _log.exception("retry event hook failed on %r", kind)
+            _log.exception(
+                "retry event hook failed on %r",
+                kind,
+                extra={
+                    "authpulse_event": "hook_failed",
+                    "authpulse_hook": "on_event",
+                    "authpulse_kind": kind,
+                    "authpulse_upstream": self.upstream,
+                },
+            )
 
     def give_up(self, why: str) -> None:
         """Report (once) a call that ends on a transient failure."""
@@ -728,10 +755,12 @@ class _RetryBase:
         return _Call(self, request, policy)
 
 
-class RetryTransport(_RetryBase, httpx.BaseTransport):
+class RetryTransport(_RetryBase, HttpxBaseTransport, Httpx2BaseTransport):
     """An httpx transport that retries ``inner`` by the rules of :class:`RetryPolicy`.
 
-    ``httpx.Client(transport=RetryTransport(httpx.HTTPTransport()))``.
+    ``httpx.Client(transport=RetryTransport(httpx.HTTPTransport()))``; the
+    same with httpx2 (a transport of either library: it passes the requests
+    and answers of ``inner``'s library through).
     Each answer carries a :class:`RetryInfo` in
     ``response.extensions["authpulse_retry"]``; a request's own
     ``extensions={"authpulse_retry": RetryPolicy(...)}`` (or ``False``)
@@ -744,7 +773,7 @@ class RetryTransport(_RetryBase, httpx.BaseTransport):
 
     def __init__(
         self,
-        inner: httpx.BaseTransport,
+        inner: AnyTransport,
         *,
         policy: RetryPolicy | None = None,
         clock: Clock | None = None,
@@ -763,9 +792,15 @@ class RetryTransport(_RetryBase, httpx.BaseTransport):
             seed=seed,
             events=events,
         )
-        self.inner = inner
+        # typed as httpx's: an httpx2 transport takes and gives httpx2's (same API)
+        self.inner = cast("httpx.BaseTransport", inner)
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    @overload
+    def handle_request(self, request: httpx.Request) -> httpx.Response: ...
+    @overload
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
+    def handle_request(self, request: Any) -> Any:
+        """Send ``request`` (of ``inner``'s library) with retries; the answer is of that library."""
         call = self._call(request)
 
         def attempt() -> httpx.Response:
@@ -785,12 +820,12 @@ class RetryTransport(_RetryBase, httpx.BaseTransport):
         first: httpx.Response | BaseException
         try:
             first = attempt()
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             first = exc
         except BaseException:
             call.restore()
             raise
-        if call.plan.step is Step.DONE and isinstance(first, httpx.Response):
+        if call.plan.step is Step.DONE and not isinstance(first, BaseException):
             call.restore()
             return call.finish(first)
         replay: list[httpx.Response | BaseException] = [first]
@@ -806,7 +841,7 @@ class RetryTransport(_RetryBase, httpx.BaseTransport):
         retrying = tenacity.Retrying(sleep=self.clock.sleep, **call.tenacity_kwargs())
         try:
             return call.finish(retrying(attempt_after_first))
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise call.failed(exc) from exc
         finally:
             call.restore()
@@ -817,12 +852,12 @@ class RetryTransport(_RetryBase, httpx.BaseTransport):
         self.inner.close()
 
 
-class AsyncRetryTransport(_RetryBase, httpx.AsyncBaseTransport):
+class AsyncRetryTransport(_RetryBase, HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport):
     """The async twin of :class:`RetryTransport` (same rules, same decisions)."""
 
     def __init__(
         self,
-        inner: httpx.AsyncBaseTransport,
+        inner: AnyAsyncTransport,
         *,
         policy: RetryPolicy | None = None,
         clock: Clock | None = None,
@@ -841,9 +876,14 @@ class AsyncRetryTransport(_RetryBase, httpx.AsyncBaseTransport):
             seed=seed,
             events=events,
         )
-        self.inner = inner
+        self.inner = cast("httpx.AsyncBaseTransport", inner)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    @overload
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response: ...
+    @overload
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
+    async def handle_async_request(self, request: Any) -> Any:
+        """Send ``request`` (of ``inner``'s library) with retries; the answer is of that library."""
         call = self._call(request)
 
         async def attempt() -> httpx.Response:
@@ -862,12 +902,12 @@ class AsyncRetryTransport(_RetryBase, httpx.AsyncBaseTransport):
         first: httpx.Response | BaseException
         try:
             first = await attempt()
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             first = exc
         except BaseException:
             call.restore()
             raise
-        if call.plan.step is Step.DONE and isinstance(first, httpx.Response):
+        if call.plan.step is Step.DONE and not isinstance(first, BaseException):
             call.restore()
             return call.finish(first)
         replay: list[httpx.Response | BaseException] = [first]
@@ -883,7 +923,7 @@ class AsyncRetryTransport(_RetryBase, httpx.AsyncBaseTransport):
         retrying = tenacity.AsyncRetrying(sleep=self.clock.asleep, **call.tenacity_kwargs())
         try:
             return call.finish(await retrying(attempt_after_first))
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise call.failed(exc) from exc
         finally:
             call.restore()

@@ -31,7 +31,7 @@ from ._errors import (
     TokenEndpointError,
     TokenError,
 )
-from ._http import httpx
+from ._http import TIMEOUT_ERRORS, TRANSPORT_ERRORS, HttpModule, backend, backend_of, httpx
 from ._retry import TokenRetry, classify_status, parse_retry_after, retrying_kwargs
 from ._tokens import (
     TokenSet,
@@ -182,8 +182,11 @@ class OAuthGrant:
             out.append(_basic(self.client_id, secret)[len("Basic ") :])
         return out
 
-    def build_request(self, current: TokenSet | None) -> httpx.Request:
-        """The token request for this grant (no I/O)."""
+    def build_request(
+        self, current: TokenSet | None, *, http: HttpModule | None = None
+    ) -> httpx.Request:
+        """The token request for this grant (no I/O), built with ``http`` (an
+        HTTP library module: ``httpx`` or ``httpx2``; default: the default backend)."""
         form = {"grant_type": self.grant_type, **self._grant_params(current), **self._extra}
         if self.scope and "scope" not in form:
             form["scope"] = self.scope
@@ -195,7 +198,8 @@ class OAuthGrant:
             form["client_id"] = self.client_id
             if self.auth_method == "client_secret_post":
                 form["client_secret"] = secret
-        return httpx.Request("POST", self.token_url, data=form, headers=headers)
+        hx = http if http is not None else backend()
+        return hx.Request("POST", self.token_url, data=form, headers=headers)
 
     def parse(self, response: httpx.Response, ctx: FetchContext) -> Fetched:
         """Turn an answer into a token set or raise a typed error (no I/O)."""
@@ -247,8 +251,10 @@ class OAuthGrant:
 
     # -- shells ------------------------------------------------------------------------
 
-    def _request_with_timeout(self, ctx: FetchContext, deadline: float) -> httpx.Request:
-        request = self.build_request(ctx.current)
+    def _request_with_timeout(
+        self, ctx: FetchContext, deadline: float, http: HttpModule | None
+    ) -> httpx.Request:
+        request = self.build_request(ctx.current, http=http)
         remaining = max(deadline - ctx.clock.monotonic(), 0.001)
         request.extensions["timeout"] = httpx.Timeout(
             min(ctx.retry.attempt_timeout, remaining)
@@ -266,16 +272,17 @@ class OAuthGrant:
     def fetch(self, ctx: FetchContext) -> Fetched:
         deadline = ctx.clock.monotonic() + ctx.retry.deadline
         client = ctx.http()
+        http = backend_of(client)
 
         def attempt() -> Fetched:
             ctx.attempts += 1
             permit = ctx.breaker.before_call() if ctx.breaker is not None else None
             with _guarded(permit):
-                request = self._request_with_timeout(ctx, deadline)
+                request = self._request_with_timeout(ctx, deadline, http)
                 try:
                     response = client.send(request)
                     response.read()
-                except httpx.TransportError as exc:
+                except TRANSPORT_ERRORS as exc:
                     raise _network_error(exc) from exc
                 return self.parse(response, ctx)
 
@@ -294,16 +301,17 @@ class OAuthGrant:
     async def afetch(self, ctx: FetchContext) -> Fetched:
         deadline = ctx.clock.monotonic() + ctx.retry.deadline
         client = ctx.ahttp()
+        http = backend_of(client)
 
         async def attempt() -> Fetched:
             ctx.attempts += 1
             permit = ctx.breaker.before_call() if ctx.breaker is not None else None
             with _guarded(permit):
-                request = self._request_with_timeout(ctx, deadline)
+                request = self._request_with_timeout(ctx, deadline, http)
                 try:
                     response = await client.send(request)
                     await response.aread()
-                except httpx.TransportError as exc:
+                except TRANSPORT_ERRORS as exc:
                     raise _network_error(exc) from exc
                 return self.parse(response, ctx)
 
@@ -354,7 +362,7 @@ def _guarded(permit: Permit | None) -> Iterator[None]:
 
 
 def _network_error(exc: httpx.TransportError) -> TokenEndpointError:
-    kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
+    kind = "timed out" if isinstance(exc, TIMEOUT_ERRORS) else "failed"
     return TokenEndpointError(
         f"token endpoint request {kind}: {type(exc).__name__}", error_class=ErrorClass.NETWORK
     )

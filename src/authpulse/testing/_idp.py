@@ -10,13 +10,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import parse_qs, unquote
 
 import jwt
 
 from .._clock import Clock, SystemClock
-from .._http import httpx
+from .._http import BACKEND_NAMES, backend_for, backend_of, httpx
+
+if TYPE_CHECKING:
+    import httpx2
 
 __all__ = ["FakeAPI", "FakeIdP", "Fault"]
 
@@ -27,7 +30,9 @@ class Fault:
 
     ``status``/``body``/``content_type``/``headers`` shape the answer;
     ``exception`` (an ``httpx.TransportError`` subclass) is raised instead
-    of answering, as a refused connection or a timeout would be.
+    of answering, as a refused connection or a timeout would be. Both are
+    made with the request's library: an httpx2 request gets an
+    ``httpx2.Response``, or the httpx2 exception of the same name.
     """
 
     status: int = 503
@@ -53,8 +58,12 @@ class Fault:
         return cls(status=status, body=body)
 
     def response(self, request: httpx.Request) -> httpx.Response:
+        hx = backend_for(request)
         if self.exception is not None:
-            raise self.exception("simulated failure", request=request)
+            exc = self.exception
+            if exc.__module__ in BACKEND_NAMES:  # one of the library's own: use the request's
+                exc = getattr(hx, exc.__name__, exc)
+            raise exc("simulated failure", request=request)
         if isinstance(self.body, dict):
             content = json.dumps(self.body).encode()
         elif isinstance(self.body, str):
@@ -62,7 +71,21 @@ class Fault:
         else:
             content = self.body or b""
         headers = {"content-type": self.content_type, **self.headers}
-        return httpx.Response(self.status, content=content, headers=headers)
+        return hx.Response(self.status, content=content, headers=headers)
+
+
+def _same_library(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+    """``response``, rebuilt with ``request``'s library if it is another's (a
+    ``FakeAPI(handler=...)`` written for one library, serving the other)."""
+    hx = backend_for(request)
+    if backend_of(response) in (hx, None):
+        return response
+    return hx.Response(
+        response.status_code,
+        headers=response.headers.raw,
+        content=response.read(),
+        extensions=dict(response.extensions),
+    )
 
 
 class _Faults:
@@ -112,34 +135,52 @@ class _FakeServer:
     def _answer(self, request: httpx.Request) -> httpx.Response:
         raise NotImplementedError
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        """The sync handler (real latency with ``time.sleep``)."""
+    def _respond(self, request: httpx.Request, fault: Fault | None) -> httpx.Response:
+        response = fault.response(request) if fault else self._answer(request)
+        return _same_library(request, response)
+
+    @overload
+    def handle(self, request: httpx.Request) -> httpx.Response: ...
+    @overload
+    def handle(self, request: httpx2.Request) -> httpx2.Response: ...
+    def handle(self, request: Any) -> Any:
+        """The sync handler (real latency with ``time.sleep``).
+
+        Answers with the request's library (httpx or httpx2), so it can
+        serve either's ``MockTransport``: ``httpx2.MockTransport(fake.handle)``.
+        """
         with self._hits_lock:
             self.hits += 1
         fault = self.faults.take()
         delay = self.latency + (fault.delay if fault else 0.0)
         if delay:
             time.sleep(delay)
-        return fault.response(request) if fault else self._answer(request)
+        return self._respond(request, fault)
 
-    async def ahandle(self, request: httpx.Request) -> httpx.Response:
-        """The async handler (real latency with ``asyncio.sleep``)."""
+    @overload
+    async def ahandle(self, request: httpx.Request) -> httpx.Response: ...
+    @overload
+    async def ahandle(self, request: httpx2.Request) -> httpx2.Response: ...
+    async def ahandle(self, request: Any) -> Any:
+        """The async handler (real latency with ``asyncio.sleep``), as :meth:`handle`."""
         with self._hits_lock:
             self.hits += 1
         fault = self.faults.take()
         delay = self.latency + (fault.delay if fault else 0.0)
         if delay:
             await asyncio.sleep(delay)
-        return fault.response(request) if fault else self._answer(request)
+        return self._respond(request, fault)
 
     @property
     def transport(self) -> httpx.MockTransport:
-        """For ``httpx.Client`` (and ``Session(transport=...)``)."""
+        """For ``httpx.Client`` (and ``Session(transport=...)``): a ``MockTransport``
+        of the default backend (for the other, wrap :meth:`handle` in its own)."""
         return httpx.MockTransport(self.handle)
 
     @property
     def async_transport(self) -> httpx.MockTransport:
-        """For ``httpx.AsyncClient`` (and ``Session(async_transport=...)``)."""
+        """For ``httpx.AsyncClient`` (and ``Session(async_transport=...)``), as
+        :attr:`transport`."""
         return httpx.MockTransport(self.ahandle)
 
 
