@@ -281,3 +281,79 @@ def test_tokens_in_the_body_of_a_failed_response_do_not_leak(clock: FakeClock) -
     with pytest.raises(OAuthError) as info:
         session.token()
     assert_no_secret(str(info.value) + repr(info.value), ["at_LEAKY_access_token"])
+
+
+def test_structured_log_fields_and_json_lines_never_carry_a_secret(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every layer's log records (breaker transitions, fallback levels, failing
+    hooks and listeners, heartbeats), formatted by the JSON formatter with all
+    their extra fields: no token, no client secret."""
+    from authpulse import BreakerPolicy, FallbackChain, SessionManager
+    from authpulse.logging_config import JsonFormatter
+
+    idp = FakeIdP(clock=clock, access_ttl=600, clients={"client": CLIENT_SECRET})
+    api = FakeAPI(idp)
+    dead_rt = idp.issue_refresh_token()
+    idp.revoke(dead_rt)
+    issued: list[TokenSet] = []
+    chain = FallbackChain(
+        [
+            RefreshTokenGrant(idp.token_url, "client", CLIENT_SECRET, refresh_token=dead_rt),
+            ClientCredentials(idp.token_url, "client", CLIENT_SECRET),
+        ]
+    )
+
+    def hook(ts: TokenSet) -> None:
+        issued.append(ts)
+        raise RuntimeError("cannot persist")
+
+    def bad_listener(kind: str, fields: dict[str, Any]) -> None:
+        raise ValueError(f"listener bug on {kind}")
+
+    session = Session(chain, clock=clock, transport=idp.transport, on_token_update=hook)
+    session.add_listener(bad_listener)
+    manager = SessionManager(clock=clock, transport=idp.transport)
+
+    def probe(ms: object) -> bool:
+        raise ConnectionError("probe down")
+
+    with caplog.at_level(logging.DEBUG):
+        with Client(
+            session,
+            base_url=api.base_url,
+            transport=api.transport,
+            retry=False,
+            breaker=BreakerPolicy(minimum_calls=3, failure_rate=0.5, open_for=30),
+        ) as client:
+            client.get("/a")  # fallback to level 1; the hook and the listener raise
+            api.set_outage(Fault(status=500))
+            client.get("/b")
+            client.get("/c")  # the breaker opens
+            api.set_outage(None)
+            clock.advance(31)
+            client.get("/d")  # half-open, then closed
+        ms = manager.create_session(
+            "owner", ClientCredentials(idp.token_url, "client", CLIENT_SECRET), probe=probe
+        )
+        ms.session.token()
+        if ms.session.token_set is not None:
+            issued.append(ms.session.token_set)
+        clock.advance(manager.settings.heartbeat_interval + 1)
+        manager.tick()
+        manager.shutdown()
+        session.close()
+
+    events = {vars(r).get("authpulse_event") for r in caplog.records}
+    assert {"fallback_level_changed", "hook_failed", "listener_failed", "breaker_state"} <= events
+    assert "heartbeat_failed" in events
+    secrets = [CLIENT_SECRET, dead_rt]
+    for ts in issued:
+        secrets.append(ts.access_token.get_secret_value())
+        if ts.refresh_token is not None:
+            secrets.append(ts.refresh_token.get_secret_value())
+    assert len(secrets) >= 4
+    formatter = JsonFormatter(all_extras=True)
+    for record in caplog.records:
+        assert_no_secret(formatter.format(record), secrets)
+        assert_no_secret(repr(vars(record)), secrets)

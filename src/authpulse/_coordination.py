@@ -169,13 +169,24 @@ class Coordinator:
         self._retry_store_at = self.clock.monotonic() + 5.0
         if self.store_ok:
             self.store_ok = False
-            log.warning("store unavailable (%s); refreshing process-locally", type(exc).__name__)
+            log.warning(
+                "store unavailable (%s); refreshing process-locally",
+                type(exc).__name__,
+                extra={
+                    "authpulse_event": "store_unavailable",
+                    "authpulse_store_key": self.key,
+                    "authpulse_error": type(exc).__name__,
+                },
+            )
             self._on_store_state(False, type(exc).__name__)
 
     def _worked(self) -> None:
         if not self.store_ok:
             self.store_ok = True
-            log.info("store available again")
+            log.info(
+                "store available again",
+                extra={"authpulse_event": "store_recovered", "authpulse_store_key": self.key},
+            )
             self._on_store_state(True, None)
 
     def _skip_store(self) -> bool:

@@ -342,6 +342,11 @@ class EventBus:
                     "event subscriber %s failed on a %s event",
                     getattr(callback, "__qualname__", type(callback).__qualname__),
                     event.kind.value,
+                    extra={
+                        "authpulse_event": "subscriber_failed",
+                        "authpulse_session": event.session_id,
+                        "authpulse_kind": event.kind.value,
+                    },
                 )
 
     def recent(self, n: int = 50, session_id: str | None = None) -> list[Event]:

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("authpulse.fallback")
+_LOGIN_HOOK_FAILED = {"authpulse_event": "hook_failed", "authpulse_hook": "on_login_required"}
 
 #: OAuth error codes that mean "this grant is dead": the chain moves on.
 #: ``invalid_client`` and ``invalid_scope`` are configuration errors that
@@ -234,7 +235,7 @@ class LoginRequired:
                 else:
                     hook(err)
             except Exception:
-                log.exception("on_login_required hook failed")
+                log.exception("on_login_required hook failed", extra=_LOGIN_HOOK_FAILED)
         raise err
 
     async def afetch(self, ctx: FetchContext) -> Fetched:
@@ -245,7 +246,7 @@ class LoginRequired:
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("on_login_required hook failed")
+                log.exception("on_login_required hook failed", extra=_LOGIN_HOOK_FAILED)
         raise err
 
 
@@ -309,7 +310,18 @@ class FallbackChain:
     def _settle(self, level: int, ctx: FetchContext) -> None:
         with self._lock:
             if level != self._level:
-                log.info("fallback level %d -> %d (%s)", self._level, level, self.level_name(level))
+                log.info(
+                    "fallback level %d -> %d (%s)",
+                    self._level,
+                    level,
+                    self.level_name(level),
+                    extra={
+                        "authpulse_event": "fallback_level_changed",
+                        "authpulse_level": level,
+                        "authpulse_previous_level": self._level,
+                        "authpulse_source": self.level_name(level),
+                    },
+                )
                 self._level = level
                 self._since = ctx.clock.monotonic() if level > 0 else None
             elif level > 0 and self._since is None:
