@@ -7,14 +7,17 @@ through without one user-visible failure.
 from __future__ import annotations
 
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from ._breaker import BreakerPolicy
-from ._cache import CachePolicy
+from ._cache import CachePolicy, CacheStats
 from ._clock import Clock, SystemClock
+from ._events import Event, EventKind
 from ._fallback import FallbackChain, LoginRequired, StoredCredentials
+from ._health import HealthReport
 from ._manager import ManagerSettings, SessionManager
 from ._policy import RefreshPolicy
 from ._resilience import RetryPolicy
@@ -22,7 +25,16 @@ from ._retry import TokenRetry
 from ._sources import RefreshTokenGrant
 from .testing import FakeAPI, FakeIdP, Fault
 
-__all__ = ["FAULTS", "DemoSummary", "run_demo"]
+__all__ = [
+    "FAULTS",
+    "DemoEvent",
+    "DemoFrame",
+    "DemoIntro",
+    "DemoRenderer",
+    "DemoSummary",
+    "PlainRenderer",
+    "run_demo",
+]
 
 #: the faults the demo can inject, in the order they happen (seconds of a 20 s run)
 FAULTS: dict[str, tuple[float, float, str]] = {
@@ -56,6 +68,120 @@ class DemoSummary:
     faults: tuple[str, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class DemoIntro:
+    """What the demo is about to do."""
+
+    duration: float
+    token_ttl: float
+    #: (start second, name, description) of each chosen fault, in order
+    faults: tuple[tuple[float, str, str], ...]
+
+
+@dataclass(frozen=True)
+class DemoEvent:
+    """One line of the demo's event log: a session event or a fault switching."""
+
+    elapsed: float
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class DemoFrame:
+    """The state of the demo once per second of its clock."""
+
+    elapsed: float
+    duration: float
+    calls: int
+    failed: int
+    generation: int
+    refreshes: int
+    refresh_failures: int
+    auth_state: str
+    fallback_level: int
+    api_retries: int
+    breaker: str
+    stale: int
+    health: HealthReport
+    token_expires_in: float | None
+    cache: CacheStats | None = None
+    active_faults: tuple[str, ...] = ()
+    events: tuple[DemoEvent, ...] = ()  #: the most recent, oldest first
+
+
+class DemoRenderer(Protocol):
+    """Shows a demo run: ``start`` once, ``frame`` once a second, ``finish`` at the end."""
+
+    def start(self, intro: DemoIntro) -> None: ...
+
+    def frame(self, frame: DemoFrame) -> None: ...
+
+    def finish(self, summary: DemoSummary) -> None: ...
+
+
+class PlainRenderer:
+    """A line per second on a text stream (what ``authpulse demo --plain`` prints)."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out if out is not None else sys.stdout
+
+    def start(self, intro: DemoIntro) -> None:
+        print(
+            f"authpulse demo: {intro.duration:.0f}s, tokens live {intro.token_ttl:.1f}s; faults: "
+            + "; ".join(f"{start:.1f}s {name} ({what})" for start, name, what in intro.faults),
+            file=self.out,
+            flush=True,
+        )
+
+    def frame(self, f: DemoFrame) -> None:
+        worst = f.health.worst
+        why = f" — {worst.name}: {worst.reason}" if worst else ""
+        print(
+            f"t={f.elapsed:5.1f}s {f.calls:4d} ok/{f.failed} failed | gen {f.generation:2d}"
+            f" refreshes {f.refreshes:2d} (failed {f.refresh_failures}) | "
+            f"{f.auth_state:8s} fallback {f.fallback_level} | retries "
+            f"{f.api_retries:2d} breaker {f.breaker:9s} | stale {f.stale:3d} | health "
+            f"{f.health.score:3d} {f.health.band.value}{why}",
+            file=self.out,
+            flush=True,
+        )
+
+    def finish(self, summary: DemoSummary) -> None:
+        print("\n" + summary_text(summary), file=self.out, flush=True)
+
+
+def summary_text(summary: DemoSummary) -> str:
+    """The one-paragraph summary of a run."""
+    return (
+        f"summary: {summary.calls} calls, {summary.failed} failed (user-visible); "
+        f"{summary.refreshes} refreshes, {summary.refresh_failures} refresh failures, "
+        f"{summary.token_calls} token calls; {summary.api_retries} API retries; breaker "
+        f"{'opened' if summary.breaker_opened else 'never opened'}; {summary.stale_served} "
+        f"stale answers; highest fallback level {summary.highest_fallback_level}; "
+        f"{summary.replays_after_401} 401 answered by refresh and replay; refresh-token "
+        f"reuse detected: {summary.reuse_detected}; health now {summary.final_score} "
+        f"(lowest {summary.lowest_score}); user-experience score {(summary.ux_score or 0):.1f}"
+    )
+
+
+def _event_detail(event: Event) -> str:
+    f = dict(event.fields)
+    parts: list[str] = []
+    if "from" in f and "to" in f:
+        parts.append(f"{f.pop('from')} → {f.pop('to')}")
+    for key, value in f.items():
+        if value is None or value == "":
+            continue
+        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+        parts.append(f"{key}={shown}")
+    return ", ".join(parts)
+
+
+#: session events shown in the demo's event log (activity and heartbeats are noise)
+_SHOWN_EVENTS = frozenset(EventKind) - {EventKind.ACTIVITY, EventKind.HEARTBEAT}
+
+
 def run_demo(
     duration: float = 20.0,
     *,
@@ -64,14 +190,17 @@ def run_demo(
     calls_per_second: int = 20,
     access_ttl: float = 6.0,
     faults: tuple[str, ...] | None = None,
+    renderer: DemoRenderer | None = None,
+    recent_events: int = 8,
 ) -> DemoSummary:
-    """Run the scenario for ``duration`` seconds of ``clock`` time and print a
-    line per second. With a :class:`~authpulse.testing.FakeClock` it runs in
+    """Run the scenario for ``duration`` seconds of ``clock`` time, showing a frame
+    per second through ``renderer`` (default: :class:`PlainRenderer` on ``out``,
+    a line per second). With a :class:`~authpulse.testing.FakeClock` it runs in
     no real time, deterministically. ``faults`` picks from :data:`FAULTS`
-    (default: all of them).
+    (default: all of them). Frames carry the last ``recent_events`` events.
     """
     clock = clock or SystemClock()
-    out = out or sys.stdout
+    view: DemoRenderer = renderer if renderer is not None else PlainRenderer(out)
     chosen = tuple(FAULTS) if faults is None else faults
     unknown = [f for f in chosen if f not in FAULTS]
     if unknown:
@@ -130,6 +259,13 @@ def run_demo(
         cache=CachePolicy(ttl=0.5 * scale, stale_while_revalidate=1.0 * scale, stale_if_error=60),
     )
     cache = client.cache
+    start_wall = clock.now()
+    log: deque[DemoEvent] = deque(maxlen=max(recent_events, 0))
+
+    def on_event(event: Event) -> None:
+        log.append(DemoEvent(event.at - start_wall, event.kind.value, _event_detail(event)))
+
+    manager.subscribe(on_event, kinds=_SHOWN_EVENTS)
 
     calls = failed = 0
     lowest = 100
@@ -139,14 +275,22 @@ def run_demo(
     start = clock.monotonic()
     step = 1.0 / calls_per_second
     next_print = 1.0
-    print(
-        f"authpulse demo: {duration:.0f}s, tokens live {access_ttl * scale:.1f}s; faults: "
-        + "; ".join(f"{window(f)[0]:.1f}s {f} ({FAULTS[f][2]})" for f in FAULTS if f in chosen),
-        file=out,
+    view.start(
+        DemoIntro(
+            duration=duration,
+            token_ttl=access_ttl * scale,
+            faults=tuple((window(f)[0], f, FAULTS[f][2]) for f in FAULTS if f in chosen),
+        )
     )
+    active: tuple[str, ...] = ()
     try:
         while (elapsed := clock.monotonic() - start) < duration:
+            fired = set(done)
             _inject(idp, api, chosen, window, elapsed, done)
+            now_active = tuple(f for f in chosen if window(f)[0] <= elapsed < window(f)[1])
+            for name in [*(f for f in now_active if f not in active), *(done - fired)]:
+                log.append(DemoEvent(elapsed, "fault", f"{name}: {FAULTS[name][2]}"))
+            active = now_active
             try:
                 ok = client.get("/v1/catalog").status_code == 200
             except Exception:  # the demo counts every failure the user would see
@@ -162,18 +306,31 @@ def run_demo(
                 manager.tick()
                 report = manager.health(ms.id)
                 lowest = min(lowest, report.score)
-                worst = report.worst
-                why = f" — {worst.name}: {worst.reason}" if worst else ""
                 st = session.stats()
                 cs = cache.stats() if cache is not None else None
-                stale = (cs.stale_served + cs.stale_if_error_served) if cs else 0
-                print(
-                    f"t={elapsed:5.1f}s {calls:4d} ok/{failed} failed | gen {session.generation:2d}"
-                    f" refreshes {st.refreshes:2d} (failed {st.failures}) | "
-                    f"{ms.auth_state.value:8s} fallback {chain.level} | retries "
-                    f"{session._api_retries:2d} breaker {breaker:9s} | stale {stale:3d} | health "
-                    f"{report.score:3d} {report.band.value}{why}",
-                    file=out,
+                ts = session.token_set
+                view.frame(
+                    DemoFrame(
+                        elapsed=elapsed,
+                        duration=duration,
+                        calls=calls,
+                        failed=failed,
+                        generation=session.generation,
+                        refreshes=st.refreshes,
+                        refresh_failures=st.failures,
+                        auth_state=ms.auth_state.value,
+                        fallback_level=chain.level,
+                        api_retries=session._api_retries,
+                        breaker=breaker,
+                        stale=(cs.stale_served + cs.stale_if_error_served) if cs else 0,
+                        health=report,
+                        token_expires_in=(
+                            None if ts is None else ts.expires_at - st.skew - clock.now()
+                        ),
+                        cache=cs,
+                        active_faults=active,
+                        events=tuple(log),
+                    )
                 )
                 next_print += 1.0
             clock.sleep(step)
@@ -204,17 +361,7 @@ def run_demo(
         highest_fallback_level=top_level,
         faults=chosen,
     )
-    print(
-        f"\nsummary: {summary.calls} calls, {summary.failed} failed (user-visible); "
-        f"{summary.refreshes} refreshes, {summary.refresh_failures} refresh failures, "
-        f"{summary.token_calls} token calls; {summary.api_retries} API retries; breaker "
-        f"{'opened' if summary.breaker_opened else 'never opened'}; {summary.stale_served} "
-        f"stale answers; highest fallback level {summary.highest_fallback_level}; "
-        f"{summary.replays_after_401} 401 answered by refresh and replay; refresh-token "
-        f"reuse detected: {summary.reuse_detected}; health now {summary.final_score} "
-        f"(lowest {summary.lowest_score}); user-experience score {(summary.ux_score or 0):.1f}",
-        file=out,
-    )
+    view.finish(summary)
     return summary
 
 

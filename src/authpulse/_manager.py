@@ -24,14 +24,14 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
-from ._health import HealthReport, compute_health
-from ._http import httpx
+from ._health import HealthReport, HealthSignals, compute_health
+from ._http import async_client_for, client_for
 from ._model import (
     ErrorDetails,
     SessionKind,
@@ -40,14 +40,24 @@ from ._model import (
     SessionStatus,
     validate_labels,
 )
-from ._policy import RefreshPolicy
+from ._policy import RefreshPolicy, freshness, schedule
 from ._retry import TokenRetry
 from ._session import Session
 from ._sources import TokenSource, run_coroutine_blocking
 from ._state import AuthEvent, AuthState, Guards, IllegalTransition, StateMachine
 from ._stats import Aggregates, SessionStats
-from ._store import MemoryStore, SessionStore, VersionConflictError
+from ._store import (
+    MemoryStore,
+    SessionStore,
+    StoredToken,
+    StoreError,
+    StoreUnavailableError,
+    VersionConflictError,
+)
 from ._tokens import TokenSet
+
+if TYPE_CHECKING:
+    from ._http import AnyAsyncTransport, AnyTransport
 
 __all__ = [
     "HttpProbe",
@@ -185,8 +195,8 @@ class HttpProbe:
         *,
         method: str = "GET",
         timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
+        transport: AnyTransport | None = None,
+        async_transport: AnyAsyncTransport | None = None,
         ok_statuses: Iterable[int] | None = None,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -205,16 +215,16 @@ class HttpProbe:
         return status in self._ok if self._ok is not None else status < 400
 
     def __call__(self, ms: ManagedSession) -> bool:
-        with httpx.Client(
-            transport=self._transport,
+        with client_for(
+            self._transport,
             timeout=self.timeout,
             auth=ms.session.auth(origins=[self.url]),
         ) as c:
             return self._good(c.request(self.method, self.url).status_code)
 
     async def acall(self, ms: ManagedSession) -> bool:
-        async with httpx.AsyncClient(
-            transport=self._async_transport,
+        async with async_client_for(
+            self._async_transport,
             timeout=self.timeout,
             auth=ms.session.auth(origins=[self.url]),
         ) as c:
@@ -310,6 +320,8 @@ class ManagedSession:
 
 
 _Kind = Literal["lifecycle", "refresh", "heartbeat", "stuck"]
+#: ``progress(done, total)``: called after each session a bulk operation handled
+Progress = Callable[[int, int], object]
 _AUTH_STATES = {s.value: s for s in AuthState}
 # aliases: inside SessionManager the name ``list`` is the method
 _HeapItems = list[tuple[float, int, str, _Kind]]
@@ -338,8 +350,8 @@ class SessionManager:
         settings: ManagerSettings | None = None,
         policy: RefreshPolicy | None = None,
         retry: TokenRetry | None = None,
-        transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
+        transport: AnyTransport | None = None,
+        async_transport: AnyAsyncTransport | None = None,
         probe: Probe | None = None,
         journal: str | None = None,
         seed: int | None = None,
@@ -525,6 +537,24 @@ class SessionManager:
 
     # ================================================================ lifecycle
 
+    def _write_stored(
+        self, session_id: str, change: Callable[[SessionRecord], SessionRecord]
+    ) -> tuple[SessionRecord, SessionRecord]:
+        """Apply ``change`` to the stored record of a session that is not live here,
+        with optimistic concurrency. The aggregates are left alone: they count the
+        sessions this manager created or recovered."""
+        for _ in range(8):
+            current = self.store.get(session_id)
+            if current is None:
+                raise SessionNotFoundError(session_id)
+            new = change(current)
+            try:
+                stored = self.store.put(new, expected_version=current.version)
+            except VersionConflictError:
+                continue
+            return current, stored
+        raise UsageError(f"session {session_id!r} is being changed too often to update")
+
     def _write(
         self, ms: ManagedSession, change: Callable[[SessionRecord], SessionRecord]
     ) -> tuple[SessionRecord, SessionRecord]:
@@ -671,6 +701,21 @@ class SessionManager:
         old, new = self._write(
             ms, lambda r: r.with_status(status, now=now, error=error, reason=reason)
         )
+        self._status_events(old, new, now, error=error, reason=reason)
+        if status.terminal:
+            self._fire(ms, AuthEvent.CLOSE)
+            ms.session.close(wait=False)
+        return new
+
+    def _status_events(
+        self,
+        old: SessionRecord,
+        new: SessionRecord,
+        now: float,
+        *,
+        error: ErrorDetails | None,
+        reason: str | None,
+    ) -> None:
         fields: dict[str, Any] = {"from": old.status.value, "to": new.status.value}
         if reason:
             fields["reason"] = reason
@@ -678,13 +723,48 @@ class SessionManager:
             fields["error"] = error.message
             if error.error_class:
                 fields["error_class"] = error.error_class
-        kind = self._STATUS_EVENT.get(status, EventKind.CLOSED)
+        kind = self._STATUS_EVENT.get(new.status, EventKind.CLOSED)
         self._publish(EventKind.STATUS_CHANGED, new, now, **fields)
         self._publish(kind, new, now, **fields)
-        if status.terminal:
-            self._fire(ms, AuthEvent.CLOSE)
-            ms.session.close(wait=False)
+
+    def _set_stored_status(
+        self,
+        session_id: str,
+        status: SessionStatus,
+        *,
+        error: ErrorDetails | None = None,
+        reason: str | None = None,
+    ) -> SessionRecord:
+        """A lifecycle change on the stored record: through the live part if the
+        session is loaded here, else on the store alone (same record, same events)."""
+        ms = self._live.get(session_id)
+        if ms is not None:
+            return self._set_status(ms, status, error=error, reason=reason)
+        now = self.clock.now()
+
+        def change(r: SessionRecord) -> SessionRecord:
+            if r.status.terminal:
+                raise SessionClosedError(session_id, r.status)
+            return r.with_status(status, now=now, error=error, reason=reason)
+
+        old, new = self._write_stored(session_id, change)
+        self._status_events(old, new, now, error=error, reason=reason)
         return new
+
+    def cancel_stored(self, session_id: str, reason: str | None = None) -> SessionRecord:
+        """End a session as CANCELLED whether or not it is loaded in this process —
+        for operators and tools working on a shared store. Without the live part
+        only the stored record and timeline change; a process that holds the
+        session live sees the new status at its next write. Raises
+        :class:`SessionNotFoundError` or, for an ended session,
+        :class:`SessionClosedError`."""
+        record = self.record(session_id)
+        if record.status.terminal:
+            raise SessionClosedError(session_id, record.status)
+        if reason is not None and not isinstance(reason, str):
+            raise ConfigurationError("reason must be a string")
+        details = ErrorDetails(reason[:500], None, self.clock.now()) if reason else None
+        return self._set_stored_status(session_id, SessionStatus.CANCELLED, error=details)
 
     def recover(
         self,
@@ -729,48 +809,134 @@ class SessionManager:
         self._publish(EventKind.RECOVERED, new, now)
         return ms
 
-    def cleanup(self, max_age: float, *, now: float | None = None) -> int:
+    def cleanup(
+        self,
+        max_age: float,
+        *,
+        now: float | None = None,
+        include_stored: bool = False,
+        progress: Progress | None = None,
+    ) -> int:
         """Mark every open session created more than ``max_age`` seconds ago as
-        TIMEOUT. Never deletes anything. Returns how many were marked."""
+        TIMEOUT. Never deletes anything. Returns how many were marked.
+
+        By default only sessions loaded in this process are considered; with
+        ``include_stored`` every open session in the store is (an operator's
+        cleanup of a shared store). ``progress(done, total)`` is called after
+        each candidate."""
         if not isinstance(max_age, int | float) or max_age <= 0:
             raise ConfigurationError("max_age must be a positive number of seconds")
         t = self.clock.now() if now is None else now
+        candidates = [
+            r
+            for r in self.store.query(status=[SessionStatus.ACTIVE, SessionStatus.PAUSED])
+            if r.created_at <= t - max_age and (include_stored or r.id in self._live)
+        ]
         count = 0
-        for r in self.store.query(status=[SessionStatus.ACTIVE, SessionStatus.PAUSED]):
-            if r.created_at <= t - max_age and r.id in self._live:
-                try:
-                    self._set_status(
-                        self._live[r.id], SessionStatus.TIMEOUT, reason="cleanup: max age"
-                    )
-                    count += 1
-                except AuthpulseError:
-                    log.debug("cleanup skipped %s", r.id)
+        for done, r in enumerate(candidates, 1):
+            try:
+                self._set_stored_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age")
+                count += 1
+            except StoreUnavailableError:
+                raise
+            except AuthpulseError:
+                log.debug(
+                    "cleanup skipped %s",
+                    r.id,
+                    extra={"authpulse_event": "cleanup_skipped", "authpulse_session": r.id},
+                )
+            if progress is not None:
+                progress(done, len(candidates))
         return count
 
-    def purge(self, older_than: float, *, now: float | None = None) -> int:
-        """Delete ended sessions that ended at least ``older_than`` seconds ago —
-        the only way anything is deleted. Returns how many were deleted."""
-        if not isinstance(older_than, int | float) or older_than < 0:
+    def ended_before(self, older_than: float, *, now: float | None = None) -> _Records:
+        """The ended sessions that ended at least ``older_than`` seconds ago, oldest
+        first: what :meth:`purge` and :meth:`archive` with the same argument touch."""
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, int | float)
+            or not older_than >= 0
+        ):
             raise ConfigurationError("older_than must be a non-negative number of seconds")
         t = self.clock.now() if now is None else now
-        done = 0
         terminal = [s for s in SessionStatus if s.terminal]
-        for r in self.store.query(status=terminal):
-            if r.ended_at is not None and r.ended_at <= t - older_than:
-                self._publish(EventKind.PURGED, r, t)
-                if self.store.delete(r.id):
-                    self._agg.removed(r)
-                    with self._lock:
-                        self._live.pop(r.id, None)
-                    done += 1
-        return done
+        return [
+            r
+            for r in self.store.query(status=terminal)
+            if r.ended_at is not None and r.ended_at <= t - older_than
+        ]
+
+    def purge(
+        self, older_than: float, *, now: float | None = None, progress: Progress | None = None
+    ) -> int:
+        """Delete ended sessions that ended at least ``older_than`` seconds ago —
+        the only way anything is deleted. Returns how many were deleted.
+        ``progress(done, total)`` is called after each candidate."""
+        t = self.clock.now() if now is None else now
+        candidates = self.ended_before(older_than, now=t)
+        deleted = 0
+        for done, r in enumerate(candidates, 1):
+            self._publish(EventKind.PURGED, r, t)
+            if self.store.delete(r.id):
+                self._agg.removed(r)
+                with self._lock:
+                    self._live.pop(r.id, None)
+                deleted += 1
+            if progress is not None:
+                progress(done, len(candidates))
+        return deleted
+
+    def archive(
+        self,
+        write: Callable[[dict[str, Any]], object],
+        *,
+        older_than: float = 0.0,
+        include_archived: bool = False,
+        now: float | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Hand every ended session that ended at least ``older_than`` seconds ago,
+        with its timeline, to ``write`` (one JSON-ready dict per session: ``session``,
+        ``timeline``, ``archived_at``), then note an ``archived`` event on its
+        timeline. Deletes nothing (see :meth:`purge`). Sessions archived before
+        are skipped unless ``include_archived``. Returns how many were written.
+
+        ``write`` runs before the event is recorded: if it raises, the session is
+        not marked and the error propagates."""
+        t = self.clock.now() if now is None else now
+        candidates = self.ended_before(older_than, now=t)
+        written = 0
+        for done, r in enumerate(candidates, 1):
+            timeline = self.store.events(r.id)
+            if include_archived or not any(e.kind is EventKind.ARCHIVED for e in timeline):
+                write(
+                    {
+                        "archived_at": t,
+                        "session": r.to_dict(),
+                        "timeline": [e.to_dict() for e in timeline],
+                    }
+                )
+                self._publish(EventKind.ARCHIVED, r, t)
+                written += 1
+            if progress is not None:
+                progress(done, len(candidates))
+        return written
 
     # ================================================================ observe
 
     def health(self, session_id: str, *, now: float | None = None) -> HealthReport:
-        """The health report of one session (see docs/health.md)."""
-        ms = self._lookup(session_id)
+        """The health report of one session (see docs/health.md).
+
+        For a session that is stored but not loaded in this process, the report
+        is computed from what the store knows: the lifecycle status, the last
+        persisted auth state and the stored token set's expiry (request,
+        heartbeat, breaker and worker signals are unknown and cost nothing).
+        """
         t = self.clock.now() if now is None else now
+        if isinstance(session_id, str) and session_id not in self._live:
+            record = self.record(session_id)
+            return self._stored_health(record, self.store.get_token(session_id), t)
+        ms = self._lookup(session_id)
         s = ms.session.health_signals(t)
         state = ms.machine.health_state(t)
         if ms.record.status.terminal:
@@ -786,6 +952,44 @@ class SessionManager:
         return compute_health(
             replace(s, auth_state=state, heartbeat_ok=ms.heartbeat_ok, worker_errors=worker_errors)
         )
+
+    def _stored_health(
+        self, record: SessionRecord, stored: StoredToken | None, now: float
+    ) -> HealthReport:
+        state = "closed" if record.status.terminal else record.auth_state
+        if stored is None:
+            return compute_health(
+                HealthSignals(freshness="expired", has_token=False, auth_state=state)
+            )
+        policy = self.policy or RefreshPolicy()
+        token = stored.token
+        expires_at = schedule(token, policy, skew=stored.skew).expires_at
+        life = token.lifetime
+        return compute_health(
+            HealthSignals(
+                freshness=freshness(token, now, policy, skew=stored.skew).value,
+                has_token=True,
+                remaining_fraction=max(expires_at - now, 0.0) / life if life > 0 else 0.0,
+                auth_state=state,
+            )
+        )
+
+    def stored_stats(
+        self, *, owner: str | None = None, kind: SessionKind | str | None = None
+    ) -> SessionStats:
+        """Like :meth:`stats`, over every session in the store rather than those this
+        manager created or recovered — for tools working on a shared store. It
+        reads every matching record (O(sessions)); request counts and response
+        times live in the processes that made the requests, so they are not
+        included."""
+        try:
+            k = SessionKind(kind) if kind is not None else None
+        except ValueError:
+            raise ConfigurationError(f"unknown kind {kind!r}") from None
+        agg = Aggregates()
+        for r in self.store.query(owner=owner, kind=k):
+            agg.added(r)
+        return agg.stats(owner=owner, kind=k)
 
     def stats(
         self, *, owner: str | None = None, kind: SessionKind | str | None = None
@@ -803,7 +1007,11 @@ class SessionManager:
         return self.store.events(session_id)
 
     def export(self, session_id: str) -> dict[str, Any]:
-        """Everything known about a session, JSON-ready, secrets excluded."""
+        """Everything known about a session, JSON-ready, secrets excluded.
+
+        For a session not loaded in this process: the record, the stored token
+        set's metadata and a health report from stored data (see :meth:`health`);
+        a token set that cannot be read is reported as ``token_error``."""
         record = self.record(session_id)
         out: dict[str, Any] = {"session": record.to_dict()}
         ms = self._live.get(session_id)
@@ -824,6 +1032,30 @@ class SessionManager:
             )
             out["auth_state"] = ms.machine.state.value
             out["requests"] = _window_dict(ms.session)
+        else:  # not loaded here: what the store knows
+            out["auth_state"] = record.auth_state
+            try:
+                stored = self.store.get_token(session_id)
+            except StoreUnavailableError:
+                raise
+            except StoreError as exc:  # unreadable (wrong key, corrupt): say so, go on
+                out["token"] = None
+                out["token_error"] = type(exc).__name__
+            else:
+                out["health"] = self._stored_health(record, stored, self.clock.now()).to_dict()
+                out["token"] = (
+                    None
+                    if stored is None
+                    else {
+                        "token_type": stored.token.token_type,
+                        "scope": stored.token.scope,
+                        "issued_at": stored.token.issued_at,
+                        "expires_at": stored.token.expires_at,
+                        "has_refresh_token": stored.token.refresh_token is not None,
+                        "stored_version": stored.version,
+                        "updated_at": stored.updated_at,
+                    }
+                )
         out["timeline"] = [e.to_dict() for e in self.store.events(session_id)]
         return out
 
@@ -855,7 +1087,15 @@ class SessionManager:
         try:
             self.store.append_event(record.id, event)
         except AuthpulseError:
-            log.warning("could not append to the timeline of %s", record.id)
+            log.warning(
+                "could not append to the timeline of %s",
+                record.id,
+                extra={
+                    "authpulse_event": "timeline_append_failed",
+                    "authpulse_session": record.id,
+                    "authpulse_kind": event_kind.value,
+                },
+            )
         self.events.publish(event)
 
     def _fire(self, ms: ManagedSession, event: AuthEvent, *, now: float | None = None) -> None:
@@ -865,7 +1105,17 @@ class SessionManager:
             try:
                 tr = ms.machine.fire(event, now=t, guards=guards)
             except IllegalTransition:
-                log.debug("ignored %s in state %s", event.value, ms.machine.state.value)
+                log.debug(
+                    "ignored %s in state %s",
+                    event.value,
+                    ms.machine.state.value,
+                    extra={
+                        "authpulse_event": "transition_ignored",
+                        "authpulse_session": ms.id,
+                        "authpulse_kind": event.value,
+                        "authpulse_state": ms.machine.state.value,
+                    },
+                )
                 return
         if tr.changed:
             self._publish(
@@ -878,7 +1128,14 @@ class SessionManager:
                 try:
                     self._write(ms, lambda r: replace(r, auth_state=tr.to_state.value))
                 except AuthpulseError:
-                    log.debug("could not persist auth state of %s", ms.id)
+                    log.debug(
+                        "could not persist auth state of %s",
+                        ms.id,
+                        extra={
+                            "authpulse_event": "auth_state_not_persisted",
+                            "authpulse_session": ms.id,
+                        },
+                    )
             if tr.to_state in ms.machine.limits and ms.machine.stuck_after is not None:
                 self._push(ms.machine.stuck_after + 1e-6, ms.id, "stuck")
 
@@ -1016,7 +1273,17 @@ class SessionManager:
                         )
             except Exception as exc:  # one bad session never stops the tick
                 counts.errors += 1
-                log.exception("maintenance of session %s failed (%s)", sid, type(exc).__name__)
+                log.exception(
+                    "maintenance of session %s failed (%s)",
+                    sid,
+                    type(exc).__name__,
+                    extra={
+                        "authpulse_event": "maintenance_failed",
+                        "authpulse_session": sid,
+                        "authpulse_kind": kind,
+                        "authpulse_error": type(exc).__name__,
+                    },
+                )
 
     def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: _TickCounts) -> None:
         r, s = ms.record, self.settings
@@ -1071,7 +1338,7 @@ class SessionManager:
             else:
                 ok = bool(probe(ms))
         except Exception as exc:
-            log.warning("heartbeat of %s raised %s", ms.id, type(exc).__name__)
+            _heartbeat_raised(ms, exc)
             ok = False
         self._heartbeat_done(ms, ok)
         return ok
@@ -1111,7 +1378,11 @@ class SessionManager:
                 counts.heartbeat_failures += not self._probe_one(ms)
         except Exception as exc:
             counts.errors += 1
-            log.exception("maintenance tick failed (%s)", type(exc).__name__)
+            log.exception(
+                "maintenance tick failed (%s)",
+                type(exc).__name__,
+                extra={"authpulse_event": "tick_failed", "authpulse_error": type(exc).__name__},
+            )
         return self._finish(t, counts)
 
     async def atick(self, now: float | None = None) -> TickReport:
@@ -1145,7 +1416,7 @@ class SessionManager:
                         r = p(ms)
                         ok = bool(await r) if inspect.isawaitable(r) else bool(r)
                 except Exception as exc:
-                    log.warning("heartbeat of %s raised %s", ms.id, type(exc).__name__)
+                    _heartbeat_raised(ms, exc)
                     ok = False
                 self._heartbeat_done(ms, ok)
                 return ok
@@ -1158,7 +1429,11 @@ class SessionManager:
             counts.heartbeat_failures = len(probes) - sum(probes)
         except Exception as exc:
             counts.errors += 1
-            log.exception("maintenance tick failed (%s)", type(exc).__name__)
+            log.exception(
+                "maintenance tick failed (%s)",
+                type(exc).__name__,
+                extra={"authpulse_event": "tick_failed", "authpulse_error": type(exc).__name__},
+            )
         return self._finish(t, counts)
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -1310,6 +1585,22 @@ class SessionManager:
 
     async def apurge(self, older_than: float) -> int:
         return self.purge(older_than)
+
+    async def acancel_stored(self, session_id: str, reason: str | None = None) -> SessionRecord:
+        return self.cancel_stored(session_id, reason)
+
+
+def _heartbeat_raised(ms: ManagedSession, exc: BaseException) -> None:
+    log.warning(
+        "heartbeat of %s raised %s",
+        ms.id,
+        type(exc).__name__,
+        extra={
+            "authpulse_event": "heartbeat_failed",
+            "authpulse_session": ms.id,
+            "authpulse_error": type(exc).__name__,
+        },
+    )
 
 
 def _window_dict(session: Session) -> dict[str, Any]:

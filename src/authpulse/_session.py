@@ -24,7 +24,7 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._breaker import BreakerPolicy, BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
@@ -38,13 +38,17 @@ from ._errors import (
     UsageError,
 )
 from ._health import HealthReport, HealthSignals, compute_health
-from ._http import httpx, parse_origins
+from ._http import async_client_for, client_for, httpx, parse_origins
 from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
 from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
 from ._stats import RequestStats, RequestWindow
 from ._store import SessionStore
 from ._tokens import JWTVerifier, TokenSet
+
+if TYPE_CHECKING:
+    from ._auth import SessionAuth
+    from ._http import AnyAsyncTransport, AnyTransport
 
 __all__ = ["RefreshStats", "Session", "TokenUpdateHook"]
 
@@ -156,8 +160,8 @@ class Session:
         on_token_update: TokenUpdateHook | None = None,
         verifier: JWTVerifier | None = None,
         origins: Iterable[str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        async_transport: httpx.AsyncBaseTransport | None = None,
+        transport: AnyTransport | None = None,
+        async_transport: AnyAsyncTransport | None = None,
         seed: int | None = None,
         rng: random.Random | None = None,
         name: str | None = None,
@@ -345,7 +349,14 @@ class Session:
             try:
                 hook(ok, latency)
             except Exception:  # observers never break a request
-                log.exception("on_request hook failed")
+                log.exception(
+                    "on_request hook failed",
+                    extra={
+                        "authpulse_event": "hook_failed",
+                        "authpulse_session": self.name,
+                        "authpulse_hook": "on_request",
+                    },
+                )
 
     def freshness(self, now: float | None = None) -> Freshness:
         """FRESH, STALE or EXPIRED at ``now`` (default: the clock's now)."""
@@ -424,7 +435,15 @@ class Session:
             try:
                 fn(kind, fields)
             except Exception:  # a listener must never break a refresh
-                log.exception("authpulse listener failed on %s", kind)
+                log.exception(
+                    "authpulse listener failed on %s",
+                    kind,
+                    extra={
+                        "authpulse_event": "listener_failed",
+                        "authpulse_session": self.name,
+                        "authpulse_kind": kind,
+                    },
+                )
 
     # ------------------------------------------------------------------ sync API
 
@@ -479,8 +498,10 @@ class Session:
 
     # -------------------------------------------------------------- httpx glue
 
-    def auth(self, *, origins: Iterable[str] | None = None) -> httpx.Auth:
-        """An ``httpx.Auth`` for any ``httpx.Client`` / ``AsyncClient``.
+    def auth(self, *, origins: Iterable[str] | None = None) -> SessionAuth:
+        """An ``httpx.Auth`` for any ``httpx.Client`` / ``AsyncClient`` — and an
+        ``httpx2.Auth`` for any ``httpx2.Client`` / ``AsyncClient``: one object
+        plugs into either library's clients.
 
         It sets ``Authorization`` on requests to ``origins`` (default: the
         session's ``origins``; if neither is given, every origin — httpx
@@ -579,14 +600,14 @@ class Session:
 
     def _sync_client(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(transport=self._transport, follow_redirects=False)
+            self._http = client_for(self._transport, follow_redirects=False)
         return self._http
 
     def _async_client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._ahttp is None or self._ahttp_loop is not loop:
             # An AsyncClient's connections belong to one event loop.
-            self._ahttp = httpx.AsyncClient(transport=self._async_transport, follow_redirects=False)
+            self._ahttp = async_client_for(self._async_transport, follow_redirects=False)
             self._ahttp_loop = loop
         return self._ahttp
 
@@ -639,7 +660,14 @@ class Session:
             self._emit("primary_recovered", previous_level=previous_level)
         log.info(
             "token refreshed",
-            extra={"authpulse_session": self.name, "reason": reason, "generation": cur.generation},
+            extra={
+                "authpulse_event": "refreshed",
+                "authpulse_session": self.name,
+                "authpulse_reason": reason,
+                "authpulse_generation": cur.generation,
+                "authpulse_level": fetched.level,
+                "authpulse_adopted": adopted,
+            },
         )
         return cur
 
@@ -677,9 +705,13 @@ class Session:
             "token refresh failed: %s",
             self._last_error,
             extra={
+                "authpulse_event": "refresh_failed",
                 "authpulse_session": self.name,
-                "reason": reason,
-                "error_class": self._last_error_class,
+                "authpulse_reason": reason,
+                "authpulse_generation": self._generation,
+                "authpulse_error": type(exc).__name__,
+                "authpulse_error_class": self._last_error_class,
+                "authpulse_consecutive_failures": self._consecutive_failures,
             },
         )
 
@@ -696,7 +728,12 @@ class Session:
         log.error(
             "on_token_update hook raised %s; the new token is installed anyway",
             type(exc).__name__,
-            extra={"authpulse_session": self.name},
+            extra={
+                "authpulse_event": "hook_failed",
+                "authpulse_session": self.name,
+                "authpulse_hook": "on_token_update",
+                "authpulse_error": type(exc).__name__,
+            },
         )
 
     # -- claiming the flight ----------------------------------------------------------
