@@ -6,6 +6,8 @@
 #   redis-server   the Redis store tests (tests/_redis.py)
 #   node, npm      the real OpenID Connect provider (tests/idp, tests/_idp.py);
 #                  its packages are installed by the test fixture (npm ci)
+#   chromium,      the dashboard's browser tests (tests/test_web_browser.py), driven
+#   chromium-driver  by the playwright package (the dev extra) with Debian's chromium
 set -euo pipefail
 
 # oidc-provider 9 (tests/idp) needs Node.js 20.18 or later
@@ -23,6 +25,7 @@ if ! command -v node >/dev/null 2>&1; then
 elif ! command -v npm >/dev/null 2>&1; then
     need+=(npm)
 fi
+[ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
     if is_root && command -v apt-get >/dev/null 2>&1; then
