@@ -32,9 +32,12 @@ from ._common import (
     CLIENT_ID,
     CLIENT_SECRET,
     Section,
+    authlib_http,
     authlib_httpx,
     fmt_ratio,
     fmt_us,
+    frozen_gc,
+    http_label,
     httpx_auth_module,
     median,
     now_ns,
@@ -48,6 +51,7 @@ PATH = "/resource"
 ACCESS_TOKEN = "at_bench"
 TOKEN_BODY = {"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600}
 TARGET = 1.05
+RAW = "raw httpx"
 AUTH_ONLY = "authpulse auth only"
 
 
@@ -59,19 +63,21 @@ class TrivialServer:
     only to check the wiring, never while timing).
     """
 
-    __slots__ = ("authorization", "requests")
+    __slots__ = ("_response", "authorization", "http", "requests")
 
-    def __init__(self) -> None:
+    def __init__(self, http: Any = httpx) -> None:
+        self.http = http  # httpx, or the httpx2 fork for authlib when it runs on it
+        self._response = http.Response
         self.requests = 0
         self.authorization: list[str | None] | None = None
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: Any) -> Any:
         self.requests += 1
         if self.authorization is not None:
             self.authorization.append(request.headers.get("authorization"))
         if request.method == "POST":
-            return httpx.Response(200, json=TOKEN_BODY)
-        return httpx.Response(200)
+            return self._response(200, json=TOKEN_BODY)
+        return self._response(200)
 
 
 @dataclass
@@ -80,6 +86,7 @@ class Contender:
     client: Any  # httpx.Client or httpx.AsyncClient (authlib's are subclasses)
     server: TrivialServer
     expected_authorization: str
+    baseline: str = RAW  # the raw client its blocks are paired with
 
 
 @dataclass
@@ -103,10 +110,14 @@ class OverheadResult:
     blocks: int
     pairs: dict[str, dict[str, PairStats]]
     requests_served: dict[str, dict[str, int]]
+    #: library -> the raw client it was paired with ("raw httpx", or "raw httpx2")
+    baselines: dict[str, str]
+    #: the HTTP library authlib ran on, e.g. "httpx 0.28.1"
+    authlib_on: str
 
 
-def _transport(server: TrivialServer) -> httpx.MockTransport:
-    return httpx.MockTransport(server)
+def _transport(server: TrivialServer) -> Any:
+    return server.http.MockTransport(server)
 
 
 def _authlib_token() -> dict[str, Any]:
@@ -127,6 +138,10 @@ def _session(server: TrivialServer) -> authpulse.Session:
     )
 
 
+def _raw_name(http: Any) -> str:
+    return f"raw {http.__name__}"
+
+
 def _check(c: Contender) -> None:
     if c.server.authorization is None or c.server.authorization[-1:] != [c.expected_authorization]:
         raise RuntimeError(
@@ -139,7 +154,7 @@ def _check(c: Contender) -> None:
 # -------------------------------------------------------------------------- sync
 
 
-def _sync_contenders(stack: ExitStack) -> tuple[Contender, list[Contender]]:
+def _sync_contenders(stack: ExitStack) -> tuple[list[Contender], list[Contender]]:
     raw_srv = TrivialServer()
     raw = Contender(
         "raw httpx",
@@ -167,7 +182,8 @@ def _sync_contenders(stack: ExitStack) -> tuple[Contender, list[Contender]]:
         f"Bearer {ACCESS_TOKEN}",
     )
 
-    al_srv = TrivialServer()
+    al_http = authlib_http()
+    al_srv = TrivialServer(al_http)
     al_client = authlib_httpx().OAuth2Client(
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
@@ -177,7 +193,15 @@ def _sync_contenders(stack: ExitStack) -> tuple[Contender, list[Contender]]:
         transport=_transport(al_srv),
     )
     stack.callback(al_client.close)
-    al = Contender("authlib", al_client, al_srv, f"Bearer {ACCESS_TOKEN}")
+    al = Contender("authlib", al_client, al_srv, f"Bearer {ACCESS_TOKEN}", _raw_name(al_http))
+    raws = [raw]
+    if al_http is not httpx:  # authlib on the httpx2 fork: pair it with raw httpx2
+        r2_srv = TrivialServer(al_http)
+        r2_client = al_http.Client(
+            base_url=API_URL, headers={"Authorization": "Bearer x"}, transport=_transport(r2_srv)
+        )
+        stack.callback(r2_client.close)
+        raws.append(Contender(_raw_name(al_http), r2_client, r2_srv, "Bearer x"))
 
     hx = httpx_auth_module()
     hx.OAuth2.token_cache.clear()
@@ -205,13 +229,13 @@ def _sync_contenders(stack: ExitStack) -> tuple[Contender, list[Contender]]:
         f"Bearer {ACCESS_TOKEN}",
     )
     contenders = [ap, ao, al, hxc]
-    for c in [raw, *contenders]:
+    for c in [*raws, *contenders]:
         c.server.authorization = []
         r = c.client.get(PATH)  # httpx-auth fetches its token on this first request
         if r.status_code != 200:
             raise RuntimeError(f"{c.name}: HTTP {r.status_code} before timing")
         _check(c)
-    return raw, contenders
+    return raws, contenders
 
 
 def _block_sync(client: Any, n: int) -> tuple[int, int]:
@@ -225,9 +249,14 @@ def _block_sync(client: Any, n: int) -> tuple[int, int]:
 
 
 def _pairs_sync(
-    raw: Contender, contenders: Sequence[Contender], blocks: int, per_block: int, warmup: int
+    raws: Sequence[Contender],
+    contenders: Sequence[Contender],
+    blocks: int,
+    per_block: int,
+    warmup: int,
 ) -> dict[str, PairStats]:
-    for c in [raw, *contenders]:
+    by_name = {r.name: r for r in raws}
+    for c in [*raws, *contenders]:
         for _ in range(warmup):
             _block_sync(c.client, per_block)
     stats = {c.name: PairStats() for c in contenders}
@@ -235,13 +264,14 @@ def _pairs_sync(
     for r in range(blocks):
         for i in range(k):
             c = contenders[(r + i) % k]
+            raw = by_name[c.baseline].client
             gc.collect()
             if (r + i) % 2 == 0:
-                a, bad_a = _block_sync(raw.client, per_block)
+                a, bad_a = _block_sync(raw, per_block)
                 b, bad_b = _block_sync(c.client, per_block)
             else:
                 b, bad_b = _block_sync(c.client, per_block)
-                a, bad_a = _block_sync(raw.client, per_block)
+                a, bad_a = _block_sync(raw, per_block)
             s = stats[c.name]
             s.a_ns.append(a)
             s.b_ns.append(b)
@@ -252,7 +282,9 @@ def _pairs_sync(
 # ------------------------------------------------------------------------- async
 
 
-async def _async_contenders(stack: AsyncExitStack) -> tuple[Contender, list[Contender]]:
+async def _async_contenders(
+    stack: AsyncExitStack,
+) -> tuple[list[Contender], list[Contender]]:
     raw_srv = TrivialServer()
     raw = Contender(
         "raw httpx",
@@ -280,7 +312,8 @@ async def _async_contenders(stack: AsyncExitStack) -> tuple[Contender, list[Cont
         f"Bearer {ACCESS_TOKEN}",
     )
 
-    al_srv = TrivialServer()
+    al_http = authlib_http()
+    al_srv = TrivialServer(al_http)
     al_client = authlib_httpx().AsyncOAuth2Client(
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
@@ -290,7 +323,15 @@ async def _async_contenders(stack: AsyncExitStack) -> tuple[Contender, list[Cont
         transport=_transport(al_srv),
     )
     stack.push_async_callback(al_client.aclose)
-    al = Contender("authlib", al_client, al_srv, f"Bearer {ACCESS_TOKEN}")
+    al = Contender("authlib", al_client, al_srv, f"Bearer {ACCESS_TOKEN}", _raw_name(al_http))
+    raws = [raw]
+    if al_http is not httpx:  # authlib on the httpx2 fork: pair it with raw httpx2
+        r2_srv = TrivialServer(al_http)
+        r2_client = al_http.AsyncClient(
+            base_url=API_URL, headers={"Authorization": "Bearer x"}, transport=_transport(r2_srv)
+        )
+        stack.push_async_callback(r2_client.aclose)
+        raws.append(Contender(_raw_name(al_http), r2_client, r2_srv, "Bearer x"))
 
     hx = httpx_auth_module()
     hx.OAuth2.token_cache.clear()
@@ -318,13 +359,13 @@ async def _async_contenders(stack: AsyncExitStack) -> tuple[Contender, list[Cont
         f"Bearer {ACCESS_TOKEN}",
     )
     contenders = [ap, ao, al, hxc]
-    for c in [raw, *contenders]:
+    for c in [*raws, *contenders]:
         c.server.authorization = []
         r = await c.client.get(PATH)
         if r.status_code != 200:
             raise RuntimeError(f"{c.name}: HTTP {r.status_code} before timing")
         _check(c)
-    return raw, contenders
+    return raws, contenders
 
 
 async def _block_async(client: Any, n: int) -> tuple[int, int]:
@@ -338,9 +379,14 @@ async def _block_async(client: Any, n: int) -> tuple[int, int]:
 
 
 async def _pairs_async(
-    raw: Contender, contenders: Sequence[Contender], blocks: int, per_block: int, warmup: int
+    raws: Sequence[Contender],
+    contenders: Sequence[Contender],
+    blocks: int,
+    per_block: int,
+    warmup: int,
 ) -> dict[str, PairStats]:
-    for c in [raw, *contenders]:
+    by_name = {r.name: r for r in raws}
+    for c in [*raws, *contenders]:
         for _ in range(warmup):
             await _block_async(c.client, per_block)
     stats = {c.name: PairStats() for c in contenders}
@@ -348,13 +394,14 @@ async def _pairs_async(
     for r in range(blocks):
         for i in range(k):
             c = contenders[(r + i) % k]
+            raw = by_name[c.baseline].client
             gc.collect()
             if (r + i) % 2 == 0:
-                a, bad_a = await _block_async(raw.client, per_block)
+                a, bad_a = await _block_async(raw, per_block)
                 b, bad_b = await _block_async(c.client, per_block)
             else:
                 b, bad_b = await _block_async(c.client, per_block)
-                a, bad_a = await _block_async(raw.client, per_block)
+                a, bad_a = await _block_async(raw, per_block)
             s = stats[c.name]
             s.a_ns.append(a)
             s.b_ns.append(b)
@@ -366,9 +413,9 @@ async def _run_async(
     blocks: int, per_block: int, warmup: int
 ) -> tuple[dict[str, PairStats], dict[str, int]]:
     async with AsyncExitStack() as stack:
-        raw, contenders = await _async_contenders(stack)
-        stats = await _pairs_async(raw, contenders, blocks, per_block, warmup)
-        served = {c.name: c.server.requests for c in [raw, *contenders]}
+        raws, contenders = await _async_contenders(stack)
+        stats = await _pairs_async(raws, contenders, blocks, per_block, warmup)
+        served = {c.name: c.server.requests for c in [*raws, *contenders]}
     return stats, served
 
 
@@ -377,16 +424,20 @@ async def _run_async(
 
 def measure(*, blocks: int = 30, per_block: int = 300, warmup: int = 2) -> OverheadResult:
     """Time ``blocks`` pairs of ``per_block`` requests per library, sync then async."""
-    with ExitStack() as stack:
-        raw, contenders = _sync_contenders(stack)
-        sync_stats = _pairs_sync(raw, contenders, blocks, per_block, warmup)
-        sync_served = {c.name: c.server.requests for c in [raw, *contenders]}
-    async_stats, async_served = asyncio.run(_run_async(blocks, per_block, warmup))
+    with frozen_gc(), ExitStack() as stack:
+        raws, contenders = _sync_contenders(stack)
+        sync_stats = _pairs_sync(raws, contenders, blocks, per_block, warmup)
+        sync_served = {c.name: c.server.requests for c in [*raws, *contenders]}
+        baselines = {c.name: c.baseline for c in contenders}
+    with frozen_gc():
+        async_stats, async_served = asyncio.run(_run_async(blocks, per_block, warmup))
     return OverheadResult(
         per_block=per_block,
         blocks=blocks,
         pairs={"sync": sync_stats, "async": async_stats},
         requests_served={"sync": sync_served, "async": async_served},
+        baselines=baselines,
+        authlib_on=http_label(authlib_http()),
     )
 
 
@@ -413,10 +464,12 @@ def section(result: OverheadResult) -> Section:
                 mark = "(diagnostic)"
             else:
                 mark = "(peer)"
+            baseline = result.baselines.get(name, RAW)
+            label = name if baseline == RAW else f"{name} (vs {baseline})"
             rows.append(
                 [
                     mode,
-                    name,
+                    label,
                     fmt_us(a_req),
                     fmt_us(b_req),
                     f"{delta / 1e3:+.1f} µs",
@@ -430,6 +483,7 @@ def section(result: OverheadResult) -> Section:
                 {
                     "mode": mode,
                     "library": name,
+                    "baseline": baseline,
                     "median_ratio": med,
                     "ratio_q1": q1,
                     "ratio_q3": q3,
@@ -442,6 +496,14 @@ def section(result: OverheadResult) -> Section:
                 }
             )
     data["requests_served"] = result.requests_served
+    data["authlib_on"] = result.authlib_on
+    if any(b != RAW for b in result.baselines.values()):
+        authlib_note = (
+            f"authlib ran on {result.authlib_on} (the fork it prefers when installed), so its "
+            "blocks are paired with a raw client of that library, same headers and handler."
+        )
+    else:
+        authlib_note = f"authlib ran on {result.authlib_on}."
     return Section(
         key="overhead",
         title="1. Per-request overhead vs raw httpx (FRESH token, MockTransport)",
@@ -454,7 +516,7 @@ def section(result: OverheadResult) -> Section:
         headers=[
             "mode",
             "library",
-            "raw httpx /req",
+            "raw /req",
             "library /req",
             "Δ /req",
             "median ratio",
@@ -467,7 +529,7 @@ def section(result: OverheadResult) -> Section:
             "authpulse: `authpulse.Client(session, base_url=…)` / `AsyncClient`; the session "
             "uses `ClientCredentials` and the real `SystemClock`, token (1 h) pre-fetched.",
             "authlib: `OAuth2Client` / `AsyncOAuth2Client` with a pre-set token dict "
-            "(expires in 1 h) and `token_endpoint` on the same MockTransport.",
+            "(expires in 1 h) and `token_endpoint` on the same MockTransport. " + authlib_note,
             "httpx-auth: `httpx.Client(auth=OAuth2ClientCredentials(…, client=httpx.Client("
             "transport=MockTransport)))` — its documented `client=` argument, no monkeypatching; "
             "token fetched on the first request, before timing. Async: the same auth object on "

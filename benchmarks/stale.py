@@ -37,6 +37,7 @@ from ._common import (
     TOKEN_LATENCY,
     Section,
     fmt_us,
+    frozen_gc,
     now_ns,
     percentile,
     target_mark,
@@ -195,10 +196,11 @@ async def _async(rounds: int, warmup: int, latency: float) -> ModeResult:
 def measure(
     *, rounds: int = 30, warmup: int = 2, latency: float = TOKEN_LATENCY
 ) -> dict[str, ModeResult]:
-    return {
-        "sync": _sync(rounds, warmup, latency),
-        "async": asyncio.run(_async(rounds, warmup, latency)),
-    }
+    with frozen_gc():
+        return {
+            "sync": _sync(rounds, warmup, latency),
+            "async": asyncio.run(_async(rounds, warmup, latency)),
+        }
 
 
 def section(results: dict[str, ModeResult], *, rounds: int, warmup: int, latency: float) -> Section:

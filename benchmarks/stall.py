@@ -38,8 +38,11 @@ from ._common import (
     aattempt,
     arouter,
     authlib_expired_token,
+    authlib_http,
     authlib_httpx,
+    authlib_note,
     fmt_ms,
+    frozen_gc,
     httpx_auth_module,
     median,
     now_ns,
@@ -156,7 +159,7 @@ async def _authlib(latency: float) -> AsyncIterator[tuple[FakeIdP | None, Arm]]:
         token=authlib_expired_token(idp.issue_refresh_token()),
         token_endpoint=idp.token_url,
         base_url=api.base_url,
-        transport=arouter(idp, api),
+        transport=arouter(idp, api, authlib_http()),
     )
     try:
 
@@ -210,7 +213,7 @@ RIGS: list[tuple[str, Callable[[float], Any]]] = [
 ]
 
 
-async def _measure(reps: int, latency: float) -> list[Row]:
+async def _measure(reps: int, latency: float, warmup: bool) -> list[Row]:
     rows: list[Row] = []
     idle = Row("idle loop, nothing running (floor)")
     for _ in range(reps):
@@ -221,7 +224,8 @@ async def _measure(reps: int, latency: float) -> list[Row]:
     for label, rig in RIGS:
         row = Row(label)
         async with rig(latency) as (idp, arm):
-            await _watch(arm(), Outcome())  # warm-up repetition, not recorded
+            if warmup:
+                await _watch(arm(), Outcome())  # not recorded
             for _ in range(reps):
                 trigger = arm()
                 gc.collect()
@@ -233,8 +237,10 @@ async def _measure(reps: int, latency: float) -> list[Row]:
     return rows
 
 
-def measure(*, reps: int = 20, latency: float = TOKEN_LATENCY) -> list[Row]:
-    return asyncio.run(_measure(reps, latency))
+def measure(*, reps: int = 20, latency: float = TOKEN_LATENCY, warmup: bool = True) -> list[Row]:
+    """``warmup=False`` skips the untimed warm-up repetition (for the smoke test)."""
+    with frozen_gc():
+        return asyncio.run(_measure(reps, latency, warmup))
 
 
 def section(rows: list[Row], *, latency: float) -> Section:
@@ -298,7 +304,8 @@ def section(rows: list[Row], *, latency: float) -> Section:
             "advanced past expiry before each repetition; the refresh runs as a task and the "
             "request awaits it.",
             "authlib: `AsyncOAuth2Client` whose token's `expires_at` is set an hour back before "
-            "each repetition; it refreshes under its anyio lock through its own transport.",
+            "each repetition; it refreshes under its anyio lock through its own transport. "
+            + authlib_note(),
             "httpx-auth: `OAuth2ClientCredentials` on `httpx.AsyncClient`, its token cache "
             "cleared before each repetition. httpx-auth has no async token fetch: the "
             "`client=` it uses is a sync `httpx.Client` on the FakeIdP's sync transport "

@@ -38,10 +38,13 @@ from ._common import (
     arouter,
     attempt,
     authlib_expired_token,
+    authlib_http,
     authlib_httpx,
+    authlib_note,
     expired_token_set,
     fmt_ms,
     fmt_range,
+    frozen_gc,
     httpx_auth_module,
     median,
     now_ns,
@@ -148,7 +151,9 @@ def _authpulse_sync(grant: str, latency: float) -> Iterator[tuple[FakeIdP, SyncC
 def _authlib_sync(grant: str, latency: float) -> Iterator[tuple[FakeIdP, SyncCall]]:
     idp, api = _idp(latency)
     client = authlib_httpx().OAuth2Client(
-        **_authlib_kwargs(idp, grant), base_url=api.base_url, transport=router(idp, api)
+        **_authlib_kwargs(idp, grant),
+        base_url=api.base_url,
+        transport=router(idp, api, authlib_http()),
     )
     try:
         yield idp, lambda: client.get(PATH)
@@ -223,10 +228,12 @@ def _sync_row(
     per_thread: int,
     repeats: int,
     latency: float,
+    warmup: bool = True,
 ) -> Row:
     row = Row("sync", library, grant)
-    with rig(latency) as (_, call):  # warm-up on a throwaway rig, small stampede
-        _threaded(call, 2, 1)
+    if warmup:
+        with rig(latency) as (_, call):  # on a throwaway rig, a small stampede
+            _threaded(call, 2, 1)
     for _ in range(repeats):
         with rig(latency) as (idp, call):
             gc.collect()
@@ -258,7 +265,9 @@ async def _authpulse_async(grant: str, latency: float) -> AsyncIterator[tuple[Fa
 async def _authlib_async(grant: str, latency: float) -> AsyncIterator[tuple[FakeIdP, AsyncCall]]:
     idp, api = _idp(latency)
     client = authlib_httpx().AsyncOAuth2Client(
-        **_authlib_kwargs(idp, grant), base_url=api.base_url, transport=arouter(idp, api)
+        **_authlib_kwargs(idp, grant),
+        base_url=api.base_url,
+        transport=arouter(idp, api, authlib_http()),
     )
     try:
         yield idp, lambda: client.get(PATH)
@@ -312,12 +321,15 @@ async def _gathered(call: AsyncCall, n: int) -> tuple[Outcome, int]:
     return outcome, now_ns() - t0
 
 
-async def _async_rows(*, coroutines: int, repeats: int, latency: float) -> list[Row]:
+async def _async_rows(
+    *, coroutines: int, repeats: int, latency: float, warmup: bool = True
+) -> list[Row]:
     rows = []
     for library, grant, rig in ASYNC_RIGS:
         row = Row("async", library, grant)
-        async with rig(latency) as (_, call):  # warm-up
-            await _gathered(call, 2)
+        if warmup:
+            async with rig(latency) as (_, call):
+                await _gathered(call, 2)
         for _ in range(repeats):
             async with rig(latency) as (idp, call):
                 gc.collect()
@@ -338,6 +350,15 @@ def measure(
     coroutines: int = 200,
     repeats: int = 5,
     latency: float = TOKEN_LATENCY,
+    warmup: bool = True,
+) -> list[Row]:
+    """``warmup=False`` skips the untimed warm-up runs (for the smoke test)."""
+    with frozen_gc():
+        return _measure(threads, per_thread, coroutines, repeats, latency, warmup)
+
+
+def _measure(
+    threads: int, per_thread: int, coroutines: int, repeats: int, latency: float, warmup: bool
 ) -> list[Row]:
     rows = [
         _sync_row(
@@ -348,10 +369,13 @@ def measure(
             per_thread=per_thread,
             repeats=repeats,
             latency=latency,
+            warmup=warmup,
         )
         for library, grant, rig in SYNC_RIGS
     ]
-    rows += asyncio.run(_async_rows(coroutines=coroutines, repeats=repeats, latency=latency))
+    rows += asyncio.run(
+        _async_rows(coroutines=coroutines, repeats=repeats, latency=latency, warmup=warmup)
+    )
     return rows
 
 
@@ -432,7 +456,7 @@ def section(
         "authlib: one shared `OAuth2Client` / `AsyncOAuth2Client` with an expired token dict "
         "(with the refresh token, or `grant_type='client_credentials'` in its metadata) and "
         "`token_endpoint` on its own transport, routed by host to the FakeIdP and the FakeAPI "
-        "(authlib sends token requests through the client itself).",
+        "(authlib sends token requests through the client itself). " + authlib_note(),
         "httpx-auth: `OAuth2ClientCredentials(…, client=httpx.Client(transport=idp.transport))` "
         "(it has no refresh-token grant for a client without a user flow); its global token "
         "cache is primed with a token that is already inside its 30 s `early_expiry`. Under "
