@@ -88,6 +88,7 @@ from ._retry import TokenRetry as TokenRetry
 from ._session import RefreshStats as RefreshStats
 from ._session import Session as Session
 from ._session import TokenUpdateHook as TokenUpdateHook
+from ._settings import AuthpulseSettings as AuthpulseSettings
 from ._sources import CallableSource as CallableSource
 from ._sources import ClientCredentials as ClientCredentials
 from ._sources import FetchContext as FetchContext
@@ -117,6 +118,8 @@ from ._tokens import JWTVerifier as JWTVerifier
 from ._tokens import TokenSet as TokenSet
 from ._tokens import parse_token_response as parse_token_response
 from ._version import __version__ as __version__
+from ._web import Dashboard as Dashboard
+from ._web import DashboardServer as DashboardServer
 
 __all__ = [
     "AsyncCacheTransport",
@@ -125,6 +128,7 @@ __all__ = [
     "AuthEvent",
     "AuthState",
     "AuthpulseError",
+    "AuthpulseSettings",
     "Band",
     "BreakerPolicy",
     "BreakerRegistry",
@@ -143,6 +147,8 @@ __all__ = [
     "ConfigurationError",
     "CorruptRecordError",
     "CredentialsUnavailableError",
+    "Dashboard",
+    "DashboardServer",
     "DecryptionError",
     "ErrorClass",
     "ErrorDetails",
