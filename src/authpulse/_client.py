@@ -20,7 +20,8 @@ default backend's (see ``_http``).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._breaker import BreakerPolicy, BreakerRegistry
 from ._cache import AsyncCacheTransport, CachePolicy, CacheTransport, ResponseCache
@@ -120,6 +121,44 @@ def _base_transport(hx: HttpModule, kwargs: dict[str, Any], *, sync: bool) -> An
     return base
 
 
+_C = TypeVar("_C")
+
+
+def _stack(
+    session: Session,
+    base: Any,
+    retry: RetryArg,
+    breaker: BreakerArg,
+    cache: CacheArg,
+    retry_cls: Callable[..., Any],
+    cache_cls: Callable[..., _C],
+) -> tuple[Any, ResponseCache | None, _C | None]:
+    """Wrap ``base`` in the retry/breaker layer and the cache, as asked (one
+    implementation for the sync and async clients: only the classes differ)."""
+    transport: Any = base
+    if retry is not False or breaker is not False:
+        transport = retry_cls(
+            base,
+            policy=_retry_policy(retry),
+            clock=session.clock,
+            breakers=_breakers(session, breaker),
+            on_event=session._api_event,
+            events=_SESSION_EVENTS,
+        )
+    parts = _cache_parts(cache)
+    if parts is None:
+        return transport, None, None
+    layer = cache_cls(
+        transport,
+        cache=parts[0],
+        policy=parts[1],
+        clock=session.clock,
+        identity=session.identity,
+        on_event=session._api_event,
+    )
+    return layer, parts[0], layer
+
+
 class SessionClientMixin:
     """What makes an HTTP library's ``Client`` an ``authpulse.Client`` (one
     implementation for httpx and httpx2: the library is the class's other base).
@@ -146,29 +185,10 @@ class SessionClientMixin:
     ) -> None:
         _check(session, kwargs)
         base = _base_transport(backend_for(self), kwargs, sync=True)
-        transport: Any = base
-        if retry is not False or breaker is not False:
-            transport = RetryTransport(
-                base,
-                policy=_retry_policy(retry),
-                clock=session.clock,
-                breakers=_breakers(session, breaker),
-                on_event=session._api_event,
-                events=_SESSION_EVENTS,
-            )
-        parts = _cache_parts(cache)
-        self.cache: ResponseCache | None = None
-        self._cache_transport: CacheTransport | None = None
-        if parts is not None:
-            self.cache = parts[0]
-            transport = self._cache_transport = CacheTransport(
-                transport,
-                cache=parts[0],
-                policy=parts[1],
-                clock=session.clock,
-                identity=session.identity,
-                on_event=session._api_event,
-            )
+        transport, self.cache, cache_transport = _stack(
+            session, base, retry, breaker, cache, RetryTransport, CacheTransport
+        )
+        self._cache_transport: CacheTransport | None = cache_transport
         kwargs["auth"] = _auth(session, kwargs)
         kwargs["transport"] = transport
         super().__init__(**kwargs)  # the library's Client
@@ -203,29 +223,10 @@ class AsyncSessionClientMixin:
     ) -> None:
         _check(session, kwargs)
         base = _base_transport(backend_for(self), kwargs, sync=False)
-        transport: Any = base
-        if retry is not False or breaker is not False:
-            transport = AsyncRetryTransport(
-                base,
-                policy=_retry_policy(retry),
-                clock=session.clock,
-                breakers=_breakers(session, breaker),
-                on_event=session._api_event,
-                events=_SESSION_EVENTS,
-            )
-        parts = _cache_parts(cache)
-        self.cache: ResponseCache | None = None
-        self._cache_transport: AsyncCacheTransport | None = None
-        if parts is not None:
-            self.cache = parts[0]
-            transport = self._cache_transport = AsyncCacheTransport(
-                transport,
-                cache=parts[0],
-                policy=parts[1],
-                clock=session.clock,
-                identity=session.identity,
-                on_event=session._api_event,
-            )
+        transport, self.cache, cache_transport = _stack(
+            session, base, retry, breaker, cache, AsyncRetryTransport, AsyncCacheTransport
+        )
+        self._cache_transport: AsyncCacheTransport | None = cache_transport
         kwargs["auth"] = _auth(session, kwargs)
         kwargs["transport"] = transport
         super().__init__(**kwargs)  # the library's AsyncClient
