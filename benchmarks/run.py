@@ -12,6 +12,7 @@ the machine, to ``benchmarks/results/latest.md`` (and the raw figures to
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -25,7 +26,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import overhead, resilience, sessions, stale, stall, stampede, stores
+from benchmarks import idp, overhead, resilience, sessions, stale, stall, stampede, stores
 from benchmarks._common import TOKEN_LATENCY, Section, load_average, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,6 +50,7 @@ class Scale:
     store_hot_calls: int = 20_000
     store_refreshes: int = 300
     store_repeats: int = 3
+    idp_fetches: int = 200
     # the scenario itself is the same in both scales
     threads: int = 32
     per_thread: int = 10
@@ -80,6 +82,7 @@ QUICK = Scale(
     store_hot_calls=1_000,
     store_refreshes=20,
     store_repeats=1,
+    idp_fetches=20,
 )
 
 
@@ -113,6 +116,7 @@ def benchmarks(scale: Scale) -> dict[str, Callable[[], Section]]:
             refreshes=scale.store_refreshes,
             repeats=scale.store_repeats,
         ),
+        "idp": lambda: idp.run(n=scale.idp_fetches),
     }
 
 
@@ -191,6 +195,18 @@ def write_results(out_dir: Path, markdown: str, data: dict[str, Any]) -> tuple[P
     return md, js
 
 
+def write_charts(out_dir: Path, data: dict[str, Any]) -> list[Path]:
+    """PNG charts of the run (benchmarks/charts.py); none, with a message, without matplotlib."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print("[charts skipped: matplotlib is not installed (the bench extra)]", file=sys.stderr)
+        return []
+    from benchmarks import charts
+
+    paths = charts.render(data, out_dir)
+    print(f"[charts: {', '.join(p.name for p in paths)}]", file=sys.stderr)
+    return paths
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small counts (a few seconds)")
@@ -232,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out_dir, render(sections, machine, **kw), as_json(sections, machine, **kw)
         )
         print(f"[wrote {md} and {js.name} in {seconds:.0f} s]", file=sys.stderr)
+        write_charts(args.out_dir, json.loads(js.read_text(encoding="utf-8")))
     return 0
 
 

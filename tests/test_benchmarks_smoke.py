@@ -152,3 +152,55 @@ def test_report_files(
     data = json.loads(js.read_text(encoding="utf-8"))
     assert list(data["sections"]) == ["overhead", "stampede", "stall", "stale"]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_charts_render_minimal_data(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from benchmarks import charts
+
+    ratio = {"median_ratio": 1.1, "ratio_q1": 1.05, "ratio_q3": 1.2, "baseline": "raw httpx"}
+    run_ = {"token_calls": 1, "wall_ns": 100_000_000}
+    data = {
+        "machine": {"date": "today", "cpu": "cpu", "python": "CPython"},
+        "sections": {
+            "overhead": {
+                "data": {
+                    "target_ratio": 1.05,
+                    "results": [
+                        {"mode": m, "library": lib, **ratio}
+                        for m in ("sync", "async")
+                        for lib in ("authpulse", "authlib")
+                    ],
+                }
+            },
+            "stampede": {
+                "data": {
+                    "threads": 2,
+                    "requests_per_thread": 2,
+                    "coroutines": 4,
+                    "token_latency_s": 0.005,
+                    "rows": [
+                        {
+                            "mode": m,
+                            "library": "authpulse",
+                            "grant": "refresh_token",
+                            "runs": [run_],
+                        }
+                        for m in ("sync", "async")
+                    ],
+                }
+            },
+            "stall": {
+                "data": {
+                    "tick_s": 0.001,
+                    "token_latency_s": 0.005,
+                    "rows": [{"label": "authpulse", "max_gap_ns": [2_000_000, 3_000_000]}],
+                }
+            },
+        },
+    }
+    paths = charts.render(data, tmp_path)
+    assert [p.name for p in paths] == ["overhead.png", "stampede.png", "stall.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size < 150_000
