@@ -699,9 +699,33 @@ class _Call:
             request=self.request,
         )
 
+    def settled(self, first: httpx.Response | BaseException) -> httpx.Response | None:
+        """After the first attempt (run outside tenacity): the finished answer if no
+        retry is planned, else ``None`` (tenacity takes over)."""
+        if self.plan.step is Step.DONE and not isinstance(first, BaseException):
+            self.restore()
+            return self.finish(first)
+        return None
+
     def restore(self) -> None:
         """Give the request its own extensions back (a replay starts afresh)."""
         self.request.extensions = self._extensions
+
+
+class _FirstOutcome:
+    """The first attempt's outcome, handed to tenacity as its attempt 1."""
+
+    __slots__ = ("_outcome",)
+
+    def __init__(self, outcome: httpx.Response | BaseException) -> None:
+        self._outcome: httpx.Response | BaseException | None = outcome
+
+    def take(self) -> httpx.Response | None:
+        """The first answer (or raise the first error) once; ``None`` afterwards."""
+        outcome, self._outcome = self._outcome, None
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
 
 class _RetryBase:
@@ -825,18 +849,14 @@ class RetryTransport(_RetryBase, HttpxBaseTransport, Httpx2BaseTransport):
         except BaseException:
             call.restore()
             raise
-        if call.plan.step is Step.DONE and not isinstance(first, BaseException):
-            call.restore()
-            return call.finish(first)
-        replay: list[httpx.Response | BaseException] = [first]
+        done = call.settled(first)
+        if done is not None:
+            return done
+        replay = _FirstOutcome(first)
 
         def attempt_after_first() -> httpx.Response:
-            if replay:
-                outcome = replay.pop()
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                return outcome
-            return attempt()
+            outcome = replay.take()
+            return outcome if outcome is not None else attempt()
 
         retrying = tenacity.Retrying(sleep=self.clock.sleep, **call.tenacity_kwargs())
         try:
@@ -907,18 +927,14 @@ class AsyncRetryTransport(_RetryBase, HttpxAsyncBaseTransport, Httpx2AsyncBaseTr
         except BaseException:
             call.restore()
             raise
-        if call.plan.step is Step.DONE and not isinstance(first, BaseException):
-            call.restore()
-            return call.finish(first)
-        replay: list[httpx.Response | BaseException] = [first]
+        done = call.settled(first)
+        if done is not None:
+            return done
+        replay = _FirstOutcome(first)
 
         async def attempt_after_first() -> httpx.Response:
-            if replay:
-                outcome = replay.pop()
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                return outcome
-            return await attempt()
+            outcome = replay.take()
+            return outcome if outcome is not None else await attempt()
 
         retrying = tenacity.AsyncRetrying(sleep=self.clock.asleep, **call.tenacity_kwargs())
         try:
