@@ -135,3 +135,118 @@ class Gate:
     @property
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
+
+
+class StreamingServer:
+    """A raw HTTP/1.1 server on 127.0.0.1 whose answers are streamed from
+    ``chunks()``, ``interval`` seconds apart (a trickle), for tests of body
+    limits and deadlines. :attr:`sent` counts the body bytes the server
+    managed to write; :attr:`completed` is set when a whole body went out.
+    Every connection gets the same answer; the connection closes after it.
+    """
+
+    def __init__(
+        self,
+        chunks: Callable[[], Iterable[bytes]],
+        *,
+        status: int = 200,
+        headers: Iterable[tuple[str, str]] = (("Content-Type", "application/json"),),
+        interval: float = 0.0,
+    ) -> None:
+        import socket
+
+        self._chunks = chunks
+        self._head = f"HTTP/1.1 {status} OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers)
+        self._head += "Connection: close\r\n\r\n"
+        self._interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.requests = 0
+        self.completed = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._loop, daemon=True)
+        self._accept.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn: Any) -> None:
+        with conn:
+            conn.settimeout(5.0)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    part = conn.recv(65536)
+                    if not part:
+                        return
+                    data += part
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(rest) < length:
+                    part = conn.recv(65536)
+                    if not part:
+                        return
+                    rest += part
+                with self._lock:
+                    self.requests += 1
+                conn.sendall(self._head.encode())
+                for chunk in self._chunks():
+                    if self._stop.is_set():
+                        return
+                    conn.sendall(chunk)
+                    with self._lock:
+                        self.sent += len(chunk)
+                    if self._interval:
+                        self._stop.wait(self._interval)
+                self.completed.set()
+            except OSError:
+                return  # the client went away (as it should, after refusing the answer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        self._accept.join(5)
+        for t in self._threads:
+            t.join(5)
+
+    def __enter__(self) -> StreamingServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def gzip_bomb_chunks(blocks: int) -> Callable[[], Iterable[bytes]]:
+    """A gzip body streamed in ``blocks`` pieces of about 1 KiB, each inflating to
+    1 MiB of zeros (no trailer: nobody should read that far)."""
+    import zlib
+
+    comp = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    mib = b"\0" * (1024 * 1024)
+    first = comp.compress(mib) + comp.flush(zlib.Z_FULL_FLUSH)
+    block = comp.compress(mib) + comp.flush(zlib.Z_FULL_FLUSH)
+
+    def chunks() -> Iterable[bytes]:
+        yield first
+        for _ in range(blocks - 1):
+            yield block
+
+    return chunks

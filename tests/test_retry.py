@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from _support import cc_session, rt_session
 from authpulse import (
+    ClientCredentials,
     ConfigurationError,
     ErrorClass,
     OAuthError,
@@ -141,7 +142,8 @@ class TestTokenRetryValidation:
 
     def test_defaults(self) -> None:
         r = TokenRetry()
-        assert (r.attempts, r.deadline, r.attempt_timeout) == (5, 30.0, 10.0)
+        assert (r.attempts, r.deadline, r.attempt_timeout) == (20, 30.0, 10.0)
+        assert (r.backoff_base, r.backoff_max, r.max_response_bytes) == (0.5, 4.0, 1024 * 1024)
 
 
 # ----------------------------------------------------------- against the fake IdP
@@ -382,3 +384,36 @@ def test_backoff_jitter_uses_the_seeded_rng() -> None:
     assert sleeps(3) == sleeps(3)
     assert sleeps(3) != sleeps(4)
     assert len(sleeps(5)) == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+async def test_the_default_retry_rides_out_a_ten_second_idp_restart(
+    clock: FakeClock, idp: FakeIdP, mode: str, seed: int
+) -> None:
+    """Connection refused for 10 s (on the fake clock): the default TokenRetry
+    keeps trying within its deadline instead of giving up after a second."""
+    outage_ends = clock.monotonic() + 10.0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if clock.monotonic() < outage_ends:
+            return Fault.refused().response(request)
+        return idp.handle(request)
+
+    async def ahandle(request: httpx.Request) -> httpx.Response:
+        return handle(request)
+
+    session = Session(
+        ClientCredentials(idp.token_url, "client", "secret"),
+        clock=clock,
+        transport=httpx.MockTransport(handle),
+        async_transport=httpx.MockTransport(ahandle),
+        seed=seed,
+    )
+    token = session.token() if mode == "sync" else await session.atoken()
+    assert idp.validate(token)
+    assert sum(clock.sleeps) >= 10.0  # it waited the outage out...
+    assert sum(clock.sleeps) <= TokenRetry().deadline  # ...within the deadline
+    assert len(clock.sleeps) < TokenRetry().attempts
+    await session.aclose()

@@ -6,6 +6,7 @@ import base64
 import logging
 import random
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -20,14 +21,18 @@ from authpulse import (
     ClientCredentials,
     FetchContext,
     Fetched,
+    JWTVerifier,
     OAuthError,
+    RefreshError,
     RefreshPolicy,
     RefreshTokenGrant,
     Session,
     TokenEndpointError,
     TokenError,
+    TokenResponseError,
     TokenRetry,
     TokenSet,
+    TokenVerificationError,
 )
 from authpulse._http import httpx
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
@@ -357,3 +362,272 @@ def test_structured_log_fields_and_json_lines_never_carry_a_secret(
     for record in caplog.records:
         assert_no_secret(formatter.format(record), secrets)
         assert_no_secret(repr(vars(record)), secrets)
+
+
+# ------------------------------------ tracebacks, frame locals and exception chains
+
+PLANTED_AT = "at_PLANTED_new_access_value"
+PLANTED_RT = "rt_PLANTED_new_refresh_value"
+STORED_PW = "pw_STORED_password_value"
+
+
+def secret_forms(secrets: list[str], client_id: str = "client") -> list[str]:
+    """Every form a secret travels or is quoted in: raw, form- and
+    percent-encoded, and the Basic credentials it is part of."""
+    from urllib.parse import quote, quote_plus
+
+    forms: set[str] = set()
+    for s in secrets:
+        forms |= {s, quote_plus(s), quote(s, safe="")}
+        basic = f"{quote(client_id, safe='')}:{quote(s, safe='')}".encode()
+        forms.add(base64.b64encode(basic).decode())
+    return sorted(forms)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is seen for seen in out):
+            continue
+        out.append(e)
+        todo += [e.__cause__, e.__context__]  # the suppressed context too
+    return out
+
+
+def _describe(value: object) -> list[str]:
+    """What an error reporter could record of an attribute: its repr and, for
+    an httpx request or response, the headers and body it carries."""
+    texts = [repr(value)]
+    request = value if isinstance(value, httpx.Request) else None
+    if isinstance(value, httpx.Response):
+        texts += [repr(value.headers.raw), value.content.decode("latin-1")]
+        request = value.request if value._request is not None else None
+    if request is not None:
+        texts += [str(request.url), repr(request.headers.raw), request.read().decode("latin-1")]
+    return texts
+
+
+def scan_error(exc: BaseException, secrets: list[str]) -> int:
+    """Fail if a secret occurs anywhere an error reporter looks: every exception
+    of the chain, its traceback with the locals of every frame, its attributes
+    (``.request`` included). Frames of the tests themselves (which hold the
+    secrets to look for) are left out. Returns how many exceptions were scanned."""
+    import traceback
+
+    forms = secret_forms(secrets)
+    chain = _chain(exc)
+    here = str(Path(__file__).parent)
+    for e in chain:
+        texts = [str(e), repr(e)]
+        report = traceback.TracebackException.from_exception(e, capture_locals=True)
+        texts += report.format_exception_only()
+        for summary in report.stack:  # what a reporter records (not the test's own frames)
+            if not summary.filename.startswith(here):
+                texts += [summary.line or "", *(summary.locals or {}).values()]
+        tb = e.__traceback__
+        while tb is not None:  # every frame's locals (not the test's own frames)
+            if not tb.tb_frame.f_code.co_filename.startswith(here):
+                texts += [repr(v) for v in dict(tb.tb_frame.f_locals).values()]
+            tb = tb.tb_next
+        for value in vars(e).values():
+            texts += _describe(value)
+        try:
+            request = e.request  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # RuntimeError: httpx's "not set"
+            request = None
+        if request is not None:
+            texts += _describe(request)
+        for text in texts:
+            for form in forms:
+                assert form not in text, (
+                    f"a secret ({form[:6]}…) leaked via {type(e).__name__}: {text[:300]!r}"
+                )
+    return len(chain)
+
+
+def echo_everything(request: httpx.Request) -> httpx.Response:
+    """An IdP that quotes the request back in an error, error_uri included."""
+    form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+    header = request.headers.get("authorization", "")
+    return httpx.Response(
+        400,
+        json={
+            "error": "invalid_grant",
+            "error_description": f"{form} {header}",
+            "error_uri": f"https://idp.test/e?rt={form.get('refresh_token')}&h={header}",
+        },
+    )
+
+
+def malformed_success(request: httpx.Request) -> httpx.Response:
+    """New tokens in an answer that is refused (a bad expires_in)."""
+    return httpx.Response(
+        200,
+        json={"access_token": PLANTED_AT, "refresh_token": PLANTED_RT, "expires_in": "soon"},
+    )
+
+
+def unknown_type(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(
+        200, json={"access_token": PLANTED_AT, "refresh_token": PLANTED_RT, "token_type": "MAC"}
+    )
+
+
+def oversized(request: httpx.Request) -> httpx.Response:
+    body = {"access_token": PLANTED_AT, "refresh_token": PLANTED_RT, "pad": "x" * 2_000_000}
+    return httpx.Response(200, json=body)
+
+
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError(f"refused while sending {request.headers}", request=request)
+
+
+def outage(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(503, json={"error": "temporarily_unavailable"})
+
+
+def foreign_failure(request: httpx.Request) -> httpx.Response:
+    raise RuntimeError("a bug in a custom transport")
+
+
+def jwt_tokens(request: httpx.Request) -> httpx.Response:
+    import jwt
+
+    access = jwt.encode({"sub": "x", "exp": 4_000_000_000}, "k" * 32, algorithm="HS256")
+    return httpx.Response(200, json={"access_token": access, "refresh_token": PLANTED_RT})
+
+
+HANDLERS = {
+    "oauth-error-echo": (echo_everything, OAuthError),
+    "malformed-success": (malformed_success, TokenResponseError),
+    "unknown-token-type": (unknown_type, TokenResponseError),
+    "oversized-body": (oversized, TokenResponseError),
+    "connect-error": (refused, TokenEndpointError),
+    "outage": (outage, TokenEndpointError),
+    "foreign-exception": (foreign_failure, RefreshError),
+    "verification-failed": (jwt_tokens, TokenVerificationError),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+@pytest.mark.parametrize("case", sorted(HANDLERS))
+async def test_no_secret_in_tracebacks_locals_or_chained_errors(
+    clock: FakeClock, case: str, method: Any, mode: str
+) -> None:
+    handler, expected = HANDLERS[case]
+
+    async def ahandler(request: httpx.Request) -> httpx.Response:
+        return handler(request)
+
+    grant = RefreshTokenGrant(
+        "https://idp.test/token",
+        "client",
+        CLIENT_SECRET,
+        refresh_token=INITIAL_RT,
+        auth_method=method,
+    )
+    verifier = JWTVerifier(algorithms=["HS256"], key="another key entirely, of 32 bytes or more")
+    session = Session(
+        grant,
+        clock=clock,
+        transport=httpx.MockTransport(handler),
+        async_transport=httpx.MockTransport(ahandler),
+        retry=TokenRetry(attempts=2),
+        verifier=verifier if case == "verification-failed" else None,
+        # an expired token in hand: its access token is in the frames' reach too
+        token=make_token(clock.now(), access="at_EXPIRED_old_access", lifetime=60, age=600),
+    )
+    with pytest.raises(expected) as info:
+        await get_token(session, mode)
+    await session.aclose()
+    secrets = [CLIENT_SECRET, INITIAL_RT, PLANTED_AT, PLANTED_RT, "at_EXPIRED_old_access"]
+    if case == "verification-failed":
+        secrets.remove(PLANTED_AT)
+        secrets.append(_issued_jwt())
+    scanned = scan_error(info.value, secrets)
+    if case in ("connect-error", "foreign-exception"):
+        assert scanned == 2  # the error and its cause
+    if case == "oauth-error-echo":
+        assert "[redacted]" in (info.value.uri or "")  # type: ignore[attr-defined]
+
+
+async def get_token(session: Session, mode: str) -> str:
+    return session.token() if mode == "sync" else await session.atoken()
+
+
+def _issued_jwt() -> str:
+    import jwt
+
+    return jwt.encode({"sub": "x", "exp": 4_000_000_000}, "k" * 32, algorithm="HS256")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_no_secret_in_the_errors_of_a_fallback_chain(clock: FakeClock, mode: str) -> None:
+    """Refresh token refused, stored credentials refused, then LoginRequired:
+    every level's errors, scanned the same way."""
+    from authpulse import FallbackChain, LoginRequired, LoginRequiredError, StoredCredentials
+
+    async def ahandler(request: httpx.Request) -> httpx.Response:
+        return echo_everything(request)
+
+    chain = FallbackChain(
+        [
+            RefreshTokenGrant(
+                "https://idp.test/token", "client", CLIENT_SECRET, refresh_token=INITIAL_RT
+            ),
+            StoredCredentials(
+                "https://idp.test/token",
+                "client",
+                CLIENT_SECRET,
+                load=lambda: ("alice", STORED_PW),
+                auth_method="client_secret_post",
+            ),
+            LoginRequired("https://app.test/login"),
+        ]
+    )
+    session = Session(
+        chain,
+        clock=clock,
+        transport=httpx.MockTransport(echo_everything),
+        async_transport=httpx.MockTransport(ahandler),
+        retry=TokenRetry(attempts=1),
+    )
+    with pytest.raises(LoginRequiredError) as info:
+        await get_token(session, mode)
+    await session.aclose()
+    scan_error(info.value, [CLIENT_SECRET, INITIAL_RT, STORED_PW])
+    # the errors of the levels that moved the chain on are scanned too
+    grant = chain.levels[0]
+    assert isinstance(grant, RefreshTokenGrant)
+    session_for_level = Session(grant, clock=clock, transport=httpx.MockTransport(echo_everything))
+    with pytest.raises(OAuthError) as first:
+        session_for_level.token()
+    scan_error(first.value, [CLIENT_SECRET, INITIAL_RT])
+
+
+def test_a_bad_stored_credential_never_sits_in_a_frame(clock: FakeClock) -> None:
+    from authpulse import CredentialsUnavailableError, StoredCredentials
+
+    source = StoredCredentials(
+        "https://idp.test/token",
+        "client",
+        CLIENT_SECRET,
+        load=lambda: ("alice", STORED_PW, "extra"),  # type: ignore[arg-type,return-value]
+    )
+    session = Session(source, clock=clock, transport=httpx.MockTransport(echo_everything))
+    with pytest.raises(CredentialsUnavailableError) as info:
+        session.token()
+    scan_error(info.value, [CLIENT_SECRET, STORED_PW])
+
+
+def test_jwt_verification_errors_do_not_keep_the_token() -> None:
+    token = _issued_jwt()
+    verifier = JWTVerifier(algorithms=["HS256"], key="another key entirely, of 32 bytes or more")
+    with pytest.raises(TokenVerificationError) as info:
+        verifier.verify(token, now=0.0)
+    assert scan_error(info.value, [token]) == 1

@@ -217,3 +217,56 @@ def test_accepted_tokens_always_fit_in_a_header(access: str, token_type: str) ->
 
 
 _OUR_WORDS = "token response field 'access_token' 'token_type' has spaces or characters"
+
+
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
+wide_token_st = st.one_of(
+    st.text(min_size=1, max_size=60),  # any characters at all
+    st.text(_B64 + "= \t\"',;\\\r\n\x00é€", min_size=1, max_size=60),  # near misses
+    st.builds(  # well-formed b64tokens, padded or not
+        lambda core, pad: core + "=" * pad,
+        st.text(_B64, min_size=1, max_size=60),
+        st.integers(min_value=0, max_value=3),
+    ),
+    st.builds(  # around the length cap
+        lambda n, ch: ch * n,
+        st.sampled_from([16 * 1024 - 1, 16 * 1024, 16 * 1024 + 1, 100_000]),
+        st.sampled_from(["a", " ", "="]),
+    ),
+)
+
+
+def _is_b64token(value: str) -> bool:
+    core = value.rstrip("=")
+    return bool(core) and all(ch in _B64 for ch in core)
+
+
+@FUZZ
+@given(access=wide_token_st)
+def test_access_token_syntax_and_length(access: str) -> None:
+    """Accepted exactly when RFC 6750 b64token and at most MAX_ACCESS_TOKEN_LENGTH
+    long; a refusal is typed and never quotes the token."""
+    from authpulse._tokens import MAX_ACCESS_TOKEN_LENGTH
+
+    outcome = _parse(200, _dumps({"access_token": access}))
+    expected = _is_b64token(access) and len(access) <= MAX_ACCESS_TOKEN_LENGTH
+    if expected:
+        assert isinstance(outcome, TokenSet)
+        assert outcome.access_token.get_secret_value() == access
+    else:
+        assert isinstance(outcome, TokenResponseError), type(outcome)
+        if len(access) >= 4:
+            assert access not in str(outcome) + repr(outcome)
+
+
+@FUZZ
+@given(token_type=st.one_of(st.text(max_size=20), st.sampled_from(["bearer", "BeArEr", "DPoP"])))
+def test_only_bearer_token_types_are_used(token_type: str) -> None:
+    outcome = _parse(200, _dumps({"access_token": "at_ok", "token_type": token_type}))
+    if token_type == "" or token_type.lower() == "bearer":
+        assert isinstance(outcome, TokenSet)
+        assert outcome.token_type == "Bearer"
+    else:
+        assert isinstance(outcome, TokenResponseError), type(outcome)
+        assert all(ch.isprintable() for ch in str(outcome))
+        assert len(str(outcome)) < 300

@@ -138,9 +138,10 @@ class TestParseSuccess:
         assert t.scopes == {"a", "b"}
         assert t.lifetime == 60
 
-    def test_other_token_types_are_kept(self) -> None:
-        t = parse_token_response(200, body(access_token="at_abc", token_type="DPoP"), now=NOW)
-        assert t.token_type == "DPoP"
+    @pytest.mark.parametrize("kind", ["bearer", "BEARER", "Bearer", "bEaReR"])
+    def test_bearer_in_any_case_is_normalised(self, kind: str) -> None:
+        t = parse_token_response(200, body(access_token="at_abc", token_type=kind), now=NOW)
+        assert t.token_type == "Bearer"
 
     def test_empty_optional_strings_become_none_or_default(self) -> None:
         t = parse_token_response(
@@ -308,9 +309,44 @@ def test_values_unusable_in_a_header_are_refused(fields: dict[str, Any], field: 
     assert fields["access_token"] not in str(info.value) + repr(info.value)
 
 
-def test_printable_ascii_with_spaces_is_a_valid_access_token() -> None:
-    t = parse_token_response(200, body(access_token="a b~!{}"), now=NOW)
-    assert t.access_token.get_secret_value() == "a b~!{}"
+@pytest.mark.parametrize("kind", ["Basic", "N_A", "mac", "Digest", "bearer2", "x" * 100])
+def test_token_types_other_than_bearer_are_refused(kind: str) -> None:
+    """RFC 6749 §7.1: a token of a type the client does not understand is not used."""
+    with pytest.raises(TokenResponseError, match="only Bearer tokens are supported") as info:
+        parse_token_response(200, body(access_token="at_abc", token_type=kind), now=NOW)
+    assert "at_abc" not in str(info.value)
+    assert len(str(info.value)) < 250  # a long type is shortened
+
+
+@pytest.mark.parametrize("kind", ["DPoP", "dpop"])
+def test_dpop_is_refused_as_not_supported(kind: str) -> None:
+    with pytest.raises(TokenResponseError, match="DPoP-bound tokens are not supported"):
+        parse_token_response(200, body(access_token="at_abc", token_type=kind), now=NOW)
+
+
+@pytest.mark.parametrize(
+    "access",
+    ["a b", "a b~!{}", "abc,def", "abc;", "a=b", "==", "abc\\def", 'tok"en', "~" * 10 + "=x"],
+)
+def test_access_tokens_outside_the_b64token_syntax_are_refused(access: str) -> None:
+    """RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="."""
+    with pytest.raises(TokenResponseError, match="not a valid Bearer token") as info:
+        parse_token_response(200, body(access_token=access), now=NOW)
+    assert access not in str(info.value) + repr(info.value)
+
+
+@pytest.mark.parametrize("access", ["abc", "a-b.c_d~e+f/g", "YWJj==", "eyJ.eyJ.sig", "Z" * 16384])
+def test_b64token_access_tokens_are_accepted(access: str) -> None:
+    t = parse_token_response(200, body(access_token=access), now=NOW)
+    assert t.access_token.get_secret_value() == access
+
+
+def test_an_access_token_longer_than_the_cap_is_refused() -> None:
+    from authpulse._tokens import MAX_ACCESS_TOKEN_LENGTH
+
+    assert MAX_ACCESS_TOKEN_LENGTH == 16 * 1024
+    with pytest.raises(TokenResponseError, match="longer than 16384 characters"):
+        parse_token_response(200, body(access_token="a" * (1024 * 1024)), now=NOW)
 
 
 @pytest.mark.parametrize(

@@ -66,8 +66,8 @@ class OAuthError(TokenError):
     """The token endpoint answered with an RFC 6749 §5.2 error response.
 
     ``error`` is the registered code (``invalid_grant``, ``invalid_client``,
-    ``invalid_scope``, ...). ``description`` is the server's text, shortened
-    and scrubbed of any secret the request carried.
+    ``invalid_scope``, ...). ``description`` and ``uri`` are the server's
+    text, shortened and scrubbed of any secret the request carried.
     """
 
     error_class = ErrorClass.AUTH
@@ -128,7 +128,14 @@ class TokenEndpointError(TokenError):
     """The token endpoint could not be reached or failed (after retries).
 
     ``error_class`` says why: ``NETWORK``, ``THROTTLED``, ``SERVER`` or
-    ``CLIENT`` (an unexpected 4xx without an OAuth error body).
+    ``CLIENT`` (an unexpected 4xx without an OAuth error body). The message
+    names the endpoint (``endpoint``: scheme, host, port and path — never a
+    query or userinfo) and, for a network failure, the root cause's text.
+    ``__cause__`` is then a copy of the httpx error without its request
+    (which carried the credentials).
+
+    .. versionchanged:: unreleased
+       ``endpoint``; the message names the endpoint and the cause.
     """
 
     def __init__(
@@ -139,11 +146,13 @@ class TokenEndpointError(TokenError):
         status_code: int | None = None,
         retry_after: float | None = None,
         attempts: int = 1,
+        endpoint: str | None = None,
     ) -> None:
         self.error_class = error_class
         self.status_code = status_code
         self.retry_after = retry_after
         self.attempts = attempts
+        self.endpoint = endpoint
         super().__init__(message)
 
 

@@ -99,17 +99,25 @@ class StoredCredentials(OAuthGrant):
         grant: Literal["password", "client_credentials"] = "password",
         auth_method: ClientAuthMethod | None = None,
         scope: str | Iterable[str] | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
-        super().__init__(token_url, client_id, client_secret, auth_method=auth_method, scope=scope)
+        super().__init__(
+            token_url,
+            client_id,
+            client_secret,
+            auth_method=auth_method,
+            scope=scope,
+            allow_insecure_http=allow_insecure_http,
+        )
         if not callable(load):
             raise ConfigurationError("StoredCredentials needs a load() callable")
         if grant not in ("password", "client_credentials"):
             raise ConfigurationError("grant must be 'password' or 'client_credentials'")
         self._load = load
         self.grant_type = grant
-        self._loaded: Credentials | None = None
+        self._loaded: tuple[str, SecretStr] | None = None
 
-    def _credentials(self) -> Credentials:
+    def _credentials(self) -> tuple[str, SecretStr]:
         try:
             creds = self._load()
         except Exception as exc:
@@ -118,28 +126,30 @@ class StoredCredentials(OAuthGrant):
             ) from exc
         if creds is None:
             raise CredentialsUnavailableError("no stored credentials")
-        if not (
+        valid = (
             isinstance(creds, tuple)
             and len(creds) == 2
             and isinstance(creds[0], str)
             and isinstance(creds[1], str | SecretStr)
-        ):
+        )
+        if not valid:
+            del creds  # may hold the password: not in the error's frames
             raise CredentialsUnavailableError("stored credentials must be (username, password)")
-        self._loaded = creds
-        return creds
+        user, secret = creds
+        loaded = (user, secret if isinstance(secret, SecretStr) else SecretStr(secret))
+        self._loaded = loaded
+        return loaded
 
     def _grant_params(self, current: TokenSet | None) -> dict[str, str]:
         user, secret = self._credentials()
-        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
         if self.grant_type == "password":
-            return {"username": user, "password": value}
-        return {"client_id": user, "client_secret": value}
+            return {"username": user, "password": secret.get_secret_value()}
+        return {"client_id": user, "client_secret": secret.get_secret_value()}
 
-    def _secrets(self, current: TokenSet | None) -> list[str]:
+    def _secrets(self, current: TokenSet | None) -> list[SecretStr]:
         out = super()._secrets(current)
         if self._loaded is not None:
-            s = self._loaded[1]
-            out.append(s.get_secret_value() if isinstance(s, SecretStr) else s)
+            out.append(self._loaded[1])
         return out
 
 

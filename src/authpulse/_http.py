@@ -32,6 +32,7 @@ are typed as both.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 from collections.abc import Iterable
 from types import ModuleType
@@ -54,6 +55,7 @@ __all__ = [
     "BYTE_STREAM_TYPES",
     "DEFAULT_BACKEND",
     "INVALID_URL_ERRORS",
+    "REQUEST_ERRORS",
     "REQUEST_NOT_READ_ERRORS",
     "RESPONSE_TYPES",
     "TIMEOUT_ERRORS",
@@ -76,7 +78,9 @@ __all__ = [
     "backend_for",
     "backend_of",
     "bases",
+    "check_endpoint_url",
     "client_for",
+    "endpoint_label",
     "every",
     "httpx",
     "origin_of",
@@ -201,6 +205,9 @@ RESPONSE_TYPES: Final[tuple[type[httpx.Response], ...]] = every("Response")
 BYTE_STREAM_TYPES: Final[tuple[type[httpx.ByteStream], ...]] = every("ByteStream")
 TRANSPORT_ERRORS: Final[tuple[type[httpx.TransportError], ...]] = every("TransportError")
 TIMEOUT_ERRORS: Final[tuple[type[httpx.TimeoutException], ...]] = every("TimeoutException")
+#: every error of a request that got no usable answer (transport errors, decoding
+#: errors, too many redirects)
+REQUEST_ERRORS: Final[tuple[type[httpx.RequestError], ...]] = every("RequestError")
 INVALID_URL_ERRORS: Final[tuple[type[httpx.InvalidURL], ...]] = every("InvalidURL")
 REQUEST_NOT_READ_ERRORS: Final[tuple[type[httpx.RequestNotRead], ...]] = every("RequestNotRead")
 
@@ -327,3 +334,53 @@ def parse_origins(origins: Iterable[str] | None) -> frozenset[Origin] | None:
             )
         out.add(origin)
     return frozenset(out)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_endpoint_url(url: object, *, what: str, allow_insecure_http: bool = False) -> str:
+    """``url`` if credentials may be sent to it, else raise
+    :class:`~authpulse.ConfigurationError` naming ``what`` and the reason.
+
+    The URL must be absolute ``https://`` — or ``http://`` to a loopback host
+    (``127.0.0.0/8``, ``::1``, ``localhost``), where nothing travels over a
+    network, or to any host with ``allow_insecure_http=True``. Every URL a
+    token source sends a secret to (token endpoints, the JWKS) goes through
+    this one check.
+    """
+    from ._errors import ConfigurationError
+
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{what} must be an absolute http(s) URL")
+    try:
+        parsed = as_url(url)
+    except INVALID_URL_ERRORS:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigurationError(f"{what} must be an absolute http(s) URL")
+    if parsed.scheme == "http" and not allow_insecure_http and not _is_loopback(parsed.host):
+        raise ConfigurationError(
+            f"{what} {endpoint_label(parsed)} uses plain http:// to a host that is not "
+            "loopback: the credentials sent to it would travel unencrypted; use https://, "
+            "or pass allow_insecure_http=True if the network path is trusted"
+        )
+    return url
+
+
+def endpoint_label(url: httpx.URL | str) -> str:
+    """``scheme://host[:port]/path`` of ``url``, for messages: no userinfo, no query,
+    no fragment (they may carry credentials)."""
+    try:
+        u = as_url(url)
+    except INVALID_URL_ERRORS:
+        return "<invalid URL>"
+    host = f"[{u.host}]" if ":" in u.host else u.host
+    port = f":{u.port}" if u.port is not None else ""
+    return f"{u.scheme}://{host}{port}{u.path}"

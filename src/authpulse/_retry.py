@@ -15,6 +15,7 @@ from ._clock import Clock
 from ._errors import ConfigurationError, ErrorClass, TokenEndpointError
 
 __all__ = [
+    "MAX_TOKEN_RESPONSE_BYTES",
     "TokenRetry",
     "backoff",
     "classify_status",
@@ -23,22 +24,40 @@ __all__ = [
 ]
 
 
+#: the default :attr:`TokenRetry.max_response_bytes` (1 MiB)
+MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRetry:
-    """How token endpoint calls are retried.
+    """How token endpoint calls are made and retried.
 
     Transient failures (connect errors, timeouts, 5xx, 429 / 503 with
     ``Retry-After``) are retried with full-jitter exponential backoff,
     ``Retry-After`` honoured; OAuth errors such as ``invalid_grant`` never
-    are. ``deadline`` bounds the whole call: every attempt's timeout and
-    every sleep fit inside it.
+    are. ``deadline`` bounds the whole call, answers' bodies included:
+    every attempt's timeouts and every sleep fit inside it, and the body is
+    read against it (see ``docs/resilience.md`` for the exact bound).
+
+    The defaults let the retries use the deadline: up to 20 attempts with
+    backoff from 0.5 s growing to 4 s ride out an IdP restart of 20 s or
+    more, and the deadline (30 s) ends the call first.
+
+    ``max_response_bytes`` caps a token endpoint answer's body (after
+    decompression, enforced while it is read): a bigger one is refused
+    with a :class:`~authpulse.TokenResponseError` and not retried.
+
+    .. versionchanged:: unreleased
+       ``max_response_bytes``; defaults sized to the deadline (were 5
+       attempts from 0.25 s to 8 s).
     """
 
-    attempts: int = 5
+    attempts: int = 20
     deadline: float = 30.0
     attempt_timeout: float = 10.0
-    backoff_base: float = 0.25
-    backoff_max: float = 8.0
+    backoff_base: float = 0.5
+    backoff_max: float = 4.0
+    max_response_bytes: int = MAX_TOKEN_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         if (
@@ -53,6 +72,11 @@ class TokenRetry:
                 isinstance(v, int | float) and math.isfinite(v) and v > 0
             ):
                 raise ConfigurationError(f"TokenRetry.{name} must be a positive number")
+        limit = self.max_response_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1024:
+            raise ConfigurationError(
+                "TokenRetry.max_response_bytes must be an integer of at least 1024"
+            )
 
 
 def classify_status(

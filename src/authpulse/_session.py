@@ -19,11 +19,12 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import math
 import random
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ._breaker import BreakerPolicy, BreakerRegistry, CircuitBreaker
@@ -38,7 +39,7 @@ from ._errors import (
     UsageError,
 )
 from ._health import HealthReport, HealthSignals, compute_health
-from ._http import async_client_for, client_for, httpx, parse_origins
+from ._http import async_client_for, client_for, every, httpx, parse_origins
 from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
 from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
@@ -61,8 +62,9 @@ RefreshReason = Literal["expired", "stale", "forced", "rejected", "initial"]
 @dataclass(frozen=True, slots=True)
 class _Current:
     token: TokenSet
-    access: str
-    header: str
+    # raw, for the hot path; kept out of the repr (frames holding one print it)
+    access: str = field(repr=False)
+    header: str = field(repr=False)
     refresh_at: float  # local clock
     expires_at: float  # local clock
     generation: int
@@ -181,6 +183,20 @@ class Session:
             raise ConfigurationError("token must be a TokenSet")
         if on_token_update is not None and not callable(on_token_update):
             raise ConfigurationError("on_token_update must be callable")
+        _check_arguments(
+            policy=policy,
+            retry=retry,
+            clock=clock,
+            verifier=verifier,
+            transport=transport,
+            async_transport=async_transport,
+            seed=seed,
+            rng=rng,
+            name=name,
+            identity=identity,
+            store_key=store_key,
+            lock_ttl=lock_ttl,
+        )
         self.source = source
         self.policy = policy or _DEFAULT_POLICY
         self.retry = retry or _DEFAULT_RETRY
@@ -969,6 +985,60 @@ class Session:
 
     async def _after_401_async(self, rejected: int) -> _Current:
         return await self._wait_async("rejected", rejected)
+
+
+def _check_arguments(
+    *,
+    policy: object,
+    retry: object,
+    clock: object,
+    verifier: object,
+    transport: object,
+    async_transport: object,
+    seed: object,
+    rng: object,
+    name: object,
+    identity: object,
+    store_key: object,
+    lock_ttl: object,
+) -> None:
+    """Refuse, where they are given, the arguments that would fail later, inside
+    a refresh (as ``token refresh failed: AttributeError``)."""
+    if policy is not None and not isinstance(policy, RefreshPolicy):
+        raise ConfigurationError("policy must be a RefreshPolicy")
+    if retry is not None and not isinstance(retry, TokenRetry):
+        raise ConfigurationError("retry must be a TokenRetry")
+    if clock is not None and not all(
+        callable(getattr(clock, m, None)) for m in ("now", "monotonic", "sleep", "asleep")
+    ):
+        raise ConfigurationError("clock must be a Clock (now, monotonic, sleep, asleep)")
+    if verifier is not None and not callable(getattr(verifier, "verify", None)):
+        raise ConfigurationError("verifier must be a JWTVerifier")
+    if transport is not None and not isinstance(transport, _SYNC_TRANSPORTS):
+        raise ConfigurationError(
+            "transport must be an httpx (or httpx2) BaseTransport, such as httpx.HTTPTransport,"
+            f" not {type(transport).__name__}"
+        )
+    if async_transport is not None and not isinstance(async_transport, _ASYNC_TRANSPORTS):
+        raise ConfigurationError(
+            "async_transport must be an httpx (or httpx2) AsyncBaseTransport, such as "
+            f"httpx.AsyncHTTPTransport, not {type(async_transport).__name__}"
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigurationError("seed must be an integer")
+    if rng is not None and not isinstance(rng, random.Random):
+        raise ConfigurationError("rng must be a random.Random")
+    for what, value in (("name", name), ("identity", identity), ("store_key", store_key)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"{what} must be a non-empty string")
+    if isinstance(lock_ttl, bool) or not (
+        isinstance(lock_ttl, int | float) and math.isfinite(lock_ttl) and lock_ttl > 0
+    ):
+        raise ConfigurationError("lock_ttl must be a positive number of seconds")
+
+
+_SYNC_TRANSPORTS = every("BaseTransport")
+_ASYNC_TRANSPORTS = every("AsyncBaseTransport")
 
 
 def _level_name(source: TokenSource, level: int) -> str:

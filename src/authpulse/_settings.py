@@ -137,6 +137,7 @@ _TOKEN_RETRY = {
     "attempt_timeout": "token_attempt_timeout",
     "backoff_base": "token_backoff_base",
     "backoff_max": "token_backoff_max",
+    "max_response_bytes": "token_max_response_bytes",
 }
 _MANAGER = {
     "tick_interval": "tick_interval",
@@ -240,6 +241,7 @@ class AuthpulseSettings(BaseSettings):
     token_attempt_timeout: Seconds = Field(_TR.attempt_timeout, gt=0)
     token_backoff_base: Seconds = Field(_TR.backoff_base, gt=0)
     token_backoff_max: Seconds = Field(_TR.backoff_max, gt=0)
+    token_max_response_bytes: int = Field(_TR.max_response_bytes, ge=1024)
 
     # -- the session manager (ManagerSettings)
     tick_interval: Seconds = Field(_MS.tick_interval, gt=0)

@@ -13,10 +13,12 @@ import base64
 import concurrent.futures
 import contextlib
 import inspect
+import json
 import random
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 from urllib.parse import quote
 
 import tenacity
@@ -30,14 +32,26 @@ from ._errors import (
     NoRefreshTokenError,
     TokenEndpointError,
     TokenError,
+    TokenResponseError,
 )
-from ._http import TIMEOUT_ERRORS, TRANSPORT_ERRORS, HttpModule, backend, backend_of, httpx
+from ._http import (
+    REQUEST_ERRORS,
+    TIMEOUT_ERRORS,
+    TRANSPORT_ERRORS,
+    HttpModule,
+    backend,
+    backend_of,
+    check_endpoint_url,
+    endpoint_label,
+    httpx,
+)
 from ._retry import TokenRetry, classify_status, parse_retry_after, retrying_kwargs
 from ._tokens import (
+    Redacted,
     TokenSet,
     _num_claim,
     estimate_skew,
-    parse_token_response,
+    token_response_outcome,
     unverified_claims,
 )
 
@@ -123,8 +137,49 @@ def _basic(client_id: str, secret: str) -> str:
     return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
+def _as_secret(value: object, what: str) -> SecretStr | None:
+    if value is None or isinstance(value, SecretStr):
+        secret = value
+    elif isinstance(value, str):
+        secret = SecretStr(value)
+    else:
+        raise ConfigurationError(f"{what} must be a string or a SecretStr")
+    if secret is not None and not isinstance(secret.get_secret_value(), str):
+        raise ConfigurationError(f"{what} must be a string or a SecretStr")
+    return secret
+
+
+def _check_params(extra_params: object) -> dict[str, str]:
+    if extra_params is None:
+        return {}
+    if not isinstance(extra_params, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in extra_params.items()
+    ):
+        raise ConfigurationError("extra_params must be a dict of strings to strings")
+    return dict(extra_params)
+
+
+def _check_scope(scope: object) -> str | None:
+    if scope is None or isinstance(scope, str):
+        return scope or None
+    if isinstance(scope, Iterable):
+        parts = list(scope)
+        if all(isinstance(p, str) for p in parts):
+            return " ".join(parts) or None
+    raise ConfigurationError("scope must be a string or a list of strings")
+
+
 class OAuthGrant:
-    """Base of the OAuth 2.0 grants: client authentication, request, parsing, retries."""
+    """Base of the OAuth 2.0 grants: client authentication, request, parsing, retries.
+
+    ``token_url`` must be ``https://``; plain ``http://`` is accepted only to
+    a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``) or with
+    ``allow_insecure_http=True``, since the client secret and the refresh
+    token travel in the request.
+
+    .. versionchanged:: unreleased
+       ``allow_insecure_http``; every argument is checked here.
+    """
 
     grant_type: str = ""
 
@@ -137,18 +192,14 @@ class OAuthGrant:
         auth_method: ClientAuthMethod | None = None,
         scope: str | Iterable[str] | None = None,
         extra_params: dict[str, str] | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
-        if not isinstance(token_url, str) or not token_url.startswith(("https://", "http://")):
-            raise ConfigurationError("token_url must be an absolute http(s) URL")
+        if not isinstance(allow_insecure_http, bool):
+            raise ConfigurationError("allow_insecure_http must be a boolean")
+        check_endpoint_url(token_url, what="token_url", allow_insecure_http=allow_insecure_http)
         if not isinstance(client_id, str) or not client_id:
             raise ConfigurationError("client_id must be a non-empty string")
-        secret = (
-            client_secret
-            if isinstance(client_secret, SecretStr)
-            else SecretStr(client_secret)
-            if client_secret is not None
-            else None
-        )
+        secret = _as_secret(client_secret, "client_secret")
         method = auth_method or ("client_secret_basic" if secret is not None else "none")
         if method not in ("client_secret_basic", "client_secret_post", "none"):
             raise ConfigurationError(f"unsupported client auth method {method!r}")
@@ -158,8 +209,11 @@ class OAuthGrant:
         self.client_id = client_id
         self._secret = secret
         self.auth_method: ClientAuthMethod = method
-        self.scope = (scope if isinstance(scope, str) or scope is None else " ".join(scope)) or None
-        self._extra = dict(extra_params or {})
+        self.allow_insecure_http = allow_insecure_http
+        self.scope = _check_scope(scope)
+        self._extra = _check_params(extra_params)
+        #: the endpoint as error messages name it (no query, no userinfo)
+        self.endpoint = endpoint_label(token_url)
 
     def __repr__(self) -> str:
         return (
@@ -172,14 +226,15 @@ class OAuthGrant:
     def _grant_params(self, current: TokenSet | None) -> dict[str, str]:
         raise NotImplementedError
 
-    def _secrets(self, current: TokenSet | None) -> list[str]:
+    def _secrets(self, current: TokenSet | None) -> list[SecretStr]:
+        """What the request carries that must never be shown (wrapped)."""
         if self._secret is None:
             return []
-        secret = self._secret.get_secret_value()
-        out = [secret]
+        out = [self._secret]
         if self.auth_method == "client_secret_basic":
             # the Basic credentials decode to the secret: an IdP echoing the header leaks it
-            out.append(_basic(self.client_id, secret)[len("Basic ") :])
+            basic = _basic(self.client_id, self._secret.get_secret_value())
+            out.append(SecretStr(basic[len("Basic ") :]))
         return out
 
     def build_request(
@@ -187,63 +242,73 @@ class OAuthGrant:
     ) -> httpx.Request:
         """The token request for this grant (no I/O), built with ``http`` (an
         HTTP library module: ``httpx`` or ``httpx2``; default: the default backend)."""
-        form = {"grant_type": self.grant_type, **self._grant_params(current), **self._extra}
-        if self.scope and "scope" not in form:
-            form["scope"] = self.scope
-        headers = {"Accept": "application/json"}
-        secret = self._secret.get_secret_value() if self._secret is not None else ""
-        if self.auth_method == "client_secret_basic":
-            headers["Authorization"] = _basic(self.client_id, secret)
-        else:
-            form["client_id"] = self.client_id
-            if self.auth_method == "client_secret_post":
-                form["client_secret"] = secret
         hx = http if http is not None else backend()
-        return hx.Request("POST", self.token_url, data=form, headers=headers)
+        form = {"grant_type": self.grant_type, **self._grant_params(current), **self._extra}
+        # encodings authpulse inflates itself, within the body size limit
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+        try:
+            if self.scope and "scope" not in form:
+                form["scope"] = self.scope
+            secret = self._secret
+            if self.auth_method == "client_secret_basic" and secret is not None:
+                headers["Authorization"] = _basic(self.client_id, secret.get_secret_value())
+            else:
+                form["client_id"] = self.client_id
+                if self.auth_method == "client_secret_post" and secret is not None:
+                    form["client_secret"] = secret.get_secret_value()
+            return hx.Request("POST", self.token_url, data=form, headers=headers)
+        finally:
+            # encoded into the request: no frame of an error keeps the values
+            form.clear()
+            headers.clear()
 
     def parse(self, response: httpx.Response, ctx: FetchContext) -> Fetched:
         """Turn an answer into a token set or raise a typed error (no I/O)."""
+        outcome = self._outcome(response.status_code, response.headers, response.content, ctx)
+        del response
+        if isinstance(outcome, TokenError):
+            raise outcome
+        return outcome
+
+    def _outcome(
+        self, status: int, headers: httpx.Headers, content: bytes, ctx: FetchContext
+    ) -> Fetched | TokenError:
+        """:meth:`parse` with the error returned, not raised: the caller raises
+        it from a frame that holds neither the body nor a secret."""
         local_now = ctx.clock.now()
-        status = response.status_code
-        cls = classify_status(status, response.headers)
+        cls = classify_status(status, headers)
         if cls in (ErrorClass.SERVER, ErrorClass.THROTTLED):
-            raise TokenEndpointError(
-                f"token endpoint answered HTTP {status}",
+            return TokenEndpointError(
+                f"token endpoint {self.endpoint} answered HTTP {status}",
                 error_class=cls,
                 status_code=status,
                 retry_after=parse_retry_after(
-                    response.headers.get("retry-after"),
-                    now=local_now,
-                    date=response.headers.get("date"),
+                    headers.get("retry-after"), now=local_now, date=headers.get("date")
                 ),
+                endpoint=self.endpoint,
             )
-        ctype = response.headers.get("content-type")
+        ctype = headers.get("content-type")
         if cls is not None and "json" not in (ctype or ""):
-            raise TokenEndpointError(
-                f"token endpoint answered HTTP {status} without an OAuth error body",
+            return TokenEndpointError(
+                f"token endpoint {self.endpoint} answered HTTP {status} without an OAuth "
+                "error body",
                 error_class=ErrorClass.CLIENT,
                 status_code=status,
+                endpoint=self.endpoint,
             )
-        iat = None
-        if status < 400:
-            # A JWT access token's iat is the IdP's clock to the second.
-            try:
-                body = response.json()
-                access = body.get("access_token") if isinstance(body, dict) else None
-                claims = unverified_claims(access) if isinstance(access, str) else None
-                # finite floats only: a huge or infinite iat must not become the skew
-                iat = _num_claim(claims, "iat")
-            except (ValueError, RecursionError):  # parse_token_response reports the body
-                iat = None
-        skew = estimate_skew(local_now=local_now, date_header=response.headers.get("date"), iat=iat)
-        token = parse_token_response(
+        # A JWT access token's iat is the IdP's clock to the second.
+        iat = _iat_of(content) if status < 400 else None
+        skew = estimate_skew(local_now=local_now, date_header=headers.get("date"), iat=iat)
+        token = token_response_outcome(
             status,
-            response.content,
+            content,
             now=local_now + skew,
             content_type=ctype,
             default_lifetime=ctx.default_lifetime,
             secrets=self._secrets(ctx.current),
         )
+        if isinstance(token, TokenError):
+            return token
         return Fetched(self._carry_over(token, ctx.current), skew)
 
     def _carry_over(self, token: TokenSet, current: TokenSet | None) -> TokenSet:
@@ -269,6 +334,81 @@ class OAuthGrant:
 
         return hook
 
+    def _failed(self, exc: BaseException, ctx: FetchContext) -> TokenError:
+        """The typed error for an httpx error of one attempt (built, not raised:
+        its cause is a copy of ``exc`` without the request)."""
+        return _request_error(exc, self.endpoint, Redacted(self._secrets(ctx.current)))
+
+    def _exchange(
+        self, client: httpx.Client, ctx: FetchContext, deadline: float, http: HttpModule | None
+    ) -> Fetched | TokenError:
+        """One attempt: send, read the body (bounded in size and by the deadline),
+        parse. Errors are returned, to be raised where no secret is in scope."""
+        reader = _BodyReader(self.endpoint, ctx)
+        request = self._request_with_timeout(ctx, deadline, http)
+        try:
+            response = client.send(request, stream=True)
+        except REQUEST_ERRORS as exc:
+            return self._failed(exc, ctx)
+        finally:
+            del request
+        body: bytes | TokenError | None
+        try:
+            body = reader.start(response)
+            if body is None:
+                for chunk in response.iter_raw() if reader.raw else response.iter_bytes():
+                    body = reader.feed(chunk, deadline)
+                    if body is not None:
+                        break
+                else:
+                    body = reader.finish()
+        except REQUEST_ERRORS as exc:
+            return self._failed(exc, ctx)
+        finally:
+            response.close()
+        if not isinstance(body, bytes):
+            return body if body is not None else reader.timed_out()
+        return self._outcome(response.status_code, response.headers, body, ctx)
+
+    async def _aexchange(
+        self,
+        client: httpx.AsyncClient,
+        ctx: FetchContext,
+        deadline: float,
+        http: HttpModule | None,
+    ) -> Fetched | TokenError:
+        """The async twin of :meth:`_exchange`; the whole attempt also runs under
+        an ``asyncio`` timeout of what the deadline leaves."""
+        reader = _BodyReader(self.endpoint, ctx)
+        response: httpx.Response | None = None
+        body: bytes | TokenError | None = None
+        try:
+            async with asyncio.timeout(max(deadline - ctx.clock.monotonic(), 0.001)):
+                request = self._request_with_timeout(ctx, deadline, http)
+                try:
+                    response = await client.send(request, stream=True)
+                finally:
+                    del request
+                body = reader.start(response)
+                if body is None:
+                    chunks = response.aiter_raw() if reader.raw else response.aiter_bytes()
+                    async for chunk in chunks:
+                        body = reader.feed(chunk, deadline)
+                        if body is not None:
+                            break
+                    else:
+                        body = reader.finish()
+        except REQUEST_ERRORS as exc:
+            return self._failed(exc, ctx)
+        except TimeoutError:
+            return reader.timed_out()
+        finally:
+            if response is not None:
+                await response.aclose()
+        if not isinstance(body, bytes) or response is None:
+            return body if isinstance(body, TokenError) else reader.timed_out()
+        return self._outcome(response.status_code, response.headers, body, ctx)
+
     def fetch(self, ctx: FetchContext) -> Fetched:
         deadline = ctx.clock.monotonic() + ctx.retry.deadline
         client = ctx.http()
@@ -278,13 +418,10 @@ class OAuthGrant:
             ctx.attempts += 1
             permit = ctx.breaker.before_call() if ctx.breaker is not None else None
             with _guarded(permit):
-                request = self._request_with_timeout(ctx, deadline, http)
-                try:
-                    response = client.send(request)
-                    response.read()
-                except TRANSPORT_ERRORS as exc:
-                    raise _network_error(exc) from exc
-                return self.parse(response, ctx)
+                outcome = self._exchange(client, ctx, deadline, http)
+                if isinstance(outcome, TokenError):
+                    raise outcome
+                return outcome
 
         retrying = tenacity.Retrying(
             sleep=ctx.clock.sleep,
@@ -307,13 +444,10 @@ class OAuthGrant:
             ctx.attempts += 1
             permit = ctx.breaker.before_call() if ctx.breaker is not None else None
             with _guarded(permit):
-                request = self._request_with_timeout(ctx, deadline, http)
-                try:
-                    response = await client.send(request)
-                    await response.aread()
-                except TRANSPORT_ERRORS as exc:
-                    raise _network_error(exc) from exc
-                return self.parse(response, ctx)
+                outcome = await self._aexchange(client, ctx, deadline, http)
+                if isinstance(outcome, TokenError):
+                    raise outcome
+                return outcome
 
         retrying = tenacity.AsyncRetrying(
             sleep=ctx.clock.asleep,
@@ -330,6 +464,157 @@ class OAuthGrant:
         except TokenEndpointError as exc:
             exc.attempts = ctx.attempts
             raise
+
+
+def _iat_of(content: bytes) -> float | None:
+    """The ``iat`` claim of a JWT access token in a token response body, if any
+    (finite floats only: a huge or infinite iat must not become the skew)."""
+    try:
+        body = json.loads(content) if content else None
+    except (ValueError, UnicodeDecodeError, RecursionError):  # reported by the parser
+        return None
+    access = body.get("access_token") if isinstance(body, dict) else None
+    claims = unverified_claims(access) if isinstance(access, str) else None
+    return _num_claim(claims, "iat")
+
+
+#: the encodings a token answer's body is inflated from by authpulse itself,
+#: bounded by the size limit (zlib ``wbits``); others go through httpx's decoders
+_INFLATE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+class _BodyReader:
+    """Collects a token endpoint answer's body, decoded, up to the size limit
+    (``TokenRetry.max_response_bytes``) and while the deadline lasts.
+
+    gzip and deflate bodies (the encodings the token request accepts) are
+    inflated here, never producing more than the limit plus one byte, so a
+    small compressed body that inflates to gigabytes is refused after at
+    most one network read of it. :meth:`start` and :meth:`feed` return
+    ``None`` to go on, or what ends the attempt (a typed error, or for
+    :meth:`start` an answer already in memory); :meth:`finish` returns the
+    body.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_clock",
+        "_deadline",
+        "_encoding",
+        "_endpoint",
+        "_inflater",
+        "_limit",
+        "_size",
+        "_status",
+        "raw",
+    )
+
+    def __init__(self, endpoint: str, ctx: FetchContext) -> None:
+        self._endpoint = endpoint
+        self._limit = ctx.retry.max_response_bytes
+        self._deadline = ctx.retry.deadline
+        self._clock = ctx.clock
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._status: int | None = None
+        self._encoding = ""
+        self._inflater: Any = None
+        #: read ``iter_raw()`` (identity, gzip, deflate) rather than ``iter_bytes()``
+        self.raw = True
+
+    def __repr__(self) -> str:
+        return f"<_BodyReader {self._size} bytes>"
+
+    def too_large(self) -> TokenResponseError:
+        return TokenResponseError(
+            f"token endpoint {self._endpoint} answered with a body larger than the "
+            f"{self._limit}-byte limit (TokenRetry.max_response_bytes)",
+            status_code=self._status,
+        )
+
+    def timed_out(self) -> TokenEndpointError:
+        return TokenEndpointError(
+            f"token endpoint {self._endpoint} request timed out: the {self._deadline:g} s "
+            "deadline (TokenRetry.deadline) passed before the answer was complete",
+            error_class=ErrorClass.NETWORK,
+            endpoint=self._endpoint,
+        )
+
+    def _undecodable(self) -> TokenResponseError:
+        return TokenResponseError(
+            f"token endpoint {self._endpoint} answered with a {self._encoding} body that "
+            "could not be decoded",
+            status_code=self._status,
+        )
+
+    def start(self, response: httpx.Response) -> bytes | TokenError | None:
+        """``None`` to read the body, else the whole outcome: the body of an answer
+        already in memory (``MockTransport``: decoded by httpx) or an error."""
+        self._status = response.status_code
+        if response.is_stream_consumed:
+            body = response.content
+            if len(body) > self._limit:
+                return self.too_large()
+            return body
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        self._encoding = encoding
+        if encoding in _INFLATE:
+            self._inflater = zlib.decompressobj(_INFLATE[encoding])
+        self.raw = encoding in ("", "identity") or encoding in _INFLATE
+        length = response.headers.get("content-length", "")
+        # a declared size says enough, unless encoded (the decoded size is what counts)
+        if length.isascii() and length.isdigit() and int(length) > self._limit and not encoding:
+            return self.too_large()
+        return None
+
+    def _inflate(self, data: bytes) -> bytes | None:
+        budget = self._limit - self._size + 1  # one byte more tells "too large"
+        try:
+            return bytes(self._inflater.decompress(data, budget))
+        except zlib.error:
+            if self._encoding == "deflate" and self._size == 0:
+                # some servers send raw deflate without the zlib wrapper (as httpx allows)
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                try:
+                    return bytes(self._inflater.decompress(data, budget))
+                except zlib.error:
+                    return None
+            return None
+
+    def feed(self, chunk: bytes, deadline: float) -> TokenError | None:
+        if self._inflater is not None:
+            inflated = self._inflate(chunk)
+            if inflated is None:
+                self._chunks.clear()
+                return self._undecodable()
+            chunk = inflated
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self._chunks.clear()
+            return self.too_large()
+        self._chunks.append(chunk)
+        if self._clock.monotonic() >= deadline:
+            self._chunks.clear()
+            return self.timed_out()
+        return None
+
+    def finish(self) -> bytes | TokenError:
+        if self._inflater is not None:
+            try:
+                rest = self._inflater.flush(self._limit - self._size + 1)
+            except zlib.error:
+                rest = None
+            if rest is None:
+                self._chunks.clear()
+                return self._undecodable()
+            self._size += len(rest)
+            if self._size > self._limit:
+                self._chunks.clear()
+                return self.too_large()
+            self._chunks.append(rest)
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        return body
 
 
 def _with_attempts(call: Callable[[], Fetched], ctx: FetchContext) -> Fetched:
@@ -361,11 +646,38 @@ def _guarded(permit: Permit | None) -> Iterator[None]:
     permit.success()
 
 
-def _network_error(exc: httpx.TransportError) -> TokenEndpointError:
-    kind = "timed out" if isinstance(exc, TIMEOUT_ERRORS) else "failed"
-    return TokenEndpointError(
-        f"token endpoint request {kind}: {type(exc).__name__}", error_class=ErrorClass.NETWORK
-    )
+#: longest root-cause text quoted in a token endpoint error
+_CAUSE_LIMIT = 160
+
+
+def _request_error(exc: BaseException, endpoint: str, secrets: Redacted) -> TokenError:
+    """The typed error of an httpx error, naming the endpoint and the root cause
+    (scrubbed, printable, bounded). Its ``__cause__`` is a copy of ``exc``
+    without the request (which carries the credentials) or a traceback."""
+    text = secrets.scrub(str(exc), _CAUSE_LIMIT).strip()
+    why = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    err: TokenError
+    if isinstance(exc, TRANSPORT_ERRORS):
+        kind = "timed out" if isinstance(exc, TIMEOUT_ERRORS) else "failed"
+        err = TokenEndpointError(
+            f"token endpoint {endpoint} request {kind}: {why}",
+            error_class=ErrorClass.NETWORK,
+            endpoint=endpoint,
+        )
+    elif type(exc).__name__ == "DecodingError":
+        err = TokenResponseError(f"token endpoint {endpoint} answer could not be decoded: {why}")
+    else:  # too many redirects, an invalid URL: the request cannot work as configured
+        err = TokenEndpointError(
+            f"token endpoint {endpoint} request failed: {why}",
+            error_class=ErrorClass.CLIENT,
+            endpoint=endpoint,
+        )
+    try:
+        err.__cause__ = type(exc)(text)
+    except Exception:  # an exception class with another signature: no cause then
+        err.__cause__ = None
+    err.__suppress_context__ = True
+    return err
 
 
 class ClientCredentials(OAuthGrant):
@@ -397,6 +709,7 @@ class RefreshTokenGrant(OAuthGrant):
         auth_method: ClientAuthMethod | None = None,
         scope: str | Iterable[str] | None = None,
         extra_params: dict[str, str] | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         super().__init__(
             token_url,
@@ -405,14 +718,9 @@ class RefreshTokenGrant(OAuthGrant):
             auth_method=auth_method,
             scope=scope,
             extra_params=extra_params,
+            allow_insecure_http=allow_insecure_http,
         )
-        if refresh_token is not None and not isinstance(refresh_token, str | SecretStr):
-            raise ConfigurationError("refresh_token must be a string")
-        rt = (
-            refresh_token
-            if isinstance(refresh_token, SecretStr) or refresh_token is None
-            else SecretStr(refresh_token)
-        )
+        rt = _as_secret(refresh_token, "refresh_token")
         self._initial = rt if rt is None or rt.get_secret_value() else None
 
     def refresh_token_for(self, current: TokenSet | None) -> SecretStr | None:
@@ -427,9 +735,9 @@ class RefreshTokenGrant(OAuthGrant):
             raise NoRefreshTokenError("no refresh token is available for this session")
         return {"refresh_token": rt.get_secret_value()}
 
-    def _secrets(self, current: TokenSet | None) -> list[str]:
+    def _secrets(self, current: TokenSet | None) -> list[SecretStr]:
         rt = self.refresh_token_for(current)
-        return super()._secrets(current) + ([rt.get_secret_value()] if rt else [])
+        return super()._secrets(current) + ([rt] if rt else [])
 
     def _carry_over(self, token: TokenSet, current: TokenSet | None) -> TokenSet:
         if token.refresh_token is None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
+import re
+import time
+import urllib.request
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -12,10 +16,19 @@ from urllib.parse import quote, quote_plus
 import jwt
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 
-from ._errors import ConfigurationError, OAuthError, TokenResponseError, TokenVerificationError
+from ._errors import (
+    ConfigurationError,
+    OAuthError,
+    TokenError,
+    TokenResponseError,
+    TokenVerificationError,
+)
+from ._http import check_endpoint_url, endpoint_label
 
 __all__ = [
+    "MAX_ACCESS_TOKEN_LENGTH",
     "MAX_EXPIRES_IN",
+    "MAX_JWKS_BYTES",
     "JWTVerifier",
     "TokenSet",
     "estimate_skew",
@@ -27,7 +40,16 @@ __all__ = [
 #: treated as a broken server rather than a token that "never expires".
 MAX_EXPIRES_IN = 366 * 24 * 3600
 
+#: Longest access token accepted (16 KiB): a longer one is a broken server
+#: (or an attack on the headers of every API request that would carry it).
+MAX_ACCESS_TOKEN_LENGTH = 16 * 1024
+
+#: Largest JWKS document :class:`JWTVerifier` reads from ``jwks_url`` (1 MiB).
+MAX_JWKS_BYTES = 1024 * 1024
+
 _DESCRIPTION_LIMIT = 200
+#: RFC 6750 §2.1 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _REDACTED = "[redacted]"
 
 ExpirySource = Literal["expires_in", "jwt", "default"]
@@ -105,12 +127,64 @@ def _num_claim(claims: Mapping[str, Any] | None, name: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
+class _BoundedJWKClient(jwt.PyJWKClient):
+    """A :class:`jwt.PyJWKClient` that reads at most ``max_bytes`` of the JWKS."""
+
+    def __init__(self, uri: str, *, max_bytes: int) -> None:
+        super().__init__(uri)
+        self.max_bytes = max_bytes
+
+    def fetch_data(self) -> Any:
+        label = endpoint_label(self.uri)
+        opener = urllib.request.build_opener(_NoRedirect())
+        request = urllib.request.Request(url=self.uri, headers=self.headers)  # noqa: S310 - http(s) checked
+        try:
+            with opener.open(request, timeout=self.timeout) as response:
+                length = response.headers.get("content-length")
+                if length is not None and length.isdigit() and int(length) > self.max_bytes:
+                    raise _too_big(label, self.max_bytes)
+                raw = response.read(self.max_bytes + 1)
+        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts
+            raise jwt.PyJWKClientConnectionError(
+                f"fetching the JWKS from {label} failed: {type(exc).__name__}"
+            ) from None
+        if len(raw) > self.max_bytes:
+            raise _too_big(label, self.max_bytes)
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise jwt.PyJWKClientError(f"the JWKS from {label} is not JSON") from None
+        if not isinstance(data, dict):
+            raise jwt.PyJWKClientError(f"the JWKS from {label} is not a JSON object")
+        if self.jwk_set_cache is not None:
+            self.jwk_set_cache.put(data)
+        self._last_successful_fetch = time.monotonic()
+        return data
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is answered as the error it is
+
+
+def _too_big(label: str, limit: int) -> TokenVerificationError:
+    return TokenVerificationError(
+        f"the JWKS from {label} is larger than the {limit}-byte limit (max_jwks_bytes)"
+    )
+
+
 class JWTVerifier:
     """Verifies JWT access or id tokens against a JWKS.
 
     ``algorithms`` is an allow-list; ``none`` is refused whatever is passed.
-    ``jwks_client`` is a :class:`jwt.PyJWKClient` (it does its own HTTP);
-    pass a ``key`` instead for a fixed key.
+    ``jwks_url`` must be ``https://`` (plain ``http://`` only to a loopback
+    host, or with ``allow_insecure_http=True``); the document read from it
+    is capped at ``max_jwks_bytes`` (default :data:`MAX_JWKS_BYTES`).
+    ``jwks_client`` is your own :class:`jwt.PyJWKClient` (it does its own
+    HTTP, unbounded by authpulse); pass a ``key`` instead for a fixed key.
+
+    .. versionchanged:: unreleased
+       ``allow_insecure_http`` and ``max_jwks_bytes``.
     """
 
     def __init__(
@@ -123,33 +197,75 @@ class JWTVerifier:
         issuer: str | None = None,
         audience: str | Iterable[str] | None = None,
         leeway: float = 30.0,
+        allow_insecure_http: bool = False,
+        max_jwks_bytes: int = MAX_JWKS_BYTES,
     ) -> None:
+        if isinstance(algorithms, str):
+            raise ConfigurationError("algorithms must be a list of algorithm names")
         algs = list(algorithms)
+        if not all(isinstance(a, str) for a in algs):
+            raise ConfigurationError("algorithms must be a list of algorithm names")
         if any(a.lower() == "none" for a in algs):
             raise ConfigurationError("the 'none' algorithm can never be allowed")
         if not algs:
             raise ConfigurationError("at least one algorithm must be allowed")
         if sum(x is not None for x in (jwks_url, jwks_client, key)) != 1:
             raise ConfigurationError("give exactly one of jwks_url, jwks_client or key")
+        if jwks_client is not None and not isinstance(jwks_client, jwt.PyJWKClient):
+            raise ConfigurationError("jwks_client must be a jwt.PyJWKClient")
+        if not isinstance(allow_insecure_http, bool):
+            raise ConfigurationError("allow_insecure_http must be a boolean")
+        if (
+            isinstance(max_jwks_bytes, bool)
+            or not isinstance(max_jwks_bytes, int)
+            or max_jwks_bytes < 1024
+        ):
+            raise ConfigurationError("max_jwks_bytes must be an integer of at least 1024")
+        if issuer is not None and not isinstance(issuer, str):
+            raise ConfigurationError("issuer must be a string")
+        if not (
+            audience is None
+            or isinstance(audience, str)
+            or (isinstance(audience, Iterable) and all(isinstance(a, str) for a in list(audience)))
+        ):
+            raise ConfigurationError("audience must be a string or a list of strings")
+        if isinstance(leeway, bool) or not (
+            isinstance(leeway, int | float) and math.isfinite(leeway) and leeway >= 0
+        ):
+            raise ConfigurationError("leeway must be a non-negative number of seconds")
         self.algorithms = tuple(algs)
-        self._jwks = jwks_client or (jwt.PyJWKClient(jwks_url) if jwks_url else None)
+        if jwks_url is not None:
+            check_endpoint_url(jwks_url, what="jwks_url", allow_insecure_http=allow_insecure_http)
+            jwks_client = _BoundedJWKClient(jwks_url, max_bytes=max_jwks_bytes)
+        self._jwks = jwks_client
         self._key = key
         self.issuer = issuer
         self.audience = (
             audience if audience is None or isinstance(audience, str) else list(audience)
         )
-        self.leeway = leeway
+        self.leeway = float(leeway)
 
     def verify(self, token: str, *, now: float) -> dict[str, Any]:
         """Verify ``token`` at time ``now``; return its claims or raise
-        :class:`TokenVerificationError` (the message never contains the token)."""
+        :class:`TokenVerificationError` (the message never contains the token,
+        and no frame on the error's traceback holds it)."""
+        outcome = self._verify(token, now)
+        del token
+        if isinstance(outcome, TokenVerificationError):
+            raise outcome
+        return outcome
+
+    def _verify(self, token: str, now: float) -> dict[str, Any] | TokenVerificationError:
+        """The claims or the error (returned, not raised: the caller raises it
+        from a frame that does not hold the token)."""
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise TokenVerificationError("token is not a well-formed JWT") from exc
+        except jwt.PyJWTError:
+            return TokenVerificationError("token is not a well-formed JWT")
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
-            raise TokenVerificationError(f"JWT algorithm {alg!r} is not allowed")
+            shown = repr(alg)[:40] if isinstance(alg, str | None) else type(alg).__name__
+            return TokenVerificationError(f"JWT algorithm {shown} is not allowed")
         try:
             key = self._jwks.get_signing_key_from_jwt(token).key if self._jwks else self._key
             claims: dict[str, Any] = jwt.decode(
@@ -166,14 +282,16 @@ class JWTVerifier:
                     "verify_aud": self.audience is not None,
                 },
             )
-        except jwt.PyJWTError as exc:
-            raise TokenVerificationError(f"JWT verification failed: {type(exc).__name__}") from exc
+        except TokenVerificationError as exc:
+            return exc.with_traceback(None)
+        except Exception as exc:  # PyJWTError, or a key of the wrong kind
+            return TokenVerificationError(f"JWT verification failed: {type(exc).__name__}")
         exp = _num_claim(claims, "exp")
         nbf = _num_claim(claims, "nbf")
         if exp is not None and now > exp + self.leeway:
-            raise TokenVerificationError("JWT has expired")
+            return TokenVerificationError("JWT has expired")
         if nbf is not None and now + self.leeway < nbf:
-            raise TokenVerificationError("JWT is not valid yet (nbf)")
+            return TokenVerificationError("JWT is not valid yet (nbf)")
         return claims
 
 
@@ -205,24 +323,50 @@ def estimate_skew(
     return skew if abs(skew) >= resolution else 0.0
 
 
-def _as_sent(secrets: Iterable[str]) -> tuple[str, ...]:
-    """The secrets, plus the form-encoded and percent-encoded forms a request
-    carried them in (a server that echoes the request quotes those)."""
-    out: dict[str, None] = {}
-    for s in secrets:
-        for form in (s, quote_plus(s), quote(s, safe="")):
-            out[form] = None
-    return tuple(out)
+class Redacted:
+    """Secrets kept for scrubbing, in every form a request carried them.
 
+    The raw values, their form-encoded and percent-encoded forms (a server
+    that echoes the request quotes those). Its ``repr`` shows only how many
+    there are, so a frame holding one never prints a secret.
+    """
 
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for s in secrets:
-        if s and len(s) >= 4:
+    __slots__ = ("_forms",)
+
+    def __init__(self, secrets: Iterable[str | SecretStr] = ()) -> None:
+        out: dict[str, None] = {}
+        for item in secrets:
+            s = item.get_secret_value() if isinstance(item, SecretStr) else item
+            if not isinstance(s, str) or len(s) < 4:
+                continue
+            for form in (s, quote_plus(s), quote(s, safe="")):
+                out[form] = None
+        self._forms: tuple[str, ...] = tuple(out)
+
+    def __repr__(self) -> str:
+        return f"<Redacted: {len(self._forms)} forms>"
+
+    def __add__(self, other: Iterable[str | SecretStr]) -> Redacted:
+        joined = Redacted(other)
+        joined._forms = tuple(dict.fromkeys(self._forms + joined._forms))
+        return joined
+
+    def scrub(self, text: str, limit: int = _DESCRIPTION_LIMIT) -> str:
+        """``text`` without any of the secrets, printable, at most ``limit`` characters."""
+        for s in self._forms:
             text = text.replace(s, _REDACTED)
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    if len(text) > _DESCRIPTION_LIMIT:
-        text = text[: _DESCRIPTION_LIMIT - 1] + "…"
-    return text
+        text = "".join(ch if ch.isprintable() else " " for ch in text)
+        if len(text) > limit:
+            text = text[: limit - 1] + "…"
+        return text
+
+
+def _as_sent(secrets: Iterable[str | SecretStr]) -> Redacted:
+    return secrets if isinstance(secrets, Redacted) else Redacted(secrets)
+
+
+def _scrub(text: str, secrets: Iterable[str | SecretStr]) -> str:
+    return _as_sent(secrets).scrub(text)
 
 
 def _optional_str(body: Mapping[str, Any], name: str, status: int) -> str | None:
@@ -272,6 +416,46 @@ def _parse_expires_in(value: Any, status: int) -> float | None:
     return float(value)
 
 
+def check_token_type(token_type: str, status: int | None = None) -> str | TokenResponseError:
+    """The scheme to send a token of ``token_type`` with (``"Bearer"``), or the
+    error refusing it: RFC 6749 §7.1 — a client must not use a token whose
+    type it does not understand. Only Bearer (RFC 6750) is understood."""
+    if token_type.lower() == "bearer":
+        return "Bearer"
+    if token_type.lower() == "dpop":
+        return TokenResponseError(
+            "token response field 'token_type' is 'DPoP': DPoP-bound tokens are not "
+            "supported yet; configure the client at the IdP for Bearer tokens",
+            status_code=status,
+        )
+    shown = token_type if len(token_type) <= 32 else token_type[:31] + "…"
+    return TokenResponseError(
+        f"token response field 'token_type' is {shown!r}: only Bearer tokens are "
+        "supported (RFC 6749 §7.1: a token of a type the client does not understand "
+        "must not be used)",
+        status_code=status,
+    )
+
+
+def check_access_token(access: str, status: int | None = None) -> TokenResponseError | None:
+    """``None`` if ``access`` is a usable Bearer token, else the error (which
+    never quotes the token): RFC 6750 §2.1 b64token syntax, at most
+    :data:`MAX_ACCESS_TOKEN_LENGTH` characters."""
+    if len(access) > MAX_ACCESS_TOKEN_LENGTH:
+        return TokenResponseError(
+            f"token response field 'access_token' is longer than {MAX_ACCESS_TOKEN_LENGTH} "
+            "characters",
+            status_code=status,
+        )
+    if _B64TOKEN.fullmatch(access) is None:
+        return TokenResponseError(
+            "token response field 'access_token' is not a valid Bearer token (RFC 6750 "
+            "b64token: letters, digits and -._~+/ with optional trailing '=')",
+            status_code=status,
+        )
+    return None
+
+
 def parse_token_response(
     status_code: int,
     content: bytes,
@@ -279,79 +463,115 @@ def parse_token_response(
     now: float,
     content_type: str | None = None,
     default_lifetime: float = 3600.0,
-    secrets: Iterable[str] = (),
+    secrets: Iterable[str | SecretStr] = (),
 ) -> TokenSet:
     """Turn a token endpoint answer into a :class:`TokenSet` (RFC 6749 §5.1).
 
     ``now`` is the time of receipt on the IdP's clock (local time + skew).
     An RFC 6749 §5.2 error body raises :class:`OAuthError`; anything else
-    that is not a valid success raises :class:`TokenResponseError`. The
-    messages never contain a token; ``secrets`` (the client secret, the
-    refresh token sent) are scrubbed from server-provided descriptions.
+    that is not a valid success raises :class:`TokenResponseError`: a body
+    that is not a JSON object, a missing or malformed ``access_token``
+    (RFC 6750 b64token, at most :data:`MAX_ACCESS_TOKEN_LENGTH`), a
+    ``token_type`` other than Bearer, a bad ``expires_in``. The messages
+    never contain a token; ``secrets`` (the client secret, the refresh token
+    sent) are scrubbed from server-provided text, and the error is raised
+    from a frame that holds neither the body nor the secrets.
 
     Expiry comes from ``expires_in``, else the access token's JWT ``exp``,
     else ``default_lifetime``: a token never "never expires".
     """
-    secrets = _as_sent(secrets)
+    outcome = token_response_outcome(
+        status_code,
+        content,
+        now=now,
+        content_type=content_type,
+        default_lifetime=default_lifetime,
+        secrets=secrets,
+    )
+    del content, secrets
+    if isinstance(outcome, TokenError):
+        raise outcome
+    return outcome
+
+
+def token_response_outcome(
+    status_code: int,
+    content: bytes,
+    *,
+    now: float,
+    content_type: str | None = None,
+    default_lifetime: float = 3600.0,
+    secrets: Iterable[str | SecretStr] = (),
+) -> TokenSet | TokenError:
+    """:func:`parse_token_response`, with the error returned instead of raised
+    (without a traceback): the caller raises it where no secret is in scope."""
+    try:
+        return _parse(status_code, content, now, content_type, default_lifetime, _as_sent(secrets))
+    except TokenResponseError as exc:  # from the field helpers
+        return exc.with_traceback(None)
+
+
+def _parse(
+    status_code: int,
+    content: bytes,
+    now: float,
+    content_type: str | None,
+    default_lifetime: float,
+    secrets: Redacted,
+) -> TokenSet | TokenError:
     try:
         body = json.loads(content) if content else None
     except (ValueError, UnicodeDecodeError, RecursionError):  # deeply nested JSON recurses
-        body = None
         ctype = (content_type or "unknown").split(";")[0].strip() or "unknown"
-        ctype = _scrub(ctype, secrets)[:64]  # server-controlled text
-        raise TokenResponseError(
+        ctype = secrets.scrub(ctype, 64)  # server-controlled text
+        return TokenResponseError(
             f"token endpoint answered HTTP {status_code} with a body that is not JSON "
             f"(content-type {ctype!r}, {len(content)} bytes)",
             status_code=status_code,
-        ) from None
+        )
     if not isinstance(body, dict):
         what = "an empty body" if body is None else f"JSON {type(body).__name__}"
-        raise TokenResponseError(
+        return TokenResponseError(
             f"token endpoint answered HTTP {status_code} with {what}, expected a JSON object",
             status_code=status_code,
         )
 
     # A server that echoes a token in its error text must not leak it either.
-    echoed = (body.get(k) for k in ("access_token", "refresh_token", "id_token"))
-    secrets += tuple(v for v in echoed if isinstance(v, str))
+    echoed = [body.get(k) for k in ("access_token", "refresh_token", "id_token")]
+    secrets += [v for v in echoed if isinstance(v, str)]
     error = body.get("error")
     if error is not None or status_code >= 400:
         if not isinstance(error, str) or not error:
-            raise TokenResponseError(
+            return TokenResponseError(
                 f"token endpoint answered HTTP {status_code} without a valid 'error' code",
                 status_code=status_code,
             )
         desc = body.get("error_description")
         uri = body.get("error_uri")
-        raise OAuthError(
-            _scrub(error, secrets)[:64],
-            _scrub(desc, secrets) if isinstance(desc, str) and desc else None,
+        return OAuthError(
+            secrets.scrub(error, 64),
+            secrets.scrub(desc) if isinstance(desc, str) and desc else None,
             status_code=status_code,
-            uri=uri if isinstance(uri, str) else None,
+            uri=secrets.scrub(uri, 512) if isinstance(uri, str) and uri else None,
         )
 
     access = body.get("access_token")
     if access is None:
-        raise TokenResponseError("token response has no 'access_token'", status_code=status_code)
+        return TokenResponseError("token response has no 'access_token'", status_code=status_code)
     if not isinstance(access, str) or not access:
-        raise TokenResponseError(
+        return TokenResponseError(
             "token response field 'access_token' must be a non-empty string",
             status_code=status_code,
         )
-    # Both end up in an Authorization header: RFC 6749 A.12 (access_token is
-    # 1*VSCHAR) and A.13 (token_type has no spaces). Anything else would fail
-    # later, in httpx, with an untyped error whose repr quotes the token.
-    if not all(" " <= ch <= "~" for ch in access):
-        raise TokenResponseError(
-            "token response field 'access_token' has characters outside printable ASCII",
-            status_code=status_code,
-        )
+    # It ends up in an Authorization header: RFC 6750 §2.1 (b64token). Anything
+    # else would fail later, in httpx, with an untyped error whose repr quotes it.
+    bad = check_access_token(access, status_code)
+    if bad is not None:
+        return bad
     token_type = _optional_str(body, "token_type", status_code) or "Bearer"
-    if not all("!" <= ch <= "~" for ch in token_type):
-        raise TokenResponseError(
-            "token response field 'token_type' has spaces or characters outside printable ASCII",
-            status_code=status_code,
-        )
+    scheme = check_token_type(secrets.scrub(token_type, 64), status_code)
+    if isinstance(scheme, TokenError):
+        return scheme
     refresh = _optional_str(body, "refresh_token", status_code)
     id_token = _optional_str(body, "id_token", status_code)
     scope = _optional_str(body, "scope", status_code)
@@ -370,7 +590,7 @@ def parse_token_response(
 
     return TokenSet(
         access_token=SecretStr(access),
-        token_type="Bearer" if token_type.lower() == "bearer" else token_type,
+        token_type=scheme,
         refresh_token=SecretStr(refresh) if refresh else None,
         id_token=SecretStr(id_token) if id_token else None,
         scope=scope,
