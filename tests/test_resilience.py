@@ -1309,3 +1309,56 @@ def test_docs_list_every_policy_field_with_its_default() -> None:
     for heading in ("## Retries", "## Circuit breaker", "## Fallback chain"):
         assert f"\n{heading}\n" in text
     assert "\n## Stale-while-revalidate cache\n" in text
+
+
+# ---------------------------------------------- the deadline covers the answer's body
+
+
+async def _get(url: str, mode: str, policy: RetryPolicy) -> httpx.Response:
+    if mode == "sync":
+        with httpx.Client(transport=RetryTransport(httpx.HTTPTransport(), policy=policy)) as c:
+            return c.get(url)
+    transport = AsyncRetryTransport(httpx.AsyncHTTPTransport(), policy=policy)
+    async with httpx.AsyncClient(transport=transport) as ac:
+        return await ac.get(url)
+
+
+def _trickle() -> Iterator[bytes]:
+    for _ in range(500):  # a byte every 0.2 s: 100 s in all
+        yield b"x"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_trickling_body_cannot_escape_the_call_deadline(mode: str) -> None:
+    """Each read gets a byte in time, so no read timeout fires; the body of the
+    returned answer is still read within RetryPolicy.deadline."""
+    import time
+
+    from _support import StreamingServer
+
+    policy = RetryPolicy(deadline=2.0)
+    with StreamingServer(_trickle, interval=0.2) as server:
+        started = time.monotonic()
+        with pytest.raises(RequestFailedError) as caught:
+            await _get(f"{server.url}/slow", mode, policy)
+        elapsed = time.monotonic() - started
+    exc = caught.value
+    assert exc.error_class is ErrorClass.NETWORK
+    assert "timed out" in str(exc)
+    assert "2 s deadline" in str(exc)
+    assert isinstance(exc, httpx.TransportError)
+    assert elapsed < policy.deadline + 1.5
+    assert server.requests == 1
+
+
+def test_a_body_that_arrives_in_time_is_read_whole() -> None:
+    from _support import StreamingServer
+
+    with (
+        StreamingServer(lambda: [b"a" * 1000] * 5) as server,
+        httpx.Client(transport=RetryTransport(httpx.HTTPTransport())) as client,
+    ):
+        response = client.get(f"{server.url}/fast")
+    assert response.content == b"a" * 5000
+    assert response.extensions["authpulse_retry"].attempts == 1

@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast, overload
 
@@ -41,6 +41,7 @@ from ._http import (
     HttpxAsyncBaseTransport,
     HttpxBaseTransport,
     TransportErrorBase,
+    bases,
     every,
     httpx,
 )
@@ -684,7 +685,21 @@ class _Call:
             retried=self.attempt > 1,
         )
         self.response = None
+        if not response.is_stream_consumed:  # a body still to come: read within the deadline
+            response.stream = self.base._deadline_stream(response.stream, self)
         return response
+
+    def late(self) -> RequestFailedError:
+        """The error of a response body still arriving when the deadline passed."""
+        return RequestFailedError(
+            f"{self.method} request to {self.upstream} timed out: the "
+            f"{self.policy.deadline:g} s deadline (RetryPolicy.deadline) passed while the "
+            "response body was being read",
+            error_class=ErrorClass.NETWORK,
+            attempts=self.attempt,
+            upstream=self.upstream,
+            request=self.request,
+        )
 
     def failed(self, exc: httpx.TransportError) -> RequestFailedError:
         failure = self.failure or classify_exception(exc)
@@ -712,6 +727,55 @@ class _Call:
         self.request.extensions = self._extensions
 
 
+_SyncStreamBase, _Sync2StreamBase = bases("SyncByteStream")
+_AsyncStreamBase, _Async2StreamBase = bases("AsyncByteStream")
+
+
+class _SyncDeadlineStream(_SyncStreamBase, _Sync2StreamBase):  # type: ignore[misc,valid-type]
+    """The returned answer's body, read within the call's deadline.
+
+    A server that trickles a body a few bytes at a time never trips a read
+    timeout; the deadline is checked between chunks, and each read is bounded
+    by its timeout (cut to what the deadline left when the attempt began).
+    """
+
+    __slots__ = ("_call", "_inner")
+
+    def __init__(self, inner: Any, call: _Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    def __iter__(self) -> Iterator[bytes]:
+        clock, deadline = self._call.clock, self._call.deadline
+        for chunk in self._inner:
+            if clock.monotonic() >= deadline:
+                raise self._call.late()
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _AsyncDeadlineStream(_AsyncStreamBase, _Async2StreamBase):  # type: ignore[misc,valid-type]
+    """The async twin of :class:`_SyncDeadlineStream`."""
+
+    __slots__ = ("_call", "_inner")
+
+    def __init__(self, inner: Any, call: _Call) -> None:
+        self._inner = inner
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        clock, deadline = self._call.clock, self._call.deadline
+        async for chunk in self._inner:
+            if clock.monotonic() >= deadline:
+                raise self._call.late()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class _FirstOutcome:
     """The first attempt's outcome, handed to tenacity as its attempt 1."""
 
@@ -730,6 +794,9 @@ class _FirstOutcome:
 
 class _RetryBase:
     """What the sync and async retry transports share: settings and the call set-up."""
+
+    #: wraps the body of the answer returned, to read it within the deadline
+    _deadline_stream: Callable[[Any, _Call], Any]
 
     def __init__(
         self,
@@ -793,7 +860,13 @@ class RetryTransport(_RetryBase, HttpxBaseTransport, Httpx2BaseTransport):
     :class:`~authpulse.CircuitOpenError`, a spent budget
     :class:`RetryBudgetExhaustedError`. ``seed`` makes the jitter
     reproducible.
+
+    ``policy.deadline`` bounds the whole call, the returned answer's body
+    included: reading it after the deadline raises :class:`RequestFailedError`
+    (``NETWORK``, "timed out").
     """
+
+    _deadline_stream = _SyncDeadlineStream
 
     def __init__(
         self,
@@ -874,6 +947,8 @@ class RetryTransport(_RetryBase, HttpxBaseTransport, Httpx2BaseTransport):
 
 class AsyncRetryTransport(_RetryBase, HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport):
     """The async twin of :class:`RetryTransport` (same rules, same decisions)."""
+
+    _deadline_stream = _AsyncDeadlineStream
 
     def __init__(
         self,
