@@ -5,6 +5,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 import authpulse
@@ -491,3 +492,36 @@ def test_settings_validate() -> None:
 def test_empty_session_id_is_refused(manager: SessionManager, idp: FakeIdP) -> None:
     with pytest.raises(ConfigurationError, match="session_id"):
         manager.create_session("alice", cc(idp), session_id="")
+
+
+# ----------------------------------------------------------------------------- cache identity
+
+
+def test_sessions_of_one_owner_never_share_cached_answers(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    """An admin-scoped and a read-only session of the same owner, one cache:
+    each gets its own answer, the API is asked once per session."""
+    answers: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answers.append(len(answers) + 1)
+        return httpx.Response(
+            200, json={"answer": answers[-1]}, headers={"cache-control": "max-age=600"}
+        )
+
+    idp.clients.update({"admin": "s1", "reader": "s2"})
+    api = FakeAPI(idp, handler=handler)
+    cache = authpulse.ResponseCache()
+    admin = manager.create_session(
+        "alice", ClientCredentials(idp.token_url, "admin", "s1", scope="admin")
+    )
+    reader = manager.create_session(
+        "alice", ClientCredentials(idp.token_url, "reader", "s2", scope="read")
+    )
+    seen = []
+    for ms in (admin, reader, admin, reader):
+        with ms.client(base_url=api.base_url, transport=api.transport, cache=cache) as client:
+            seen.append(client.get("/items").json()["answer"])
+    assert seen == [1, 2, 1, 2]
+    assert api.calls == 2

@@ -455,7 +455,7 @@ class SessionManager:
             on_token_update=on_token_update,
             name=record.id,
             rng=self._rng,
-            identity=record.owner,
+            identity=f"session:{record.id}",  # the cache never serves one session to another
             store=self.store,
             store_key=record.id,
             request_window=self.settings.request_window,
