@@ -121,6 +121,8 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "EventBus",
             "JsonlJournal",
             "read_journal",
+            "is_secret_name",
+            "redact_mapping",
         ),
     ),
     (

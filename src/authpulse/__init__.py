@@ -73,6 +73,8 @@ from ._model import SessionStatus as SessionStatus
 from ._policy import Freshness as Freshness
 from ._policy import RefreshPolicy as RefreshPolicy
 from ._policy import freshness as freshness
+from ._redact import is_secret_name as is_secret_name
+from ._redact import redact_mapping as redact_mapping
 from ._redis_store import RedisStore as RedisStore
 from ._resilience import AsyncRetryTransport as AsyncRetryTransport
 from ._resilience import BudgetRegistry as BudgetRegistry
@@ -229,11 +231,13 @@ __all__ = [
     "authorization_identity",
     "compute_health",
     "freshness",
+    "is_secret_name",
     "is_testing",
     "moves_to_next_level",
     "open_store",
     "parse_token_response",
     "read_journal",
+    "redact_mapping",
     "set_testing",
 ]
 

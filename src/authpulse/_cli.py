@@ -29,6 +29,7 @@ from urllib.parse import unquote
 
 from ._errors import AuthpulseError, ConfigurationError
 from ._model import SessionKind, SessionStatus
+from ._redact import redact_mapping
 from ._settings import parse_duration
 
 if TYPE_CHECKING:
@@ -535,7 +536,7 @@ def _cmd_list(args: argparse.Namespace, m: SessionManager) -> int:
     if args.json:
         _print_json(
             {
-                "sessions": [r.to_dict() for r in records],
+                "sessions": [r.to_public_dict() for r in records],
                 "count": len(records),
                 "limit": args.limit,
                 "offset": args.offset,
@@ -563,7 +564,9 @@ def _cmd_show(args: argparse.Namespace, m: SessionManager) -> int:
     record = m.record(args.session_id)
     timeline = m.timeline(args.session_id)
     if args.json:
-        _print_json({"session": record.to_dict(), "timeline": [e.to_dict() for e in timeline]})
+        _print_json(
+            {"session": record.to_public_dict(), "timeline": [e.to_dict() for e in timeline]}
+        )
         return EXIT_OK
     out = _console(sys.stdout)
     info = Table.grid(padding=(0, 2))
@@ -585,7 +588,7 @@ def _cmd_show(args: argparse.Namespace, m: SessionManager) -> int:
         ("user agent", md.user_agent or "-"),
         ("ip address", md.ip_address or "-"),
         ("device", md.device or "-"),
-        ("custom", ", ".join(f"{k}={v}" for k, v in md.custom.items()) or "-"),
+        ("custom", ", ".join(f"{k}={v}" for k, v in redact_mapping(md.custom).items()) or "-"),
         ("version", str(record.version)),
     ]
     if record.paused_reason:
@@ -642,7 +645,7 @@ def _cmd_stats(args: argparse.Namespace, m: SessionManager) -> int:
 def _cmd_cancel(args: argparse.Namespace, m: SessionManager) -> int:
     record = m.cancel_stored(args.session_id, args.reason)
     if args.json:
-        _print_json({"session": record.to_dict()})
+        _print_json({"session": record.to_public_dict()})
     else:
         _console(sys.stdout).print(f"session {record.id} cancelled")
     return EXIT_OK

@@ -29,10 +29,9 @@ from types import MappingProxyType, TracebackType
 from typing import Final, TextIO, TypeAlias
 
 from ._errors import AuthpulseError, ConfigurationError, UsageError
+from ._redact import is_secret_name
 
 __all__ = [
-    "SECRET_FIELD_NAMES",
-    "SECRET_FIELD_SUFFIXES",
     "Event",
     "EventBus",
     "EventKind",
@@ -107,38 +106,6 @@ def labels_for(kind: EventKind) -> tuple[str, ...]:
 #: A field value: a flat JSON scalar (finite floats only).
 FieldValue: TypeAlias = str | int | float | bool | None
 
-#: Field names refused outright (compared lower-cased, with ``-`` read as ``_``).
-SECRET_FIELD_NAMES: Final = frozenset(
-    {
-        "access_token",
-        "refresh_token",
-        "id_token",
-        "token",
-        "client_secret",
-        "secret",
-        "password",
-        "passwd",
-        "authorization",
-        "proxy_authorization",
-        "cookie",
-        "set_cookie",
-        "api_key",
-        "apikey",
-        "private_key",
-        "client_assertion",
-        "assertion",
-        "code_verifier",
-    }
-)
-#: Field names ending with one of these are refused too (``csrf_token``,
-#: ``user_password``); ``token_type``, ``token_age`` or ``refresh_count`` are fine.
-SECRET_FIELD_SUFFIXES: Final = ("_token", "_secret", "_password")
-
-
-def _is_secret_name(name: str) -> bool:
-    norm = name.lower().replace("-", "_")
-    return norm in SECRET_FIELD_NAMES or norm.endswith(SECRET_FIELD_SUFFIXES)
-
 
 def _scalar(name: str, value: object) -> FieldValue:
     """``value`` as a plain JSON scalar, or ConfigurationError (naming the type, not the value)."""
@@ -174,8 +141,9 @@ class Event:
     """Something that happened to a session, at ``at`` (seconds since the epoch).
 
     ``fields`` is a flat mapping of JSON scalars, copied and made read-only.
-    Construction refuses secret-looking field names (see
-    :data:`SECRET_FIELD_NAMES` and :data:`SECRET_FIELD_SUFFIXES`) and values
+    Construction refuses secret-looking field names (the one rule of
+    :func:`authpulse.is_secret_name`: ``access_token``, ``clientSecret``,
+    ``x-api-key``, ...) and values
     that are not flat JSON scalars, with :class:`~authpulse.ConfigurationError`.
     """
 
@@ -212,7 +180,7 @@ class Event:
         for name, value in fields.items():
             if not isinstance(name, str) or not name:
                 raise ConfigurationError("event field names must be non-empty strings")
-            if _is_secret_name(name):
+            if is_secret_name(name):
                 raise ConfigurationError(
                     f"event field name {name!r} looks like a secret; events never carry secrets"
                 )

@@ -912,7 +912,7 @@ class SessionManager:
                 write(
                     {
                         "archived_at": t,
-                        "session": r.to_dict(),
+                        "session": r.to_public_dict(),
                         "timeline": [e.to_dict() for e in timeline],
                     }
                 )
@@ -1013,7 +1013,7 @@ class SessionManager:
         set's metadata and a health report from stored data (see :meth:`health`);
         a token set that cannot be read is reported as ``token_error``."""
         record = self.record(session_id)
-        out: dict[str, Any] = {"session": record.to_dict()}
+        out: dict[str, Any] = {"session": record.to_public_dict()}
         ms = self._live.get(session_id)
         if ms is not None:
             out["health"] = self.health(session_id).to_dict()

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._errors import AuthpulseError, ConfigurationError
+from ._redact import redact_mapping
 
 __all__ = [
     "TERMINAL",
@@ -277,6 +278,14 @@ class SessionRecord:
             "error": self.error.to_dict() if self.error else None,
             "version": self.version,
         }
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` for showing or exporting: the values of custom
+        metadata keys that look like a secret (see :func:`authpulse.is_secret_name`)
+        are replaced by ``[redacted]``."""
+        out = self.to_dict()
+        out["metadata"]["custom"] = redact_mapping(out["metadata"]["custom"])
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionRecord:

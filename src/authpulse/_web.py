@@ -43,7 +43,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
-from ._events import _is_secret_name
 from ._health import Band, HealthReport, HealthSignals, compute_health
 from ._manager import ManagedSession, SessionManager, SessionNotFoundError
 from ._model import SessionRecord, SessionStatus
@@ -66,7 +65,6 @@ BAND_COLOURS: Mapping[str, str] = {
 #: Lower bound of each band, best first (for the histogram in ``/metrics``).
 _BAND_FLOORS = ((Band.EXCELLENT, 80), (Band.GOOD, 60), (Band.FAIR, 40), (Band.POOR, 20))
 _OPEN = (SessionStatus.ACTIVE, SessionStatus.PAUSED)
-_REDACTED = "[redacted]"
 _MIN_ADMIN_TOKEN = 16
 _MAX_LIMIT = 1000
 
@@ -75,19 +73,6 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return round(value, digits)
-
-
-def _redact_custom(custom: Mapping[str, Any]) -> dict[str, Any]:
-    """Custom metadata with the values of secret-looking keys replaced."""
-    return {k: (_REDACTED if _is_secret_name(k) else v) for k, v in custom.items()}
-
-
-def _record_dict(record: SessionRecord) -> dict[str, Any]:
-    out = record.to_dict()
-    meta = dict(out["metadata"])
-    meta["custom"] = _redact_custom(meta.get("custom") or {})
-    out["metadata"] = meta
-    return out
 
 
 def _component_dicts(report: HealthReport) -> list[dict[str, Any]]:
@@ -368,7 +353,7 @@ class Dashboard:
         out: dict[str, Any] = {
             "now": _round(now),
             "session": self._row(v),
-            "record": _record_dict(v.record),
+            "record": v.record.to_public_dict(),
             "health": {
                 "score": report.score,
                 "band": report.band.value,

@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from ._redact import redact_mapping
+
 __all__ = [
     "FIELD_PREFIX",
     "LOGGERS",
@@ -81,7 +83,9 @@ class JsonFormatter(logging.Formatter):
     ``extra`` with ``all_extras=True``), then ``exc_info`` / ``stack_info``
     (formatted) when present. ``static`` fields (``{"service": "billing"}``)
     are added to every line. Values JSON cannot encode are written as their
-    ``str``.
+    ``str``. The value of a field whose name looks like a secret
+    (:func:`authpulse.is_secret_name`: ``password``, ``clientSecret``,
+    ``x-api-key``, ...) is written as ``[redacted]``.
     """
 
     def __init__(
@@ -98,8 +102,11 @@ class JsonFormatter(logging.Formatter):
 
     def _fields(self, record: logging.LogRecord) -> dict[str, Any]:
         if not self.all_extras:
-            return authpulse_fields(record)
-        return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+            fields = authpulse_fields(record)
+        else:
+            fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        # an extra named like a secret (``password``, ``clientSecret``) is never written
+        return redact_mapping(fields)
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
