@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 import authpulse
 from authpulse import (
@@ -525,3 +530,119 @@ def test_sessions_of_one_owner_never_share_cached_answers(
             seen.append(client.get("/items").json()["answer"])
     assert seen == [1, 2, 1, 2]
     assert api.calls == 2
+
+
+# ----------------------------------------------------------------------------- stop bounds
+
+
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "authpulse-worker"]
+
+
+def _hanging(clock: FakeClock, started: threading.Semaphore, release: threading.Event) -> Any:
+    def fetch(_current: TokenSet | None) -> TokenSet:
+        started.release()
+        release.wait(30)
+        now = clock.now()
+        return TokenSet(access_token=SecretStr("t"), issued_at=now, expires_at=now + 3600)
+
+    return authpulse.CallableSource(fetch)
+
+
+def test_stop_returns_within_its_timeout_while_refreshes_hang_and_no_second_worker(
+    clock: FakeClock,
+) -> None:
+    m = SessionManager(clock=clock, settings=ManagerSettings(tick_interval=0.01), seed=1)
+    started, release = threading.Semaphore(0), threading.Event()
+    now = clock.now()
+    due = TokenSet(access_token=SecretStr("old"), issued_at=now - 3590, expires_at=now + 10)
+    for i in range(6):  # more than refresh_concurrency (4): two are queued
+        m.create_session(f"u{i}", _hanging(clock, started, release), token=due)
+    try:
+        m.start()
+        for _ in range(4):
+            assert started.acquire(timeout=10)  # four refreshes hang on the pool
+        begun = time.monotonic()
+        m.stop(timeout=0.5)
+        assert time.monotonic() - begun < 0.5 + 2.0  # was: until every refresh ended
+        assert not m.running
+        assert len(_workers()) == 1  # still finishing its tick
+        with pytest.raises(authpulse.UsageError, match="still finishing"):
+            m.start()
+        assert len(_workers()) == 1
+    finally:
+        release.set()
+    m.stop(timeout=10)
+    assert _workers() == []
+    m.start()
+    assert len(_workers()) == 1
+    m.shutdown()
+    assert _workers() == []
+
+
+def test_stop_returns_within_its_timeout_while_a_probe_hangs(
+    clock: FakeClock, idp: FakeIdP
+) -> None:
+    m = SessionManager(
+        clock=clock,
+        transport=idp.transport,
+        settings=ManagerSettings(tick_interval=0.01, heartbeat_interval=60),
+    )
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_probe(_ms: authpulse.ManagedSession) -> bool:
+        entered.set()
+        return release.wait(30)
+
+    m.create_session("alice", cc(idp), probe=slow_probe)
+    clock.advance(61)
+    try:
+        m.start()
+        assert entered.wait(10)
+        begun = time.monotonic()
+        m.stop(timeout=0.3)
+        assert time.monotonic() - begun < 0.3 + 2.0
+        with pytest.raises(authpulse.UsageError):
+            m.start()
+    finally:
+        release.set()
+    m.stop(timeout=10)
+    m.start()
+    assert len(_workers()) == 1
+    m.shutdown()
+
+
+@pytest.mark.anyio
+async def test_astop_returns_within_its_timeout_and_astart_never_runs_two(
+    clock: FakeClock, idp: FakeIdP
+) -> None:
+    m = SessionManager(
+        clock=clock,
+        async_transport=idp.async_transport,
+        settings=ManagerSettings(tick_interval=0.01, heartbeat_interval=60),
+    )
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_probe(_ms: authpulse.ManagedSession) -> bool:
+        entered.set()
+        await release.wait()
+        return True
+
+    await m.acreate_session("alice", cc(idp), probe=slow_probe)
+    clock.advance(61)
+    await m.astart()
+    await asyncio.wait_for(entered.wait(), 10)
+    begun = time.monotonic()
+    await m.astop(timeout=0.3)
+    assert time.monotonic() - begun < 0.3 + 2.0
+    assert not m.running
+    with pytest.raises(authpulse.UsageError):
+        await m.astart()  # the cancelled tick has not unwound yet
+    for _ in range(100):  # it does within a few turns of the loop
+        await asyncio.sleep(0)
+        with contextlib.suppress(authpulse.UsageError):
+            await m.astart()
+            break
+    assert m.running
+    await m.ashutdown()
+    assert not m.running

@@ -1448,14 +1448,31 @@ class SessionManager:
 
     @property
     def running(self) -> bool:
-        return (self._thread is not None and self._thread.is_alive()) or (
-            self._task is not None and not self._task.done()
-        )
+        """Whether the worker is running (one told to stop is not, even while it
+        finishes a tick that outlived :meth:`stop`'s timeout)."""
+        if self._thread is not None and self._thread.is_alive():
+            return not self._stop.is_set()
+        if self._task is not None and not self._task.done():
+            return self._astop is None or not self._astop.is_set()
+        return False
 
-    def start(self) -> None:
-        """Start the ONE worker thread that ticks every ``tick_interval`` seconds."""
+    def _refuse_second_worker(self) -> None:
         if self.running:
             raise UsageError("the worker is already running")
+        if (self._thread is not None and self._thread.is_alive()) or (
+            self._task is not None and not self._task.done()
+        ):
+            raise UsageError(
+                "the previous worker is still finishing a tick that outlived stop()'s "
+                "timeout (a refresh or probe that hangs); call stop() again to wait for it"
+            )
+
+    def start(self) -> None:
+        """Start the ONE worker thread that ticks every ``tick_interval`` seconds.
+
+        Raises :class:`UsageError` while a worker runs, or while a stopped one is
+        still finishing its last tick: there is never a second worker."""
+        self._refuse_second_worker()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="authpulse-worker", daemon=True)
         self._thread.start()
@@ -1465,20 +1482,26 @@ class SessionManager:
             self.tick()
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop the worker and wait for it; close the refresh pool."""
+        """Stop the worker and wait for it at most ``timeout`` seconds (``None``:
+        as long as it takes); close the refresh pool.
+
+        Returns within ``timeout`` even when refreshes or probes hang: refreshes
+        not yet started are cancelled, and a tick still running finishes on its
+        own (the worker exits after it; :meth:`start` refuses until then)."""
         self._stop.set()
         t = self._thread
         if t is not None:
             t.join(timeout)
-            self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            if not t.is_alive():
+                self._thread = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # the worker waits for its own refreshes; never wait for a hung one here
+            pool.shutdown(wait=self._thread is None, cancel_futures=True)
 
     async def astart(self) -> None:
-        """Start the ONE worker task on the running loop."""
-        if self.running:
-            raise UsageError("the worker is already running")
+        """Start the ONE worker task on the running loop (see :meth:`start`)."""
+        self._refuse_second_worker()
         self._astop = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
             self._arun(self._astop), name="authpulse-worker"
@@ -1493,14 +1516,21 @@ class SessionManager:
             else:
                 return
 
-    async def astop(self) -> None:
-        """Stop the worker task and wait for it."""
+    async def astop(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (as stop())
+        """Stop the worker task and wait for it at most ``timeout`` seconds; a
+        tick still running then is cancelled (refreshes it started go on for
+        their other waiters: a session's refresh never dies with its caller)."""
         if self._astop is not None:
             self._astop.set()
         task = self._task
-        if task is not None:
-            await task
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if task in done:
             self._task = None
+            task.result()
+        else:
+            task.cancel()
 
     def shutdown(self) -> None:
         """Stop the worker, close every session's HTTP clients and the store.
