@@ -198,6 +198,13 @@ def test_list_filters_and_pages(
     assert {s["id"] for s in data["sessions"]} == expected
 
 
+@pytest.mark.parametrize("option", ["--offset", "--limit"])
+def test_list_refuses_pages_sqlite_cannot_hold(db: Populated, run: Run, option: str) -> None:
+    code, _, err = run("sessions", "list", option, str(2**63))
+    assert code == 2
+    assert f"{option}: must be at most {2**63 - 1}" in err
+
+
 def test_list_reports_an_empty_page_and_the_next_offset(db: Populated, run: Run) -> None:
     code, out, _ = run("sessions", "list", "--owner", "nobody")
     assert (code, out.strip()) == (0, "no sessions match")

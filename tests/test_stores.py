@@ -429,6 +429,20 @@ def test_query_filters_order_and_pages(backend: Backend) -> None:
     assert [i for page in pages for i in ids(page)] == ["a1", "b1", "a2", "b2", "a4", "a5"]
 
 
+@pytest.mark.parametrize(
+    ("limit", "offset", "named"),
+    [(None, 2**63, "offset"), (2**63, 0, "limit"), (None, -1, "offset"), (True, 0, "limit")],
+)
+def test_query_refuses_pages_out_of_range(
+    backend: Backend, limit: Any, offset: Any, named: str
+) -> None:
+    """Offsets SQLite cannot hold (it raised OverflowError) are refused by every store."""
+    _populate(backend.store)
+    with pytest.raises(ConfigurationError, match=f"^{named} must be an integer from 0 to"):
+        backend.store.query(limit=limit, offset=offset)
+    assert ids(backend.store.query(offset=2**63 - 1)) == []
+
+
 def test_query_follows_status_and_owner_changes(backend: Backend) -> None:
     store = backend.store
     first = store.put(rec("s1"), expected_version=None)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import authpulse
 from authpulse import (
     AuthpulseError,
     BreakerPolicy,
@@ -190,6 +191,39 @@ def test_list_refuses_bad_query_parameters(http: httpx.Client, query: str) -> No
     r = http.get(f"/api/sessions?{query}")
     assert r.status_code == 400
     assert r.json()["error"] == "bad_request"
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("offset=9223372036854775808", "offset"),
+        ("offset=" + "9" * 5000, "limit and offset"),
+        ("limit=9223372036854775808", "limit"),
+        ("limit=0", "limit"),
+    ],
+)
+def test_out_of_range_pages_are_refused_before_the_sqlite_store(
+    tmp_path: Path, clock: FakeClock, idp: FakeIdP, query: str, named: str
+) -> None:
+    store = authpulse.open_store(f"sqlite:///{tmp_path / 'web.db'}")
+    m = SessionManager(store, clock=clock, transport=idp.transport)
+    m.create_session("alice", cc(idp))
+    try:
+        with running(m) as (_, http):
+            r = http.get(f"/api/sessions?{query}")
+            assert r.status_code == 400
+            assert r.json()["error"] == "bad_request"
+            assert r.json()["message"].startswith(named)
+            assert http.get("/api/sessions?offset=9223372036854775807").json()["count"] == 0
+    finally:
+        m.shutdown()
+
+
+def test_the_manager_refuses_out_of_range_pages(manager: SessionManager) -> None:
+    with pytest.raises(ConfigurationError, match="offset must be an integer from 0 to"):
+        manager.list(offset=2**63)
+    with pytest.raises(ConfigurationError, match="limit must be an integer from 0 to"):
+        manager.list(limit=-1)
 
 
 # ----------------------------------------------------------------------------- detail

@@ -145,6 +145,15 @@ def _count(text: str) -> int:
     return value
 
 
+def _page(text: str) -> int:
+    from ._store import MAX_PAGE
+
+    value = _count(text)
+    if value > MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PAGE}")
+    return value
+
+
 def _port(text: str) -> int:
     value = _count(text)
     if value > 65535:
@@ -207,8 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paused), ended (the other four); several with commas",
     )
     p.add_argument("--kind", choices=[k.value for k in SessionKind])
-    p.add_argument("--limit", type=_count, default=50, help="at most this many (default 50)")
-    p.add_argument("--offset", type=_count, default=0, help="skip this many first")
+    p.add_argument("--limit", type=_page, default=50, help="at most this many (default 50)")
+    p.add_argument("--offset", type=_page, default=0, help="skip this many first")
 
     p = ss.add_parser("show", parents=common, help="a session's record and timeline")
     p.add_argument("session_id", metavar="ID")

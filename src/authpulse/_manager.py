@@ -53,6 +53,7 @@ from ._store import (
     StoreError,
     StoreUnavailableError,
     VersionConflictError,
+    check_page,
 )
 from ._tokens import TokenSet
 
@@ -518,8 +519,7 @@ class SessionManager:
         offset: int = 0,
     ) -> list[SessionRecord]:
         """Stored records, oldest first, filtered, one page at a time."""
-        if not isinstance(limit, int) or not isinstance(offset, int) or limit < 0 or offset < 0:
-            raise ConfigurationError("limit and offset must be non-negative integers")
+        check_page(limit, offset)
         statuses: list[SessionStatus] | None
         try:
             if status is None:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, unquote
 
 from ._clock import Clock, SystemClock
@@ -139,12 +139,22 @@ def check_token_put(skew: float, fence: int | None) -> tuple[float, int | None]:
     return float(skew), fence
 
 
-def check_page(limit: int | None, offset: int) -> None:
-    """Validate ``query`` paging arguments."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ConfigurationError("limit must be an int >= 0 or None")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ConfigurationError("offset must be an int >= 0")
+#: The largest ``limit`` or ``offset`` a query takes (SQLite's integers are 64-bit).
+MAX_PAGE: Final = 2**63 - 1
+
+
+def check_page(
+    limit: int | None, offset: int, *, min_limit: int = 0, max_limit: int = MAX_PAGE
+) -> None:
+    """Validate paging arguments, the one rule of every store's ``query``, the
+    manager's ``list`` and the dashboard: :class:`ConfigurationError` naming the
+    argument and its range."""
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not min_limit <= limit <= max_limit
+    ):
+        raise ConfigurationError(f"limit must be an integer from {min_limit} to {max_limit}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_PAGE:
+        raise ConfigurationError(f"offset must be an integer from 0 to {MAX_PAGE}")
 
 
 class LockBackend(Protocol):
@@ -429,6 +439,7 @@ class MemoryStore:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[SessionRecord]:
+        check_page(limit, offset)
         statuses = frozenset(status) if status is not None else None
         with self._lock:
             rows = [

@@ -47,7 +47,7 @@ from ._health import Band, HealthReport, HealthSignals, compute_health
 from ._manager import ManagedSession, SessionManager, SessionNotFoundError
 from ._model import SessionRecord, SessionStatus
 from ._policy import RefreshPolicy, schedule
-from ._store import SessionStore, StoreError, open_store
+from ._store import SessionStore, StoreError, check_page, open_store
 
 __all__ = ["BAND_COLOURS", "Dashboard", "DashboardServer", "serve"]
 
@@ -321,10 +321,7 @@ class Dashboard:
         offset: int = 0,
     ) -> dict[str, Any]:
         """``GET /api/sessions``: one row per stored session (oldest first), a page."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-            raise ConfigurationError(f"limit must be an integer from 1 to {_MAX_LIMIT}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ConfigurationError("offset must be an integer >= 0")
+        check_page(limit, offset, min_limit=1, max_limit=_MAX_LIMIT)
         statuses = _statuses(status)
         now = self.clock.now()
         records = self.store.query(status=statuses, limit=limit, offset=offset)
