@@ -29,7 +29,7 @@ from urllib.parse import unquote
 
 from ._errors import AuthpulseError, ConfigurationError
 from ._model import SessionKind, SessionStatus
-from ._settings import parse_duration
+from ._version import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -93,6 +93,8 @@ def _faults(text: str) -> tuple[str, ...]:
 
 
 def _duration(text: str) -> float:
+    from ._settings import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError:
@@ -162,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unreachable or bad store URL. Settings come from AUTHPULSE_* variables "
         "(see docs/configuration.md).",
     )
+    parser.add_argument("--version", action="version", version=f"authpulse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
