@@ -116,3 +116,15 @@ def test_lazy_table_matches_the_typing_imports_and_all() -> None:
     assert set(typed) | {"__version__"} == set(authpulse.__all__)
     for name, module in authpulse._EXPORTS.items():
         assert getattr(authpulse, name) is getattr(import_module(module, "authpulse"), name)
+
+
+@pytest.mark.parametrize("backend", ["httpx", "httpx2"])
+def test_a_backend_module_can_be_imported_first(backend: str) -> None:
+    """``import authpulse.httpx`` before anything else: its module and ``_client``
+    import each other, and neither needs the other complete."""
+    loaded_after(
+        f"import authpulse.{backend} as b\n"
+        "import authpulse\n"
+        "assert issubclass(b.Client, authpulse._client.SessionClientMixin)\n"
+        "assert authpulse.Client.__module__.startswith('authpulse.httpx')"
+    )
