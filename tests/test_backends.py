@@ -195,8 +195,10 @@ def test_the_environment_variable_picks_the_default(value: str, expected: str) -
 
 
 def test_an_unknown_backend_in_the_environment_fails_at_import() -> None:
+    """When the HTTP layer is imported: on first use of a name that needs it
+    (``import authpulse`` alone imports no HTTP library)."""
     out = subprocess.run(
-        [sys.executable, "-c", "import authpulse"],
+        [sys.executable, "-c", "import authpulse; authpulse.Session"],
         env={**os.environ, BACKEND_ENV: "urllib3"},
         capture_output=True,
         text=True,

@@ -30,7 +30,7 @@ from urllib.parse import unquote
 from ._errors import AuthpulseError, ConfigurationError
 from ._model import SessionKind, SessionStatus
 from ._redact import redact_mapping
-from ._settings import parse_duration
+from ._version import __version__
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,6 +94,8 @@ def _faults(text: str) -> tuple[str, ...]:
 
 
 def _duration(text: str) -> float:
+    from ._settings import parse_duration
+
     try:
         return parse_duration(text)
     except ValueError:
@@ -172,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "unreachable or bad store URL. Settings come from AUTHPULSE_* variables "
         "(see docs/configuration.md).",
     )
+    parser.add_argument("--version", action="version", version=f"authpulse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -305,10 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _console(file: TextIO) -> Console:
-    from rich.console import Console
+    from ._terminal import console
 
-    # no markup, no highlighting: owner names and metadata are shown as they are
-    return Console(file=file, markup=False, highlight=False, emoji=False, soft_wrap=True)
+    # no markup, no highlighting, control characters made visible: owner names and
+    # metadata are shown as they are, and never drive the terminal
+    return console(file)
+
+
+def _error(message: str) -> None:
+    """One line on stderr, control characters made visible."""
+    from ._terminal import safe_text
+
+    sys.stderr.write(f"authpulse: {safe_text(message)}\n")
 
 
 def _print_json(data: object) -> None:
@@ -473,12 +484,21 @@ def _manager(args: argparse.Namespace, settings: AuthpulseSettings) -> Iterator[
             manager.shutdown()
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines with their control characters made visible (a record may quote stored text)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from ._terminal import safe_text
+
+        return safe_text(super().format(record))
+
+
 @contextlib.contextmanager
 def _log_to_stderr(level: str) -> Iterator[None]:
     """Library log records at ``level`` and above go to stderr while a command runs."""
     logger = logging.getLogger("authpulse")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("authpulse: %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_SafeFormatter("authpulse: %(levelname)s %(name)s: %(message)s"))
     old = logger.level
     logger.addHandler(handler)
     logger.setLevel(level)
@@ -958,13 +978,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except CliError as exc:
-        sys.stderr.write(f"authpulse: {exc}\n")
+        _error(str(exc))
         return exc.code
     except AuthpulseError as exc:
-        sys.stderr.write(f"authpulse: {_message(exc)}\n")
+        _error(_message(exc))
         return _exit_code(exc)
     except KeyboardInterrupt:
-        sys.stderr.write("authpulse: interrupted\n")
+        _error("interrupted")
         return 130
     except BrokenPipeError:
         # the reader went away (`authpulse sessions list | head`): stop quietly

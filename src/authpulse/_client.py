@@ -246,11 +246,16 @@ class AsyncSessionClientMixin:
         return self.session.health()
 
 
-# ``authpulse.Client`` / ``AsyncClient``: the default backend's classes. The
-# backend modules import the mixins above from this (partly imported) module.
+# ``authpulse.Client`` / ``AsyncClient``: the default backend's classes, looked up
+# on first use. The backend modules import the mixins above from this module, so
+# importing one of them first (``import authpulse.httpx``) works too.
 if TYPE_CHECKING:
     from .httpx import AsyncClient, Client
 else:
-    _default = importlib.import_module(f"{__package__}.{DEFAULT_BACKEND}")
-    Client = _default.Client
-    AsyncClient = _default.AsyncClient
+
+    def __getattr__(name: str) -> object:
+        if name not in ("Client", "AsyncClient"):
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{__package__}.{DEFAULT_BACKEND}"), name)
+        globals()[name] = value
+        return value

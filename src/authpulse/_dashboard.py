@@ -16,7 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ._demo import DemoFrame, DemoIntro, DemoSummary, summary_text
+from ._demo import DemoFrame, DemoIntro, DemoSummary, summary_items
+from ._stats import refresh_counts
 
 __all__ = [
     "AUTH_STATE_STYLES",
@@ -86,7 +87,7 @@ def render_frame(frame: DemoFrame, intro: DemoIntro | None = None) -> Renderable
                 ("auth state", Text(frame.auth_state, AUTH_STATE_STYLES.get(frame.auth_state, ""))),
                 ("token expires in", _countdown(frame.token_expires_in)),
                 ("generation", str(frame.generation)),
-                ("refreshes", f"{frame.refreshes} ({frame.refresh_failures} failed)"),
+                ("refreshes", refresh_counts(frame.refreshes, frame.refresh_failures)),
                 (
                     "fallback level",
                     Text(str(frame.fallback_level), "magenta" if frame.fallback_level else ""),
@@ -158,8 +159,13 @@ def render_frame(frame: DemoFrame, intro: DemoIntro | None = None) -> Renderable
 def render_summary(summary: DemoSummary) -> RenderableType:
     """The end-of-run summary panel."""
     ok = summary.failed == 0
+    items = Table.grid(padding=(0, 2))
+    items.add_column(style="dim", no_wrap=True)
+    items.add_column(overflow="fold")
+    for label, value in summary_items(summary):
+        items.add_row(label, value)
     return Panel(
-        Text(summary_text(summary)),
+        items,
         title="summary",
         border_style="green" if ok else "red",
     )

@@ -23,6 +23,7 @@ from ._policy import RefreshPolicy
 from ._resilience import RetryPolicy
 from ._retry import TokenRetry
 from ._sources import RefreshTokenGrant
+from ._stats import refresh_counts
 from .testing import FakeAPI, FakeIdP, Fault
 
 __all__ = [
@@ -139,7 +140,7 @@ class PlainRenderer:
         why = f" — {worst.name}: {worst.reason}" if worst else ""
         print(
             f"t={f.elapsed:5.1f}s {f.calls:4d} ok/{f.failed} failed | gen {f.generation:2d}"
-            f" refreshes {f.refreshes:2d} (failed {f.refresh_failures}) | "
+            f" refreshes: {refresh_counts(f.refreshes, f.refresh_failures)} | "
             f"{f.auth_state:8s} fallback {f.fallback_level} | retries "
             f"{f.api_retries:2d} breaker {f.breaker:9s} | stale {f.stale:3d} | health "
             f"{f.health.score:3d} {f.health.band.value}{why}",
@@ -151,18 +152,26 @@ class PlainRenderer:
         print("\n" + summary_text(summary), file=self.out, flush=True)
 
 
+def summary_items(summary: DemoSummary) -> tuple[tuple[str, str], ...]:
+    """The summary of a run as (label, value) pairs, in the order they are shown."""
+    return (
+        ("calls", f"{summary.calls}, {summary.failed} failed (user-visible)"),
+        ("refreshes", refresh_counts(summary.refreshes, summary.refresh_failures)),
+        ("token endpoint calls", f"{summary.token_calls} (retries included)"),
+        ("API retries", str(summary.api_retries)),
+        ("breaker", "opened" if summary.breaker_opened else "never opened"),
+        ("stale answers", str(summary.stale_served)),
+        ("highest fallback level", str(summary.highest_fallback_level)),
+        ("401 answered by refresh and replay", str(summary.replays_after_401)),
+        ("refresh-token reuse detected", str(summary.reuse_detected)),
+        ("health now", f"{summary.final_score} (lowest {summary.lowest_score})"),
+        ("user-experience score", f"{(summary.ux_score or 0):.1f}"),
+    )
+
+
 def summary_text(summary: DemoSummary) -> str:
     """The one-paragraph summary of a run."""
-    return (
-        f"summary: {summary.calls} calls, {summary.failed} failed (user-visible); "
-        f"{summary.refreshes} refreshes, {summary.refresh_failures} refresh failures, "
-        f"{summary.token_calls} token calls; {summary.api_retries} API retries; breaker "
-        f"{'opened' if summary.breaker_opened else 'never opened'}; {summary.stale_served} "
-        f"stale answers; highest fallback level {summary.highest_fallback_level}; "
-        f"{summary.replays_after_401} 401 answered by refresh and replay; refresh-token "
-        f"reuse detected: {summary.reuse_detected}; health now {summary.final_score} "
-        f"(lowest {summary.lowest_score}); user-experience score {(summary.ux_score or 0):.1f}"
-    )
+    return "summary: " + "; ".join(f"{k}: {v}" for k, v in summary_items(summary))
 
 
 def _event_detail(event: Event) -> str:

@@ -72,10 +72,16 @@ class _Current:
 
 @dataclass(frozen=True, slots=True)
 class RefreshStats:
-    """Counters of one session's refreshes (no secrets)."""
+    """Counters of one session's refreshes (no secrets).
 
-    refreshes: int
-    failures: int
+    A refresh is counted once however many token endpoint calls its retries
+    made: ``refreshes`` succeeded and ``failures`` failed, so ``attempted`` is
+    their sum, and the demo and the dashboards print the three as
+    ``refreshes: 5 attempted, 2 succeeded, 3 failed``.
+    """
+
+    refreshes: int  #: refreshes that succeeded (the first fetch and adopted stored sets included)
+    failures: int  #: refreshes that failed
     consecutive_failures: int
     token_requests: int
     last_refresh_at: float | None
@@ -84,6 +90,11 @@ class RefreshStats:
     last_error_class: str | None
     skew: float
     generation: int
+
+    @property
+    def attempted(self) -> int:
+        """Refreshes attempted: ``refreshes + failures``."""
+        return self.refreshes + self.failures
 
 
 class Session:

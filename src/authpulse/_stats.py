@@ -10,7 +10,18 @@ from typing import Any
 
 from ._model import SessionKind, SessionRecord, SessionStatus
 
-__all__ = ["Aggregates", "RequestStats", "RequestWindow", "SessionStats"]
+__all__ = ["Aggregates", "RequestStats", "RequestWindow", "SessionStats", "refresh_counts"]
+
+
+def refresh_counts(succeeded: int, failed: int) -> str:
+    """Refresh counts in the one wording every surface prints:
+    ``"5 attempted, 2 succeeded, 3 failed"``, where attempted = succeeded + failed.
+
+    An attempt is one refresh as its callers see it (the first fetch and an
+    adoption of a set a peer stored included), however many token endpoint
+    calls its retries made.
+    """
+    return f"{succeeded + failed} attempted, {succeeded} succeeded, {failed} failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -258,7 +258,7 @@
       const refreshes =
         r.refreshes === null
           ? el("span", { class: "muted", text: "—" })
-          : el("span", { class: "refreshes", "data-refreshes": r.refreshes }, String(r.refreshes), r.refresh_failures ? el("span", { class: "session-sub", text: r.refresh_failures + " failed" }) : null);
+          : el("span", { class: "refreshes", "data-refreshes": r.refreshes }, r.refreshes + " succeeded", r.refresh_failures ? el("span", { class: "session-sub", text: r.refresh_failures + " failed" }) : null);
       return el(
         "tr",
         { class: r.open ? "" : "ended", "data-session-id": r.id, "data-band": r.band, "data-score": r.score },
@@ -381,8 +381,8 @@
     }
     const f = d.refresh;
     if (f) {
-      fact(dl, "Refreshes", f.refreshes, "detail-refreshes");
-      fact(dl, "Failures", f.failures + (f.consecutive_failures ? " (" + f.consecutive_failures + " in a row)" : ""), "detail-failures");
+      fact(dl, "Refreshes succeeded", f.refreshes, "detail-refreshes");
+      fact(dl, "Refreshes failed", f.failures + (f.consecutive_failures ? " (" + f.consecutive_failures + " in a row)" : ""), "detail-failures");
       fact(dl, "Last refresh", ago(f.last_refresh_at, now));
       fact(dl, "Next refresh due", f.refresh_at === null ? "—" : f.refresh_at <= now ? "now" : "in " + fmtDuration(f.refresh_at - now));
     }
@@ -502,7 +502,7 @@
       );
       const r = result.session;
       setResult(
-        action === "refresh" ? "refreshed: " + r.refreshes + " refreshes, score " + r.score : "cancelled",
+        action === "refresh" ? "refreshed: " + r.refreshes + " refreshes succeeded, score " + r.score : "cancelled",
         "ok",
       );
     } catch (e) {
