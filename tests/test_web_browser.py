@@ -214,6 +214,12 @@ def test_the_page_follows_a_fault_and_forces_a_refresh(
         expect(page.locator("#health-chart path.line")).to_have_count(1)
         # 100, then the score after the outage, then after the burst (at least)
         assert int(page.locator("#chart").get_attribute("data-samples") or 0) >= 3
+        # the request figures say what they count: "ok", and "smooth" explained on hover
+        requests = page.locator("#detail-requests span")
+        expect(requests).to_contain_text("8 in window · 25% ok · ")
+        expect(requests).to_contain_text("% smooth")
+        expect(requests).not_to_contain_text("UX")
+        assert "smooth: calls that also did not wait" in (requests.get_attribute("title") or "")
         refreshes = page.locator("#detail-refreshes")
         before = checkout.session.stats().refreshes
         expect(refreshes).to_have_text(str(before))

@@ -364,6 +364,12 @@
     );
   }
 
+  // what the request figures count (docs/dashboard.md says the same)
+  const REQUESTS_HELP =
+    "ok: calls answered without an error. smooth: calls that also did not wait for a " +
+    "token refresh and met no 401 on the way (a call that waited, or was replayed " +
+    "after a 401, is ok but not smooth).";
+
   function fact(dl, label, value, id) {
     dl.append(el("dt", { text: label }), value instanceof Node ? el("dd", { id: id }, value) : el("dd", { id: id, text: value === null || value === undefined ? "—" : String(value) }));
   }
@@ -392,9 +398,9 @@
     if (q && q.window) {
       const parts = [q.window + " in window"];
       if (q.success_rate !== null) parts.push(Math.round(q.success_rate * 100) + "% ok");
-      if (q.ux_score !== null) parts.push("UX " + q.ux_score);
+      if (q.ux_score !== null) parts.push(Math.round(q.ux_score) + "% smooth");
       if (q.p95_latency !== null) parts.push("p95 " + Math.round(q.p95_latency * 1000) + " ms");
-      fact(dl, "Requests", parts.join(" · "));
+      fact(dl, "Requests", el("span", { text: parts.join(" · "), title: REQUESTS_HELP }), "detail-requests");
     }
     if (d.session.breaker) fact(dl, "Circuit breaker", d.session.breaker.replace("_", "-"));
     fact(dl, "Created", clockTime(d.record.created_at) + " (" + ago(d.record.created_at, now) + ")");
