@@ -646,3 +646,12 @@ async def test_astop_returns_within_its_timeout_and_astart_never_runs_two(
     assert m.running
     await m.ashutdown()
     assert not m.running
+
+
+def test_http_probes_carry_the_token_only_over_https_or_loopback() -> None:
+    with pytest.raises(ConfigurationError, match="plain http:// to a host that is not loopback"):
+        authpulse.HttpProbe("http://api.example.com/health")
+    assert authpulse.HttpProbe("http://127.0.0.1:8080/health").url.startswith("http://127")
+    assert authpulse.HttpProbe("https://api.example.com/health")
+    insecure = authpulse.HttpProbe("http://api.internal/health", allow_insecure_http=True)
+    assert insecure.url == "http://api.internal/health"

@@ -31,7 +31,7 @@ from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
 from ._health import HealthReport, HealthSignals, compute_health
-from ._http import async_client_for, client_for
+from ._http import async_client_for, check_endpoint_url, client_for
 from ._model import (
     ErrorDetails,
     SessionKind,
@@ -187,7 +187,9 @@ class HttpProbe:
 
     Healthy when the answer's status is below 400 (``ok_statuses`` to change
     that). The request goes through the session's own auth, so a 401 is
-    refreshed and replayed like any other call.
+    refreshed and replayed like any other call. It carries the access token,
+    so ``url`` must be ``https://`` (or ``http://`` to a loopback host, or
+    any host with ``allow_insecure_http=True``).
     """
 
     def __init__(
@@ -199,10 +201,12 @@ class HttpProbe:
         transport: AnyTransport | None = None,
         async_transport: AnyAsyncTransport | None = None,
         ok_statuses: Iterable[int] | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ConfigurationError("HttpProbe url must be an absolute http(s) URL")
-        self.url = url
+        # the probe carries the session's access token: https, or http to loopback
+        self.url = check_endpoint_url(
+            url, what="HttpProbe url", allow_insecure_http=allow_insecure_http is True
+        )
         self.method = method
         self.timeout = timeout
         self._transport = transport
