@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,14 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["RedisServer", "free_port", "ping", "redis_server_fixture", "require_redis_server"]
+__all__ = [
+    "RedisServer",
+    "SlowProxy",
+    "free_port",
+    "ping",
+    "redis_server_fixture",
+    "require_redis_server",
+]
 
 INSTALL_HINT = "install it with: apt-get install -y redis-server"
 
@@ -146,3 +154,68 @@ def redis_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[R
     binary = require_redis_server()
     with RedisServer(binary, tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+class SlowProxy:
+    """A TCP proxy in front of a Redis server whose answers come ``delay`` seconds
+    late, or never (``delay=None``: requests reach the server, answers are dropped).
+
+    Use as a context manager; :attr:`url` is the proxy's ``redis://`` URL.
+    """
+
+    def __init__(self, upstream_port: int, delay: float | None) -> None:
+        self.upstream_port = upstream_port
+        self.delay = delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._guard = threading.Lock()
+        threading.Thread(target=self._accept, name="slow-proxy", daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self._guard:
+                self._sockets += [client, upstream]
+                if self._closed.is_set():  # accepted while closing
+                    client.close()
+                    upstream.close()
+                    return
+            for src, dst, late in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pipe, args=(src, dst, late), name="slow-proxy-pipe", daemon=True
+                ).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, late: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if late:
+                    if self.delay is None:
+                        continue  # the answer never comes
+                    if self._closed.wait(self.delay):
+                        return
+                dst.sendall(chunk)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        with self._guard:
+            self._closed.set()
+            self._listener.close()
+            for sock in self._sockets:
+                sock.close()
+
+    def __enter__(self) -> SlowProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -6,8 +6,10 @@ in test_multiprocess.py.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from pydantic import SecretStr
 
 import authpulse
 import authpulse.testing
-from _redis import RedisServer, redis_server_fixture  # noqa: F401 - fixture
+from _redis import RedisServer, SlowProxy, redis_server_fixture  # noqa: F401 - fixture
 from authpulse import (
     MemoryStore,
     RedisStore,
@@ -436,3 +438,37 @@ def test_an_unreadable_stored_set_fails_the_refresh_without_asking_the_idp(
     for s, st in ((writer, writer_store), (reader, reader_store)):
         s.close()
         st.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("delay", [1.5, None], ids=["late", "silent"])
+def test_a_slow_or_silent_redis_cannot_hold_the_first_token_past_the_deadline(
+    redis_server: RedisServer, mode: str, delay: float | None
+) -> None:
+    """Store calls share the refresh's deadline (3 s here): a Redis answering 1.5 s
+    late, or never, took 6 s and 15 s before (each call waited its socket timeout,
+    retried twice); now the store counts as unavailable once the deadline is spent
+    and the token comes from the IdP process-locally."""
+    real = authpulse.SystemClock()  # the store is really slow: its time is real time
+    idp = FakeIdP(clock=real)
+    with SlowProxy(redis_server.port, delay) as proxy:
+        store = RedisStore(proxy.url, namespace="slow" + uuid.uuid4().hex[:8], clock=real)
+        session = Session(
+            authpulse.ClientCredentials(idp.token_url, "client", "secret"),
+            clock=real,
+            transport=idp.transport,
+            async_transport=idp.async_transport,
+            store=store,
+            retry=TokenRetry(deadline=3.0),
+        )
+        events: list[str] = []
+        session.add_listener(lambda kind, fields: events.append(kind))
+        began = time.monotonic()
+        token = session.token() if mode == "sync" else asyncio.run(session.atoken())
+        took = time.monotonic() - began
+        assert idp.validate(token)
+        assert idp.hits == 1
+        assert "store_unavailable" in events
+        assert took < 3.0 + 1.5  # the deadline, plus room for a loaded machine
+        session.close()
+        store.close()

@@ -21,6 +21,12 @@ token on their own would trip the IdP's reuse detection). A stored set that
 cannot be read (wrong encryption key, corrupt data) is not an outage: the
 refresh fails with that error and the IdP is not asked.
 
+Every store call of a refresh is bounded by the refresh's deadline (the
+session's ``TokenRetry.deadline``): the time spent in store calls adds up,
+and once it reaches the deadline the store counts as unavailable, as above.
+Time spent asking the IdP or waiting for a live peer's lock is not store
+time. A store that answers late, or never, cannot hold a refresh past it.
+
 The decisions are pure functions shared by the sync and async shells.
 """
 
@@ -33,8 +39,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
+from ._bounded import acall_within, call_within, start_and_forget
 from ._crypto import DecryptionError
 from ._errors import OAuthError
 from ._policy import Freshness, RefreshPolicy, freshness
@@ -42,6 +49,7 @@ from ._sources import Fetched
 from ._store import (
     CorruptRecordError,
     FencingError,
+    MemoryStore,
     SessionStore,
     StoredToken,
     StoreError,
@@ -58,6 +66,8 @@ __all__ = ["Coordinator", "newest", "stored_is_usable"]
 log = logging.getLogger("authpulse.coordination")
 
 Reason = Literal["expired", "stale", "forced", "rejected", "initial"]
+
+T = TypeVar("T")
 
 #: polling of a busy refresh lock (real seconds, doubling), as StoreLock.acquire does
 _POLL_MIN = 0.005
@@ -125,12 +135,17 @@ class Coordinator:
 
     ``fetch(current)`` / ``afetch(current)`` do the actual IdP call; the
     session passes them in. ``store_ok`` tells whether the last store
-    operation worked (for health and events).
+    operation worked (for health and events). ``deadline`` bounds the time a
+    run spends in store calls (``None``: unbounded); a run is never
+    concurrent with another of the same coordinator (the session's single
+    flight), so the time spent is kept on the instance.
     """
 
     __slots__ = (
+        "_budget",
         "_on_store_state",
         "_retry_store_at",
+        "_spent",
         "clock",
         "key",
         "known_version",
@@ -151,6 +166,7 @@ class Coordinator:
         lock_ttl: float,
         wait: float,
         on_store_state: Callable[[bool, str | None], None],
+        deadline: float | None = None,
     ) -> None:
         self.store = store
         self.key = key
@@ -162,6 +178,71 @@ class Coordinator:
         self.store_ok = True
         self._on_store_state = on_store_state
         self._retry_store_at = float("-inf")
+        # an in-process store cannot hang: its calls need no helper thread or task
+        self._budget = None if isinstance(store, MemoryStore) else deadline
+        self._spent = 0.0
+
+    # -- store calls within the deadline -------------------------------------
+
+    def _left(self) -> float | None:
+        return None if self._budget is None else self._budget - self._spent
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        if self._budget is None:
+            return fn()
+        began = self.clock.monotonic()
+        try:
+            return call_within(fn, self._budget - self._spent, what)
+        finally:
+            self._spent += self.clock.monotonic() - began
+
+    async def _acall(self, make: Callable[[], Awaitable[T]], what: str) -> T:
+        if self._budget is None:
+            return await make()
+        began = self.clock.monotonic()
+        try:
+            return await acall_within(make, self._budget - self._spent, what)
+        finally:
+            self._spent += self.clock.monotonic() - began
+
+    def _try_lock(self, lock: StoreLock) -> bool:
+        """One try at ``lock``; a try that answers after we gave up on it lets go."""
+        gave_up = threading.Event()
+
+        def take() -> bool:
+            taken = lock.acquire(timeout=0)
+            if taken and gave_up.is_set():
+                lock.release()
+                return False
+            return taken
+
+        try:
+            return self._call(take, "take the refresh lock")
+        except StoreUnavailableError:
+            gave_up.set()
+            raise
+
+    async def _atry_lock(self, lock: StoreLock) -> bool:
+        """Async :meth:`_try_lock` (a cancelled try may leave the lock to its TTL)."""
+        return await self._acall(lambda: lock.aacquire(timeout=0), "take the refresh lock")
+
+    def _release(self, lock: StoreLock) -> None:
+        left = self._left()
+        if left is not None and left <= 0:
+            start_and_forget(lock.release, "release")  # else the lock expires by its TTL
+            return
+        with contextlib.suppress(StoreError):
+            self._call(lock.release, "release the refresh lock")
+
+    async def _arelease(self, lock: StoreLock) -> None:
+        left = self._left()
+        if left is not None and left <= 0:
+            task = asyncio.ensure_future(lock.arelease())
+            _RELEASING.add(task)
+            task.add_done_callback(_released)
+            return
+        with contextlib.suppress(StoreError):
+            await self._acall(lock.arelease, "release the refresh lock")
 
     # -- bookkeeping --------------------------------------------------------
 
@@ -224,6 +305,7 @@ class Coordinator:
         fetch: Callable[[TokenSet | None], Fetched],
     ) -> _Outcome:
         store = self.store
+        self._spent = 0.0
         if self._skip_store():
             self._defer(reason, local, None)
             return _Outcome(fetch(local), False, None)
@@ -244,7 +326,7 @@ class Coordinator:
         with _renewing(lock, self.lock_ttl):
             try:
                 try:
-                    stored = store.get_token(self.key)
+                    stored = self._call(lambda: store.get_token(self.key), "read the token")
                     self._worked()
                 except StoreError as exc:
                     self._raise_if_unreadable(exc)
@@ -264,8 +346,7 @@ class Coordinator:
                     raise
                 return self._write(fetched, lock.fence)
             finally:
-                with contextlib.suppress(StoreError):
-                    lock.release()
+                self._release(lock)
 
     def _usable(
         self,
@@ -301,8 +382,10 @@ class Coordinator:
         one after the other just to read it."""
         deadline = time.monotonic() + self.wait
         delay = _POLL_MIN
-        while not lock.acquire(timeout=0):
-            adopted = self._usable(self.store.get_token(self.key), reason, local, rejected_access)
+        key = self.key
+        while not self._try_lock(lock):
+            stored = self._call(lambda: self.store.get_token(key), "read the token")
+            adopted = self._usable(stored, reason, local, rejected_access)
             if adopted is not None:
                 self._worked()
                 return adopted
@@ -323,8 +406,9 @@ class Coordinator:
         """Async :meth:`_acquire`."""
         deadline = time.monotonic() + self.wait
         delay = _POLL_MIN
-        while not await lock.aacquire(timeout=0):
-            stored = await self.store.aget_token(self.key)
+        key = self.key
+        while not await self._atry_lock(lock):
+            stored = await self._acall(lambda: self.store.aget_token(key), "read the token")
             adopted = self._usable(stored, reason, local, rejected_access)
             if adopted is not None:
                 self._worked()
@@ -342,7 +426,7 @@ class Coordinator:
         if exc.error != "invalid_grant":
             return None
         try:
-            again = self.store.get_token(self.key)
+            again = self._call(lambda: self.store.get_token(self.key), "read the token")
         except StoreError:
             return None
         return self._adopt_if_newer(again, before)
@@ -360,14 +444,16 @@ class Coordinator:
         return _Outcome(Fetched(again.token, again.skew), True, again.version)
 
     def _write(self, fetched: Fetched, fence: int) -> _Outcome:
+        store, key = self.store, self.key
         try:
-            saved = self.store.put_token(
-                self.key, fetched.token, skew=fetched.skew or 0.0, fence=fence
+            saved = self._call(
+                lambda: store.put_token(key, fetched.token, skew=fetched.skew or 0.0, fence=fence),
+                "write the token",
             )
         except FencingError:
             # our lock expired and a newer holder wrote: theirs is the live grant
             try:
-                again = self.store.get_token(self.key)
+                again = self._call(lambda: store.get_token(key), "read the token")
             except StoreError:
                 again = None  # keep the set we fetched rather than lose it
             adopted = self._adopt_if_newer(again, None)
@@ -389,7 +475,8 @@ class Coordinator:
         rejected_access: str | None,
         fetch: Callable[[TokenSet | None], Awaitable[Fetched]],
     ) -> _Outcome:
-        store = self.store
+        store, key = self.store, self.key
+        self._spent = 0.0
         if self._skip_store():
             self._defer(reason, local, None)
             return _Outcome(await fetch(local), False, None)
@@ -410,7 +497,7 @@ class Coordinator:
         renew = asyncio.get_running_loop().create_task(_arenew(lock, self.lock_ttl))
         try:
             try:
-                stored = await store.aget_token(self.key)
+                stored = await self._acall(lambda: store.aget_token(key), "read the token")
                 self._worked()
             except StoreError as exc:
                 self._raise_if_unreadable(exc)
@@ -426,20 +513,24 @@ class Coordinator:
             except OAuthError as exc:
                 if exc.error == "invalid_grant":
                     try:
-                        again = await store.aget_token(self.key)
+                        again = await self._acall(lambda: store.aget_token(key), "read the token")
                     except StoreError:
                         again = None
                     adopted = self._adopt_if_newer(again, stored)
                     if adopted is not None:
                         return adopted
                 raise
+            fence = lock.fence
             try:
-                saved = await store.aput_token(
-                    self.key, fetched.token, skew=fetched.skew or 0.0, fence=lock.fence
+                saved = await self._acall(
+                    lambda: store.aput_token(
+                        key, fetched.token, skew=fetched.skew or 0.0, fence=fence
+                    ),
+                    "write the token",
                 )
             except FencingError:
                 try:
-                    again = await store.aget_token(self.key)
+                    again = await self._acall(lambda: store.aget_token(key), "read the token")
                 except StoreError:
                     again = None  # keep the set we fetched rather than lose it
                 adopted = self._adopt_if_newer(again, None)
@@ -450,11 +541,18 @@ class Coordinator:
             self.known_version = saved.version
             return _Outcome(fetched, False, saved.version)
         finally:
-            renew.cancel()
-            with contextlib.suppress(StoreError, asyncio.CancelledError):
-                await renew
-            with contextlib.suppress(StoreError):
-                await lock.arelease()
+            renew.cancel()  # not awaited: a silent store may never let it unwind
+            await self._arelease(lock)
+
+
+#: lock releases sent when no time was left, kept referenced until they land
+_RELEASING: set[asyncio.Future[None]] = set()
+
+
+def _released(task: asyncio.Future[None]) -> None:
+    _RELEASING.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: the lock expires by its TTL if the release failed
 
 
 @contextlib.contextmanager
@@ -475,12 +573,12 @@ def _renewing(lock: StoreLock, ttl: float) -> Iterator[None]:
     try:
         yield
     finally:
-        stop.set()
-        t.join()
+        stop.set()  # not joined: a renewal stuck on a silent store must not hold the refresh
 
 
 async def _arenew(lock: StoreLock, ttl: float) -> None:
-    while True:
-        await asyncio.sleep(ttl / 3)
-        if not await lock.arenew():
-            return
+    with contextlib.suppress(StoreError):
+        while True:
+            await asyncio.sleep(ttl / 3)
+            if not await lock.arenew():
+                return

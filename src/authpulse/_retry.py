@@ -37,7 +37,9 @@ class TokenRetry:
     ``Retry-After`` honoured; OAuth errors such as ``invalid_grant`` never
     are. ``deadline`` bounds the whole call, answers' bodies included:
     every attempt's timeouts and every sleep fit inside it, and the body is
-    read against it (see ``docs/resilience.md`` for the exact bound).
+    read against it (see ``docs/resilience.md`` for the exact bound). With
+    a shared store, the store calls of a refresh get the same deadline, on
+    top of the IdP's (``docs/stores.md``).
 
     The defaults let the retries use the deadline: up to 20 attempts with
     backoff from 0.5 s growing to 4 s ride out an IdP restart of 20 s or
@@ -49,7 +51,7 @@ class TokenRetry:
 
     .. versionchanged:: unreleased
        ``max_response_bytes``; defaults sized to the deadline (were 5
-       attempts from 0.25 s to 8 s).
+       attempts from 0.25 s to 8 s); the deadline also bounds store calls.
     """
 
     attempts: int = 20

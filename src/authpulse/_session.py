@@ -238,6 +238,7 @@ class Session:
                 policy=self.policy,
                 lock_ttl=float(lock_ttl),
                 wait=self.retry.deadline + float(lock_ttl),
+                deadline=self.retry.deadline,
                 on_store_state=self._store_state,
             )
         self._api_retries = 0
