@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -859,6 +860,55 @@ def test_open_store_rejects_bad_urls_without_echoing_them(url: str, fragment: st
     no_secret(str(exc.value))
     no_secret(repr(exc.value))
     assert exc.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PASSWORD}@localhost:6379/0?bogus={PASSWORD}",
+        f"redis://:{PASSWORD}@localhost:notaport/0",
+        f"redis://:{PASSWORD}@localhost/0?namespace=has%20space",
+        f"rediss://:{PASSWORD}@localhost/0?socket_timeout=soon",
+        f"redis://:{PASSWORD}@localhost/0?timeline_limit=0",
+    ],
+    ids=["unknown-param", "bad-port", "bad-namespace", "bad-param-value", "bad-limit"],
+)
+def test_a_half_built_redis_store_has_a_safe_repr(url: str) -> None:
+    """A store whose __init__ failed part-way is in the traceback's locals:
+    error reporters that show locals repr it, which must neither raise nor
+    show the password."""
+    with pytest.raises(ConfigurationError) as exc:
+        open_store(url)
+    tb = exc.value.__traceback__
+    half_built = [
+        frame.f_locals["self"]
+        for frame, _ in traceback.walk_tb(tb)
+        if isinstance(frame.f_locals.get("self"), RedisStore)
+    ]
+    assert half_built, "the failing RedisStore.__init__ frame is on the traceback"
+    for store in half_built:
+        text = repr(store)
+        assert text.startswith("RedisStore(")
+        no_secret(text)
+    # what Sentry-like reporters do: format every frame's locals
+    captured = traceback.TracebackException.from_exception(exc.value, capture_locals=True)
+    shown = [
+        value
+        for frame in captured.stack
+        for name, value in (frame.locals or {}).items()
+        if name == "self" and value.startswith("RedisStore(")
+    ]
+    assert shown
+    for value in shown:
+        no_secret(value)
+
+
+def test_a_redis_store_never_initialised_has_a_safe_repr() -> None:
+    bare = object.__new__(RedisStore)
+    assert repr(bare) == "RedisStore(<not initialised>)"
+    partial = object.__new__(RedisStore)
+    partial.location = "redis://localhost:6379/0"
+    assert repr(partial) == "RedisStore('redis://localhost:6379/0')"
 
 
 def test_open_store_rejects_bad_keys_and_non_strings() -> None:
