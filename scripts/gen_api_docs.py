@@ -187,6 +187,7 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "FencingError",
             "CorruptRecordError",
             "DecryptionError",
+            "UnauthenticatedRecordError",
             "JournalError",
         ),
     ),

@@ -76,32 +76,40 @@ async def test_bearer_header_is_attached_async(
     await session.aclose()
 
 
-def test_non_bearer_token_type_is_used_as_scheme(clock: FakeClock, api: FakeAPI) -> None:
+def test_a_non_bearer_token_type_is_never_used_as_scheme(clock: FakeClock, api: FakeAPI) -> None:
+    """RFC 6749 §7.1: a token of a type the client does not understand is not
+    used. TokenSet itself refuses one, whoever makes it (parser, store, a callable)."""
+    import pydantic
     from pydantic import SecretStr
 
-    from authpulse import CallableSource, TokenSet
+    from authpulse import CallableSource, RefreshError, TokenSet
 
-    session = Session(
-        CallableSource(
-            lambda cur: TokenSet(
-                access_token=SecretStr("at_dpop"),
-                token_type="DPoP",
-                issued_at=clock.now(),
-                expires_at=clock.now() + 600,
-            )
-        ),
-        clock=clock,
-    )
+    def dpop(cur: TokenSet | None) -> TokenSet:
+        return TokenSet(
+            access_token=SecretStr("at_dpop"),
+            token_type="DPoP",
+            issued_at=clock.now(),
+            expires_at=clock.now() + 600,
+        )
+
+    with pytest.raises(pydantic.ValidationError, match="only Bearer"):
+        dpop(None)
+    lower = TokenSet(access_token=SecretStr("at"), token_type="bearer", issued_at=1, expires_at=2)
+    assert lower.token_type == "Bearer"
+    session = Session(CallableSource(dpop), clock=clock)
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers["authorization"])
+        seen.append(request.headers.get("authorization", ""))
         return httpx.Response(200)
 
     transport = httpx.MockTransport(handler)
-    with httpx.Client(auth=session.auth(), transport=transport) as client:
+    with (
+        httpx.Client(auth=session.auth(), transport=transport) as client,
+        pytest.raises(RefreshError),
+    ):
         client.get("https://api.test/x")
-    assert seen == ["DPoP at_dpop"]
+    assert seen == []
 
 
 def test_auth_repr_names_the_session_only(clock: FakeClock, idp: FakeIdP) -> None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -36,7 +37,7 @@ from _redis import (
     redis_server_fixture,  # noqa: F401 - registers the ``redis_server`` fixture
     require_redis_server,
 )
-from authpulse._crypto import DecryptionError, TokenCipher
+from authpulse._crypto import DecryptionError, TokenCipher, UnauthenticatedRecordError
 from authpulse._errors import ConfigurationError, UsageError
 from authpulse._events import Event, EventKind
 from authpulse._model import SessionKind, SessionRecord, SessionStatus
@@ -861,6 +862,55 @@ def test_open_store_rejects_bad_urls_without_echoing_them(url: str, fragment: st
     assert exc.value.__cause__ is None
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PASSWORD}@localhost:6379/0?bogus={PASSWORD}",
+        f"redis://:{PASSWORD}@localhost:notaport/0",
+        f"redis://:{PASSWORD}@localhost/0?namespace=has%20space",
+        f"rediss://:{PASSWORD}@localhost/0?socket_timeout=soon",
+        f"redis://:{PASSWORD}@localhost/0?timeline_limit=0",
+    ],
+    ids=["unknown-param", "bad-port", "bad-namespace", "bad-param-value", "bad-limit"],
+)
+def test_a_half_built_redis_store_has_a_safe_repr(url: str) -> None:
+    """A store whose __init__ failed part-way is in the traceback's locals:
+    error reporters that show locals repr it, which must neither raise nor
+    show the password."""
+    with pytest.raises(ConfigurationError) as exc:
+        open_store(url)
+    tb = exc.value.__traceback__
+    half_built = [
+        frame.f_locals["self"]
+        for frame, _ in traceback.walk_tb(tb)
+        if isinstance(frame.f_locals.get("self"), RedisStore)
+    ]
+    assert half_built, "the failing RedisStore.__init__ frame is on the traceback"
+    for store in half_built:
+        text = repr(store)
+        assert text.startswith("RedisStore(")
+        no_secret(text)
+    # what Sentry-like reporters do: format every frame's locals
+    captured = traceback.TracebackException.from_exception(exc.value, capture_locals=True)
+    shown = [
+        value
+        for frame in captured.stack
+        for name, value in (frame.locals or {}).items()
+        if name == "self" and value.startswith("RedisStore(")
+    ]
+    assert shown
+    for value in shown:
+        no_secret(value)
+
+
+def test_a_redis_store_never_initialised_has_a_safe_repr() -> None:
+    bare = object.__new__(RedisStore)
+    assert repr(bare) == "RedisStore(<not initialised>)"
+    partial = object.__new__(RedisStore)
+    partial.location = "redis://localhost:6379/0"
+    assert repr(partial) == "RedisStore('redis://localhost:6379/0')"
+
+
 def test_open_store_rejects_bad_keys_and_non_strings() -> None:
     with pytest.raises(ConfigurationError, match="must be a str"):
         open_store(42)  # type: ignore[arg-type]
@@ -974,14 +1024,38 @@ def test_wrong_or_missing_key_raises_decryption_error(persistent: Backend) -> No
         persistent.store.get_token("s1")
 
 
-def test_plaintext_tokens_are_read_by_an_encrypting_store(persistent: Backend) -> None:
+def test_an_encrypting_store_refuses_plaintext_tokens(persistent: Backend) -> None:
+    """Whoever can write the file or the Redis could plant a plaintext set: with
+    keys, only what the keys authenticate is read."""
     persistent.store.put_token("s1", token(1))
     store = persistent.make(encryption_keys=[TokenCipher.generate_key()])
+    with pytest.raises(UnauthenticatedRecordError) as exc:
+        store.get_token("s1")
+    assert isinstance(exc.value, CorruptRecordError)
+    assert (exc.value.session_id, exc.value.what) == ("s1", "token set")
+    assert "plaintext in a store opened with encryption keys" in str(exc.value)
+    assert "'s1'" in str(exc.value)
+    no_secret(str(exc.value))
+    no_secret(repr(exc.value))
+    assert exc.value.__cause__ is None
+
+
+def test_accept_plaintext_reads_plaintext_tokens_while_migrating(persistent: Backend) -> None:
+    persistent.store.put_token("s1", token(1))
+    key = TokenCipher.generate_key()
+    migrating = TokenCipher([key], accept_plaintext=True)
+    assert repr(migrating) == "TokenCipher(1 key, accept_plaintext=True)"
+    store = persistent.make(encryption_keys=migrating)
     got = store.get_token("s1")
     assert got is not None
     assert got.token == token(1)
-    store.put_token("s1", token(2))
+    store.put_token("s1", token(2))  # the next write encrypts
     assert not raw_token_field(persistent, "s1", "blob").startswith(b"{")
+    after = persistent.make(encryption_keys=[key]).get_token("s1")
+    assert after is not None
+    assert after.token == token(2)
+    with pytest.raises(ConfigurationError, match="accept_plaintext"):
+        TokenCipher([key], accept_plaintext="yes")  # type: ignore[arg-type]
 
 
 # ==================================================== corrupt rows, raw storage
@@ -1049,9 +1123,43 @@ def test_corrupt_version_and_events_raise_a_typed_error(persistent: Backend) -> 
             CorruptRecordError,
             "issued_at",
         ),
-        (b"gAAAAAnot-really-fernet", DecryptionError, "without encryption keys"),
+        (
+            json.dumps(
+                {
+                    "format": 1,
+                    "access_token": ACCESS,
+                    "token_type": "MAC",
+                    "issued_at": 1,
+                    "expires_at": 2,
+                }
+            ),
+            CorruptRecordError,
+            "invalid field(s): token_type",
+        ),
+        (
+            TokenCipher(TokenCipher.generate_key()).encrypt(b'{"format": 1}'),
+            DecryptionError,
+            "it is encrypted and this store was opened without encryption keys",
+        ),
+        (
+            b"gAAAAAnot-really-fernet",
+            CorruptRecordError,
+            "neither a JSON token set nor an encrypted",
+        ),
+        (b"\x00\xff\xfe garbage \x80", CorruptRecordError, "neither a JSON token set nor"),
+        (b"  {}", CorruptRecordError, "neither a JSON token set nor an encrypted one"),
     ],
-    ids=["bad-json", "unknown-format", "no-access-token", "bad-issued-at", "encrypted-no-key"],
+    ids=[
+        "bad-json",
+        "unknown-format",
+        "no-access-token",
+        "bad-issued-at",
+        "mac-token-type",
+        "encrypted-no-key",
+        "fernet-lookalike",
+        "binary-garbage",
+        "indented-json",
+    ],
 )
 def test_corrupt_token_blobs_raise_a_typed_error(
     persistent: Backend, blob: bytes | str, error: type[StoreError], reason: str
@@ -1064,6 +1172,27 @@ def test_corrupt_token_blobs_raise_a_typed_error(
     assert "'s1'" in str(exc.value)
     no_secret(str(exc.value))
     no_secret(repr(exc.value))
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"gAAAAAnot-really-fernet", b"\x00\xff\xfe garbage \x80", b"definitely not a token"],
+    ids=["fernet-lookalike", "binary", "text"],
+)
+def test_garbage_in_an_encrypted_store_is_corrupt_not_a_key_problem(
+    persistent: Backend, blob: bytes
+) -> None:
+    key = TokenCipher.generate_key()
+    store = persistent.make(encryption_keys=[key])
+    store.put_token("s1", token(1))
+    raw_set_token_field(persistent, "s1", "blob", blob)
+    with pytest.raises(CorruptRecordError) as exc:
+        store.get_token("s1")
+    assert type(exc.value) is CorruptRecordError  # not a key problem, not plaintext
+    assert "is corrupt" in str(exc.value)
+    assert "neither a JSON token set nor an encrypted one" in str(exc.value)
+    assert "key" not in str(exc.value)
+    assert blob.decode("latin-1") not in str(exc.value)
 
 
 def test_corrupt_token_numbers_raise_a_typed_error(persistent: Backend) -> None:

@@ -31,6 +31,7 @@ if _typing.TYPE_CHECKING:
     from ._clock import SystemClock as SystemClock
     from ._crypto import DecryptionError as DecryptionError
     from ._crypto import TokenCipher as TokenCipher
+    from ._crypto import UnauthenticatedRecordError as UnauthenticatedRecordError
     from ._errors import AuthpulseError as AuthpulseError
     from ._errors import ConfigurationError as ConfigurationError
     from ._errors import CredentialsUnavailableError as CredentialsUnavailableError
@@ -150,6 +151,7 @@ _EXPORTS: dict[str, str] = {
     "SystemClock": "._clock",
     "DecryptionError": "._crypto",
     "TokenCipher": "._crypto",
+    "UnauthenticatedRecordError": "._crypto",
     "AuthpulseError": "._errors",
     "ConfigurationError": "._errors",
     "CredentialsUnavailableError": "._errors",
@@ -349,6 +351,7 @@ __all__ = [
     "TokenUpdateHook",
     "TokenVerificationError",
     "Transition",
+    "UnauthenticatedRecordError",
     "UsageError",
     "VersionConflictError",
     "__version__",

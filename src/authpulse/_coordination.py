@@ -17,9 +17,20 @@ store is unavailable, the refresh goes ahead process-locally (single flight
 still holds within the process) and the session reports it in its health —
 unless the token is only STALE: then the still-valid token is kept and the
 refresh waits for the store (peers refreshing the same single-use refresh
-token on their own would trip the IdP's reuse detection). A stored set that
-cannot be read (wrong encryption key, corrupt data) is not an outage: the
-refresh fails with that error and the IdP is not asked.
+token on their own would trip the IdP's reuse detection).
+
+A stored set that cannot be read is not an outage either:
+
+- encrypted with keys we do not have (:class:`DecryptionError`): a
+  configuration error; the refresh fails with it and the IdP is not asked
+  (overwriting the set would destroy what correctly configured peers read);
+- corrupt, or plaintext in an encrypted store (:class:`CorruptRecordError`,
+  :class:`UnauthenticatedRecordError`): the record is unusable. The source is
+  asked afresh — ``FetchContext.afresh`` says why, ``current`` is ``None`` —
+  and the new set overwrites the record. A source that cannot start afresh
+  (a refresh token grant: the refresh token the record held is lost) answers
+  :class:`NoRefreshTokenError`, which becomes :class:`LoginRequiredError`
+  naming the record's problem.
 
 Every store call of a refresh is bounded by the refresh's deadline (the
 session's ``TokenRetry.deadline``): the time spent in store calls adds up,
@@ -43,7 +54,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ._bounded import acall_within, call_within, start_and_forget
 from ._crypto import DecryptionError
-from ._errors import OAuthError
+from ._errors import LoginRequiredError, NoRefreshTokenError, OAuthError
 from ._policy import Freshness, RefreshPolicy, freshness
 from ._sources import Fetched
 from ._store import (
@@ -61,13 +72,17 @@ from ._tokens import TokenSet
 if TYPE_CHECKING:
     from ._clock import Clock
 
-__all__ = ["Coordinator", "newest", "stored_is_usable"]
+__all__ = ["AsyncFetchFn", "Coordinator", "FetchFn", "newest", "stored_is_usable"]
 
 log = logging.getLogger("authpulse.coordination")
 
 Reason = Literal["expired", "stale", "forced", "rejected", "initial"]
 
 T = TypeVar("T")
+#: ``fetch(current, afresh)``: the session's call of its source; ``afresh`` is the
+#: reason the stored set is unusable (then ``current`` is ``None``), else ``None``
+FetchFn = Callable[[TokenSet | None, str | None], Fetched]
+AsyncFetchFn = Callable[[TokenSet | None, str | None], Awaitable[Fetched]]
 
 #: polling of a busy refresh lock (real seconds, doubling), as StoreLock.acquire does
 _POLL_MIN = 0.005
@@ -128,6 +143,23 @@ class _Outcome:
     fetched: Fetched
     adopted: bool
     version: int | None
+    #: the unusable stored record this outcome replaced (or tried to: ``version``
+    #: is ``None`` when the write did not reach the store)
+    discarded: CorruptRecordError | None = None
+
+
+def afresh_reason(exc: CorruptRecordError) -> str:
+    """Why a source is asked afresh: the record's problem, never its contents."""
+    return f"the stored token set is unusable ({exc.reason})"
+
+
+def _login_required(exc: CorruptRecordError) -> LoginRequiredError:
+    """The end of a source that cannot start afresh (raised ``from None``: the
+    store's error and its frames, which held the record, are not chained)."""
+    return LoginRequiredError(
+        None,
+        reason=f"{afresh_reason(exc)} and the refresh token it held is lost; sign in again",
+    )
 
 
 class Coordinator:
@@ -275,11 +307,58 @@ class Coordinator:
 
     @staticmethod
     def _raise_if_unreadable(exc: StoreError) -> None:
-        """A stored set we cannot read (wrong encryption key, corrupt data) is no
-        outage: refreshing alone, maybe with an already rotated refresh token,
-        could get the grant revoked. The refresh fails with the store's error."""
-        if isinstance(exc, DecryptionError | CorruptRecordError):
+        """A stored set encrypted with keys we lack is no outage but a
+        configuration error: refreshing alone, maybe with an already rotated
+        refresh token, could get the grant revoked, and overwriting it would
+        destroy what correctly configured peers can read. The refresh fails
+        with the store's error."""
+        if isinstance(exc, DecryptionError):
             raise exc
+
+    def _unusable(self, exc: CorruptRecordError) -> CorruptRecordError:
+        """Log ``exc`` and keep it without its traceback (the store's frames held
+        the record)."""
+        exc = exc.with_traceback(None)
+        exc.__context__ = None
+        log.warning(
+            "stored token set unusable (%s: %s); asking the source afresh",
+            type(exc).__name__,
+            exc.reason,
+            extra={
+                "authpulse_event": "token_record_unusable",
+                "authpulse_store_key": self.key,
+                "authpulse_error": type(exc).__name__,
+            },
+        )
+        return exc
+
+    def _read(self) -> tuple[StoredToken | None, CorruptRecordError | None]:
+        """The stored set, or ``None`` and why it cannot be used."""
+        try:
+            return self._call(lambda: self.store.get_token(self.key), "read the token"), None
+        except CorruptRecordError as exc:
+            return None, self._unusable(exc)
+
+    async def _aread(self) -> tuple[StoredToken | None, CorruptRecordError | None]:
+        try:
+            stored = await self._acall(lambda: self.store.aget_token(self.key), "read the token")
+        except CorruptRecordError as exc:
+            return None, self._unusable(exc)
+        return stored, None
+
+    def _peek(self) -> StoredToken | None:
+        """The stored set while waiting for the lock (an unusable one is none:
+        the holder may be replacing it)."""
+        try:
+            return self._call(lambda: self.store.get_token(self.key), "read the token")
+        except CorruptRecordError:
+            return None
+
+    async def _apeek(self) -> StoredToken | None:
+        try:
+            return await self._acall(lambda: self.store.aget_token(self.key), "read the token")
+        except CorruptRecordError:
+            return None
 
     @staticmethod
     def _defer(reason: Reason, local: TokenSet | None, cause: BaseException | None) -> None:
@@ -295,6 +374,21 @@ class Coordinator:
                 "refresh will be retried"
             ) from cause
 
+    def put(self, token: TokenSet, skew: float) -> None:
+        """Write a set obtained outside a refresh (a new login) to the store,
+        unfenced: it is the live grant now. A store failure is reported, not raised."""
+        try:
+            saved = call_within(
+                lambda: self.store.put_token(self.key, token, skew=skew),
+                self._budget,
+                "write the token",
+            )
+        except StoreError as exc:
+            self._failed(exc)
+            return
+        self._worked()
+        self.known_version = saved.version
+
     # -- sync ---------------------------------------------------------------
 
     def run(
@@ -302,13 +396,13 @@ class Coordinator:
         reason: Reason,
         local: TokenSet | None,
         rejected_access: str | None,
-        fetch: Callable[[TokenSet | None], Fetched],
+        fetch: FetchFn,
     ) -> _Outcome:
         store = self.store
         self._spent = 0.0
         if self._skip_store():
             self._defer(reason, local, None)
-            return _Outcome(fetch(local), False, None)
+            return _Outcome(fetch(local, None), False, None)
         try:
             lock: StoreLock = store.lock(f"refresh:{self.key}", ttl=self.lock_ttl)
             acquired = self._acquire(lock, reason, local, rejected_access)
@@ -316,29 +410,38 @@ class Coordinator:
             self._raise_if_unreadable(exc)
             self._failed(exc)
             self._defer(reason, local, exc)
-            return _Outcome(fetch(local), False, None)
+            return _Outcome(fetch(local, None), False, None)
         if isinstance(acquired, _Outcome):
             return acquired  # a peer refreshed while we waited for the lock
         if not acquired:
             self._failed(StoreError("timed out waiting for the refresh lock"))
             self._defer(reason, local, None)
-            return _Outcome(fetch(local), False, None)
+            return _Outcome(fetch(local, None), False, None)
         with _renewing(lock, self.lock_ttl):
             try:
                 try:
-                    stored = self._call(lambda: store.get_token(self.key), "read the token")
+                    stored, unusable = self._read()
                     self._worked()
                 except StoreError as exc:
                     self._raise_if_unreadable(exc)
                     self._failed(exc)
                     self._defer(reason, local, exc)
-                    return _Outcome(fetch(local), False, None)
+                    return _Outcome(fetch(local, None), False, None)
+                if unusable is not None:
+                    try:
+                        fetched = fetch(None, afresh_reason(unusable))
+                    except NoRefreshTokenError:
+                        raise _login_required(unusable) from None
+                    out = self._write(fetched, lock.fence)
+                    if not out.adopted:
+                        out.discarded = unusable
+                    return out
                 adopted = self._usable(stored, reason, local, rejected_access)
                 if adopted is not None:
                     return adopted
                 current = newest(stored.token if stored else None, local)
                 try:
-                    fetched = fetch(current)
+                    fetched = fetch(current, None)
                 except OAuthError as exc:
                     again = self._reread_after_invalid_grant(exc, stored)
                     if again is not None:
@@ -382,10 +485,8 @@ class Coordinator:
         one after the other just to read it."""
         deadline = time.monotonic() + self.wait
         delay = _POLL_MIN
-        key = self.key
         while not self._try_lock(lock):
-            stored = self._call(lambda: self.store.get_token(key), "read the token")
-            adopted = self._usable(stored, reason, local, rejected_access)
+            adopted = self._usable(self._peek(), reason, local, rejected_access)
             if adopted is not None:
                 self._worked()
                 return adopted
@@ -406,9 +507,8 @@ class Coordinator:
         """Async :meth:`_acquire`."""
         deadline = time.monotonic() + self.wait
         delay = _POLL_MIN
-        key = self.key
         while not await self._atry_lock(lock):
-            stored = await self._acall(lambda: self.store.aget_token(key), "read the token")
+            stored = await self._apeek()
             adopted = self._usable(stored, reason, local, rejected_access)
             if adopted is not None:
                 self._worked()
@@ -473,13 +573,13 @@ class Coordinator:
         reason: Reason,
         local: TokenSet | None,
         rejected_access: str | None,
-        fetch: Callable[[TokenSet | None], Awaitable[Fetched]],
+        fetch: AsyncFetchFn,
     ) -> _Outcome:
         store, key = self.store, self.key
         self._spent = 0.0
         if self._skip_store():
             self._defer(reason, local, None)
-            return _Outcome(await fetch(local), False, None)
+            return _Outcome(await fetch(local, None), False, None)
         try:
             lock: StoreLock = store.lock(f"refresh:{self.key}", ttl=self.lock_ttl)
             acquired = await self._aacquire(lock, reason, local, rejected_access)
@@ -487,39 +587,47 @@ class Coordinator:
             self._raise_if_unreadable(exc)
             self._failed(exc)
             self._defer(reason, local, exc)
-            return _Outcome(await fetch(local), False, None)
+            return _Outcome(await fetch(local, None), False, None)
         if isinstance(acquired, _Outcome):
             return acquired  # a peer refreshed while we waited for the lock
         if not acquired:
             self._failed(StoreError("timed out waiting for the refresh lock"))
             self._defer(reason, local, None)
-            return _Outcome(await fetch(local), False, None)
+            return _Outcome(await fetch(local, None), False, None)
         renew = asyncio.get_running_loop().create_task(_arenew(lock, self.lock_ttl))
         try:
             try:
-                stored = await self._acall(lambda: store.aget_token(key), "read the token")
+                stored, unusable = await self._aread()
                 self._worked()
             except StoreError as exc:
                 self._raise_if_unreadable(exc)
                 self._failed(exc)
                 self._defer(reason, local, exc)
-                return _Outcome(await fetch(local), False, None)
-            adopted = self._usable(stored, reason, local, rejected_access)
-            if adopted is not None:
-                return adopted
-            current = newest(stored.token if stored else None, local)
-            try:
-                fetched = await fetch(current)
-            except OAuthError as exc:
-                if exc.error == "invalid_grant":
-                    try:
-                        again = await self._acall(lambda: store.aget_token(key), "read the token")
-                    except StoreError:
-                        again = None
-                    adopted = self._adopt_if_newer(again, stored)
-                    if adopted is not None:
-                        return adopted
-                raise
+                return _Outcome(await fetch(local, None), False, None)
+            if unusable is not None:
+                try:
+                    fetched = await fetch(None, afresh_reason(unusable))
+                except NoRefreshTokenError:
+                    raise _login_required(unusable) from None
+            else:
+                adopted = self._usable(stored, reason, local, rejected_access)
+                if adopted is not None:
+                    return adopted
+                current = newest(stored.token if stored else None, local)
+                try:
+                    fetched = await fetch(current, None)
+                except OAuthError as exc:
+                    if exc.error == "invalid_grant":
+                        try:
+                            again = await self._acall(
+                                lambda: store.aget_token(key), "read the token"
+                            )
+                        except StoreError:
+                            again = None
+                        adopted = self._adopt_if_newer(again, stored)
+                        if adopted is not None:
+                            return adopted
+                    raise
             fence = lock.fence
             try:
                 saved = await self._acall(
@@ -537,9 +645,9 @@ class Coordinator:
                 return adopted if adopted is not None else _Outcome(fetched, False, None)
             except StoreError as exc:
                 self._failed(exc)
-                return _Outcome(fetched, False, None)
+                return _Outcome(fetched, False, None, unusable)
             self.known_version = saved.version
-            return _Outcome(fetched, False, saved.version)
+            return _Outcome(fetched, False, saved.version, unusable)
         finally:
             renew.cancel()  # not awaited: a silent store may never let it unwind
             await self._arelease(lock)

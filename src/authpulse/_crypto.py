@@ -10,6 +10,8 @@ first and keep the old ones until every stored token set was rewritten.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +23,7 @@ from ._errors import ConfigurationError
 from ._store import CorruptRecordError, StoreError
 from ._tokens import TokenSet
 
-__all__ = ["DecryptionError", "EncryptionKeys", "TokenCipher"]
+__all__ = ["DecryptionError", "EncryptionKeys", "TokenCipher", "UnauthenticatedRecordError"]
 
 # encode_token_set / decode_token_set below are the stores' storage format (not public)
 
@@ -36,17 +38,55 @@ class DecryptionError(StoreError):
         super().__init__(f"could not decrypt the stored token set{where}: {reason}")
 
 
+class UnauthenticatedRecordError(CorruptRecordError):
+    """A store opened with encryption keys found a *plaintext* token set.
+
+    Nothing the keys authenticate vouches for it: anyone who can write to the
+    database file or the shared Redis could have planted it, so it is refused
+    rather than used. A :class:`~authpulse.CorruptRecordError`, handled the
+    same way (a session fetches a new token set where its source can, and
+    overwrites the record). The message names the session, never the record.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.what = "token set"
+        self.reason = "plaintext in a store opened with encryption keys"
+        StoreError.__init__(
+            self,
+            f"stored token set of session {session_id!r} is plaintext in a store opened "
+            "with encryption keys: refused, since nothing authenticates it (anyone who can "
+            "write to the store could have planted it)",
+        )
+
+
 class TokenCipher:
     """Symmetric encryption of token blobs with key rotation.
 
     ``keys`` are Fernet keys (32 url-safe base64-encoded bytes, as made by
     :meth:`generate_key`). The first encrypts; all of them decrypt. A single
     key may be passed on its own. The keys never appear in ``repr``.
+
+    A store with a cipher refuses plaintext token sets
+    (:class:`UnauthenticatedRecordError`). ``accept_plaintext=True`` reads
+    them anyway, for the migration window of a store that starts to encrypt
+    (every set is rewritten encrypted at its next refresh): while it is on,
+    whoever can write to the store can plant a token set.
+
+    .. versionchanged:: unreleased
+       Plaintext token sets are refused unless ``accept_plaintext=True``.
     """
 
-    __slots__ = ("_count", "_fernet")
+    __slots__ = ("_count", "_fernet", "accept_plaintext")
 
-    def __init__(self, keys: Sequence[str | bytes] | str | bytes) -> None:
+    def __init__(
+        self, keys: Sequence[str | bytes] | str | bytes, *, accept_plaintext: bool = False
+    ) -> None:
+        if not isinstance(accept_plaintext, bool):
+            raise ConfigurationError("accept_plaintext must be a boolean")
+        self.accept_plaintext = accept_plaintext
         if isinstance(keys, str | bytes):
             keys = [keys]
         if not isinstance(keys, Sequence):
@@ -82,7 +122,8 @@ class TokenCipher:
         return cls(keys)
 
     def __repr__(self) -> str:
-        return f"TokenCipher({self._count} key{'s' if self._count != 1 else ''})"
+        plain = ", accept_plaintext=True" if self.accept_plaintext else ""
+        return f"TokenCipher({self._count} key{'s' if self._count != 1 else ''}{plain})"
 
     def encrypt(self, data: bytes) -> bytes:
         """Encrypt with the first key."""
@@ -129,24 +170,59 @@ def encode_token_set(token: TokenSet, cipher: TokenCipher | None) -> bytes:
     return cipher.encrypt(blob) if cipher is not None else blob
 
 
+#: a Fernet token: version byte, 8-byte time, 16-byte IV, ciphertext, 32-byte HMAC
+_FERNET_VERSION = 0x80
+_FERNET_OVERHEAD = 1 + 8 + 16 + 32
+_FERNET_BLOCK = 16
+
+
+def looks_encrypted(blob: bytes) -> bool:
+    """Whether ``blob`` has the shape of a Fernet token (url-safe base64 of a
+    version byte 0x80, a timestamp, an IV, whole AES blocks and an HMAC).
+
+    Only the keys tell a token made with them from a forged one; the shape
+    tells an encrypted record from garbage."""
+    try:
+        raw = base64.b64decode(blob, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    body = len(raw) - _FERNET_OVERHEAD
+    return (
+        bool(raw)
+        and raw[0] == _FERNET_VERSION
+        and body >= _FERNET_BLOCK
+        and body % _FERNET_BLOCK == 0
+    )
+
+
 def decode_token_set(blob: bytes | str, cipher: TokenCipher | None, *, session_id: str) -> TokenSet:
     """The inverse of :func:`encode_token_set`.
 
-    A plaintext blob (a JSON object) is read even when a cipher is given, so
-    a store can start encrypting without a migration (the next write
-    encrypts). An encrypted blob without a cipher, or with the wrong keys,
-    raises :class:`DecryptionError`; anything else unreadable raises
-    :class:`CorruptRecordError`. No message quotes the blob.
+    With a cipher, a plaintext blob (a JSON object) raises
+    :class:`UnauthenticatedRecordError` unless the cipher accepts plaintext
+    (a migration window). A Fernet token without a cipher, or that none of
+    the keys opens, raises :class:`DecryptionError` (a configuration
+    problem: the keys). Anything else unreadable — garbage that is neither
+    JSON nor a Fernet token, JSON that is not a token set, a token type other
+    than Bearer — raises :class:`CorruptRecordError`. No message quotes the
+    blob.
     """
     if isinstance(blob, str):
         blob = blob.encode("utf-8", "surrogateescape")
     if not isinstance(blob, bytes) or not blob:
         raise CorruptRecordError(session_id, "token set", "empty or not a byte string")
-    if not blob.startswith(b"{"):
-        if cipher is None:
-            raise DecryptionError(
-                session_id, "it is encrypted and this store was opened without encryption keys"
-            )
+    if blob.startswith(b"{"):
+        if cipher is not None and not cipher.accept_plaintext:
+            raise UnauthenticatedRecordError(session_id)
+    elif not looks_encrypted(blob):
+        raise CorruptRecordError(
+            session_id, "token set", "it is neither a JSON token set nor an encrypted one"
+        )
+    elif cipher is None:
+        raise DecryptionError(
+            session_id, "it is encrypted and this store was opened without encryption keys"
+        )
+    else:
         blob = cipher.decrypt(blob, session_id=session_id)
     try:
         data = json.loads(blob)

@@ -61,6 +61,9 @@ class EventKind(enum.StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     FALLBACK_USED = "fallback_used"  #: a fallback token source produced the token
     LOGIN_REQUIRED = "login_required"  #: no source can help without a new login
+    #: the stored token set was unusable (corrupt, or plaintext in an encrypted
+    #: store) and was replaced by one fetched afresh
+    TOKEN_RECORD_REPLACED = "token_record_replaced"
     STUCK = "stuck"  #: a state was held longer than its limit
     RECOVERED = "recovered"  #: a stuck state or a crashed session was recovered
     PAUSED = "paused"

@@ -233,7 +233,11 @@ class LoginRequired:
         return f"LoginRequired({self.login_url!r})"
 
     def _error(self, ctx: FetchContext) -> LoginRequiredError:
-        return LoginRequiredError(self.login_url, reason="every fallback level failed")
+        if ctx.afresh is not None:
+            reason = f"{ctx.afresh}, and every fallback level failed"
+        else:
+            reason = "every fallback level failed"
+        return LoginRequiredError(self.login_url, reason=reason)
 
     def fetch(self, ctx: FetchContext) -> Fetched:
         err = self._error(ctx)

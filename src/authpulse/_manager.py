@@ -1171,6 +1171,8 @@ class SessionManager:
             )
         elif kind == "login_required":
             self._publish(EventKind.LOGIN_REQUIRED, ms.record, now, **fields)
+        elif kind == "token_record_replaced":
+            self._publish(EventKind.TOKEN_RECORD_REPLACED, ms.record, now, **fields)
         elif kind == "login_completed":
             self._fire(ms, AuthEvent.LOGIN_COMPLETED, now=now)
             self._schedule_refresh(ms)

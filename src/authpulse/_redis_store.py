@@ -315,8 +315,15 @@ class RedisStore:
         self._closed = False
 
     def __repr__(self) -> str:
-        enc = ", encrypted" if self._cipher is not None else ""
-        return f"RedisStore({self.location!r}, namespace={self.namespace!r}{enc})"
+        # safe on a store whose __init__ failed part-way (a traceback's locals
+        # show it): only attributes set so far, and never the URL (its password)
+        location = getattr(self, "location", None)
+        if not isinstance(location, str):
+            return "RedisStore(<not initialised>)"
+        namespace = getattr(self, "namespace", None)
+        ns = f", namespace={namespace!r}" if isinstance(namespace, str) else ""
+        enc = ", encrypted" if getattr(self, "_cipher", None) is not None else ""
+        return f"RedisStore({location!r}{ns}{enc})"
 
     # ----------------------------------------------------------------- plumbing
 

@@ -44,7 +44,7 @@ from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
 from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
 from ._stats import RequestStats, RequestWindow
-from ._store import SessionStore
+from ._store import CorruptRecordError, SessionStore
 from ._tokens import JWTVerifier, TokenSet
 
 if TYPE_CHECKING:
@@ -486,11 +486,22 @@ class Session:
     def set_token(self, token: TokenSet) -> None:
         """Install a token set obtained elsewhere — typically after the user signed in
         again following a :class:`LoginRequiredError`. ``on_token_update`` is not
-        called (you already have the set); listeners see ``login_completed``."""
+        called (you already have the set); listeners see ``login_completed``.
+
+        With a store, the set is also written there, so that peers sharing the
+        store adopt it and a stored set that was unusable is replaced (a store
+        failure is reported as ``store_unavailable``; the set is installed
+        anyway).
+
+        .. versionchanged:: unreleased
+           The set is written to the session's store.
+        """
         if not isinstance(token, TokenSet):
             raise ConfigurationError("set_token needs a TokenSet")
         self._check_open()
         self._install(Fetched(token, None), "initial")
+        if self._coord is not None:
+            self._coord.put(token, self._skew)
         self._emit("login_completed", generation=self._generation)
 
     def refresh_if_due(self, *, lead: float = 0.0) -> TokenSet:
@@ -603,7 +614,7 @@ class Session:
             self._generation,
         )
 
-    def _context(self, current: TokenSet | None) -> FetchContext:
+    def _context(self, current: TokenSet | None, afresh: str | None = None) -> FetchContext:
         def on_retry(attempt: int, sleep: float, exc: BaseException | None) -> None:
             cls = getattr(exc, "error_class", None)
             self._emit(
@@ -624,6 +635,7 @@ class Session:
             ahttp=self._async_client,
             on_retry=on_retry,
             breaker=self._token_breaker(),
+            afresh=afresh,
         )
 
     def _sync_client(self) -> httpx.Client:
@@ -699,6 +711,26 @@ class Session:
         )
         return cur
 
+    def _record_replaced(self, discarded: CorruptRecordError, *, written: bool) -> None:
+        """Report that the unusable stored set was replaced by a fetched one."""
+        self._emit(
+            "token_record_replaced",
+            error=type(discarded).__name__,
+            problem=discarded.reason,
+            written=written,
+        )
+        log.warning(
+            "the stored token set was unusable (%s); a new one was fetched%s",
+            discarded.reason,
+            " and stored" if written else " (not stored: the store failed)",
+            extra={
+                "authpulse_event": "token_record_replaced",
+                "authpulse_session": self.name,
+                "authpulse_error": type(discarded).__name__,
+                "authpulse_written": written,
+            },
+        )
+
     def _fail(self, exc: BaseException, reason: RefreshReason) -> None:
         with self._lock:
             self._flight = None
@@ -721,7 +753,7 @@ class Session:
                 self._login_required = exc
                 self._next_bg_attempt = float("inf")  # only a new login helps now
         if isinstance(exc, LoginRequiredError):
-            self._emit("login_required", has_login_url=exc.login_url is not None)
+            self._emit("login_required", has_login_url=exc.login_url is not None, reason=exc.reason)
         self._emit(
             "refresh_failed",
             reason=reason,
@@ -846,6 +878,8 @@ class Session:
     def _run_sync(self, fut: concurrent.futures.Future[_Current], reason: RefreshReason) -> None:
         try:
             coord = self._coord
+            discarded: CorruptRecordError | None = None
+            written = False
             if coord is None:
                 fetched = self.source.fetch(self._context(self._current_for_fetch()))
                 adopted = False
@@ -854,9 +888,10 @@ class Session:
                     reason,
                     self._current_for_fetch(),
                     self._rejected_access(reason),
-                    lambda current: self.source.fetch(self._context(current)),
+                    lambda current, afresh: self.source.fetch(self._context(current, afresh)),
                 )
                 fetched, adopted = out.fetched, out.adopted
+                discarded, written = out.discarded, out.version is not None
             token = self._accept(fetched)
             if self._hook is not None and not adopted:
                 try:
@@ -868,6 +903,8 @@ class Session:
                 except Exception as exc:
                     self._hook_failed(exc)
             cur = self._install(fetched, reason, adopted=adopted)
+            if discarded is not None:
+                self._record_replaced(discarded, written=written)
         except BaseException as exc:
             self._fail(exc, reason)
             fut.set_exception(self._as_waiter_error(exc))
@@ -946,18 +983,21 @@ class Session:
     ) -> None:
         try:
             coord = self._coord
+            discarded: CorruptRecordError | None = None
+            written = False
             if coord is None:
                 fetched = await self.source.afetch(self._context(self._current_for_fetch()))
                 adopted = False
             else:
 
-                async def fetch(current: TokenSet | None) -> Fetched:
-                    return await self.source.afetch(self._context(current))
+                async def fetch(current: TokenSet | None, afresh: str | None) -> Fetched:
+                    return await self.source.afetch(self._context(current, afresh))
 
                 out = await coord.arun(
                     reason, self._current_for_fetch(), self._rejected_access(reason), fetch
                 )
                 fetched, adopted = out.fetched, out.adopted
+                discarded, written = out.discarded, out.version is not None
             # verification may fetch the JWKS over blocking HTTP: keep it off the event loop
             token = (
                 await asyncio.to_thread(self._accept, fetched)
@@ -972,6 +1012,8 @@ class Session:
                 except Exception as exc:
                     self._hook_failed(exc)
             cur = self._install(fetched, reason, adopted=adopted)
+            if discarded is not None:
+                self._record_replaced(discarded, written=written)
         except BaseException as exc:
             self._fail(exc, reason)
             fut.set_exception(self._as_waiter_error(exc))

@@ -107,7 +107,18 @@ class Fetched:
 
 @dataclass(slots=True)
 class FetchContext:
-    """What a source may use while fetching. Built by the session for each fetch."""
+    """What a source may use while fetching. Built by the session for each fetch.
+
+    ``afresh`` is set (to the reason, never the record's contents) when the
+    token set stored for the session could not be used — corrupt, or
+    plaintext in an encrypted store: ``current`` is then ``None`` and the
+    source must get a token without it. A source that cannot (it needs the
+    refresh token the record held) raises :class:`NoRefreshTokenError`, and
+    the session requires a new login.
+
+    .. versionchanged:: unreleased
+       ``afresh``.
+    """
 
     current: TokenSet | None
     clock: Clock
@@ -120,6 +131,8 @@ class FetchContext:
     attempts: int = field(default=0)
     #: the token endpoint's circuit breaker, when the session has one
     breaker: CircuitBreaker | None = None
+    #: why the stored token set is unusable, when the source is asked afresh
+    afresh: str | None = None
 
 
 @runtime_checkable
@@ -695,6 +708,11 @@ class RefreshTokenGrant(OAuthGrant):
     The refresh token in use is the newest one the session holds; the one
     given here seeds the first refresh. When an answer carries a new refresh
     token it replaces the old one; when it carries none, the old one is kept.
+
+    It cannot start afresh: asked to after the stored set proved unusable
+    (``FetchContext.afresh``), it raises :class:`NoRefreshTokenError` rather
+    than present a refresh token that may have been rotated since (the IdP
+    would see a reuse and revoke the grant).
     """
 
     grant_type = "refresh_token"
@@ -744,6 +762,21 @@ class RefreshTokenGrant(OAuthGrant):
             return token.with_refresh_token(self.refresh_token_for(current))
         return token
 
+    @staticmethod
+    def _refuse_afresh(ctx: FetchContext) -> None:
+        if ctx.afresh is not None:
+            raise NoRefreshTokenError(
+                f"no usable refresh token: {ctx.afresh}, and the refresh token it held is lost"
+            )
+
+    def fetch(self, ctx: FetchContext) -> Fetched:
+        self._refuse_afresh(ctx)
+        return super().fetch(ctx)
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        self._refuse_afresh(ctx)
+        return await super().afetch(ctx)
+
 
 SyncTokenFn = Callable[[TokenSet | None], TokenSet]
 AsyncTokenFn = Callable[[TokenSet | None], Awaitable[TokenSet]]
@@ -758,6 +791,11 @@ class CallableSource:
     runs in a worker thread so it never blocks the event loop; in sync code
     a coroutine function runs on a private event loop (in a helper thread if
     the calling thread is already running one).
+
+    When the token set stored for the session proved unusable (corrupt, or
+    plaintext in an encrypted store), ``fn`` is called with ``None``: get a
+    token from scratch, or raise :class:`NoRefreshTokenError` if that is not
+    possible (the session then requires a new login).
     """
 
     def __init__(self, fn: SyncTokenFn | AsyncTokenFn, *, name: str | None = None) -> None:

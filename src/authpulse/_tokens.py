@@ -61,7 +61,12 @@ class TokenSet(BaseModel):
     All times are seconds since the epoch on the *IdP's* clock (local time
     plus the estimated skew). Tokens are :class:`pydantic.SecretStr`: they
     print as ``'**********'`` and are revealed only by
-    ``get_secret_value()``.
+    ``get_secret_value()``. ``token_type`` is ``"Bearer"`` (given in any
+    case); another type is refused with a validation error, as the token
+    endpoint parser refuses it (RFC 6749 §7.1).
+
+    .. versionchanged:: unreleased
+       Token types other than Bearer are refused.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -74,6 +79,16 @@ class TokenSet(BaseModel):
     issued_at: float
     expires_at: float
     expires_at_source: ExpirySource = "expires_in"
+
+    @field_validator("token_type")
+    @classmethod
+    def _understood_type(cls, value: str) -> str:
+        # the token endpoint parser's rule (RFC 6749 §7.1), so a stored or
+        # hand-made set of another type is refused like an answer carrying one
+        scheme = check_token_type(value)
+        if isinstance(scheme, TokenResponseError):
+            raise ValueError("only Bearer tokens are supported")  # noqa: TRY004 - pydantic wants ValueError
+        return scheme
 
     @field_validator("issued_at", "expires_at")
     @classmethod
