@@ -272,7 +272,12 @@ def test_pure_decisions(clock: FakeClock) -> None:
         fresh, reason="forced", known_version=3, rejected_access=None, now=now, policy=policy
     )
     assert not stored_is_usable(
-        fresh, reason="rejected", known_version=None, rejected_access="a", now=now, policy=policy
+        fresh,
+        reason="rejected",
+        known_version=None,
+        rejected_access=SecretStr("a"),
+        now=now,
+        policy=policy,
     )
     stale = authpulse.StoredToken(ts(now - 590), 0.0, 3, None, now)
     assert not stored_is_usable(

@@ -22,6 +22,7 @@ from authpulse import (
     FetchContext,
     Fetched,
     JWTVerifier,
+    MemoryStore,
     OAuthError,
     RefreshError,
     RefreshPolicy,
@@ -631,3 +632,49 @@ def test_jwt_verification_errors_do_not_keep_the_token() -> None:
     with pytest.raises(TokenVerificationError) as info:
         verifier.verify(token, now=0.0)
     assert scan_error(info.value, [token]) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_refresh_after_a_401_through_a_store_keeps_the_rejected_token_wrapped(
+    clock: FakeClock, mode: str
+) -> None:
+    """The token the API rejected travels through the store protocol (to tell a
+    peer's new set from it) wrapped: no frame of the failed refresh holds it."""
+    rejected = "at_REJECTED_by_the_api"
+
+    async def aoutage(request: httpx.Request) -> httpx.Response:
+        return outage(request)
+
+    def api(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    async def aapi(request: httpx.Request) -> httpx.Response:
+        return api(request)
+
+    session = Session(
+        RefreshTokenGrant(
+            "https://idp.test/token", "client", CLIENT_SECRET, refresh_token=INITIAL_RT
+        ),
+        clock=clock,
+        transport=httpx.MockTransport(outage),
+        async_transport=httpx.MockTransport(aoutage),
+        retry=TokenRetry(attempts=2),
+        store=MemoryStore(clock=clock),
+        token=make_token(clock.now(), access=rejected, lifetime=3600),
+    )
+
+    async def call_api() -> None:
+        if mode == "sync":
+            with httpx.Client(transport=httpx.MockTransport(api), auth=session.auth()) as client:
+                client.get("https://api.test/")
+        else:
+            async with httpx.AsyncClient(
+                transport=httpx.MockTransport(aapi), auth=session.auth()
+            ) as aclient:
+                await aclient.get("https://api.test/")
+
+    with pytest.raises(TokenEndpointError) as info:
+        await call_api()
+    await session.aclose()
+    assert scan_error(info.value, [CLIENT_SECRET, INITIAL_RT, rejected]) >= 1

@@ -52,6 +52,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from pydantic import SecretStr
+
 from ._bounded import acall_within, call_within, start_and_forget
 from ._crypto import DecryptionError
 from ._errors import LoginRequiredError, NoRefreshTokenError, OAuthError
@@ -94,10 +96,10 @@ def stored_is_usable(
     *,
     reason: Reason,
     known_version: int | None,
-    rejected_access: str | None,
+    rejected_access: SecretStr | None,
     now: float,
     policy: RefreshPolicy,
-    held_access: str | None = None,
+    held_access: SecretStr | None = None,
 ) -> bool:
     """Whether the stored token set can be adopted instead of refreshing.
 
@@ -105,7 +107,8 @@ def stored_is_usable(
     also be newer than what we last saw (a peer refreshed after we asked);
     for a STALE refresh it must not be the set we already hold
     (``held_access``: our schedule, jitter included, says that one is due);
-    after a 401 it must not be the token the API rejected.
+    after a 401 it must not be the token the API rejected. Tokens stay
+    wrapped, so no frame of a refresh holds one in clear.
     """
     if stored is None:
         return False
@@ -116,17 +119,16 @@ def stored_is_usable(
     if (
         reason == "stale"
         and held_access is not None
-        and stored.token.access_token.get_secret_value() == held_access
+        and stored.token.access_token == held_access
     ):
         return False
     return not (
-        rejected_access is not None
-        and stored.token.access_token.get_secret_value() == rejected_access
+        rejected_access is not None and stored.token.access_token == rejected_access
     )
 
 
-def _access(token: TokenSet | None) -> str | None:
-    return token.access_token.get_secret_value() if token is not None else None
+def _access(token: TokenSet | None) -> SecretStr | None:
+    return token.access_token if token is not None else None
 
 
 def newest(a: TokenSet | None, b: TokenSet | None) -> TokenSet | None:
@@ -395,7 +397,7 @@ class Coordinator:
         self,
         reason: Reason,
         local: TokenSet | None,
-        rejected_access: str | None,
+        rejected_access: SecretStr | None,
         fetch: FetchFn,
     ) -> _Outcome:
         store = self.store
@@ -456,7 +458,7 @@ class Coordinator:
         stored: StoredToken | None,
         reason: Reason,
         local: TokenSet | None,
-        rejected_access: str | None,
+        rejected_access: SecretStr | None,
     ) -> _Outcome | None:
         """Adopt ``stored`` if :func:`stored_is_usable` says so."""
         if stored is None or not stored_is_usable(
@@ -477,7 +479,7 @@ class Coordinator:
         lock: StoreLock,
         reason: Reason,
         local: TokenSet | None,
-        rejected_access: str | None,
+        rejected_access: SecretStr | None,
     ) -> bool | _Outcome:
         """Take ``lock`` within ``self.wait`` seconds (True / False), or return the
         set a peer stored meanwhile. Waiters read the store between tries, so
@@ -502,7 +504,7 @@ class Coordinator:
         lock: StoreLock,
         reason: Reason,
         local: TokenSet | None,
-        rejected_access: str | None,
+        rejected_access: SecretStr | None,
     ) -> bool | _Outcome:
         """Async :meth:`_acquire`."""
         deadline = time.monotonic() + self.wait
@@ -572,7 +574,7 @@ class Coordinator:
         self,
         reason: Reason,
         local: TokenSet | None,
-        rejected_access: str | None,
+        rejected_access: SecretStr | None,
         fetch: AsyncFetchFn,
     ) -> _Outcome:
         store, key = self.store, self.key

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from pydantic import SecretStr
+
 from ._breaker import BreakerPolicy, BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
 from ._coordination import Coordinator
@@ -913,9 +915,9 @@ class Session:
         else:
             fut.set_result(cur)
 
-    def _rejected_access(self, reason: RefreshReason) -> str | None:
+    def _rejected_access(self, reason: RefreshReason) -> SecretStr | None:
         cur = self._cur
-        return cur.access if reason == "rejected" and cur is not None else None
+        return SecretStr(cur.access) if reason == "rejected" and cur is not None else None
 
     def _background_sync(self) -> None:
         if self._flight is not None or self._closed:
