@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol, TypeAlias
 
+from pydantic import SecretStr
+
 import authpulse
 from authpulse import RefreshTokenGrant, Session, SQLiteStore, TokenSet, open_store
 
@@ -48,6 +50,7 @@ __all__ = [
     "context",
     "fingerprint",
     "hold_sqlite_write_lock",
+    "open_sqlite_at_once",
     "process",
     "worker_main",
 ]
@@ -293,6 +296,51 @@ def hold_sqlite_write_lock(
         db.execute("ROLLBACK")
     finally:
         db.close()
+
+
+def open_sqlite_at_once(
+    path: str,
+    index: int,
+    start: multiprocessing.synchronize.Barrier,
+    conn: multiprocessing.connection.Connection,
+) -> None:
+    """One of several workers starting together: open the same not-yet-existing
+    SQLite file the moment all are ready, write a record and a token set, read
+    them back; send ``{"ok": pid}`` or ``{"error": traceback}``."""
+    warnings.simplefilter("error")
+    try:
+        start.wait(REPLY_TIMEOUT)
+        store = open_store(f"sqlite:///{path}")
+        try:
+            sid = f"worker-{index}"
+            now = time.time()
+            store.put(
+                authpulse.SessionRecord(
+                    id=sid,
+                    owner="owner",
+                    kind=authpulse.SessionKind.SYSTEM,
+                    status=authpulse.SessionStatus.ACTIVE,
+                    created_at=now,
+                    last_activity_at=now,
+                ),
+                expected_version=None,
+            )
+            store.put_token(
+                sid,
+                TokenSet(access_token=SecretStr(f"at-{index}"), issued_at=now, expires_at=now + 60),
+            )
+            record, stored = store.get(sid), store.get_token(sid)
+            assert record is not None, "the record written is not there"
+            assert record.owner == "owner", record
+            assert stored is not None, "the token set written is not there"
+            assert stored.token.access_token.get_secret_value() == f"at-{index}"
+        finally:
+            store.close()
+        conn.send({"ok": os.getpid()})
+    except BaseException:
+        conn.send({"error": traceback.format_exc()})
+    finally:
+        conn.close()
 
 
 # ------------------------------------------------------------------ parent side

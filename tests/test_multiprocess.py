@@ -34,6 +34,7 @@ from _multiprocess import (
     context,
     fingerprint,
     hold_sqlite_write_lock,
+    open_sqlite_at_once,
     process,
 )
 from _redis import RedisServer, redis_server_fixture, require_redis_server  # noqa: F401 - fixture
@@ -470,3 +471,36 @@ def test_sqlite_locked_by_another_process_falls_back_to_a_local_refresh(
     assert idp.reuse_detected == 0
     session.close()
     store.close()
+
+
+# ------------------------------------------------------------ a new SQLite file, opened at once
+
+OPENERS = 5
+ROUNDS = 8
+
+
+@pytest.mark.slow
+def test_workers_started_together_all_open_a_new_sqlite_store(tmp_path: Path, ctx: Context) -> None:
+    # gunicorn starting its workers: each opens the same file, which none has created yet
+    failed: list[str] = []
+    for round_ in range(ROUNDS):
+        path = tmp_path / f"round-{round_}.db"
+        start = ctx.Barrier(OPENERS)
+        pipes = [ctx.Pipe(duplex=False) for _ in range(OPENERS)]
+        procs = [
+            ctx.Process(target=open_sqlite_at_once, args=(str(path), i, start, send), daemon=True)
+            for i, (_, send) in enumerate(pipes)
+        ]
+        for proc in procs:
+            proc.start()
+        for _, send in pipes:
+            send.close()
+        for (receive, _), proc in zip(pipes, procs, strict=True):
+            reply = receive.recv() if receive.poll(REPLY_TIMEOUT) else {"error": "no answer"}
+            proc.join(REPLY_TIMEOUT)
+            if "error" in reply:
+                failed.append(f"round {round_}, pid {proc.pid}:\n{reply['error']}")
+            assert proc.exitcode == 0, (round_, proc.pid, proc.exitcode)
+            receive.close()
+        assert path.exists()
+    assert not failed, f"{len(failed)} of {OPENERS * ROUNDS} opens failed:\n" + "\n".join(failed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -1276,6 +1277,7 @@ def test_sqlite_locked_too_long_is_unavailable(tmp_path: Path, clock: FakeClock)
             with pytest.raises(StoreUnavailableError, match="locked") as exc:
                 write()
             assert time.monotonic() - started >= 0.09
+            assert 0.09 <= _waited(str(exc.value), 0.1) < 20
             assert isinstance(exc.value, StoreError)
         assert store.get("s1") is not None  # WAL: readers are not blocked
         with pytest.raises(StoreUnavailableError):
@@ -1285,6 +1287,52 @@ def test_sqlite_locked_too_long_is_unavailable(tmp_path: Path, clock: FakeClock)
         other.close()
     assert store.put(rec("s2"), expected_version=None).version == 1
     store.close()
+
+
+def _waited(message: str, timeout: float) -> float:
+    """The wait a "stayed locked" message states, checked against its timeout."""
+    match = re.search(r"waited (\d+\.\d+) s \(timeout ([\d.]+) s\)", message)
+    assert match is not None, message
+    assert float(match[2]) == timeout
+    return float(match[1])
+
+
+def test_a_new_sqlite_file_held_by_another_connection_is_waited_for(tmp_path: Path) -> None:
+    # another process's write transaction on the file it has just created: switching
+    # to WAL mode then fails at once (SQLite's busy timeout does not cover it)
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE IF NOT EXISTS theirs (x)")
+    releaser = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    releaser.start()
+    try:
+        with SQLiteStore(path, timeout=30.0) as store:  # waits for the commit, then opens
+            store.put(rec("s1"), expected_version=None)
+            store.put_token("s1", token())
+            assert store.get("s1") is not None
+            assert store.get_token("s1") is not None
+    finally:
+        releaser.join()
+        other.close()
+    with closing(sqlite3.connect(path)) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+    # held past the timeout: the error says how long it really waited
+    path = tmp_path / "held.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("CREATE TABLE IF NOT EXISTS theirs (x)")
+        with pytest.raises(StoreUnavailableError, match="stayed locked") as exc:
+            SQLiteStore(path, timeout=0.2)
+        waited = _waited(str(exc.value), 0.2)
+        assert 0.2 <= waited < 20  # it waited its timeout, and then it gave up
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with SQLiteStore(path, timeout=0.2) as store:  # free again: it opens
+        assert store.get("s1") is None
 
 
 def test_sqlite_refuses_a_foreign_file(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -87,6 +88,11 @@ CREATE TABLE IF NOT EXISTS locks (
 );
 """
 
+#: backoff between tries of the setup while another connection holds the file
+#: (real seconds, doubling), as StoreLock.acquire polls
+_RETRY_MIN = 0.005
+_RETRY_MAX = 0.1
+
 _STATUSES = frozenset(s.value for s in SessionStatus)
 _KINDS = frozenset(k.value for k in SessionKind)
 
@@ -148,6 +154,19 @@ def decode_event(session_id: str, data: object) -> Event:
         raise CorruptRecordError(session_id, "event", reason) from None
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says another connection holds the database (busy or locked)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return True
+    return "locked" in str(exc)
+
+
+def _busy_ms(seconds: float) -> int:
+    """``seconds`` as SQLite's busy timeout: whole milliseconds that fit its int."""
+    return int(max(0.0, min(seconds, 2_000_000.0)) * 1000)
+
+
 def _num(session_id: str, what: str, value: object, *, integer: bool = False) -> Any:
     ok = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok:
@@ -159,9 +178,10 @@ class SQLiteStore:
     """A persistent store in one SQLite file (see the module docstring).
 
     ``encryption_keys`` (Fernet keys, or a :class:`~authpulse.TokenCipher`)
-    encrypt token sets at rest. ``timeout`` is how long an operation waits
-    for another connection's write lock before raising
-    :class:`StoreUnavailableError`. ``timeline_limit`` bounds the events
+    encrypt token sets at rest. ``timeout`` is how long opening the file or
+    an operation waits for another connection's lock before raising
+    :class:`StoreUnavailableError` (its message says how long it waited):
+    processes that open the same new file at once take turns. ``timeline_limit`` bounds the events
     kept per session. Lock TTLs and ``updated_at`` use ``clock.now()``
     (default: the real clock).
     """
@@ -188,15 +208,16 @@ class SQLiteStore:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.RLock()
         self._create_private_file()
+        started = time.monotonic()
         try:
             db = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, time.monotonic() - started) from exc
         self._db: sqlite3.Connection | None = db
         try:
-            self._setup(db)
+            self._setup_when_free(db, started)
         except BaseException:
             db.close()
             self._db = None
@@ -222,13 +243,49 @@ class SQLiteStore:
             ) from None
         os.close(fd)
 
+    def _setup_when_free(self, db: sqlite3.Connection, started: float) -> None:
+        """Run :meth:`_setup`, trying again while another connection holds the file,
+        until ``timeout`` seconds have passed since ``started``.
+
+        SQLite's busy timeout does not cover all of the setup: switching a file
+        to WAL mode while another connection writes to it (another process
+        creating the same new file) fails at once, without waiting. Every try
+        gets the time that is left as its busy timeout, so the whole open waits
+        at most ``timeout`` seconds.
+        """
+        delay = _RETRY_MIN
+        while True:
+            waited = time.monotonic() - started
+            remaining = self.timeout - waited
+            try:
+                db.execute(f"PRAGMA busy_timeout = {_busy_ms(remaining)}")
+                self._setup(db)
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                waited = time.monotonic() - started
+                remaining = self.timeout - waited
+                if not _is_busy(exc) or remaining <= 0:
+                    raise self._translate(exc, waited) from exc
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, _RETRY_MAX)
+            else:
+                break
+        try:
+            db.execute(f"PRAGMA busy_timeout = {_busy_ms(self.timeout)}")
+        except sqlite3.Error as exc:
+            raise self._translate(exc, time.monotonic() - started) from exc
+
     def _setup(self, db: sqlite3.Connection) -> None:
-        with self._conn() as conn:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        """WAL mode, then the schema: idempotent, so a try that found the file
+        busy can run again. Raises the ``sqlite3`` errors as they are."""
+        with self._lock:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()
             if not mode or str(mode[0]).lower() != "wal":
                 raise StoreError(f"SQLite database {str(self.path)!r} cannot use WAL mode")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
                 return
             if version > SCHEMA_VERSION:
@@ -236,22 +293,25 @@ class SQLiteStore:
                     f"SQLite database {str(self.path)!r} has schema version {version}; "
                     f"this authpulse knows version {SCHEMA_VERSION} at most"
                 )
-        with self._write() as conn:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            db.execute("BEGIN IMMEDIATE")
+            if db.execute("PRAGMA user_version").fetchone()[0] == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
 
-    def _translate(self, exc: sqlite3.Error) -> StoreError:
-        code = getattr(exc, "sqlite_errorcode", None)
-        primary = code & 0xFF if isinstance(code, int) else None
+    def _locked(self, waited: float) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"SQLite database {str(self.path)!r} stayed locked by another connection: "
+            f"waited {waited:.2f} s (timeout {self.timeout:g} s)"
+        )
+
+    def _translate(self, exc: sqlite3.Error, waited: float) -> StoreError:
+        """The store's error for ``exc``, raised after ``waited`` seconds."""
         where = repr(str(self.path))
-        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
-            return StoreUnavailableError(
-                f"SQLite database {where} stayed locked by another connection for more than "
-                f"{self.timeout:g} s"
-            )
+        if _is_busy(exc):
+            return self._locked(waited)
         if isinstance(exc, sqlite3.OperationalError):
             return StoreUnavailableError(f"SQLite database {where} is unavailable: {exc}")
         return StoreError(f"SQLite database {where} failed: {type(exc).__name__}: {exc}")
@@ -262,13 +322,15 @@ class SQLiteStore:
             db = self._db
             if db is None:
                 raise UsageError("the SQLite store is closed")
+            started = time.monotonic()
             try:
                 yield db
             except sqlite3.Error as exc:
+                waited = time.monotonic() - started
                 if db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         db.execute("ROLLBACK")
-                raise self._translate(exc) from exc
+                raise self._translate(exc, waited) from exc
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
