@@ -116,15 +116,9 @@ def stored_is_usable(
         return False
     if reason == "forced" and stored.version == known_version:
         return False
-    if (
-        reason == "stale"
-        and held_access is not None
-        and stored.token.access_token == held_access
-    ):
+    if reason == "stale" and held_access is not None and stored.token.access_token == held_access:
         return False
-    return not (
-        rejected_access is not None and stored.token.access_token == rejected_access
-    )
+    return not (rejected_access is not None and stored.token.access_token == rejected_access)
 
 
 def _access(token: TokenSet | None) -> SecretStr | None:
