@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING, Literal
 
 from ._crypto import DecryptionError
 from ._errors import OAuthError
+from ._model import check_id
 from ._policy import Freshness, RefreshPolicy, freshness
 from ._sources import Fetched
 from ._store import (
+    MAX_LOCK_NAME,
     CorruptRecordError,
     FencingError,
     SessionStore,
@@ -53,11 +55,16 @@ from ._tokens import TokenSet
 if TYPE_CHECKING:
     from ._clock import Clock
 
-__all__ = ["Coordinator", "newest", "stored_is_usable"]
+__all__ = ["MAX_KEY_LENGTH", "Coordinator", "newest", "stored_is_usable"]
 
 log = logging.getLogger("authpulse.coordination")
 
 Reason = Literal["expired", "stale", "forced", "rejected", "initial"]
+
+#: the refresh lock of a store key is named LOCK_PREFIX + key
+LOCK_PREFIX = "refresh:"
+#: the longest store key: its lock name must fit the store's limit
+MAX_KEY_LENGTH = MAX_LOCK_NAME - len(LOCK_PREFIX)
 
 #: polling of a busy refresh lock (real seconds, doubling), as StoreLock.acquire does
 _POLL_MIN = 0.005
@@ -125,7 +132,10 @@ class Coordinator:
 
     ``fetch(current)`` / ``afetch(current)`` do the actual IdP call; the
     session passes them in. ``store_ok`` tells whether the last store
-    operation worked (for health and events).
+    operation worked (for health and events). ``key`` must make a lock name
+    (:func:`~authpulse._model.check_id`, at most :data:`MAX_KEY_LENGTH`
+    characters): a key the lock would refuse is refused here, named as
+    ``what``, rather than at every refresh.
     """
 
     __slots__ = (
@@ -151,9 +161,10 @@ class Coordinator:
         lock_ttl: float,
         wait: float,
         on_store_state: Callable[[bool, str | None], None],
+        what: str = "store key",
     ) -> None:
         self.store = store
-        self.key = key
+        self.key = check_id(key, what, MAX_KEY_LENGTH)
         self.clock = clock
         self.policy = policy
         self.lock_ttl = lock_ttl
@@ -228,7 +239,7 @@ class Coordinator:
             self._defer(reason, local, None)
             return _Outcome(fetch(local), False, None)
         try:
-            lock: StoreLock = store.lock(f"refresh:{self.key}", ttl=self.lock_ttl)
+            lock: StoreLock = store.lock(LOCK_PREFIX + self.key, ttl=self.lock_ttl)
             acquired = self._acquire(lock, reason, local, rejected_access)
         except StoreError as exc:
             self._raise_if_unreadable(exc)
@@ -394,7 +405,7 @@ class Coordinator:
             self._defer(reason, local, None)
             return _Outcome(await fetch(local), False, None)
         try:
-            lock: StoreLock = store.lock(f"refresh:{self.key}", ttl=self.lock_ttl)
+            lock: StoreLock = store.lock(LOCK_PREFIX + self.key, ttl=self.lock_ttl)
             acquired = await self._aacquire(lock, reason, local, rejected_access)
         except StoreError as exc:
             self._raise_if_unreadable(exc)
