@@ -29,7 +29,7 @@ EVIL = "\x1b]0;PWNED\x07\x1b[2J\x9b31m\u202eevil\x7f\r"
 FORBIDDEN = ("\x1b", "\x9b", "\x07", "\u202e", "\x7f", "\r")
 MARKUP = "[bold red]x[/bold red]"
 SID = "mallory-1"
-EVIL_ID = "evil-" + EVIL  # a session whose id itself holds escapes (it never gets a token)
+EVIL_ID = "evil-" + EVIL  # a stored session whose id itself holds escapes (it has no token)
 
 
 def evil_error() -> Exception:
@@ -73,7 +73,19 @@ def evil_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
         }
         live = m.create_session("mallory" + EVIL, grant(), session_id=SID, metadata=metadata)
         live.session.token()
-        m.create_session("mallory", grant(), session_id=EVIL_ID)
+        # create_session refuses such an id; an older version or another writer stored it
+        now = clock.now()
+        m.store.put(
+            authpulse.SessionRecord(
+                id=EVIL_ID,
+                owner="mallory",
+                kind=authpulse.SessionKind.USER,
+                status=authpulse.SessionStatus.ACTIVE,
+                created_at=now,
+                last_activity_at=now,
+            ),
+            expected_version=None,
+        )
         m.pause(m.create_session("mallory" + EVIL, grant(), session_id="paused").id, EVIL)
         m.resume("paused")
         m.pause("paused", "again " + EVIL)

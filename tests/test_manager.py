@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 import authpulse
@@ -497,6 +499,176 @@ def test_settings_validate() -> None:
 def test_empty_session_id_is_refused(manager: SessionManager, idp: FakeIdP) -> None:
     with pytest.raises(ConfigurationError, match="session_id"):
         manager.create_session("alice", cc(idp), session_id="")
+
+
+# ----------------------------------------------------------------------------- ids
+
+#: ids the store's lock would refuse as lock names, each with what is wrong
+REFUSED_IDS = {
+    "has space": "whitespace",
+    "tab\there": "whitespace",
+    "new\nline": "whitespace",
+    "cr\r": "whitespace",
+    "nbsp\u00a0x": "whitespace",
+    "line\u2028sep": "whitespace",
+    "esc\x1b[2J": "control character",
+    "nul\x00": "control character",
+    "del\x7f": "control character",
+    "c1-csi\x9b31m": "control character",
+    "\u202eevil": "unprintable",
+    "bom\ufeff": "unprintable",
+    "lone\ud800surrogate": "unprintable",
+    "": "not empty",
+    "x" * 201: "201 characters",
+}
+
+ACCEPTED_IDS = [
+    "s1",
+    "tëam:a/42",
+    "user@example.com",
+    "a.b.c",
+    "urn:tenant:7|job=3",
+    "Ωμέγα-日本語-🙂",
+    "quote'\"back\\slash;semi%20",
+    "x" * 128,
+]
+
+
+def _refuses(call: Any) -> bool:
+    try:
+        call()
+    except ConfigurationError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "sid", list(REFUSED_IDS), ids=lambda v: ascii(v[:16]) + (f"x{len(v)}" if len(v) > 16 else "")
+)
+def test_ids_the_store_lock_would_refuse_are_refused_by_create_session(
+    manager: SessionManager, idp: FakeIdP, sid: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"^session_id must be") as exc:
+        manager.create_session("alice", cc(idp), session_id=sid)
+    message = str(exc.value)
+    assert REFUSED_IDS[sid] in message
+    assert message.isprintable()  # an escaped excerpt at most: nothing raw
+    assert message.isascii()
+    assert len(message) < 200
+    with pytest.raises(ConfigurationError, match=r"^lock name must be"):
+        manager.store.lock(sid, ttl=30)
+    # nothing stored, nothing announced, no token asked for
+    assert manager.store.query() == []
+    assert manager.stats().total == 0
+    assert manager.list() == []
+    assert idp.token_calls == 0
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_ids_that_are_accepted_can_refresh(
+    clock: FakeClock, idp: FakeIdP, tmp_path: Path, backend: str
+) -> None:
+    url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'ids.db'}"
+    store = authpulse.open_store(url, clock=clock)
+    m = SessionManager(store, clock=clock, transport=idp.transport, seed=1)
+    try:
+        for n, sid in enumerate(ACCEPTED_IDS):
+            ms = m.create_session("alice", cc(idp), session_id=sid)
+            assert ms.id == sid
+            assert idp.validate(ms.session.token())  # the first token: through the lock
+            ms.session.force_refresh()  # a refresh: the lock again, and a fenced write
+            assert idp.token_calls == 2 * n + 2
+            stored = store.get_token(sid)
+            assert stored is not None
+            assert stored.token == ms.session.token_set
+            assert m.record(sid).id == sid
+        assert sorted(r.id for r in store.query()) == sorted(ACCEPTED_IDS)
+    finally:
+        m.shutdown()
+        store.close()
+
+
+# every code point (surrogates too), and the characters at the edge of the rule more often
+_EDGES = " \t\n\r\x0b\x0c\x1b\x7f\x85\x9b\xa0\u1680\u2007\u2028\u202e\u3000\ufeff\ud800"
+_ID_TEXT = st.text(
+    st.characters(exclude_categories=()) | st.sampled_from(_EDGES), max_size=128
+) | st.sampled_from([*ACCEPTED_IDS, *REFUSED_IDS, "x" * 129, "x" * 200])
+
+
+def _keyed(store: authpulse.MemoryStore, idp: FakeIdP, key: str) -> bool:
+    """Whether a Session takes ``key`` as its store key."""
+    try:
+        session = authpulse.Session(cc(idp), store=store, store_key=key)
+    except ConfigurationError:
+        return False
+    session.close()
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ID_TEXT)
+def test_create_session_and_the_store_lock_agree_on_every_id(text: str) -> None:
+    clock = FakeClock()
+    idp = FakeIdP(clock=clock)
+    store = authpulse.MemoryStore(clock=clock)
+    m = SessionManager(store, clock=clock, transport=idp.transport)
+    try:
+        created = not _refuses(lambda: m.create_session("alice", cc(idp), session_id=text))
+        locked = not _refuses(lambda: store.lock(text, ttl=30))
+        if len(text) <= 128:
+            # one rule: the manager, the lock and a Session's store key say the same
+            assert created is locked, ascii(text)
+            assert created is _keyed(store, idp, text), ascii(text)
+        else:  # a session id is at most 128 characters; a lock name up to 200
+            assert not created
+            assert locked is (len(text) <= 200)
+        if created:  # and its refresh lock can be taken
+            assert not _refuses(lambda: store.lock(f"refresh:{text}", ttl=30)), ascii(text)
+        assert len(store.query()) == (1 if created else 0)
+    finally:
+        m.shutdown()
+
+
+def test_a_session_with_a_store_checks_its_key_where_given(idp: FakeIdP) -> None:
+    store = authpulse.MemoryStore()
+    for key in ("has space", "esc\x1b", "", "k" * 193):
+        with pytest.raises(ConfigurationError, match=r"^store_key must be"):
+            authpulse.Session(cc(idp), store=store, store_key=key)
+        with pytest.raises(ConfigurationError, match=r"^store_key must be"):
+            authpulse.Session(cc(idp), store_key=key)  # checked where given, store or not
+    with pytest.raises(ConfigurationError, match=r"^store_key must be"):
+        authpulse.Session(cc(idp), store=store, store_key=42)  # type: ignore[arg-type]
+    # without store_key, the name is the store key: it must make a lock name too
+    with pytest.raises(ConfigurationError, match=r"^name \(the store key"):
+        authpulse.Session(cc(idp), store=store, name="billing api")
+    # ... but only then: a name is just a label beside a store_key, or without a store
+    authpulse.Session(cc(idp), store=store, name="billing api", store_key="billing-api").close()
+    authpulse.Session(cc(idp), name="billing api").close()
+    # the longest key whose lock name ("refresh:" + key) the store takes: it refreshes
+    session = authpulse.Session(cc(idp), store=store, store_key="k" * 192, transport=idp.transport)
+    assert idp.validate(session.token())
+    assert store.get_token("k" * 192) is not None
+    session.close()
+
+
+def test_recover_refuses_a_stored_id_the_lock_would_refuse(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    now = clock.now()
+    record = authpulse.SessionRecord(  # stored by another writer, without the check
+        id="old id",
+        owner="alice",
+        kind=SessionKind.USER,
+        status=SessionStatus.ACTIVE,
+        created_at=now,
+        last_activity_at=now,
+    )
+    manager.store.put(record, expected_version=None)
+    with pytest.raises(ConfigurationError, match=r"^session_id must be .* whitespace"):
+        manager.recover("old id", cc(idp))
+    assert idp.token_calls == 0
+    # it can still be managed from the store: ended, and purged later
+    assert manager.cancel_stored("old id", "unusable id").status is SessionStatus.CANCELLED
 
 
 # ----------------------------------------------------------------------------- cache identity

@@ -665,7 +665,18 @@ def test_lock_context_manager(backend: Backend) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "ttl"), [("", 1.0), ("has space", 1.0), ("x", 0), ("x", -1), ("x", float("inf"))]
+    ("name", "ttl"),
+    [
+        ("", 1.0),
+        ("has space", 1.0),
+        ("del\x7f", 1.0),
+        ("c1\x9b", 1.0),
+        ("\u202eevil", 1.0),
+        ("x" * 201, 1.0),
+        ("x", 0),
+        ("x", -1),
+        ("x", float("inf")),
+    ],
 )
 def test_lock_arguments_are_checked(backend: Backend, name: str, ttl: float) -> None:
     with pytest.raises(ConfigurationError):

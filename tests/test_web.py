@@ -425,10 +425,26 @@ def test_metrics_in_prometheus_text_format(
     assert "authpulse_worker_ticks_total" in m
 
 
-def test_metrics_escape_label_values(manager: SessionManager, idp: FakeIdP) -> None:
-    manager.create_session("alice", cc(idp), session_id='we"ird\\id\nx')
+def test_metrics_escape_label_values(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    manager.create_session("alice", cc(idp), session_id='we"ird\\id')
+    # a newline create_session refuses, in a record another writer stored
+    now = clock.now()
+    manager.store.put(
+        SessionRecord(
+            id="old\nid",
+            owner="alice",
+            kind=authpulse.SessionKind.USER,
+            status=SessionStatus.ACTIVE,
+            created_at=now,
+            last_activity_at=now,
+        ),
+        expected_version=None,
+    )
     text = Dashboard(manager).metrics()
-    assert 'session_id="we\\"ird\\\\id\\nx"' in text
+    assert 'session_id="we\\"ird\\\\id"' in text
+    assert 'session_id="old\\nid"' in text
     parse_metrics(text)
 
 
@@ -634,10 +650,10 @@ def test_unknown_ids_and_paths_answer_404_json(
 
 
 def test_ids_are_percent_decoded(manager: SessionManager, idp: FakeIdP, http: httpx.Client) -> None:
-    manager.create_session("alice", cc(idp), session_id="team a/42")
-    r = http.get("/api/sessions/team%20a%2F42")
+    manager.create_session("alice", cc(idp), session_id="tëam:a/42")
+    r = http.get("/api/sessions/t%C3%ABam%3Aa%2F42")
     assert r.status_code == 200
-    assert r.json()["record"]["id"] == "team a/42"
+    assert r.json()["record"]["id"] == "tëam:a/42"
 
 
 @pytest.mark.parametrize(

@@ -57,9 +57,11 @@ from pydantic import SecretStr
 from ._bounded import acall_within, call_within, start_and_forget
 from ._crypto import DecryptionError
 from ._errors import LoginRequiredError, NoRefreshTokenError, OAuthError
+from ._model import check_id
 from ._policy import Freshness, RefreshPolicy, freshness
 from ._sources import Fetched
 from ._store import (
+    MAX_LOCK_NAME,
     CorruptRecordError,
     FencingError,
     MemoryStore,
@@ -74,7 +76,14 @@ from ._tokens import TokenSet
 if TYPE_CHECKING:
     from ._clock import Clock
 
-__all__ = ["AsyncFetchFn", "Coordinator", "FetchFn", "newest", "stored_is_usable"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "AsyncFetchFn",
+    "Coordinator",
+    "FetchFn",
+    "newest",
+    "stored_is_usable",
+]
 
 log = logging.getLogger("authpulse.coordination")
 
@@ -85,6 +94,10 @@ T = TypeVar("T")
 #: reason the stored set is unusable (then ``current`` is ``None``), else ``None``
 FetchFn = Callable[[TokenSet | None, str | None], Fetched]
 AsyncFetchFn = Callable[[TokenSet | None, str | None], Awaitable[Fetched]]
+#: the refresh lock of a store key is named LOCK_PREFIX + key
+LOCK_PREFIX = "refresh:"
+#: the longest store key: its lock name must fit the store's limit
+MAX_KEY_LENGTH = MAX_LOCK_NAME - len(LOCK_PREFIX)
 
 #: polling of a busy refresh lock (real seconds, doubling), as StoreLock.acquire does
 _POLL_MIN = 0.005
@@ -166,7 +179,10 @@ class Coordinator:
     operation worked (for health and events). ``deadline`` bounds the time a
     run spends in store calls (``None``: unbounded); a run is never
     concurrent with another of the same coordinator (the session's single
-    flight), so the time spent is kept on the instance.
+    flight), so the time spent is kept on the instance. ``key`` must make a
+    lock name (:func:`~authpulse._model.check_id`, at most
+    :data:`MAX_KEY_LENGTH` characters): a key the lock would refuse is
+    refused here, named as ``what``, rather than at every refresh.
     """
 
     __slots__ = (
@@ -195,9 +211,10 @@ class Coordinator:
         wait: float,
         on_store_state: Callable[[bool, str | None], None],
         deadline: float | None = None,
+        what: str = "store key",
     ) -> None:
         self.store = store
-        self.key = key
+        self.key = check_id(key, what, MAX_KEY_LENGTH)
         self.clock = clock
         self.policy = policy
         self.lock_ttl = lock_ttl
@@ -400,7 +417,7 @@ class Coordinator:
             self._defer(reason, local, None)
             return _Outcome(fetch(local, None), False, None)
         try:
-            lock: StoreLock = store.lock(f"refresh:{self.key}", ttl=self.lock_ttl)
+            lock: StoreLock = store.lock(LOCK_PREFIX + self.key, ttl=self.lock_ttl)
             acquired = self._acquire(lock, reason, local, rejected_access)
         except StoreError as exc:
             self._raise_if_unreadable(exc)
@@ -577,7 +594,7 @@ class Coordinator:
             self._defer(reason, local, None)
             return _Outcome(await fetch(local, None), False, None)
         try:
-            lock: StoreLock = store.lock(f"refresh:{self.key}", ttl=self.lock_ttl)
+            lock: StoreLock = store.lock(LOCK_PREFIX + self.key, ttl=self.lock_ttl)
             acquired = await self._aacquire(lock, reason, local, rejected_access)
         except StoreError as exc:
             self._raise_if_unreadable(exc)

@@ -38,6 +38,7 @@ from ._model import (
     SessionMetadata,
     SessionRecord,
     SessionStatus,
+    check_id,
     validate_labels,
 )
 from ._policy import RefreshPolicy, freshness, schedule
@@ -408,7 +409,12 @@ class SessionManager:
         on_token_update: Callable[[TokenSet], Any] | None = None,
         session_id: str | None = None,
     ) -> ManagedSession:
-        """Create an ACTIVE session for ``owner`` whose tokens come from ``source``."""
+        """Create an ACTIVE session for ``owner`` whose tokens come from ``source``.
+
+        ``session_id`` (default: a random one) is 1 to 128 printable characters
+        without whitespace or control characters (the rule of the store's lock
+        names, so that every id can be refreshed); another raises
+        :class:`ConfigurationError` and nothing is stored."""
         if not isinstance(owner, str) or not owner or len(owner) > 256:
             raise ConfigurationError("owner must be a non-empty string of at most 256 chars")
         try:
@@ -417,9 +423,10 @@ class SessionManager:
             raise ConfigurationError(
                 f"kind must be one of {[k.value for k in SessionKind]}, not {kind!r}"
             ) from None
-        sid = secrets.token_urlsafe(12) if session_id is None else session_id
-        if not isinstance(sid, str) or not 1 <= len(sid) <= 128:
-            raise ConfigurationError("session_id must be a string of 1 to 128 chars")
+        if session_id is None:
+            sid = secrets.token_urlsafe(12)
+        else:
+            sid = check_id(session_id, "session_id")
         now = self.clock.now()
         record = SessionRecord(
             id=sid,
@@ -795,6 +802,8 @@ class SessionManager:
                 raise ConfigurationError(
                     f"session {session_id!r} is not loaded in this process: pass its source"
                 )
+            # stored before ids were checked (or by another writer): it cannot name a lock
+            check_id(session_id, "session_id")
             ms = self._attach(record, source, token=token, probe=probe, on_token_update=None)
             self._agg.added(record)
         now = self.clock.now()

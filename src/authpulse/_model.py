@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -25,6 +26,7 @@ __all__ = [
     "SessionMetadata",
     "SessionRecord",
     "SessionStatus",
+    "check_id",
     "check_status_change",
     "validate_labels",
 ]
@@ -83,6 +85,57 @@ def check_status_change(session_id: str, current: SessionStatus, wanted: Session
     """Raise :class:`InvalidStatusChangeError` unless the table allows ``current -> wanted``."""
     if wanted not in STATUS_TRANSITIONS[current]:
         raise InvalidStatusChangeError(session_id, current, wanted)
+
+
+#: the longest session id (a store key: its lock name adds a short prefix)
+MAX_ID_LENGTH = 128
+
+
+def _unfit(char: str) -> bool:
+    return char.isspace() or not char.isprintable()
+
+
+def check_id(value: object, what: str, max_length: int = MAX_ID_LENGTH) -> str:
+    """The one rule for ids that become store keys and lock names (session ids,
+    ``Session(store_key=)``, the names of :class:`~authpulse.StoreLock`): a string
+    of 1 to ``max_length`` printable characters, none of them whitespace or a
+    control character. Letters of any script, digits and punctuation (``. : / - _
+    @ |`` ...) are fine; spaces, tabs, newlines, escapes (ESC, DEL, C1), format
+    characters such as bidirectional overrides, and lone surrogates are not.
+
+    Returns ``value``; anything else raises :class:`ConfigurationError` naming
+    ``what``, quoting at most a short, escaped excerpt of the value.
+    """
+    rule = (
+        f"{what} must be 1 to {max_length} printable characters without whitespace or control "
+        "characters"
+    )
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{rule}, not {type(value).__name__}")
+    if not value:
+        raise ConfigurationError(f"{rule}, not empty")
+    if len(value) > max_length:
+        raise ConfigurationError(
+            f"{rule}; it has {len(value)} characters (starting {_excerpt(value)})"
+        )
+    if value.isprintable() and not any(char.isspace() for char in value):
+        return value
+    at, char = next((i, c) for i, c in enumerate(value) if _unfit(c))
+    kind = (
+        "whitespace"
+        if char.isspace()
+        else "a control character"
+        if unicodedata.category(char) == "Cc"
+        else "an unprintable character"
+    )
+    raise ConfigurationError(
+        f"{rule}; {_excerpt(value)} has {kind} (U+{ord(char):04X}) at position {at}"
+    )
+
+
+def _excerpt(value: str, limit: int = 20) -> str:
+    """A short excerpt of ``value`` as ASCII-only text (every other character escaped)."""
+    return ascii(value[:limit]) + ("..." if len(value) > limit else "")
 
 
 _Scalar = str | int | float | bool | None

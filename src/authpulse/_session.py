@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from ._breaker import BreakerPolicy, BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
-from ._coordination import Coordinator
+from ._coordination import MAX_KEY_LENGTH, Coordinator
 from ._errors import (
     AuthpulseError,
     ConfigurationError,
@@ -42,6 +42,7 @@ from ._errors import (
 )
 from ._health import HealthReport, HealthSignals, compute_health
 from ._http import async_client_for, client_for, every, httpx, parse_origins
+from ._model import check_id
 from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
 from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
@@ -236,6 +237,7 @@ class Session:
             self._coord = Coordinator(
                 store,
                 store_key or self.name,
+                what="store_key" if store_key else "name (the store key: no store_key is given)",
                 clock=self.clock,
                 policy=self.policy,
                 lock_ttl=float(lock_ttl),
@@ -1084,9 +1086,11 @@ def _check_arguments(
         raise ConfigurationError("seed must be an integer")
     if rng is not None and not isinstance(rng, random.Random):
         raise ConfigurationError("rng must be a random.Random")
-    for what, value in (("name", name), ("identity", identity), ("store_key", store_key)):
+    for what, value in (("name", name), ("identity", identity)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigurationError(f"{what} must be a non-empty string")
+    if store_key is not None:  # it names the store's records and refresh lock
+        check_id(store_key, "store_key", MAX_KEY_LENGTH)
     if isinstance(lock_ttl, bool) or not (
         isinstance(lock_ttl, int | float) and math.isfinite(lock_ttl) and lock_ttl > 0
     ):

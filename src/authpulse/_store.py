@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, unquote
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event
-from ._model import SessionKind, SessionRecord, SessionStatus
+from ._model import SessionKind, SessionRecord, SessionStatus, check_id
 from ._tokens import TokenSet
 
 if TYPE_CHECKING:
@@ -117,7 +117,8 @@ class StoredToken:
     updated_at: float
 
 
-_LOCK_NAME = re.compile(r"^[^\s\x00-\x1f]{1,200}$")
+#: the longest lock name (see check_id for the characters it may hold)
+MAX_LOCK_NAME: Final = 200
 _POLL_MIN = 0.005
 _POLL_MAX = 0.1
 
@@ -189,6 +190,10 @@ class StoreLock:
     whoever acquires it: pass it to ``put_token(..., fence=lock.fence)`` so a
     holder whose lock expired cannot overwrite a newer holder's token.
 
+    ``name`` is 1 to 200 printable characters without whitespace or control
+    characters (the rule session ids follow); anything else raises
+    :class:`ConfigurationError`.
+
     One handle belongs to one thread or task at a time; make one handle per
     contender (``store.lock(name, ttl)``). ``acquire`` timeouts are real
     seconds; ``None`` waits until the lock is free. Works as a context
@@ -196,12 +201,8 @@ class StoreLock:
     """
 
     def __init__(self, backend: LockBackend, name: str, ttl: float) -> None:
-        if not isinstance(name, str) or not _LOCK_NAME.match(name):
-            raise ConfigurationError(
-                "lock name must be 1-200 characters without whitespace or control characters"
-            )
         self._backend = backend
-        self.name = name
+        self.name = check_id(name, "lock name", MAX_LOCK_NAME)
         self.ttl = _check_ttl(ttl)
         self._holder: str | None = None
         self._fence: int | None = None
