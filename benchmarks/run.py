@@ -26,7 +26,17 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import idp, overhead, resilience, sessions, stale, stall, stampede, stores
+from benchmarks import (
+    idp,
+    loop_gap,
+    overhead,
+    resilience,
+    sessions,
+    stale,
+    stall,
+    stampede,
+    stores,
+)
 from benchmarks._common import TOKEN_LATENCY, Section, load_average, machine_info
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,6 +61,8 @@ class Scale:
     store_refreshes: int = 300
     store_repeats: int = 3
     idp_fetches: int = 200
+    loop_gap_reps: int = 6
+    loop_gap_warmup: bool = True
     # the scenario itself is the same in both scales
     threads: int = 32
     per_thread: int = 10
@@ -83,6 +95,8 @@ QUICK = Scale(
     store_refreshes=20,
     store_repeats=1,
     idp_fetches=20,
+    loop_gap_reps=1,
+    loop_gap_warmup=False,
 )
 
 
@@ -117,6 +131,7 @@ def benchmarks(scale: Scale) -> dict[str, Callable[[], Section]]:
             repeats=scale.store_repeats,
         ),
         "idp": lambda: idp.run(n=scale.idp_fetches),
+        "loop_gap": lambda: loop_gap.run(reps=scale.loop_gap_reps, warmup=scale.loop_gap_warmup),
     }
 
 

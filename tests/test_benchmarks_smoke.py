@@ -3,21 +3,26 @@
 Every benchmark runs at its smallest size, with a 5 ms token endpoint, and
 its *counts* are checked: token calls, failed requests, requests served.
 Timings are never asserted: the suite measures them, it does not judge
-them here. The whole module takes about a second.
+them here. The loop-gap case needs a Redis (``REDIS_URL`` or ``redis-server``):
+without one it is skipped, unless ``CI=true``. The whole module takes a few
+seconds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
+from _redis import require_redis_server
+
 # ``benchmarks`` lives next to ``tests``, not in src/: make it importable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import overhead, run, stale, stall, stampede
+from benchmarks import loop_gap, overhead, run, stale, stall, stampede
 from benchmarks._common import machine_info
 
 LATENCY = 0.005
@@ -123,6 +128,50 @@ def test_stale_one_background_refresh_per_round_and_no_failure(
         assert r.stale_batch_sizes == [len(r.stale_ns)]
     section = stale.section(stale_results, rounds=1, warmup=0, latency=LATENCY)
     assert len(section.rows) == 2
+
+
+def test_loop_gap_every_call_ran_and_did_what_it_should() -> None:
+    if not os.environ.get("REDIS_URL"):
+        require_redis_server()  # skips without one (fails with CI=true)
+    # a 2 ms proxy: the counts are the same as at 20 ms, the run is ten times shorter
+    result = loop_gap.measure(reps=1, delay=0.002, warmup=False)
+    assert result is not None
+    calls = [c.key for c in loop_gap.CALLS]
+    for key in [loop_gap.FLOOR, *calls]:
+        for mode in loop_gap.MODES:
+            row = result.row(key, mode)
+            assert row.outcome.requests == 1, (key, mode)
+            assert row.outcome.failures == 0, (key, mode, row.outcome.kinds)
+            assert len(row.samples) == 1, (key, mode)
+    for key in calls:
+        trips = result.row(key, "awaited").samples[0].round_trips
+        if key == "get":
+            assert trips == 0  # a live session: no store call
+        else:
+            assert trips > 0, key  # the store was reached through the proxy
+    assert result.row(loop_gap.FLOOR, "awaited").samples[0].round_trips == 0
+    assert result.reuse_detected == 0
+    section = loop_gap.section(result)
+    assert section.key == "loop_gap"
+    assert len(section.rows) == 1 + len(calls)
+    assert len(section.data["rows"]) == 2 * (1 + len(calls))
+
+
+def test_loop_gap_takes_the_gaps_that_overlap_a_call() -> None:
+    ticker = loop_gap.Ticker()
+    ticker.wakes = [0, 10, 20, 90, 100, 110]
+    assert ticker.max_gap(25, 30) == 70  # inside one gap
+    assert ticker.max_gap(95, 105) == 10
+    assert ticker.max_gap(5, 15) == 10
+    assert ticker.max_gap(0, 200) == 70  # no wake-up after the end: the gaps up to the last
+
+
+def test_loop_gap_proxied_url_keeps_credentials_db_and_query() -> None:
+    assert (
+        loop_gap._proxied("redis://user:pw@db.example:6380/3?namespace=x", 4242)
+        == "redis://user:pw@127.0.0.1:4242/3?namespace=x"
+    )
+    assert loop_gap._proxied("redis://localhost/0", 1) == "redis://127.0.0.1:1/0"
 
 
 def test_report_files(
