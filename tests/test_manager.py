@@ -832,3 +832,16 @@ def test_http_probes_carry_the_token_only_over_https_or_loopback() -> None:
 def _is_running(manager: authpulse.SessionManager) -> bool:
     # read through a call so the type checker does not carry the narrowing of an earlier assert
     return manager.running
+
+
+@pytest.mark.anyio
+async def test_apurge_honours_now_and_progress(clock: FakeClock, idp: FakeIdP) -> None:
+    m = SessionManager(clock=clock)
+    ms = await m.acreate_session("alice", cc(idp))
+    await m.aclose(ms.id)
+    seen: list[tuple[int, int]] = []
+    assert await m.apurge(3600, progress=lambda d, t: seen.append((d, t))) == 0
+    assert seen == []  # nothing ended an hour ago: no candidate
+    assert await m.apurge(3600, now=clock.now() + 3600, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 1)]
+    assert m.list() == []

@@ -1628,8 +1628,10 @@ class SessionManager:
     ) -> ManagedSession:
         return self.recover(session_id, source, **kwargs)
 
-    async def apurge(self, older_than: float) -> int:
-        return self.purge(older_than)
+    async def apurge(
+        self, older_than: float, *, now: float | None = None, progress: Progress | None = None
+    ) -> int:
+        return self.purge(older_than, now=now, progress=progress)
 
     async def acancel_stored(self, session_id: str, reason: str | None = None) -> SessionRecord:
         return self.cancel_stored(session_id, reason)
