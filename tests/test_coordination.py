@@ -22,6 +22,7 @@ import authpulse
 import authpulse.testing
 from _redis import RedisServer, SlowProxy, redis_server_fixture  # noqa: F401 - fixture
 from authpulse import (
+    Clock,
     MemoryStore,
     RedisStore,
     RefreshTokenGrant,
@@ -29,6 +30,7 @@ from authpulse import (
     SessionStore,
     SQLiteStore,
     StoreUnavailableError,
+    SystemClock,
     TokenRetry,
 )
 from authpulse._coordination import newest, stored_is_usable
@@ -37,19 +39,18 @@ from authpulse.testing import FakeClock, FakeIdP
 StoreFactory = Callable[[], SessionStore]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def stores(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+def _factories(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> Iterator[StoreFactory]:
     """A factory of store handles that all see the same data (like processes would)."""
     opened: list[SessionStore] = []
-    if request.param == "memory":
+    if name == "memory":
         shared = MemoryStore(clock=clock)
 
         def make() -> SessionStore:
             return shared
 
-    elif request.param == "sqlite":
+    elif name == "sqlite":
         path = tmp_path / "tokens.db"
 
         def make() -> SessionStore:
@@ -71,7 +72,23 @@ def stores(
         s.close()
 
 
-def peer(idp: FakeIdP, clock: FakeClock, store: SessionStore, rt: str, **kwargs: Any) -> Session:
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def stores(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[StoreFactory]:
+    """Store handles on the test's fake clock."""
+    yield from _factories(request.param, request, tmp_path, clock)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def real_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Store handles on the real clock, for real threads contending: their lock
+    waits must last while a holder works in real time (a fake clock would run
+    a waiter's whole wait at once)."""
+    yield from _factories(request.param, request, tmp_path, SystemClock())
+
+
+def peer(idp: FakeIdP, clock: Clock, store: SessionStore, rt: str, **kwargs: Any) -> Session:
     return Session(
         RefreshTokenGrant(idp.token_url, "client", "secret", refresh_token=rt),
         clock=clock,
@@ -107,11 +124,12 @@ def test_a_peer_adopts_the_token_another_refreshed(
 
 
 def test_stampede_of_sessions_and_threads_makes_one_token_call(
-    idp: FakeIdP, clock: FakeClock, stores: StoreFactory
+    real_stores: StoreFactory,
 ) -> None:
+    clock = SystemClock()
     slow = FakeIdP(clock=clock, latency=0.05)
     rt = slow.issue_refresh_token()
-    sessions = [peer(slow, clock, stores(), rt) for _ in range(4)]
+    sessions = [peer(slow, clock, real_stores(), rt) for _ in range(4)]
     results: list[str] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -361,9 +379,12 @@ async def test_async_stale_refresh_keeps_the_token_while_the_store_is_down(
     await s.aclose()
 
 
-def test_a_waiter_adopts_what_the_lock_holder_stored(idp: FakeIdP, clock: FakeClock) -> None:
+def test_a_waiter_adopts_what_the_lock_holder_stored() -> None:
     """A process waiting for the refresh lock reads the store between tries: once
-    the holder has written, it adopts at once instead of queueing for the lock."""
+    the holder has written, it adopts at once instead of queueing for the lock.
+    (Real clock: the holder writes from another thread in real time.)"""
+    clock = SystemClock()
+    idp = FakeIdP(clock=clock)
     store = MemoryStore(clock=clock)
     s = peer(idp, clock, store, idp.issue_refresh_token())
     holder = store.lock("refresh:user-42", ttl=30)

@@ -38,6 +38,7 @@ from _redis import (
     redis_server_fixture,  # noqa: F401 - registers the ``redis_server`` fixture
     require_redis_server,
 )
+from authpulse import Clock, SystemClock
 from authpulse._crypto import DecryptionError, TokenCipher, UnauthenticatedRecordError
 from authpulse._errors import ConfigurationError, UsageError
 from authpulse._events import Event, EventKind
@@ -151,28 +152,36 @@ class Backend:
 
 
 def _open_backend(
-    name: str, request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+    name: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    clock: FakeClock,
+    store_clock: Clock | None = None,
 ) -> Iterator[Backend]:
+    """``store_clock`` (default ``clock``) is the clock the stores run on."""
+    on = clock if store_clock is None else store_clock
     if name == "memory":
-        shared = MemoryStore(clock=clock)
+        shared = MemoryStore(clock=on)
 
         def memory(**kwargs: Any) -> SessionStore:
-            return MemoryStore(clock=clock, **kwargs) if kwargs else shared
+            return MemoryStore(clock=on, **kwargs) if kwargs else shared
 
-        backend = Backend(name, clock, memory, short_ttl=30.0, real_time=False)
+        backend = Backend(name, clock, memory, short_ttl=30.0, real_time=store_clock is not None)
     elif name == "sqlite":
         path = tmp_path / "store.db"
 
         def sqlite(**kwargs: Any) -> SessionStore:
-            return SQLiteStore(path, clock=clock, **kwargs)
+            return SQLiteStore(path, clock=on, **kwargs)
 
-        backend = Backend(name, clock, sqlite, short_ttl=30.0, real_time=False, path=path)
+        backend = Backend(
+            name, clock, sqlite, short_ttl=30.0, real_time=store_clock is not None, path=path
+        )
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         namespace = "t" + uuid.uuid4().hex[:12]
 
         def redis_store(**kwargs: Any) -> SessionStore:
-            return RedisStore(server.url, namespace=namespace, clock=clock, **kwargs)
+            return RedisStore(server.url, namespace=namespace, clock=on, **kwargs)
 
         backend = Backend(
             name,
@@ -194,6 +203,15 @@ def _open_backend(
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Backend]:
     yield from _open_backend(request.param, request, tmp_path, clock)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def real_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[Backend]:
+    """Stores on the real clock, for real threads or tasks contending for a lock
+    (on a fake clock a waiter's sleeps would run its whole wait at once)."""
+    yield from _open_backend(request.param, request, tmp_path, clock, SystemClock())
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -574,7 +592,8 @@ def test_lock_excludes_other_handles_until_released(backend: Backend) -> None:
     no_secret(repr(a))
 
 
-def test_lock_is_mutually_exclusive_across_threads(backend: Backend) -> None:
+def test_lock_is_mutually_exclusive_across_threads(real_backend: Backend) -> None:
+    backend = real_backend
     inside = 0
     overlaps = 0
     fences: list[int] = []
@@ -738,8 +757,8 @@ async def test_async_twins(backend: Backend) -> None:
 
 
 @pytest.mark.anyio
-async def test_async_lock_is_mutually_exclusive_between_tasks(backend: Backend) -> None:
-    store = backend.store
+async def test_async_lock_is_mutually_exclusive_between_tasks(real_backend: Backend) -> None:
+    store = real_backend.store
     inside = 0
     fences: list[int] = []
 

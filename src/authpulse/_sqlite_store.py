@@ -494,7 +494,7 @@ class SQLiteStore:
 
     def lock(self, name: str, ttl: float) -> StoreLock:
         """A named lock; see :class:`~authpulse.StoreLock`."""
-        return StoreLock(self, name, ttl)
+        return StoreLock(self, name, ttl, clock=self._clock)
 
     def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
         with self._write() as db:
