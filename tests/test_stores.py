@@ -711,6 +711,93 @@ def test_memory_store_locks_default_to_the_real_clock() -> None:
     assert store.lock("x", ttl=60).acquire(timeout=0)
 
 
+# ------------------------------------------------------- lock waits on the clock
+
+#: a generous real-time bound: the wait returned rather than slept for real
+RETURNED = 5.0
+
+
+def _polls(clock: FakeClock, since: int) -> list[float]:
+    return clock.sleeps[since:]
+
+
+def test_a_lock_wait_runs_on_the_store_clock(backend: Backend) -> None:
+    """Waiting for a held lock sleeps on the store's clock: a fake clock runs the
+    whole wait at once, in polls that add up to the timeout."""
+    clock = backend.clock
+    holder = backend.store.lock("busy", ttl=3600)
+    assert holder.acquire(timeout=0)
+    waiter = backend.make().lock("busy", ttl=3600)
+    began, seen, real = clock.monotonic(), len(clock.sleeps), time.monotonic()
+    assert waiter.acquire(timeout=20) is False
+    assert time.monotonic() - real < RETURNED
+    polls = _polls(clock, seen)
+    assert len(polls) > 10
+    assert max(polls) <= 0.1
+    assert sum(polls) == pytest.approx(20)
+    assert clock.monotonic() - began == pytest.approx(20)
+    assert not waiter.held
+    holder.release()
+
+
+def test_a_lock_wait_takes_the_lock_once_its_ttl_runs_out_on_the_clock(
+    backend: Backend,
+) -> None:
+    if backend.real_time:
+        pytest.skip("lock TTLs run on the Redis server's clock")
+    clock = backend.clock
+    dead = backend.store.lock("busy", ttl=3)
+    assert dead.acquire(timeout=0)  # and never released, as if its process died
+    waiter = backend.make().lock("busy", ttl=3)
+    began, real = clock.monotonic(), time.monotonic()
+    assert waiter.acquire(timeout=20)
+    assert time.monotonic() - real < RETURNED
+    assert 3 <= clock.monotonic() - began < 3.2
+    assert waiter.fence > dead.fence
+    waiter.release()
+
+
+@pytest.mark.anyio
+async def test_an_async_lock_wait_runs_on_the_store_clock(backend: Backend) -> None:
+    clock = backend.clock
+    store, other = backend.store, backend.make()
+    try:
+        holder = store.lock("abusy", ttl=3600)
+        assert await holder.aacquire(timeout=0)
+        waiter = other.lock("abusy", ttl=3600)
+        began, seen, real = clock.monotonic(), len(clock.sleeps), time.monotonic()
+        assert await waiter.aacquire(timeout=20) is False
+        assert time.monotonic() - real < RETURNED
+        polls = _polls(clock, seen)
+        assert len(polls) > 10
+        assert max(polls) <= 0.1
+        assert sum(polls) == pytest.approx(20)
+        assert clock.monotonic() - began == pytest.approx(20)
+        await holder.arelease()
+        if not backend.real_time:  # Redis runs lock TTLs on the server's clock
+            dead = store.lock("adead", ttl=3)
+            assert await dead.aacquire(timeout=0)
+            late = other.lock("adead", ttl=3)
+            began = clock.monotonic()
+            assert await late.aacquire(timeout=20)
+            assert 3 <= clock.monotonic() - began < 3.2
+            await late.arelease()
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+def test_a_lock_handle_without_a_clock_waits_on_the_real_clock() -> None:
+    backend = MemoryStore()
+    holder = backend.lock("busy", ttl=60)
+    assert holder.acquire(timeout=0)
+    waiter = StoreLock(backend, "busy", ttl=60)
+    real = time.monotonic()
+    assert waiter.acquire(timeout=0.05) is False
+    assert time.monotonic() - real >= 0.05
+    holder.release()
+
+
 # =================================================================== async twins
 
 
