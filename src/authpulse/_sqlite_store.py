@@ -208,6 +208,8 @@ class SQLiteStore:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.RLock()
         self._create_private_file()
+        # real seconds, not the injected clock: ``timeout`` is SQLite's busy
+        # timeout, which SQLite itself counts in real time
         started = time.monotonic()
         try:
             db = sqlite3.connect(
@@ -322,7 +324,7 @@ class SQLiteStore:
             db = self._db
             if db is None:
                 raise UsageError("the SQLite store is closed")
-            started = time.monotonic()
+            started = time.monotonic()  # real seconds, as SQLite's busy timeout
             try:
                 yield db
             except sqlite3.Error as exc:
