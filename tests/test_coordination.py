@@ -22,6 +22,7 @@ import authpulse
 import authpulse.testing
 from _redis import RedisServer, SlowProxy, redis_server_fixture  # noqa: F401 - fixture
 from authpulse import (
+    Clock,
     MemoryStore,
     RedisStore,
     RefreshTokenGrant,
@@ -29,27 +30,27 @@ from authpulse import (
     SessionStore,
     SQLiteStore,
     StoreUnavailableError,
+    SystemClock,
     TokenRetry,
 )
-from authpulse._coordination import newest, stored_is_usable
+from authpulse._coordination import _renewing, newest, stored_is_usable
 from authpulse.testing import FakeClock, FakeIdP
 
 StoreFactory = Callable[[], SessionStore]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def stores(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+def _factories(
+    name: str, request: pytest.FixtureRequest, tmp_path: Path, clock: Clock
 ) -> Iterator[StoreFactory]:
     """A factory of store handles that all see the same data (like processes would)."""
     opened: list[SessionStore] = []
-    if request.param == "memory":
+    if name == "memory":
         shared = MemoryStore(clock=clock)
 
         def make() -> SessionStore:
             return shared
 
-    elif request.param == "sqlite":
+    elif name == "sqlite":
         path = tmp_path / "tokens.db"
 
         def make() -> SessionStore:
@@ -71,7 +72,23 @@ def stores(
         s.close()
 
 
-def peer(idp: FakeIdP, clock: FakeClock, store: SessionStore, rt: str, **kwargs: Any) -> Session:
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def stores(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[StoreFactory]:
+    """Store handles on the test's fake clock."""
+    yield from _factories(request.param, request, tmp_path, clock)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def real_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Store handles on the real clock, for real threads contending: their lock
+    waits must last while a holder works in real time (a fake clock would run
+    a waiter's whole wait at once)."""
+    yield from _factories(request.param, request, tmp_path, SystemClock())
+
+
+def peer(idp: FakeIdP, clock: Clock, store: SessionStore, rt: str, **kwargs: Any) -> Session:
     return Session(
         RefreshTokenGrant(idp.token_url, "client", "secret", refresh_token=rt),
         clock=clock,
@@ -107,11 +124,12 @@ def test_a_peer_adopts_the_token_another_refreshed(
 
 
 def test_stampede_of_sessions_and_threads_makes_one_token_call(
-    idp: FakeIdP, clock: FakeClock, stores: StoreFactory
+    real_stores: StoreFactory,
 ) -> None:
+    clock = SystemClock()
     slow = FakeIdP(clock=clock, latency=0.05)
     rt = slow.issue_refresh_token()
-    sessions = [peer(slow, clock, stores(), rt) for _ in range(4)]
+    sessions = [peer(slow, clock, real_stores(), rt) for _ in range(4)]
     results: list[str] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -361,9 +379,12 @@ async def test_async_stale_refresh_keeps_the_token_while_the_store_is_down(
     await s.aclose()
 
 
-def test_a_waiter_adopts_what_the_lock_holder_stored(idp: FakeIdP, clock: FakeClock) -> None:
+def test_a_waiter_adopts_what_the_lock_holder_stored() -> None:
     """A process waiting for the refresh lock reads the store between tries: once
-    the holder has written, it adopts at once instead of queueing for the lock."""
+    the holder has written, it adopts at once instead of queueing for the lock.
+    (Real clock: the holder writes from another thread in real time.)"""
+    clock = SystemClock()
+    idp = FakeIdP(clock=clock)
     store = MemoryStore(clock=clock)
     s = peer(idp, clock, store, idp.issue_refresh_token())
     holder = store.lock("refresh:user-42", ttl=30)
@@ -477,3 +498,149 @@ def test_a_slow_or_silent_redis_cannot_hold_the_first_token_past_the_deadline(
         assert took < 3.0 + 1.5  # the deadline, plus room for a loaded machine
         session.close()
         store.close()
+
+
+# ------------------------------------------------------ lock waits on the clock
+
+#: a generous real-time bound: the wait returned rather than slept for real
+RETURNED = 5.0
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def local_stores(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[StoreFactory]:
+    """The stores whose lock TTLs run on the injected clock."""
+    yield from _factories(request.param, request, tmp_path, clock)
+
+
+def _waited(clock: FakeClock, since: int, wait: float) -> None:
+    polls = clock.sleeps[since:]
+    assert len(polls) > 10
+    assert max(polls) <= 0.1
+    assert sum(polls) == pytest.approx(wait)
+
+
+def test_a_refresh_waits_for_a_busy_lock_on_the_clock(
+    idp: FakeIdP, clock: FakeClock, local_stores: StoreFactory
+) -> None:
+    """The refresh lock is held by a peer that never lets go: the wait runs on the
+    session's clock (a fake one runs it at once), then the refresh goes ahead
+    process-locally."""
+    holder = local_stores().lock("refresh:user-42", ttl=3600)
+    assert holder.acquire(timeout=0)
+    s = peer(idp, clock, local_stores(), idp.issue_refresh_token(), lock_ttl=5)
+    wait = s.retry.deadline + 5
+    began, seen, real = clock.monotonic(), len(clock.sleeps), time.monotonic()
+    assert s.token()
+    assert time.monotonic() - real < RETURNED
+    _waited(clock, seen, wait)
+    assert clock.monotonic() - began == pytest.approx(wait)
+    assert idp.hits == 1
+    assert holder.renew()  # never taken from the holder
+    holder.release()
+    s.close()
+
+
+@pytest.mark.anyio
+async def test_an_async_refresh_waits_for_a_busy_lock_on_the_clock(
+    idp: FakeIdP, clock: FakeClock, local_stores: StoreFactory
+) -> None:
+    holder = local_stores().lock("refresh:user-42", ttl=3600)
+    assert holder.acquire(timeout=0)
+    s = peer(idp, clock, local_stores(), idp.issue_refresh_token(), lock_ttl=5)
+    wait = s.retry.deadline + 5
+    began, seen, real = clock.monotonic(), len(clock.sleeps), time.monotonic()
+    assert await s.atoken()
+    assert time.monotonic() - real < RETURNED
+    _waited(clock, seen, wait)
+    assert clock.monotonic() - began == pytest.approx(wait)
+    assert idp.hits == 1
+    holder.release()
+    await s.aclose()
+
+
+# ------------------------------------------------------- lock renewal threads
+
+
+@pytest.fixture
+def started_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads started from now on."""
+    names: list[str] = []
+    start = threading.Thread.start
+
+    def counting(self: threading.Thread) -> None:
+        names.append(self.name)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting)
+    return names
+
+
+def test_a_refresh_on_the_memory_store_starts_no_thread(
+    idp: FakeIdP, clock: FakeClock, started_threads: list[str]
+) -> None:
+    """The in-process store's lock cannot expire under a live holder: no renewal
+    thread (nor any other) is started per refresh."""
+    s = peer(idp, clock, MemoryStore(clock=clock), idp.issue_refresh_token())
+    first = s.token()
+    clock.advance(3601)
+    assert s.token() != first
+    s.force_refresh()
+    assert idp.hits == 3
+    assert started_threads == []
+    s.close()
+
+
+def test_a_refresh_on_the_memory_store_of_a_manager_starts_no_thread(
+    idp: FakeIdP, clock: FakeClock, started_threads: list[str]
+) -> None:
+    manager = authpulse.SessionManager(clock=clock, transport=idp.transport)
+    session = manager.create_session(
+        "alice",
+        RefreshTokenGrant(
+            idp.token_url, "client", "secret", refresh_token=idp.issue_refresh_token()
+        ),
+    )
+    assert session.session.token()
+    session.session.force_refresh()
+    assert idp.hits == 2
+    assert started_threads == []
+    manager.shutdown()
+
+
+def test_a_refresh_on_sqlite_renews_its_lock_in_a_thread(
+    idp: FakeIdP, clock: FakeClock, tmp_path: Path, started_threads: list[str]
+) -> None:
+    store = SQLiteStore(tmp_path / "t.db", clock=clock)
+    s = peer(idp, clock, store, idp.issue_refresh_token())
+    assert s.token()
+    assert started_threads.count("authpulse-lock-renew") == 1
+    s.close()
+    store.close()
+
+
+def test_a_lock_renewal_follows_the_clock_of_the_store(tmp_path: Path) -> None:
+    """A refresh held up past its lock TTL on a fake clock keeps the lock: the
+    renewal looks at the store's clock (and never sleeps on it, which would move it)."""
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "t.db", clock=clock)
+    lock = store.lock("refresh:k", ttl=30)
+    assert lock.acquire(timeout=0)
+    renewed = threading.Semaphore(0)
+    renew = lock.renew
+
+    def counted() -> bool:
+        ok = renew()
+        renewed.release()
+        return ok
+
+    lock.renew = counted  # type: ignore[method-assign]
+    with _renewing(lock, 30, clock):
+        for _ in range(4):  # 60 s of the clock: twice the TTL
+            clock.advance(15)
+            assert renewed.acquire(timeout=RETURNED)
+            assert store.lock("refresh:k", ttl=30).acquire(timeout=0) is False
+    assert clock.sleeps == []
+    lock.release()
+    store.close()

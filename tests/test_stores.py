@@ -38,6 +38,7 @@ from _redis import (
     redis_server_fixture,  # noqa: F401 - registers the ``redis_server`` fixture
     require_redis_server,
 )
+from authpulse import Clock, SystemClock
 from authpulse._crypto import DecryptionError, TokenCipher, UnauthenticatedRecordError
 from authpulse._errors import ConfigurationError, UsageError
 from authpulse._events import Event, EventKind
@@ -151,28 +152,36 @@ class Backend:
 
 
 def _open_backend(
-    name: str, request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+    name: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    clock: FakeClock,
+    store_clock: Clock | None = None,
 ) -> Iterator[Backend]:
+    """``store_clock`` (default ``clock``) is the clock the stores run on."""
+    on = clock if store_clock is None else store_clock
     if name == "memory":
-        shared = MemoryStore(clock=clock)
+        shared = MemoryStore(clock=on)
 
         def memory(**kwargs: Any) -> SessionStore:
-            return MemoryStore(clock=clock, **kwargs) if kwargs else shared
+            return MemoryStore(clock=on, **kwargs) if kwargs else shared
 
-        backend = Backend(name, clock, memory, short_ttl=30.0, real_time=False)
+        backend = Backend(name, clock, memory, short_ttl=30.0, real_time=store_clock is not None)
     elif name == "sqlite":
         path = tmp_path / "store.db"
 
         def sqlite(**kwargs: Any) -> SessionStore:
-            return SQLiteStore(path, clock=clock, **kwargs)
+            return SQLiteStore(path, clock=on, **kwargs)
 
-        backend = Backend(name, clock, sqlite, short_ttl=30.0, real_time=False, path=path)
+        backend = Backend(
+            name, clock, sqlite, short_ttl=30.0, real_time=store_clock is not None, path=path
+        )
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         namespace = "t" + uuid.uuid4().hex[:12]
 
         def redis_store(**kwargs: Any) -> SessionStore:
-            return RedisStore(server.url, namespace=namespace, clock=clock, **kwargs)
+            return RedisStore(server.url, namespace=namespace, clock=on, **kwargs)
 
         backend = Backend(
             name,
@@ -194,6 +203,15 @@ def _open_backend(
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Iterator[Backend]:
     yield from _open_backend(request.param, request, tmp_path, clock)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def real_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[Backend]:
+    """Stores on the real clock, for real threads or tasks contending for a lock
+    (on a fake clock a waiter's sleeps would run its whole wait at once)."""
+    yield from _open_backend(request.param, request, tmp_path, clock, SystemClock())
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -574,7 +592,8 @@ def test_lock_excludes_other_handles_until_released(backend: Backend) -> None:
     no_secret(repr(a))
 
 
-def test_lock_is_mutually_exclusive_across_threads(backend: Backend) -> None:
+def test_lock_is_mutually_exclusive_across_threads(real_backend: Backend) -> None:
+    backend = real_backend
     inside = 0
     overlaps = 0
     fences: list[int] = []
@@ -692,6 +711,93 @@ def test_memory_store_locks_default_to_the_real_clock() -> None:
     assert store.lock("x", ttl=60).acquire(timeout=0)
 
 
+# ------------------------------------------------------- lock waits on the clock
+
+#: a generous real-time bound: the wait returned rather than slept for real
+RETURNED = 5.0
+
+
+def _polls(clock: FakeClock, since: int) -> list[float]:
+    return clock.sleeps[since:]
+
+
+def test_a_lock_wait_runs_on_the_store_clock(backend: Backend) -> None:
+    """Waiting for a held lock sleeps on the store's clock: a fake clock runs the
+    whole wait at once, in polls that add up to the timeout."""
+    clock = backend.clock
+    holder = backend.store.lock("busy", ttl=3600)
+    assert holder.acquire(timeout=0)
+    waiter = backend.make().lock("busy", ttl=3600)
+    began, seen, real = clock.monotonic(), len(clock.sleeps), time.monotonic()
+    assert waiter.acquire(timeout=20) is False
+    assert time.monotonic() - real < RETURNED
+    polls = _polls(clock, seen)
+    assert len(polls) > 10
+    assert max(polls) <= 0.1
+    assert sum(polls) == pytest.approx(20)
+    assert clock.monotonic() - began == pytest.approx(20)
+    assert not waiter.held
+    holder.release()
+
+
+def test_a_lock_wait_takes_the_lock_once_its_ttl_runs_out_on_the_clock(
+    backend: Backend,
+) -> None:
+    if backend.real_time:
+        pytest.skip("lock TTLs run on the Redis server's clock")
+    clock = backend.clock
+    dead = backend.store.lock("busy", ttl=3)
+    assert dead.acquire(timeout=0)  # and never released, as if its process died
+    waiter = backend.make().lock("busy", ttl=3)
+    began, real = clock.monotonic(), time.monotonic()
+    assert waiter.acquire(timeout=20)
+    assert time.monotonic() - real < RETURNED
+    assert 3 <= clock.monotonic() - began < 3.2
+    assert waiter.fence > dead.fence
+    waiter.release()
+
+
+@pytest.mark.anyio
+async def test_an_async_lock_wait_runs_on_the_store_clock(backend: Backend) -> None:
+    clock = backend.clock
+    store, other = backend.store, backend.make()
+    try:
+        holder = store.lock("abusy", ttl=3600)
+        assert await holder.aacquire(timeout=0)
+        waiter = other.lock("abusy", ttl=3600)
+        began, seen, real = clock.monotonic(), len(clock.sleeps), time.monotonic()
+        assert await waiter.aacquire(timeout=20) is False
+        assert time.monotonic() - real < RETURNED
+        polls = _polls(clock, seen)
+        assert len(polls) > 10
+        assert max(polls) <= 0.1
+        assert sum(polls) == pytest.approx(20)
+        assert clock.monotonic() - began == pytest.approx(20)
+        await holder.arelease()
+        if not backend.real_time:  # Redis runs lock TTLs on the server's clock
+            dead = store.lock("adead", ttl=3)
+            assert await dead.aacquire(timeout=0)
+            late = other.lock("adead", ttl=3)
+            began = clock.monotonic()
+            assert await late.aacquire(timeout=20)
+            assert 3 <= clock.monotonic() - began < 3.2
+            await late.arelease()
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+def test_a_lock_handle_without_a_clock_waits_on_the_real_clock() -> None:
+    backend = MemoryStore()
+    holder = backend.lock("busy", ttl=60)
+    assert holder.acquire(timeout=0)
+    waiter = StoreLock(backend, "busy", ttl=60)
+    real = time.monotonic()
+    assert waiter.acquire(timeout=0.05) is False
+    assert time.monotonic() - real >= 0.05
+    holder.release()
+
+
 # =================================================================== async twins
 
 
@@ -738,8 +844,8 @@ async def test_async_twins(backend: Backend) -> None:
 
 
 @pytest.mark.anyio
-async def test_async_lock_is_mutually_exclusive_between_tasks(backend: Backend) -> None:
-    store = backend.store
+async def test_async_lock_is_mutually_exclusive_between_tasks(real_backend: Backend) -> None:
+    store = real_backend.store
     inside = 0
     fences: list[int] = []
 

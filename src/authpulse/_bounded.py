@@ -9,6 +9,10 @@ process-local, see ``_coordination``); the abandoned call finishes, or fails,
 on its own.
 
 In-process stores (``MemoryStore``) cannot hang; their calls run directly.
+
+These bounds are real seconds on purpose, the one place where a refresh does
+not wait on its injected clock: they bound a store that hangs in real time,
+which a fake clock standing still would never give up on.
 """
 
 from __future__ import annotations

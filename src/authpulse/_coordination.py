@@ -99,7 +99,7 @@ LOCK_PREFIX = "refresh:"
 #: the longest store key: its lock name must fit the store's limit
 MAX_KEY_LENGTH = MAX_LOCK_NAME - len(LOCK_PREFIX)
 
-#: polling of a busy refresh lock (real seconds, doubling), as StoreLock.acquire does
+#: polling of a busy refresh lock (seconds of the clock, doubling), as StoreLock.acquire does
 _POLL_MIN = 0.005
 _POLL_MAX = 0.1
 
@@ -188,6 +188,7 @@ class Coordinator:
     __slots__ = (
         "_budget",
         "_on_store_state",
+        "_renew",
         "_retry_store_at",
         "_spent",
         "clock",
@@ -223,8 +224,12 @@ class Coordinator:
         self.store_ok = True
         self._on_store_state = on_store_state
         self._retry_store_at = float("-inf")
+        in_process = isinstance(store, MemoryStore)
         # an in-process store cannot hang: its calls need no helper thread or task
-        self._budget = None if isinstance(store, MemoryStore) else deadline
+        self._budget = None if in_process else deadline
+        # nor can its lock expire under a live holder: the holder is in this
+        # process and releases it when the refresh ends, so it needs no renewal
+        self._renew = not in_process
         self._spent = 0.0
 
     # -- store calls within the deadline -------------------------------------
@@ -430,7 +435,7 @@ class Coordinator:
             self._failed(StoreError("timed out waiting for the refresh lock"))
             self._defer(reason, local, None)
             return _Outcome(fetch(local, None), False, None)
-        with _renewing(lock, self.lock_ttl):
+        with _renewing(lock, self.lock_ttl, self.clock, self._renew):
             try:
                 try:
                     stored, unusable = self._read()
@@ -496,17 +501,18 @@ class Coordinator:
         set a peer stored meanwhile. Waiters read the store between tries, so
         that N processes adopt the new set together instead of taking the lock
         one after the other just to read it."""
-        deadline = time.monotonic() + self.wait
+        clock = self.clock
+        deadline = clock.monotonic() + self.wait
         delay = _POLL_MIN
         while not self._try_lock(lock):
             adopted = self._usable(self._peek(), reason, local, rejected_access)
             if adopted is not None:
                 self._worked()
                 return adopted
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 return False
-            time.sleep(min(delay, remaining))
+            clock.sleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
         return True
 
@@ -518,7 +524,8 @@ class Coordinator:
         rejected_access: SecretStr | None,
     ) -> bool | _Outcome:
         """Async :meth:`_acquire`."""
-        deadline = time.monotonic() + self.wait
+        clock = self.clock
+        deadline = clock.monotonic() + self.wait
         delay = _POLL_MIN
         while not await self._atry_lock(lock):
             stored = await self._apeek()
@@ -526,10 +533,10 @@ class Coordinator:
             if adopted is not None:
                 self._worked()
                 return adopted
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 return False
-            await asyncio.sleep(min(delay, remaining))
+            await clock.asleep(min(delay, remaining))
             delay = min(delay * 2, _POLL_MAX)
         return True
 
@@ -607,7 +614,11 @@ class Coordinator:
             self._failed(StoreError("timed out waiting for the refresh lock"))
             self._defer(reason, local, None)
             return _Outcome(await fetch(local, None), False, None)
-        renew = asyncio.get_running_loop().create_task(_arenew(lock, self.lock_ttl))
+        renew = (
+            asyncio.get_running_loop().create_task(_arenew(lock, self.lock_ttl, self.clock))
+            if self._renew
+            else None
+        )
         try:
             try:
                 stored, unusable = await self._aread()
@@ -662,7 +673,8 @@ class Coordinator:
             self.known_version = saved.version
             return _Outcome(fetched, False, saved.version, unusable)
         finally:
-            renew.cancel()  # not awaited: a silent store may never let it unwind
+            if renew is not None:
+                renew.cancel()  # not awaited: a silent store may never let it unwind
             await self._arelease(lock)
 
 
@@ -676,13 +688,47 @@ def _released(task: asyncio.Future[None]) -> None:
         task.exception()  # retrieved: the lock expires by its TTL if the release failed
 
 
+#: how often a lock renewal looks at the clock (real seconds, at most)
+_RENEW_TICK = 0.05
+
+
+def _renew_due(clock: Clock, ttl: float) -> Callable[[], bool]:
+    """Whether the next renewal of a lock with ``ttl`` is due: a third of the TTL
+    has passed on ``clock`` (the store's TTLs run on it) or in real seconds.
+
+    Real time counts too, on purpose: Redis runs its TTLs on the server's own
+    clock, whatever clock the caller injected. The renewal only looks at the
+    clock and never sleeps on it, because a :class:`~authpulse.testing.FakeClock`
+    moves when slept on and a renewal running beside a refresh must not move it.
+    """
+    period = ttl / 3
+    state = [clock.monotonic(), time.monotonic()]
+
+    def due() -> bool:
+        clock_now, real_now = clock.monotonic(), time.monotonic()
+        if clock_now - state[0] < period and real_now - state[1] < period:
+            return False
+        state[0], state[1] = clock_now, real_now
+        return True
+
+    return due
+
+
 @contextlib.contextmanager
-def _renewing(lock: StoreLock, ttl: float) -> Iterator[None]:
-    """Renew ``lock`` every third of its TTL (in a helper thread) while the body runs."""
+def _renewing(lock: StoreLock, ttl: float, clock: Clock, renew: bool = True) -> Iterator[None]:
+    """Renew ``lock`` every third of its TTL (see :func:`_renew_due`), in a helper
+    thread, while the body runs; with ``renew`` false, no thread."""
+    if not renew:
+        yield
+        return
     stop = threading.Event()
+    due = _renew_due(clock, ttl)
+    tick = min(ttl / 3, _RENEW_TICK)
 
     def loop() -> None:
-        while not stop.wait(ttl / 3):
+        while not stop.wait(tick):
+            if not due():
+                continue
             try:
                 if not lock.renew():
                     return
@@ -697,9 +743,11 @@ def _renewing(lock: StoreLock, ttl: float) -> Iterator[None]:
         stop.set()  # not joined: a renewal stuck on a silent store must not hold the refresh
 
 
-async def _arenew(lock: StoreLock, ttl: float) -> None:
+async def _arenew(lock: StoreLock, ttl: float, clock: Clock) -> None:
+    due = _renew_due(clock, ttl)
+    tick = min(ttl / 3, _RENEW_TICK)
     with contextlib.suppress(StoreError):
         while True:
-            await asyncio.sleep(ttl / 3)
-            if not await lock.arenew():
+            await asyncio.sleep(tick)  # real ticks: see _renew_due
+            if due() and not await lock.arenew():
                 return

@@ -602,7 +602,7 @@ class RedisStore:
 
     def lock(self, name: str, ttl: float) -> StoreLock:
         """A named lock; see :class:`~authpulse.StoreLock`."""
-        return StoreLock(self, name, ttl)
+        return StoreLock(self, name, ttl, clock=self._clock)
 
     def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
         keys = [self._k("lock", name), self._k("lockfence", name)]

@@ -208,6 +208,8 @@ class SQLiteStore:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.RLock()
         self._create_private_file()
+        # real seconds, not the injected clock: ``timeout`` is SQLite's busy
+        # timeout, which SQLite itself counts in real time
         started = time.monotonic()
         try:
             db = sqlite3.connect(
@@ -322,7 +324,7 @@ class SQLiteStore:
             db = self._db
             if db is None:
                 raise UsageError("the SQLite store is closed")
-            started = time.monotonic()
+            started = time.monotonic()  # real seconds, as SQLite's busy timeout
             try:
                 yield db
             except sqlite3.Error as exc:
@@ -494,7 +496,7 @@ class SQLiteStore:
 
     def lock(self, name: str, ttl: float) -> StoreLock:
         """A named lock; see :class:`~authpulse.StoreLock`."""
-        return StoreLock(self, name, ttl)
+        return StoreLock(self, name, ttl, clock=self._clock)
 
     def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
         with self._write() as db:

@@ -15,12 +15,10 @@ how one refresh serves every process sharing a persistent store.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import secrets
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
@@ -195,13 +193,18 @@ class StoreLock:
     :class:`ConfigurationError`.
 
     One handle belongs to one thread or task at a time; make one handle per
-    contender (``store.lock(name, ttl)``). ``acquire`` timeouts are real
-    seconds; ``None`` waits until the lock is free. Works as a context
-    manager, sync (``with``) and async (``async with``).
+    contender (``store.lock(name, ttl)``). ``acquire`` timeouts are seconds
+    of ``clock`` (the store's clock; default: the real clock), which also
+    does the waiting between tries, so a :class:`~authpulse.testing.FakeClock`
+    runs a wait without waiting; ``None`` waits until the lock is free. Works
+    as a context manager, sync (``with``) and async (``async with``).
     """
 
-    def __init__(self, backend: LockBackend, name: str, ttl: float) -> None:
+    def __init__(
+        self, backend: LockBackend, name: str, ttl: float, *, clock: Clock | None = None
+    ) -> None:
         self._backend = backend
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self.name = check_id(name, "lock name", MAX_LOCK_NAME)
         self.ttl = _check_ttl(ttl)
         self._holder: str | None = None
@@ -234,7 +237,8 @@ class StoreLock:
         """Take the lock, waiting at most ``timeout`` seconds (``None``: no limit,
         ``0``: one try). Returns whether it was taken."""
         holder = self._start()
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        clock = self._clock
+        deadline = None if timeout is None else clock.monotonic() + max(timeout, 0.0)
         delay = _POLL_MIN
         while True:
             fence = self._backend.lock_try(self.name, holder, self.ttl)
@@ -242,12 +246,12 @@ class StoreLock:
                 self._holder, self._fence = holder, fence
                 return True
             if deadline is not None:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - clock.monotonic()
                 if remaining <= 0:
                     return False
-                time.sleep(min(delay, remaining))
+                clock.sleep(min(delay, remaining))
             else:
-                time.sleep(delay)
+                clock.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
 
     def release(self) -> None:
@@ -269,7 +273,8 @@ class StoreLock:
     async def aacquire(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """Async :meth:`acquire`."""
         holder = self._start()
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        clock = self._clock
+        deadline = None if timeout is None else clock.monotonic() + max(timeout, 0.0)
         delay = _POLL_MIN
         while True:
             fence = await self._backend.alock_try(self.name, holder, self.ttl)
@@ -277,12 +282,12 @@ class StoreLock:
                 self._holder, self._fence = holder, fence
                 return True
             if deadline is not None:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - clock.monotonic()
                 if remaining <= 0:
                     return False
-                await asyncio.sleep(min(delay, remaining))
+                await clock.asleep(min(delay, remaining))
             else:
-                await asyncio.sleep(delay)
+                await clock.asleep(delay)
             delay = min(delay * 2, _POLL_MAX)
 
     async def arelease(self) -> None:
@@ -507,7 +512,7 @@ class MemoryStore:
 
     def lock(self, name: str, ttl: float) -> StoreLock:
         """A named lock; see :class:`StoreLock`."""
-        return StoreLock(self, name, ttl)
+        return StoreLock(self, name, ttl, clock=self._clock)
 
     def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
         now = self._clock.monotonic()
