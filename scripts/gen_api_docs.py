@@ -163,6 +163,7 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "AuthpulseError",
             "ConfigurationError",
             "UsageError",
+            "MissingExtraError",
             "TokenError",
             "OAuthError",
             "TokenResponseError",

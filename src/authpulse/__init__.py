@@ -37,6 +37,7 @@ if _typing.TYPE_CHECKING:
     from ._errors import CredentialsUnavailableError as CredentialsUnavailableError
     from ._errors import ErrorClass as ErrorClass
     from ._errors import LoginRequiredError as LoginRequiredError
+    from ._errors import MissingExtraError as MissingExtraError
     from ._errors import NoRefreshTokenError as NoRefreshTokenError
     from ._errors import OAuthError as OAuthError
     from ._errors import RefreshError as RefreshError
@@ -157,6 +158,7 @@ _EXPORTS: dict[str, str] = {
     "CredentialsUnavailableError": "._errors",
     "ErrorClass": "._errors",
     "LoginRequiredError": "._errors",
+    "MissingExtraError": "._errors",
     "NoRefreshTokenError": "._errors",
     "OAuthError": "._errors",
     "RefreshError": "._errors",
@@ -303,6 +305,7 @@ __all__ = [
     "ManagedSession",
     "ManagerSettings",
     "MemoryStore",
+    "MissingExtraError",
     "NoRefreshTokenError",
     "OAuthError",
     "PermissionDenied",

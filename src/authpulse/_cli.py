@@ -5,10 +5,10 @@ line per second otherwise); ``authpulse sessions ...``, ``health`` and
 ``refresh`` work on the sessions of a persistent store; ``authpulse serve``
 starts the web dashboard. See ``docs/cli.md``.
 
-Exit codes: 0 done, 1 the operation failed (or was declined), 2 bad usage or
-bad settings, 3 no session with that id, 4 the store is unreachable or its URL
-unusable. Expected errors print one line on stderr, never a traceback, and
-nothing printed ever contains a token or a secret.
+Exit codes: 0 done, 1 the operation failed (or was declined), 2 bad usage, bad
+settings or the ``cli`` extra not installed, 3 no session with that id, 4 the
+store is unreachable or its URL unusable. Expected errors print one line on
+stderr, never a traceback, and nothing printed ever contains a token or a secret.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -55,7 +56,7 @@ __all__ = [
 
 EXIT_OK = 0  #: done
 EXIT_FAILED = 1  #: the operation failed, or was declined at the prompt
-EXIT_USAGE = 2  #: bad arguments (argparse) or bad AUTHPULSE_* settings
+EXIT_USAGE = 2  #: bad arguments (argparse), bad AUTHPULSE_* settings, or no cli extra
 EXIT_NOT_FOUND = 3  #: no session with that id
 EXIT_STORE = 4  #: the store is unreachable, or its URL cannot be used
 
@@ -972,8 +973,36 @@ def _message(exc: AuthpulseError) -> str:
     return text
 
 
+#: what the command needs beyond the core: the ``cli`` extra
+_CLI_EXTRA_MODULES = ("rich", "pydantic_settings")
+
+
+def _check_cli_extra() -> None:
+    """:class:`~authpulse.MissingExtraError` unless the ``cli`` extra is installed."""
+    from ._errors import missing_extra
+
+    for module in _CLI_EXTRA_MODULES:
+        # found, not imported: ``--help`` and ``--version`` stay light
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise missing_extra("the authpulse command", "cli")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (argparse exits with 2 itself)."""
+    """Run the command line; returns the exit code (argparse exits with 2 itself).
+
+    Without the ``cli`` extra it prints ``pip install 'authpulse[cli]'`` on stderr
+    and returns 2."""
+    from ._errors import MissingExtraError
+
+    try:
+        _check_cli_extra()
+    except MissingExtraError as exc:
+        sys.stderr.write(f"authpulse: {exc.install}\n")
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     try:
         return _run(args)

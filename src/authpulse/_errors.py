@@ -15,6 +15,7 @@ __all__ = [
     "CredentialsUnavailableError",
     "ErrorClass",
     "LoginRequiredError",
+    "MissingExtraError",
     "NoRefreshTokenError",
     "OAuthError",
     "RefreshError",
@@ -52,6 +53,35 @@ class AuthpulseError(Exception):
 
 class ConfigurationError(AuthpulseError, ValueError):
     """An argument or setting is invalid. Raised at construction time."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """A feature needs packages of an authpulse extra that is not installed.
+
+    ``feature`` is what was used (``"the authpulse command"``), ``extra`` the
+    extra that installs what it needs; the message ends with the exact line to
+    run, ``pip install 'authpulse[extra]'``. An :class:`ImportError` too, so
+    ``except ImportError`` around an optional import also catches it.
+    """
+
+    def __init__(self, message: str, *, feature: str, extra: str) -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.extra = extra
+
+    @property
+    def install(self) -> str:
+        """The command that installs the extra: ``pip install 'authpulse[extra]'``."""
+        return f"pip install 'authpulse[{self.extra}]'"
+
+
+def missing_extra(feature: str, extra: str) -> MissingExtraError:
+    """The error for ``feature`` used without the ``extra`` extra installed."""
+    return MissingExtraError(
+        f"{feature} needs the {extra!r} extra: pip install 'authpulse[{extra}]'",
+        feature=feature,
+        extra=extra,
+    )
 
 
 class UsageError(AuthpulseError, RuntimeError):

@@ -24,11 +24,16 @@ import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ._errors import ConfigurationError, missing_extra
+
+try:
+    from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+except ImportError as exc:  # the settings are part of the ``cli`` extra
+    raise missing_extra("authpulse.AuthpulseSettings", "cli") from exc
 
 from ._breaker import BreakerPolicy
 from ._cache import CachePolicy
-from ._errors import ConfigurationError
 from ._manager import ManagerSettings
 from ._policy import RefreshPolicy
 from ._resilience import RetryPolicy

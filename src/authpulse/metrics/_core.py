@@ -32,6 +32,7 @@ from typing import Any, Final, Literal, Protocol
 from .._breaker import BreakerRegistry
 from .._cache import ResponseCache
 from .._errors import AuthpulseError, ConfigurationError
+from .._errors import MissingExtraError as _MissingExtraError
 from .._events import Event, EventKind
 from .._health import Band
 from .._manager import ManagedSession, SessionManager
@@ -416,20 +417,22 @@ _MAX_LABEL = 200
 # ---------------------------------------------------------------------------- errors
 
 
-class MissingExtraError(ConfigurationError):
+class MissingExtraError(_MissingExtraError):
     """An integration was used but its package is not installed.
 
     ``package`` is what is missing; ``extra`` the authpulse extra that
-    installs it (``pip install 'authpulse[extra]'``).
+    installs it (``pip install 'authpulse[extra]'``). A kind of
+    :class:`authpulse.MissingExtraError`.
     """
 
     def __init__(self, integration: str, package: str, extra: str) -> None:
         self.integration = integration
         self.package = package
-        self.extra = extra
         super().__init__(
             f"authpulse.metrics.{integration} needs the {package!r} package: "
-            f"install the {extra!r} extra (pip install 'authpulse[{extra}]')"
+            f"install the {extra!r} extra (pip install 'authpulse[{extra}]')",
+            feature=f"authpulse.metrics.{integration}",
+            extra=extra,
         )
 
 
