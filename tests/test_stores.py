@@ -43,6 +43,7 @@ from authpulse._crypto import DecryptionError, TokenCipher, UnauthenticatedRecor
 from authpulse._errors import ConfigurationError, UsageError
 from authpulse._events import Event, EventKind
 from authpulse._model import SessionKind, SessionRecord, SessionStatus
+from authpulse._open_store import open_store
 from authpulse._redis_store import RedisStore
 from authpulse._sqlite_store import SQLiteStore
 from authpulse._store import (
@@ -55,7 +56,6 @@ from authpulse._store import (
     StoreLock,
     StoreUnavailableError,
     VersionConflictError,
-    open_store,
 )
 from authpulse._tokens import TokenSet
 from authpulse.testing import FakeClock

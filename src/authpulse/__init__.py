@@ -77,6 +77,7 @@ if _typing.TYPE_CHECKING:
     from ._model import SessionMetadata as SessionMetadata
     from ._model import SessionRecord as SessionRecord
     from ._model import SessionStatus as SessionStatus
+    from ._open_store import open_store as open_store
     from ._policy import Freshness as Freshness
     from ._policy import RefreshPolicy as RefreshPolicy
     from ._policy import freshness as freshness
@@ -119,10 +120,9 @@ if _typing.TYPE_CHECKING:
     from ._store import SessionStore as SessionStore
     from ._store import StoredToken as StoredToken
     from ._store import StoreError as StoreError
-    from ._store import StoreLock as StoreLock
     from ._store import StoreUnavailableError as StoreUnavailableError
     from ._store import VersionConflictError as VersionConflictError
-    from ._store import open_store as open_store
+    from ._store_lock import StoreLock as StoreLock
     from ._tokens import JWTVerifier as JWTVerifier
     from ._tokens import TokenSet as TokenSet
     from ._tokens import parse_token_response as parse_token_response
@@ -240,10 +240,10 @@ _EXPORTS: dict[str, str] = {
     "SessionStore": "._store",
     "StoredToken": "._store",
     "StoreError": "._store",
-    "StoreLock": "._store",
+    "StoreLock": "._store_lock",
     "StoreUnavailableError": "._store",
     "VersionConflictError": "._store",
-    "open_store": "._store",
+    "open_store": "._open_store",
     "JWTVerifier": "._tokens",
     "TokenSet": "._tokens",
     "parse_token_response": "._tokens",

@@ -437,7 +437,8 @@ def _store_url(args: argparse.Namespace, settings: AuthpulseSettings) -> str:
 def _open_store(url: str, settings: AuthpulseSettings, *, must_exist: bool) -> SessionStore:
     """Open and check the store; :class:`CliError` with exit code 4 if it cannot be used.
     Messages name the scheme or the SQLite path, never the rest of a URL."""
-    from ._store import StoreError, open_store
+    from ._open_store import open_store
+    from ._store import StoreError
 
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()

@@ -25,32 +25,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import math
 import re
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._clock import Clock, SystemClock
 from ._crypto import EncryptionKeys, TokenCipher, decode_token_set, encode_token_set
 from ._errors import ConfigurationError, UsageError
 from ._events import Event
-from ._model import SessionKind, SessionRecord, SessionStatus
-from ._sqlite_store import decode_event, decode_record
+from ._model import SessionRecord
 from ._store import (
     CorruptRecordError,
     FencingError,
+    RecordQuery,
+    StoreBase,
     StoredToken,
     StoreError,
-    StoreLock,
     StoreUnavailableError,
     VersionConflictError,
-    check_page,
-    check_token_put,
 )
+from ._store_codec import decode_event, decode_record, encode_record
 from ._tokens import TokenSet
 
 _IMPORT_ERROR: ImportError | None = None
@@ -65,9 +63,6 @@ try:
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     _IMPORT_ERROR = exc
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 __all__ = ["RedisStore"]
 
@@ -195,6 +190,46 @@ return 0
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One command (``args`` and ``kwargs`` as redis-py takes them)."""
+
+    name: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pipe:
+    """Commands sent at once (``transaction``: MULTI/EXEC); the reply is their list."""
+
+    calls: list[_Call]
+    transaction: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Eval:
+    """A script by its SHA, loaded from its source if the server lacks it."""
+
+    script: _Script
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+
+_Step = _Call | _Pipe | _Eval
+_T = TypeVar("_T")
+#: an operation written once: yields steps, is sent their replies, returns its result
+_Flow = Generator[_Step, Any, _T]
+
+
+def _advance(flow: _Flow[_T], reply: Any) -> tuple[_Step | None, _T | None]:
+    """(the flow's next step, None), or (None, its result) once it has returned."""
+    try:
+        return flow.send(reply), None
+    except StopIteration as done:
+        return None, done.value
+
+
 def _text(value: object) -> str | None:
     if value is None:
         return None
@@ -242,7 +277,7 @@ def _parse_url(url: str) -> tuple[str, dict[str, str], str]:
     return clean, ours, f"{scheme}://{host}:{port}/{db}"
 
 
-class RedisStore:
+class RedisStore(StoreBase):
     """A store in Redis for many processes and hosts (see the module docstring).
 
     ``url`` is ``redis://[user:password@]host:port/db`` or ``rediss://...``;
@@ -293,7 +328,7 @@ class RedisStore:
         self.timeline_limit = timeline_limit
         self._prefix = namespace + ":"
         self._cipher = TokenCipher.coerce(encryption_keys)
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock = clock if clock is not None else SystemClock()
         self._url = clean
         self._options: dict[str, Any] = {
             "socket_timeout": socket_timeout,
@@ -363,32 +398,55 @@ class RedisStore:
     def _k(self, kind: str, name: str) -> str:
         return f"{self._prefix}{kind}:{name}"
 
-    def _script(self, script: _Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    # the two drivers: the same flow on redis.Redis or on redis.asyncio.Redis
+
+    def _run(self, flow: _Flow[_T]) -> _T:
+        step, result = _advance(flow, None)
+        while step is not None:
+            step, result = _advance(flow, self._do(step))
+        return result  # type: ignore[return-value]
+
+    async def _arun(self, flow: _Flow[_T]) -> _T:
+        step, result = _advance(flow, None)
+        while step is not None:
+            step, result = _advance(flow, await self._ado(step))
+        return result  # type: ignore[return-value]
+
+    def _do(self, step: _Step) -> Any:
         client = self._sync()
         with self._translate():
-            try:
-                return client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return client.eval(script.source, len(keys), *keys, *args)
+            if isinstance(step, _Call):
+                return getattr(client, step.name)(*step.args, **step.kwargs)
+            if isinstance(step, _Eval):
+                try:
+                    return client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+                except NoScriptError:
+                    return client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
+            pipe = client.pipeline(transaction=step.transaction)
+            for call in step.calls:
+                getattr(pipe, call.name)(*call.args, **call.kwargs)
+            return pipe.execute()
 
-    async def _ascript(
-        self, script: _Script, keys: Sequence[str], args: Sequence[str | int]
-    ) -> Any:
+    async def _ado(self, step: _Step) -> Any:
         client = self._aclient()
         with self._translate():
-            try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return await client.eval(script.source, len(keys), *keys, *args)
+            if isinstance(step, _Call):
+                return await getattr(client, step.name)(*step.args, **step.kwargs)
+            if isinstance(step, _Eval):
+                keys, args = step.keys, step.args
+                try:
+                    return await client.evalsha(step.script.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    return await client.eval(step.script.source, len(keys), *keys, *args)
+            async with client.pipeline(transaction=step.transaction) as pipe:
+                for call in step.calls:
+                    getattr(pipe, call.name)(*call.args, **call.kwargs)
+                return await pipe.execute()
 
     # ------------------------------------------------------------ record coding
 
     def _put_args(self, record: SessionRecord, expected_version: int | None) -> list[str | int]:
-        data = json.dumps(
-            {**record.to_dict(), "version": (expected_version or 0) + 1},
-            separators=(",", ":"),
-            allow_nan=False,
-        )
+        data = encode_record(record, (expected_version or 0) + 1)
         return [
             "" if expected_version is None else str(expected_version),
             data,
@@ -451,176 +509,148 @@ class RedisStore:
 
     # ------------------------------------------------------------------ queries
 
-    def _groups(
-        self,
-        owner: str | None,
-        statuses: frozenset[SessionStatus] | None,
-        kind: SessionKind | None,
-    ) -> list[list[str]]:
+    def _groups(self, q: RecordQuery) -> list[list[str]]:
+        """The indexes that answer ``q``: one group per filter, any member of a group."""
         groups: list[list[str]] = []
-        if owner is not None:
-            groups.append([self._k("idx:owner", owner)])
-        if statuses is not None:
-            groups.append([self._k("idx:status", s.value) for s in sorted(statuses)])
-        if kind is not None:
-            groups.append([self._k("idx:kind", SessionKind(kind).value)])
+        if q.owner is not None:
+            groups.append([self._k("idx:owner", q.owner)])
+        if q.statuses is not None:
+            groups.append([self._k("idx:status", s.value) for s in sorted(q.statuses)])
+        if q.kind is not None:
+            groups.append([self._k("idx:kind", q.kind.value)])
         return groups or [[self._prefix + "idx:all"]]
-
-    @staticmethod
-    def _matcher(
-        owner: str | None,
-        statuses: frozenset[SessionStatus] | None,
-        kind: SessionKind | None,
-    ) -> Callable[[SessionRecord | None], bool]:
-        def match(r: SessionRecord | None) -> bool:
-            return (
-                r is not None
-                and (owner is None or r.owner == owner)
-                and (statuses is None or r.status in statuses)
-                and (kind is None or r.kind is kind)
-            )
-
-        return match
 
     @staticmethod
     def _merge(ranges: Iterable[Sequence[tuple[bytes, float]]]) -> list[str]:
         pairs = {(float(score), _text(member) or "") for rng in ranges for member, score in rng}
         return [member for _, member in sorted(pairs)]
 
-    @staticmethod
-    def _statuses(status: Iterable[SessionStatus] | None) -> frozenset[SessionStatus] | None:
-        return None if status is None else frozenset(SessionStatus(s) for s in status)
+    # ===================================================== the operations, once
 
-    # ================================================================ sync API
-
-    def get(self, session_id: str) -> SessionRecord | None:
-        client = self._sync()
-        with self._translate():
-            row = client.hmget(self._k("s", session_id), ["data", "version"])
+    def _get(self, session_id: str) -> _Flow[SessionRecord | None]:
+        row = yield _Call("hmget", (self._k("s", session_id), ["data", "version"]))
         return self._record(session_id, row)
 
-    def _fetch(self, ids: Sequence[str]) -> list[SessionRecord | None]:
-        client = self._sync()
-        with self._translate():
-            pipe = client.pipeline(transaction=False)
-            for sid in ids:
-                pipe.hmget(self._k("s", sid), ["data", "version"])
-            rows = pipe.execute()
+    def _fetch(self, ids: Sequence[str]) -> _Flow[list[SessionRecord | None]]:
+        calls = [_Call("hmget", (self._k("s", sid), ["data", "version"])) for sid in ids]
+        rows = yield _Pipe(calls)
         return [self._record(sid, row) for sid, row in zip(ids, rows, strict=True)]
 
-    def put(self, record: SessionRecord, *, expected_version: int | None) -> SessionRecord:
-        result = self._script(
-            _PUT, [self._k("s", record.id)], self._put_args(record, expected_version)
-        )
+    def _put(self, record: SessionRecord, expected_version: int | None) -> _Flow[SessionRecord]:
+        keys = [self._k("s", record.id)]
+        result = yield _Eval(_PUT, keys, self._put_args(record, expected_version))
         return self._put_result(record, expected_version, result)
 
-    def query(
-        self,
-        *,
-        owner: str | None = None,
-        status: Iterable[SessionStatus] | None = None,
-        kind: SessionKind | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[SessionRecord]:
-        check_page(limit, offset)
-        statuses = self._statuses(status)
-        if (statuses is not None and not statuses) or limit == 0:
-            return []
-        groups = self._groups(owner, statuses, kind)
-        match = self._matcher(owner, statuses, kind)
-        client = self._sync()
+    def _query(self, q: RecordQuery) -> _Flow[list[SessionRecord]]:
+        groups = self._groups(q)
         if len(groups) == 1 and len(groups[0]) == 1:
             # one index answers the filter exactly: page on the server
-            stop = -1 if limit is None else offset + limit - 1
-            with self._translate():
-                members = client.zrange(groups[0][0], offset, stop)
+            stop = -1 if q.limit is None else q.offset + q.limit - 1
+            members = yield _Call("zrange", (groups[0][0], q.offset, stop))
             ids = [_text(m) or "" for m in members]
-            return [r for r in self._fetch(ids) if match(r) and r is not None]
-        with self._translate():
-            pipe = client.pipeline(transaction=False)
-            for group in groups:
-                for key in group:
-                    pipe.zcard(key)
-            sizes = iter(pipe.execute())
-            smallest = min(groups, key=lambda g: sum(int(next(sizes)) for _ in g))
-            pipe = client.pipeline(transaction=False)
-            for key in smallest:
-                pipe.zrange(key, 0, -1, withscores=True)
-            ids = self._merge(pipe.execute())
+            return [r for r in (yield from self._fetch(ids)) if r is not None and q.matches(r)]
+        sizes = iter((yield _Pipe([_Call("zcard", (key,)) for g in groups for key in g])))
+        smallest = min(groups, key=lambda g: sum(int(next(sizes)) for _ in g))
+        ranges = [_Call("zrange", (key, 0, -1), {"withscores": True}) for key in smallest]
+        ids = self._merge((yield _Pipe(ranges)))
         out: list[SessionRecord] = []
-        skip = offset
+        skip = q.offset
         for start in range(0, len(ids), _CHUNK):
-            for r in self._fetch(ids[start : start + _CHUNK]):
-                if r is None or not match(r):
+            for r in (yield from self._fetch(ids[start : start + _CHUNK])):
+                if r is None or not q.matches(r):
                     continue
                 if skip:
                     skip -= 1
                     continue
                 out.append(r)
-                if limit is not None and len(out) >= limit:
+                if q.limit is not None and len(out) >= q.limit:
                     return out
         return out
 
-    def delete(self, session_id: str) -> bool:
+    def _delete(self, session_id: str) -> _Flow[bool]:
         keys = [self._k("s", session_id), self._k("ev", session_id), self._k("tok", session_id)]
-        return bool(self._script(_DELETE, keys, [self._prefix, session_id]))
+        return bool((yield _Eval(_DELETE, keys, [self._prefix, session_id])))
 
-    def append_event(self, session_id: str, event: Event) -> None:
+    def _append_event(self, session_id: str, event: Event) -> _Flow[None]:
         key = self._k("ev", session_id)
-        client = self._sync()
-        with self._translate():
-            pipe = client.pipeline(transaction=True)
-            pipe.rpush(key, event.to_json())
-            pipe.ltrim(key, -self.timeline_limit, -1)
-            pipe.execute()
+        calls = [
+            _Call("rpush", (key, event.to_json())),
+            _Call("ltrim", (key, -self.timeline_limit, -1)),
+        ]
+        yield _Pipe(calls, transaction=True)
 
-    def events(self, session_id: str) -> list[Event]:
-        client = self._sync()
-        with self._translate():
-            items = client.lrange(self._k("ev", session_id), 0, -1)
+    def _events(self, session_id: str) -> _Flow[list[Event]]:
+        items = yield _Call("lrange", (self._k("ev", session_id), 0, -1))
         return [decode_event(session_id, item) for item in items]
 
-    def get_token(self, session_id: str) -> StoredToken | None:
-        client = self._sync()
-        with self._translate():
-            row = client.hmget(
-                self._k("tok", session_id), ["blob", "skew", "version", "fence", "updated_at"]
-            )
+    def _get_token(self, session_id: str) -> _Flow[StoredToken | None]:
+        fields = ["blob", "skew", "version", "fence", "updated_at"]
+        row = yield _Call("hmget", (self._k("tok", session_id), fields))
         return self._token(session_id, row)
 
-    def put_token(
-        self, session_id: str, token: TokenSet, *, skew: float = 0.0, fence: int | None = None
-    ) -> StoredToken:
-        skew, fence = check_token_put(skew, fence)
+    def _put_token_flow(
+        self, session_id: str, token: TokenSet, skew: float, fence: int | None
+    ) -> _Flow[StoredToken]:
         args, now = self._token_args(token, skew, fence)
         keys = [self._k("tok", session_id), self._k("tokfence", session_id)]
-        ok, value = (int(x) for x in self._script(_PUT_TOKEN, keys, args))
+        ok, value = (int(x) for x in (yield _Eval(_PUT_TOKEN, keys, args)))
         if not ok:
             raise FencingError(session_id, fence or 0, value)
         return StoredToken(token=token, skew=skew, version=value, fence=fence, updated_at=now)
 
-    def lock(self, name: str, ttl: float) -> StoreLock:
-        """A named lock; see :class:`~authpulse.StoreLock`."""
-        return StoreLock(self, name, ttl, clock=self._clock)
+    def _lock_try(self, name: str, holder: str, ttl: float) -> _Flow[int | None]:
+        keys = [self._k("lock", name), self._k("lockfence", name)]
+        return int((yield _Eval(_LOCK_TRY, keys, [holder, _ttl_ms(ttl)]))) or None
+
+    def _lock_release(self, name: str, holder: str) -> _Flow[bool]:
+        return bool((yield _Eval(_LOCK_RELEASE, [self._k("lock", name)], [holder])))
+
+    def _lock_renew(self, name: str, holder: str, ttl: float) -> _Flow[bool]:
+        return bool((yield _Eval(_LOCK_RENEW, [self._k("lock", name)], [holder, _ttl_ms(ttl)])))
+
+    def _ping(self) -> _Flow[bool]:
+        return bool((yield _Call("ping")))
+
+    # ============================================= sync API: on redis.Redis
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        return self._run(self._get(session_id))
+
+    def put(self, record: SessionRecord, *, expected_version: int | None) -> SessionRecord:
+        return self._run(self._put(record, expected_version))
+
+    def _select(self, q: RecordQuery) -> list[SessionRecord]:
+        return self._run(self._query(q))
+
+    def delete(self, session_id: str) -> bool:
+        return self._run(self._delete(session_id))
+
+    def append_event(self, session_id: str, event: Event) -> None:
+        self._run(self._append_event(session_id, event))
+
+    def events(self, session_id: str) -> list[Event]:
+        return self._run(self._events(session_id))
+
+    def get_token(self, session_id: str) -> StoredToken | None:
+        return self._run(self._get_token(session_id))
+
+    def _put_token(
+        self, session_id: str, token: TokenSet, skew: float, fence: int | None
+    ) -> StoredToken:
+        return self._run(self._put_token_flow(session_id, token, skew, fence))
 
     def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
-        keys = [self._k("lock", name), self._k("lockfence", name)]
-        fence = int(self._script(_LOCK_TRY, keys, [holder, _ttl_ms(ttl)]))
-        return fence or None
+        return self._run(self._lock_try(name, holder, ttl))
 
     def lock_release(self, name: str, holder: str) -> bool:
-        return bool(self._script(_LOCK_RELEASE, [self._k("lock", name)], [holder]))
+        return self._run(self._lock_release(name, holder))
 
     def lock_renew(self, name: str, holder: str, ttl: float) -> bool:
-        keys = [self._k("lock", name)]
-        return bool(self._script(_LOCK_RENEW, keys, [holder, _ttl_ms(ttl)]))
+        return self._run(self._lock_renew(name, holder, ttl))
 
     def ping(self) -> bool:
         """True if the server answers (raises StoreUnavailableError if not)."""
-        client = self._sync()
-        with self._translate():
-            return bool(client.ping())
+        return self._run(self._ping())
 
     def close(self) -> None:
         """Close the sync connections (idempotent); async clients need :meth:`aclose`."""
@@ -634,131 +664,46 @@ class RedisStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # =============================================================== async API
+    # ============================ async API: on this loop's redis.asyncio.Redis
 
     async def aget(self, session_id: str) -> SessionRecord | None:
-        client = self._aclient()
-        with self._translate():
-            row = await client.hmget(self._k("s", session_id), ["data", "version"])
-        return self._record(session_id, row)
-
-    async def _afetch(self, ids: Sequence[str]) -> list[SessionRecord | None]:
-        client = self._aclient()
-        with self._translate():
-            async with client.pipeline(transaction=False) as pipe:
-                for sid in ids:
-                    pipe.hmget(self._k("s", sid), ["data", "version"])
-                rows = await pipe.execute()
-        return [self._record(sid, row) for sid, row in zip(ids, rows, strict=True)]
+        return await self._arun(self._get(session_id))
 
     async def aput(self, record: SessionRecord, *, expected_version: int | None) -> SessionRecord:
-        result = await self._ascript(
-            _PUT, [self._k("s", record.id)], self._put_args(record, expected_version)
-        )
-        return self._put_result(record, expected_version, result)
+        return await self._arun(self._put(record, expected_version))
 
-    async def aquery(
-        self,
-        *,
-        owner: str | None = None,
-        status: Iterable[SessionStatus] | None = None,
-        kind: SessionKind | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[SessionRecord]:
-        check_page(limit, offset)
-        statuses = self._statuses(status)
-        if (statuses is not None and not statuses) or limit == 0:
-            return []
-        groups = self._groups(owner, statuses, kind)
-        match = self._matcher(owner, statuses, kind)
-        client = self._aclient()
-        if len(groups) == 1 and len(groups[0]) == 1:
-            stop = -1 if limit is None else offset + limit - 1
-            with self._translate():
-                members = await client.zrange(groups[0][0], offset, stop)
-            ids = [_text(m) or "" for m in members]
-            return [r for r in await self._afetch(ids) if match(r) and r is not None]
-        with self._translate():
-            async with client.pipeline(transaction=False) as pipe:
-                for group in groups:
-                    for key in group:
-                        pipe.zcard(key)
-                sizes = iter(await pipe.execute())
-            smallest = min(groups, key=lambda g: sum(int(next(sizes)) for _ in g))
-            async with client.pipeline(transaction=False) as pipe:
-                for key in smallest:
-                    pipe.zrange(key, 0, -1, withscores=True)
-                ids = self._merge(await pipe.execute())
-        out: list[SessionRecord] = []
-        skip = offset
-        for start in range(0, len(ids), _CHUNK):
-            for r in await self._afetch(ids[start : start + _CHUNK]):
-                if r is None or not match(r):
-                    continue
-                if skip:
-                    skip -= 1
-                    continue
-                out.append(r)
-                if limit is not None and len(out) >= limit:
-                    return out
-        return out
+    async def _aselect(self, q: RecordQuery) -> list[SessionRecord]:
+        return await self._arun(self._query(q))
 
     async def adelete(self, session_id: str) -> bool:
-        keys = [self._k("s", session_id), self._k("ev", session_id), self._k("tok", session_id)]
-        return bool(await self._ascript(_DELETE, keys, [self._prefix, session_id]))
+        return await self._arun(self._delete(session_id))
 
     async def aappend_event(self, session_id: str, event: Event) -> None:
-        key = self._k("ev", session_id)
-        client = self._aclient()
-        with self._translate():
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, event.to_json())
-                pipe.ltrim(key, -self.timeline_limit, -1)
-                await pipe.execute()
+        await self._arun(self._append_event(session_id, event))
 
     async def aevents(self, session_id: str) -> list[Event]:
-        client = self._aclient()
-        with self._translate():
-            items = await client.lrange(self._k("ev", session_id), 0, -1)
-        return [decode_event(session_id, item) for item in items]
+        return await self._arun(self._events(session_id))
 
     async def aget_token(self, session_id: str) -> StoredToken | None:
-        client = self._aclient()
-        with self._translate():
-            row = await client.hmget(
-                self._k("tok", session_id), ["blob", "skew", "version", "fence", "updated_at"]
-            )
-        return self._token(session_id, row)
+        return await self._arun(self._get_token(session_id))
 
-    async def aput_token(
-        self, session_id: str, token: TokenSet, *, skew: float = 0.0, fence: int | None = None
+    async def _aput_token(
+        self, session_id: str, token: TokenSet, skew: float, fence: int | None
     ) -> StoredToken:
-        skew, fence = check_token_put(skew, fence)
-        args, now = self._token_args(token, skew, fence)
-        keys = [self._k("tok", session_id), self._k("tokfence", session_id)]
-        ok, value = (int(x) for x in await self._ascript(_PUT_TOKEN, keys, args))
-        if not ok:
-            raise FencingError(session_id, fence or 0, value)
-        return StoredToken(token=token, skew=skew, version=value, fence=fence, updated_at=now)
+        return await self._arun(self._put_token_flow(session_id, token, skew, fence))
 
     async def alock_try(self, name: str, holder: str, ttl: float) -> int | None:
-        keys = [self._k("lock", name), self._k("lockfence", name)]
-        fence = int(await self._ascript(_LOCK_TRY, keys, [holder, _ttl_ms(ttl)]))
-        return fence or None
+        return await self._arun(self._lock_try(name, holder, ttl))
 
     async def alock_release(self, name: str, holder: str) -> bool:
-        return bool(await self._ascript(_LOCK_RELEASE, [self._k("lock", name)], [holder]))
+        return await self._arun(self._lock_release(name, holder))
 
     async def alock_renew(self, name: str, holder: str, ttl: float) -> bool:
-        keys = [self._k("lock", name)]
-        return bool(await self._ascript(_LOCK_RENEW, keys, [holder, _ttl_ms(ttl)]))
+        return await self._arun(self._lock_renew(name, holder, ttl))
 
     async def aping(self) -> bool:
         """Async :meth:`ping`."""
-        client = self._aclient()
-        with self._translate():
-            return bool(await client.ping())
+        return await self._arun(self._ping())
 
     async def aclose(self) -> None:
         """Close this event loop's async client and the sync connections."""

@@ -404,7 +404,7 @@ class AuthpulseSettings(BaseSettings):
 
     def open_store(self, *, clock: Clock | None = None) -> SessionStore:
         """Open the store ``store_url`` names, with ``encryption_keys``."""
-        from ._store import open_store
+        from ._open_store import open_store
 
         return open_store(
             self.store_url.get_secret_value(),

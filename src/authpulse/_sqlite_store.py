@@ -14,37 +14,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from ._clock import Clock, SystemClock
 from ._crypto import EncryptionKeys, TokenCipher, decode_token_set, encode_token_set
 from ._errors import ConfigurationError, UsageError
 from ._events import Event
-from ._model import SessionKind, SessionRecord, SessionStatus
+from ._model import SessionRecord
 from ._store import (
     CorruptRecordError,
     FencingError,
+    OffloadedStore,
+    RecordQuery,
     StoredToken,
     StoreError,
-    StoreLock,
     StoreUnavailableError,
     VersionConflictError,
-    check_page,
-    check_token_put,
 )
+from ._store_codec import decode_event, decode_record, encode_record
+from ._store_lock import LockRecord, lock_released, lock_renewed, lock_taken
 from ._tokens import TokenSet
 
 __all__ = ["SQLiteStore"]
 
-# decode_record / decode_event below are shared with the Redis store (not public)
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 SCHEMA_VERSION = 1
 
@@ -93,66 +94,6 @@ CREATE TABLE IF NOT EXISTS locks (
 _RETRY_MIN = 0.005
 _RETRY_MAX = 0.1
 
-_STATUSES = frozenset(s.value for s in SessionStatus)
-_KINDS = frozenset(k.value for k in SessionKind)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:39] + "…"
-
-
-def decode_record(session_id: str, data: object, version: object) -> SessionRecord:
-    """A stored record from its JSON text and version, or :class:`CorruptRecordError`."""
-    if isinstance(data, bytes):
-        data = data.decode("utf-8", "replace")
-    if not isinstance(data, str):
-        raise CorruptRecordError(session_id, "record", "data is not text")
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        raise CorruptRecordError(session_id, "record", "not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise CorruptRecordError(session_id, "record", "not a JSON object")
-    if isinstance(version, bytes):
-        version = version.decode("ascii", "replace")
-    if isinstance(version, str) and version.isascii() and version.isdigit():
-        version = int(version)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise CorruptRecordError(session_id, "record", "version is not a positive integer")
-    status, kind = obj.get("status"), obj.get("kind")
-    if status not in _STATUSES:
-        raise CorruptRecordError(session_id, "record", f"unknown status {_short(status)}")
-    if kind not in _KINDS:
-        raise CorruptRecordError(session_id, "record", f"unknown kind {_short(kind)}")
-    try:
-        record = SessionRecord.from_dict(obj)
-    except (ConfigurationError, TypeError, ValueError, KeyError, AttributeError) as exc:
-        reason = str(exc) if isinstance(exc, ConfigurationError) else type(exc).__name__
-        raise CorruptRecordError(session_id, "record", reason) from None
-    if record.id != session_id:
-        raise CorruptRecordError(session_id, "record", "it holds another session's id")
-    return replace(record, version=version)
-
-
-def decode_event(session_id: str, data: object) -> Event:
-    """A stored event from its JSON text, or :class:`CorruptRecordError`."""
-    if isinstance(data, bytes):
-        data = data.decode("utf-8", "replace")
-    if not isinstance(data, str):
-        raise CorruptRecordError(session_id, "event", "data is not text")
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):
-        raise CorruptRecordError(session_id, "event", "not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise CorruptRecordError(session_id, "event", "not a JSON object")
-    try:
-        return Event.from_dict(obj)
-    except (ConfigurationError, TypeError, ValueError) as exc:
-        reason = str(exc) if isinstance(exc, ConfigurationError) else type(exc).__name__
-        raise CorruptRecordError(session_id, "event", reason) from None
-
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` says another connection holds the database (busy or locked)."""
@@ -174,7 +115,7 @@ def _num(session_id: str, what: str, value: object, *, integer: bool = False) ->
     return value
 
 
-class SQLiteStore:
+class SQLiteStore(OffloadedStore):
     """A persistent store in one SQLite file (see the module docstring).
 
     ``encryption_keys`` (Fernet keys, or a :class:`~authpulse.TokenCipher`)
@@ -205,7 +146,7 @@ class SQLiteStore:
         self.timeout = float(timeout)
         self.timeline_limit = timeline_limit
         self._cipher = TokenCipher.coerce(encryption_keys)
-        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._clock = clock if clock is not None else SystemClock()
         self._lock = threading.RLock()
         self._create_private_file()
         # real seconds, not the injected clock: ``timeout`` is SQLite's busy
@@ -359,9 +300,7 @@ class SQLiteStore:
 
     def put(self, record: SessionRecord, *, expected_version: int | None) -> SessionRecord:
         version = (expected_version or 0) + 1
-        data = json.dumps(
-            {**record.to_dict(), "version": version}, separators=(",", ":"), allow_nan=False
-        )
+        data = encode_record(record, version)
         values = (record.owner, record.status.value, record.kind.value, record.created_at)
         with self._conn() as db:
             if expected_version is None:
@@ -384,35 +323,23 @@ class SQLiteStore:
                 raise VersionConflictError(record.id, expected_version, actual)
         return replace(record, version=version)
 
-    def query(
-        self,
-        *,
-        owner: str | None = None,
-        status: Iterable[SessionStatus] | None = None,
-        kind: SessionKind | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[SessionRecord]:
-        check_page(limit, offset)
+    def _select(self, q: RecordQuery) -> list[SessionRecord]:
         where: list[str] = []
         args: list[object] = []
-        if owner is not None:
+        if q.owner is not None:
             where.append("owner = ?")
-            args.append(owner)
-        if status is not None:
-            statuses = sorted({SessionStatus(s).value for s in status})
-            if not statuses:
-                return []
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            args.extend(statuses)
-        if kind is not None:
+            args.append(q.owner)
+        if q.statuses is not None:
+            where.append(f"status IN ({', '.join('?' * len(q.statuses))})")
+            args.extend(sorted(s.value for s in q.statuses))
+        if q.kind is not None:
             where.append("kind = ?")
-            args.append(SessionKind(kind).value)
+            args.append(q.kind.value)
         sql = "SELECT id, data, version FROM sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, id LIMIT ? OFFSET ?"
-        args += [-1 if limit is None else limit, offset]
+        args += [-1 if q.limit is None else q.limit, q.offset]
         with self._conn() as db:
             rows = db.execute(sql, args).fetchall()
         return [decode_record(str(r[0]), r[1], r[2]) for r in rows]
@@ -462,10 +389,9 @@ class SQLiteStore:
             updated_at=float(_num(session_id, "updated_at", updated_at)),
         )
 
-    def put_token(
-        self, session_id: str, token: TokenSet, *, skew: float = 0.0, fence: int | None = None
+    def _put_token(
+        self, session_id: str, token: TokenSet, skew: float, fence: int | None
     ) -> StoredToken:
-        skew, fence = check_token_put(skew, fence)
         blob = encode_token_set(token, self._cipher)
         with self._write() as db:
             if fence is not None:
@@ -494,53 +420,41 @@ class SQLiteStore:
 
     # -------------------------------------------------------------------- locks
 
-    def lock(self, name: str, ttl: float) -> StoreLock:
-        """A named lock; see :class:`~authpulse.StoreLock`."""
-        return StoreLock(self, name, ttl, clock=self._clock)
-
-    def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
+    def _lock_change(
+        self, name: str, change: Callable[[LockRecord | None, float], LockRecord | None]
+    ) -> LockRecord | None:
+        """Read the lock record, let ``change`` decide (given the clock's now), and
+        write what it returns, in one transaction."""
         with self._write() as db:
             now = self._clock.now()
             row = db.execute(
                 "SELECT holder, fence, expires_at FROM locks WHERE name = ?", (name,)
             ).fetchone()
-            expires_at = row[2] if row is not None and isinstance(row[2], int | float) else 0.0
-            if row is not None and row[0] is not None and expires_at > now:
-                return None
-            fence = (row[1] if row is not None and isinstance(row[1], int) else 0) + 1
-            db.execute(
-                "INSERT INTO locks (name, holder, fence, expires_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-                "fence = excluded.fence, expires_at = excluded.expires_at",
-                (name, holder, fence, now + ttl),
-            )
-            return int(fence)
+            current = None
+            if row is not None:
+                fence = row[1] if isinstance(row[1], int) else 0
+                expires_at = row[2] if isinstance(row[2], int | float) else 0.0
+                current = LockRecord(row[0], fence, float(expires_at))
+            changed = change(current, now)
+            if changed is not None:
+                db.execute(
+                    "INSERT INTO locks (name, holder, fence, expires_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                    "fence = excluded.fence, expires_at = excluded.expires_at",
+                    (name, changed.holder, changed.fence, changed.expires_at),
+                )
+            return changed
+
+    def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
+        taken = self._lock_change(name, lambda cur, now: lock_taken(cur, holder, now, ttl))
+        return None if taken is None else taken.fence
 
     def lock_release(self, name: str, holder: str) -> bool:
-        with self._conn() as db:
-            cur = db.execute(
-                "UPDATE locks SET holder = NULL, expires_at = 0 WHERE name = ? AND holder = ?",
-                (name, holder),
-            )
-            return cur.rowcount > 0
+        return self._lock_change(name, lambda cur, now: lock_released(cur, holder, now)) is not None
 
     def lock_renew(self, name: str, holder: str, ttl: float) -> bool:
-        with self._conn() as db:
-            now = self._clock.now()
-            cur = db.execute(
-                "UPDATE locks SET expires_at = ? WHERE name = ? AND holder = ? AND expires_at > ?",
-                (now + ttl, name, holder, now),
-            )
-            return cur.rowcount > 0
-
-    async def alock_try(self, name: str, holder: str, ttl: float) -> int | None:
-        return await asyncio.to_thread(self.lock_try, name, holder, ttl)
-
-    async def alock_release(self, name: str, holder: str) -> bool:
-        return await asyncio.to_thread(self.lock_release, name, holder)
-
-    async def alock_renew(self, name: str, holder: str, ttl: float) -> bool:
-        return await asyncio.to_thread(self.lock_renew, name, holder, ttl)
+        changed = self._lock_change(name, lambda cur, now: lock_renewed(cur, holder, now, ttl))
+        return changed is not None
 
     # ------------------------------------------------------------------ closing
 
@@ -557,44 +471,7 @@ class SQLiteStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -------------------------------------------------------------- async twins
+    # --------------------------------------------------------- async: off the loop
 
-    async def aget(self, session_id: str) -> SessionRecord | None:
-        return await asyncio.to_thread(self.get, session_id)
-
-    async def aput(self, record: SessionRecord, *, expected_version: int | None) -> SessionRecord:
-        return await asyncio.to_thread(self.put, record, expected_version=expected_version)
-
-    async def aquery(
-        self,
-        *,
-        owner: str | None = None,
-        status: Iterable[SessionStatus] | None = None,
-        kind: SessionKind | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[SessionRecord]:
-        statuses = None if status is None else list(status)
-        return await asyncio.to_thread(
-            self.query, owner=owner, status=statuses, kind=kind, limit=limit, offset=offset
-        )
-
-    async def adelete(self, session_id: str) -> bool:
-        return await asyncio.to_thread(self.delete, session_id)
-
-    async def aappend_event(self, session_id: str, event: Event) -> None:
-        await asyncio.to_thread(self.append_event, session_id, event)
-
-    async def aevents(self, session_id: str) -> list[Event]:
-        return await asyncio.to_thread(self.events, session_id)
-
-    async def aget_token(self, session_id: str) -> StoredToken | None:
-        return await asyncio.to_thread(self.get_token, session_id)
-
-    async def aput_token(
-        self, session_id: str, token: TokenSet, *, skew: float = 0.0, fence: int | None = None
-    ) -> StoredToken:
-        return await asyncio.to_thread(self.put_token, session_id, token, skew=skew, fence=fence)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+    async def _offload(self, fn: Callable[_P, _T], /, *args: _P.args, **kw: _P.kwargs) -> _T:
+        return await asyncio.to_thread(fn, *args, **kw)

@@ -46,8 +46,9 @@ from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._health import Band, HealthReport, HealthSignals, compute_health
 from ._manager import ManagedSession, SessionManager, SessionNotFoundError
 from ._model import SessionRecord, SessionStatus
+from ._open_store import open_store
 from ._policy import RefreshPolicy, schedule
-from ._store import SessionStore, StoreError, check_page, open_store
+from ._store import SessionStore, StoreError, check_page
 
 __all__ = ["BAND_COLOURS", "Dashboard", "DashboardServer", "serve"]
 
