@@ -463,6 +463,38 @@ def test_query_refuses_pages_out_of_range(
     assert ids(backend.store.query(offset=2**63 - 1)) == []
 
 
+def test_query_takes_status_and_kind_values_as_every_store(backend: Backend) -> None:
+    """One rule in every store: a status or kind may be the enum or its value (the
+    memory and Redis stores found nothing for ``kind="system"``), and an unknown one
+    is a ConfigurationError (SQLite and Redis raised a bare ValueError, memory
+    answered an empty list)."""
+    store = backend.store
+    _populate(store)
+    assert ids(store.query(kind="system")) == ["b1"]  # type: ignore[arg-type]
+    assert ids(store.query(status=["PAUSED"])) == ["a2", "b2"]  # type: ignore[list-item]
+    assert ids(store.query(owner="alice", kind="user", status=["PAUSED"])) == [  # type: ignore[arg-type, list-item]
+        "a2"
+    ]
+    with pytest.raises(ConfigurationError, match=r"^unknown session status 'paused'$"):
+        store.query(status=["paused"])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match=r"^unknown session kind 'robot'$"):
+        store.query(kind="robot")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^unknown session status 7$"):
+        store.query(status=[7])  # type: ignore[list-item]
+
+
+@pytest.mark.anyio
+async def test_aquery_takes_the_same_values(backend: Backend) -> None:
+    store = backend.store
+    try:
+        _populate(store)
+        assert ids(await store.aquery(kind="system")) == ["b1"]  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match=r"^unknown session status"):
+            await store.aquery(status=iter(["nope"]))  # type: ignore[arg-type]
+    finally:
+        await store.aclose()
+
+
 def test_query_follows_status_and_owner_changes(backend: Backend) -> None:
     store = backend.store
     first = store.put(rec("s1"), expected_version=None)
@@ -655,6 +687,26 @@ def test_dead_holder_loses_the_lock_after_its_ttl(backend: Backend) -> None:
     assert current is not None
     assert current.token == token(2)
     heir.release()
+
+
+def test_a_lock_whose_ttl_ran_out_has_nothing_to_release(backend: Backend) -> None:
+    """``lock_release`` acts only for a holder whose lock has not expired, in every
+    store (the memory and SQLite stores released an expired lock and said so)."""
+    ttl = backend.short_ttl
+    store = backend.store
+    assert isinstance(store, MemoryStore | SQLiteStore | RedisStore)
+    fence = store.lock_try("gone", "holder-1", ttl)
+    assert fence is not None
+    assert store.lock_renew("gone", "holder-2", ttl) is False
+    assert store.lock_release("gone", "holder-2") is False
+    backend.pass_time(ttl * 1.25)
+    assert store.lock_renew("gone", "holder-1", ttl) is False
+    assert store.lock_release("gone", "holder-1") is False
+    again = store.lock_try("gone", "holder-2", ttl)
+    assert again is not None
+    assert again > fence
+    assert store.lock_release("gone", "holder-2") is True
+    assert store.lock_release("gone", "holder-2") is False
 
 
 def test_renew_keeps_the_lock(backend: Backend) -> None:
