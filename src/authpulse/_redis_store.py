@@ -24,20 +24,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import math
-import re
 import weakref
-from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from ._clock import Clock, SystemClock
 from ._crypto import EncryptionKeys, TokenCipher, decode_token_set, encode_token_set
 from ._errors import ConfigurationError, UsageError
 from ._events import Event
 from ._model import SessionRecord
+from ._redis_wire import (
+    DELETE,
+    LOCK_RELEASE,
+    LOCK_RENEW,
+    LOCK_TRY,
+    NAMESPACE,
+    PUT,
+    PUT_TOKEN,
+    Call,
+    Eval,
+    Flow,
+    Pipe,
+    Step,
+    advance,
+    parse_url,
+    text,
+    ttl_ms,
+)
 from ._store import (
     CorruptRecordError,
     FencingError,
@@ -66,215 +80,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["RedisStore"]
 
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_OUR_PARAMS: Final = frozenset({"namespace", "timeline_limit"})
-#: redis-py's own URL parameters (anything else would fail late, inside redis-py)
-_REDIS_PARAMS: Final = frozenset(
-    {
-        "db",
-        "socket_timeout",
-        "socket_connect_timeout",
-        "socket_keepalive",
-        "retry_on_timeout",
-        "max_connections",
-        "health_check_interval",
-        "client_name",
-        "protocol",
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-        "ssl_ca_path",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "ssl_check_hostname",
-        "ssl_min_version",
-    }
-)
-_CHUNK = 200
-
-
-class _Script:
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
-
-
-# KEYS[1] record; ARGV: expected version ('' = must not exist), data, owner, status,
-# kind, created_at, id, key prefix. Returns {1, new version} or {0, actual (-1: none)}.
-_PUT = _Script(
-    """
-local cur = redis.call('HGET', KEYS[1], 'version')
-if ARGV[1] == '' then
-  if cur then return {0, tonumber(cur) or -2} end
-elseif (not cur) or cur ~= ARGV[1] then
-  if cur then return {0, tonumber(cur) or -2} end
-  return {0, -1}
-end
-local p, id = ARGV[8], ARGV[7]
-if cur then
-  local old = redis.call('HMGET', KEYS[1], 'owner', 'status', 'kind')
-  if old[1] then redis.call('ZREM', p .. 'idx:owner:' .. old[1], id) end
-  if old[2] then redis.call('ZREM', p .. 'idx:status:' .. old[2], id) end
-  if old[3] then redis.call('ZREM', p .. 'idx:kind:' .. old[3], id) end
-end
-local v = (tonumber(cur) or 0) + 1
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', v, 'owner', ARGV[3],
-           'status', ARGV[4], 'kind', ARGV[5])
-redis.call('ZADD', p .. 'idx:all', ARGV[6], id)
-redis.call('ZADD', p .. 'idx:owner:' .. ARGV[3], ARGV[6], id)
-redis.call('ZADD', p .. 'idx:status:' .. ARGV[4], ARGV[6], id)
-redis.call('ZADD', p .. 'idx:kind:' .. ARGV[5], ARGV[6], id)
-return {1, v}
-"""
-)
-
-# KEYS: record, events, token; ARGV: key prefix, id. Returns 1 if the record existed.
-_DELETE = _Script(
-    """
-local p, id = ARGV[1], ARGV[2]
-local existed = redis.call('EXISTS', KEYS[1])
-local old = redis.call('HMGET', KEYS[1], 'owner', 'status', 'kind')
-if old[1] then redis.call('ZREM', p .. 'idx:owner:' .. old[1], id) end
-if old[2] then redis.call('ZREM', p .. 'idx:status:' .. old[2], id) end
-if old[3] then redis.call('ZREM', p .. 'idx:kind:' .. old[3], id) end
-redis.call('ZREM', p .. 'idx:all', id)
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return existed
-"""
-)
-
-# KEYS: token hash, highest-fence key; ARGV: blob, skew, fence ('' = none), updated_at.
-# Returns {1, new version} or {0, highest fence}.
-_PUT_TOKEN = _Script(
-    """
-if ARGV[3] ~= '' then
-  local fence = tonumber(ARGV[3])
-  local highest = tonumber(redis.call('GET', KEYS[2]) or '')
-  if highest and fence < highest then return {0, highest} end
-  if (not highest) or fence > highest then redis.call('SET', KEYS[2], ARGV[3]) end
-end
-local v = (tonumber(redis.call('HGET', KEYS[1], 'version') or '') or 0) + 1
-redis.call('HSET', KEYS[1], 'blob', ARGV[1], 'skew', ARGV[2], 'version', v,
-           'fence', ARGV[3], 'updated_at', ARGV[4])
-return {1, v}
-"""
-)
-
-# KEYS: lock, fence counter; ARGV: holder, ttl ms. Returns the new fence or 0.
-_LOCK_TRY = _Script(
-    """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
-end
-return 0
-"""
-)
-
-# KEYS: lock; ARGV: holder. Returns 1 if released.
-_LOCK_RELEASE = _Script(
-    """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-)
-
-# KEYS: lock; ARGV: holder, ttl ms. Returns 1 if renewed.
-_LOCK_RENEW = _Script(
-    """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One command (``args`` and ``kwargs`` as redis-py takes them)."""
-
-    name: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Pipe:
-    """Commands sent at once (``transaction``: MULTI/EXEC); the reply is their list."""
-
-    calls: list[_Call]
-    transaction: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class _Eval:
-    """A script by its SHA, loaded from its source if the server lacks it."""
-
-    script: _Script
-    keys: Sequence[str]
-    args: Sequence[Any]
-
-
-_Step = _Call | _Pipe | _Eval
 _T = TypeVar("_T")
-#: an operation written once: yields steps, is sent their replies, returns its result
-_Flow = Generator[_Step, Any, _T]
 
-
-def _advance(flow: _Flow[_T], reply: Any) -> tuple[_Step | None, _T | None]:
-    """(the flow's next step, None), or (None, its result) once it has returned."""
-    try:
-        return flow.send(reply), None
-    except StopIteration as done:
-        return None, done.value
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _ttl_ms(ttl: float) -> int:
-    return max(1, math.ceil(ttl * 1000))
-
-
-def _parse_url(url: str) -> tuple[str, dict[str, str], str]:
-    """(URL for redis-py, our own parameters, a credential-free location)."""
-    if not isinstance(url, str):
-        raise ConfigurationError(f"redis store URL must be a str, not {type(url).__name__}")
-    scheme = url.partition("://")[0].lower()
-    if scheme not in ("redis", "rediss"):
-        raise ConfigurationError("RedisStore needs a redis:// or rediss:// URL")
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "localhost"
-        port = parts.port or 6379
-        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError:
-        raise ConfigurationError(
-            f"{scheme} store URL is malformed (check the host, port and query string)"
-        ) from None
-    db = parts.path.strip("/") or "0"
-    if not db.isascii() or not db.isdigit():
-        raise ConfigurationError(f"{scheme} store URL path must be a database number, like /0")
-    ours: dict[str, str] = {}
-    theirs: list[tuple[str, str]] = []
-    for name, value in pairs:
-        if name in _OUR_PARAMS:
-            ours[name] = value
-        elif name in _REDIS_PARAMS:
-            theirs.append((name, value))
-        else:
-            raise ConfigurationError(
-                f"{scheme} store URL has unknown parameter {name[:32]!r}; allowed: "
-                f"{', '.join(sorted(_OUR_PARAMS | _REDIS_PARAMS))}"
-            )
-    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(theirs), ""))
-    return clean, ours, f"{scheme}://{host}:{port}/{db}"
+_CHUNK = 200
 
 
 class RedisStore(StoreBase):
@@ -307,9 +115,9 @@ class RedisStore(StoreBase):
             raise ConfigurationError(
                 "the Redis store needs the redis package: pip install 'authpulse[redis]'"
             )
-        clean, params, self.location = _parse_url(url)
+        clean, params, self.location = parse_url(url)
         namespace = params.get("namespace", namespace)
-        if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        if not isinstance(namespace, str) or not NAMESPACE.match(namespace):
             raise ConfigurationError(
                 "namespace must be 1-64 characters among letters, digits and _ . : -"
             )
@@ -400,24 +208,24 @@ class RedisStore(StoreBase):
 
     # the two drivers: the same flow on redis.Redis or on redis.asyncio.Redis
 
-    def _run(self, flow: _Flow[_T]) -> _T:
-        step, result = _advance(flow, None)
+    def _run(self, flow: Flow[_T]) -> _T:
+        step, result = advance(flow, None)
         while step is not None:
-            step, result = _advance(flow, self._do(step))
+            step, result = advance(flow, self._do(step))
         return result  # type: ignore[return-value]
 
-    async def _arun(self, flow: _Flow[_T]) -> _T:
-        step, result = _advance(flow, None)
+    async def _arun(self, flow: Flow[_T]) -> _T:
+        step, result = advance(flow, None)
         while step is not None:
-            step, result = _advance(flow, await self._ado(step))
+            step, result = advance(flow, await self._ado(step))
         return result  # type: ignore[return-value]
 
-    def _do(self, step: _Step) -> Any:
+    def _do(self, step: Step) -> Any:
         client = self._sync()
         with self._translate():
-            if isinstance(step, _Call):
+            if isinstance(step, Call):
                 return getattr(client, step.name)(*step.args, **step.kwargs)
-            if isinstance(step, _Eval):
+            if isinstance(step, Eval):
                 try:
                     return client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
                 except NoScriptError:
@@ -427,12 +235,12 @@ class RedisStore(StoreBase):
                 getattr(pipe, call.name)(*call.args, **call.kwargs)
             return pipe.execute()
 
-    async def _ado(self, step: _Step) -> Any:
+    async def _ado(self, step: Step) -> Any:
         client = self._aclient()
         with self._translate():
-            if isinstance(step, _Call):
+            if isinstance(step, Call):
                 return await getattr(client, step.name)(*step.args, **step.kwargs)
-            if isinstance(step, _Eval):
+            if isinstance(step, Eval):
                 keys, args = step.keys, step.args
                 try:
                     return await client.evalsha(step.script.sha, len(keys), *keys, *args)
@@ -481,11 +289,11 @@ class RedisStore(StoreBase):
         if blob is None:
             return None
         try:
-            skew_f = float(_text(skew) or "")
-            version_i = int(_text(version) or "")
-            fence_t = _text(fence) or ""
+            skew_f = float(text(skew) or "")
+            version_i = int(text(version) or "")
+            fence_t = text(fence) or ""
             fence_i = int(fence_t) if fence_t else None
-            updated_f = float(_text(updated_at) or "")
+            updated_f = float(text(updated_at) or "")
         except ValueError:
             raise CorruptRecordError(
                 session_id, "token set", "a number field is not a number"
@@ -522,37 +330,37 @@ class RedisStore(StoreBase):
 
     @staticmethod
     def _merge(ranges: Iterable[Sequence[tuple[bytes, float]]]) -> list[str]:
-        pairs = {(float(score), _text(member) or "") for rng in ranges for member, score in rng}
+        pairs = {(float(score), text(member) or "") for rng in ranges for member, score in rng}
         return [member for _, member in sorted(pairs)]
 
     # ===================================================== the operations, once
 
-    def _get(self, session_id: str) -> _Flow[SessionRecord | None]:
-        row = yield _Call("hmget", (self._k("s", session_id), ["data", "version"]))
+    def _get(self, session_id: str) -> Flow[SessionRecord | None]:
+        row = yield Call("hmget", (self._k("s", session_id), ["data", "version"]))
         return self._record(session_id, row)
 
-    def _fetch(self, ids: Sequence[str]) -> _Flow[list[SessionRecord | None]]:
-        calls = [_Call("hmget", (self._k("s", sid), ["data", "version"])) for sid in ids]
-        rows = yield _Pipe(calls)
+    def _fetch(self, ids: Sequence[str]) -> Flow[list[SessionRecord | None]]:
+        calls = [Call("hmget", (self._k("s", sid), ["data", "version"])) for sid in ids]
+        rows = yield Pipe(calls)
         return [self._record(sid, row) for sid, row in zip(ids, rows, strict=True)]
 
-    def _put(self, record: SessionRecord, expected_version: int | None) -> _Flow[SessionRecord]:
+    def _put(self, record: SessionRecord, expected_version: int | None) -> Flow[SessionRecord]:
         keys = [self._k("s", record.id)]
-        result = yield _Eval(_PUT, keys, self._put_args(record, expected_version))
+        result = yield Eval(PUT, keys, self._put_args(record, expected_version))
         return self._put_result(record, expected_version, result)
 
-    def _query(self, q: RecordQuery) -> _Flow[list[SessionRecord]]:
+    def _query(self, q: RecordQuery) -> Flow[list[SessionRecord]]:
         groups = self._groups(q)
         if len(groups) == 1 and len(groups[0]) == 1:
             # one index answers the filter exactly: page on the server
             stop = -1 if q.limit is None else q.offset + q.limit - 1
-            members = yield _Call("zrange", (groups[0][0], q.offset, stop))
-            ids = [_text(m) or "" for m in members]
+            members = yield Call("zrange", (groups[0][0], q.offset, stop))
+            ids = [text(m) or "" for m in members]
             return [r for r in (yield from self._fetch(ids)) if r is not None and q.matches(r)]
-        sizes = iter((yield _Pipe([_Call("zcard", (key,)) for g in groups for key in g])))
+        sizes = iter((yield Pipe([Call("zcard", (key,)) for g in groups for key in g])))
         smallest = min(groups, key=lambda g: sum(int(next(sizes)) for _ in g))
-        ranges = [_Call("zrange", (key, 0, -1), {"withscores": True}) for key in smallest]
-        ids = self._merge((yield _Pipe(ranges)))
+        ranges = [Call("zrange", (key, 0, -1), {"withscores": True}) for key in smallest]
+        ids = self._merge((yield Pipe(ranges)))
         out: list[SessionRecord] = []
         skip = q.offset
         for start in range(0, len(ids), _CHUNK):
@@ -567,49 +375,49 @@ class RedisStore(StoreBase):
                     return out
         return out
 
-    def _delete(self, session_id: str) -> _Flow[bool]:
+    def _delete(self, session_id: str) -> Flow[bool]:
         keys = [self._k("s", session_id), self._k("ev", session_id), self._k("tok", session_id)]
-        return bool((yield _Eval(_DELETE, keys, [self._prefix, session_id])))
+        return bool((yield Eval(DELETE, keys, [self._prefix, session_id])))
 
-    def _append_event(self, session_id: str, event: Event) -> _Flow[None]:
+    def _append_event(self, session_id: str, event: Event) -> Flow[None]:
         key = self._k("ev", session_id)
         calls = [
-            _Call("rpush", (key, event.to_json())),
-            _Call("ltrim", (key, -self.timeline_limit, -1)),
+            Call("rpush", (key, event.to_json())),
+            Call("ltrim", (key, -self.timeline_limit, -1)),
         ]
-        yield _Pipe(calls, transaction=True)
+        yield Pipe(calls, transaction=True)
 
-    def _events(self, session_id: str) -> _Flow[list[Event]]:
-        items = yield _Call("lrange", (self._k("ev", session_id), 0, -1))
+    def _events(self, session_id: str) -> Flow[list[Event]]:
+        items = yield Call("lrange", (self._k("ev", session_id), 0, -1))
         return [decode_event(session_id, item) for item in items]
 
-    def _get_token(self, session_id: str) -> _Flow[StoredToken | None]:
+    def _get_token(self, session_id: str) -> Flow[StoredToken | None]:
         fields = ["blob", "skew", "version", "fence", "updated_at"]
-        row = yield _Call("hmget", (self._k("tok", session_id), fields))
+        row = yield Call("hmget", (self._k("tok", session_id), fields))
         return self._token(session_id, row)
 
     def _put_token_flow(
         self, session_id: str, token: TokenSet, skew: float, fence: int | None
-    ) -> _Flow[StoredToken]:
+    ) -> Flow[StoredToken]:
         args, now = self._token_args(token, skew, fence)
         keys = [self._k("tok", session_id), self._k("tokfence", session_id)]
-        ok, value = (int(x) for x in (yield _Eval(_PUT_TOKEN, keys, args)))
+        ok, value = (int(x) for x in (yield Eval(PUT_TOKEN, keys, args)))
         if not ok:
             raise FencingError(session_id, fence or 0, value)
         return StoredToken(token=token, skew=skew, version=value, fence=fence, updated_at=now)
 
-    def _lock_try(self, name: str, holder: str, ttl: float) -> _Flow[int | None]:
+    def _lock_try(self, name: str, holder: str, ttl: float) -> Flow[int | None]:
         keys = [self._k("lock", name), self._k("lockfence", name)]
-        return int((yield _Eval(_LOCK_TRY, keys, [holder, _ttl_ms(ttl)]))) or None
+        return int((yield Eval(LOCK_TRY, keys, [holder, ttl_ms(ttl)]))) or None
 
-    def _lock_release(self, name: str, holder: str) -> _Flow[bool]:
-        return bool((yield _Eval(_LOCK_RELEASE, [self._k("lock", name)], [holder])))
+    def _lock_release(self, name: str, holder: str) -> Flow[bool]:
+        return bool((yield Eval(LOCK_RELEASE, [self._k("lock", name)], [holder])))
 
-    def _lock_renew(self, name: str, holder: str, ttl: float) -> _Flow[bool]:
-        return bool((yield _Eval(_LOCK_RENEW, [self._k("lock", name)], [holder, _ttl_ms(ttl)])))
+    def _lock_renew(self, name: str, holder: str, ttl: float) -> Flow[bool]:
+        return bool((yield Eval(LOCK_RENEW, [self._k("lock", name)], [holder, ttl_ms(ttl)])))
 
-    def _ping(self) -> _Flow[bool]:
-        return bool((yield _Call("ping")))
+    def _ping(self) -> Flow[bool]:
+        return bool((yield Call("ping")))
 
     # ============================================= sync API: on redis.Redis
 
