@@ -463,6 +463,14 @@ def test_query_refuses_pages_out_of_range(
     assert ids(backend.store.query(offset=2**63 - 1)) == []
 
 
+@pytest.mark.parametrize("limit", [0, -1, True, 2.5, "3"])
+def test_every_store_checks_its_timeline_limit(backend: Backend, limit: Any) -> None:
+    """The memory store took any value (0 kept no event, a string failed at the
+    first append with a TypeError); every store now refuses it when it opens."""
+    with pytest.raises(ConfigurationError, match=r"^timeline_limit must be an int >= 1$"):
+        backend.make(timeline_limit=limit)
+
+
 def test_query_takes_status_and_kind_values_as_every_store(backend: Backend) -> None:
     """One rule in every store: a status or kind may be the enum or its value (the
     memory and Redis stores found nothing for ``kind="system"``), and an unknown one

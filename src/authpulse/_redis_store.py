@@ -61,6 +61,7 @@ from ._store import (
     StoreError,
     StoreUnavailableError,
     VersionConflictError,
+    check_timeline_limit,
 )
 from ._store_codec import decode_event, decode_record, encode_record
 from ._tokens import TokenSet
@@ -126,14 +127,10 @@ class RedisStore(StoreBase):
                 timeline_limit = int(params["timeline_limit"])
             except ValueError:
                 raise ConfigurationError("timeline_limit must be an int >= 1") from None
-        if isinstance(timeline_limit, bool) or not isinstance(timeline_limit, int):
-            raise ConfigurationError("timeline_limit must be an int >= 1")
-        if timeline_limit < 1:
-            raise ConfigurationError("timeline_limit must be an int >= 1")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigurationError("retries must be an int >= 0")
         self.namespace = namespace
-        self.timeline_limit = timeline_limit
+        self.timeline_limit = check_timeline_limit(timeline_limit)
         self._prefix = namespace + ":"
         self._cipher = TokenCipher.coerce(encryption_keys)
         self._clock = clock if clock is not None else SystemClock()

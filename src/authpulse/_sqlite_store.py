@@ -37,6 +37,7 @@ from ._store import (
     StoreError,
     StoreUnavailableError,
     VersionConflictError,
+    check_timeline_limit,
 )
 from ._store_codec import decode_event, decode_record, encode_record
 from ._store_lock import LockRecord, lock_released, lock_renewed, lock_taken
@@ -138,13 +139,9 @@ class SQLiteStore(OffloadedStore):
     ) -> None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
             raise ConfigurationError("timeout must be a number of seconds >= 0")
-        if isinstance(timeline_limit, bool) or not isinstance(timeline_limit, int):
-            raise ConfigurationError("timeline_limit must be an int >= 1")
-        if timeline_limit < 1:
-            raise ConfigurationError("timeline_limit must be an int >= 1")
         self.path = Path(path)
         self.timeout = float(timeout)
-        self.timeline_limit = timeline_limit
+        self.timeline_limit = check_timeline_limit(timeline_limit)
         self._cipher = TokenCipher.coerce(encryption_keys)
         self._clock = clock if clock is not None else SystemClock()
         self._lock = threading.RLock()

@@ -54,6 +54,9 @@ __all__ = [
     "StoreUnavailableError",
     "StoredToken",
     "VersionConflictError",
+    "check_page",
+    "check_timeline_limit",
+    "check_token_put",
     "short_repr",
 ]
 
@@ -123,6 +126,13 @@ class StoredToken:
     version: int
     fence: int | None
     updated_at: float
+
+
+def check_timeline_limit(limit: object) -> int:
+    """Validate a store's ``timeline_limit``: an int >= 1 (the events kept per session)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigurationError("timeline_limit must be an int >= 1")
+    return limit
 
 
 def check_token_put(skew: float, fence: int | None) -> tuple[float, int | None]:
@@ -435,7 +445,7 @@ class MemoryStore(OffloadedStore):
         # plain lists trimmed by hand: a deque allocates ~600 bytes even for one event
         self._timelines: dict[str, list[Event]] = {}
         self._lock = threading.Lock()
-        self.timeline_limit = timeline_limit
+        self.timeline_limit = check_timeline_limit(timeline_limit)
         self._clock = clock if clock is not None else SystemClock()
         self._tokens: dict[str, StoredToken] = {}
         self._token_fences: dict[str, int] = {}  # kept after delete: fences never go back
