@@ -15,7 +15,8 @@ from typing import Any
 from ._errors import ConfigurationError
 from ._events import Event
 from ._model import SessionKind, SessionRecord, SessionStatus
-from ._store import CorruptRecordError, short_repr
+from ._store import CorruptRecordError
+from ._store_rules import short_repr
 
 __all__ = ["decode_event", "decode_record", "encode_record", "json_object"]
 
