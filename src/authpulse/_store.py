@@ -9,9 +9,11 @@ purge), and a bounded per-session timeline of events.
 Stores also keep each session's token set (``get_token`` / ``put_token``,
 guarded by fencing tokens) and named locks with a TTL (``lock``, see
 ``_store_lock``), which is how one refresh serves every process sharing a
-persistent store. The rules every store shares (argument checks, the query
-filter and page) are written once here; ``_open_store`` opens a store from
-a URL (``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``).
+persistent store. What the stores share is written once: the rules
+(``_store_rules``), the base classes here (:class:`StoreBase`, and
+:class:`OffloadedStore`, whose async operations run the sync ones directly or
+in a worker thread). ``_open_store`` opens a store from a URL
+(``memory://``, ``sqlite:///path.db``, ``redis://host:port/db``).
 """
 
 from __future__ import annotations
