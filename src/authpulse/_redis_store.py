@@ -47,7 +47,6 @@ from ._redis_wire import (
     Flow,
     Pipe,
     Step,
-    advance,
     parse_url,
     text,
     ttl_ms,
@@ -206,16 +205,22 @@ class RedisStore(StoreBase):
     # the two drivers: the same flow on redis.Redis or on redis.asyncio.Redis
 
     def _run(self, flow: Flow[_T]) -> _T:
-        step, result = advance(flow, None)
-        while step is not None:
-            step, result = advance(flow, self._do(step))
-        return result  # type: ignore[return-value]
+        try:
+            step = next(flow)
+            while True:
+                step = flow.send(self._do(step))
+        except StopIteration as done:
+            result: _T = done.value
+        return result
 
     async def _arun(self, flow: Flow[_T]) -> _T:
-        step, result = advance(flow, None)
-        while step is not None:
-            step, result = advance(flow, await self._ado(step))
-        return result  # type: ignore[return-value]
+        try:
+            step = next(flow)
+            while True:
+                step = flow.send(await self._ado(step))
+        except StopIteration as done:
+            result: _T = done.value
+        return result
 
     def _do(self, step: Step) -> Any:
         client = self._sync()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from collections.abc import Generator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
@@ -32,7 +32,6 @@ __all__ = [
     "Pipe",
     "Script",
     "Step",
-    "advance",
     "parse_url",
     "text",
     "ttl_ms",
@@ -161,25 +160,25 @@ return 0
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
+
+
+class Call(NamedTuple):
     """One command (``args`` and ``kwargs`` as redis-py takes them)."""
 
     name: str
     args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = _NO_KWARGS
 
 
-@dataclass(frozen=True, slots=True)
-class Pipe:
+class Pipe(NamedTuple):
     """Commands sent at once (``transaction``: MULTI/EXEC); the reply is their list."""
 
     calls: list[Call]
     transaction: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Eval:
+class Eval(NamedTuple):
     """A script by its SHA, loaded from its source if the server lacks it."""
 
     script: Script
@@ -191,14 +190,6 @@ Step = Call | Pipe | Eval
 _T = TypeVar("_T")
 #: an operation written once: yields steps, is sent their replies, returns its result
 Flow = Generator[Step, Any, _T]
-
-
-def advance(flow: Flow[_T], reply: Any) -> tuple[Step | None, _T | None]:
-    """(the flow's next step, None), or (None, its result) once it has returned."""
-    try:
-        return flow.send(reply), None
-    except StopIteration as done:
-        return None, done.value
 
 
 def text(value: object) -> str | None:

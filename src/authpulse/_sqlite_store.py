@@ -40,7 +40,7 @@ from ._store import (
     check_timeline_limit,
 )
 from ._store_codec import decode_event, decode_record, encode_record
-from ._store_lock import LockRecord, lock_released, lock_renewed, lock_taken
+from ._store_lock import LockRecord, lock_taken
 from ._tokens import TokenSet
 
 __all__ = ["SQLiteStore"]
@@ -446,12 +446,26 @@ class SQLiteStore(OffloadedStore):
         taken = self._lock_change(name, lambda cur, now: lock_taken(cur, holder, now, ttl))
         return None if taken is None else taken.fence
 
+    # release and renew are lock_released / lock_renewed as one statement each
+    # (no read first): the same rule, a holder whose TTL ran out holds nothing
+
     def lock_release(self, name: str, holder: str) -> bool:
-        return self._lock_change(name, lambda cur, now: lock_released(cur, holder, now)) is not None
+        with self._conn() as db:
+            cur = db.execute(
+                "UPDATE locks SET holder = NULL, expires_at = 0 "
+                "WHERE name = ? AND holder = ? AND expires_at > ?",
+                (name, holder, self._clock.now()),
+            )
+            return cur.rowcount > 0
 
     def lock_renew(self, name: str, holder: str, ttl: float) -> bool:
-        changed = self._lock_change(name, lambda cur, now: lock_renewed(cur, holder, now, ttl))
-        return changed is not None
+        with self._conn() as db:
+            now = self._clock.now()
+            cur = db.execute(
+                "UPDATE locks SET expires_at = ? WHERE name = ? AND holder = ? AND expires_at > ?",
+                (now + ttl, name, holder, now),
+            )
+            return cur.rowcount > 0
 
     # ------------------------------------------------------------------ closing
 

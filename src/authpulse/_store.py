@@ -443,24 +443,26 @@ class MemoryStore(OffloadedStore):
 
     # -- locks (records decided by _store_lock, TTLs on the clock's monotonic time)
 
-    def _lock_change(
-        self, name: str, change: Callable[[LockRecord | None], LockRecord | None]
-    ) -> LockRecord | None:
-        with self._lock:
-            changed = change(self._locks.get(name))
-            if changed is not None:
-                self._locks[name] = changed
-            return changed
-
     def lock_try(self, name: str, holder: str, ttl: float) -> int | None:
         now = self._clock.monotonic()
-        taken = self._lock_change(name, lambda cur: lock_taken(cur, holder, now, ttl))
-        return None if taken is None else taken.fence
+        with self._lock:
+            if (taken := lock_taken(self._locks.get(name), holder, now, ttl)) is None:
+                return None
+            self._locks[name] = taken
+            return taken.fence
 
     def lock_release(self, name: str, holder: str) -> bool:
         now = self._clock.monotonic()
-        return self._lock_change(name, lambda cur: lock_released(cur, holder, now)) is not None
+        with self._lock:
+            if (free := lock_released(self._locks.get(name), holder, now)) is None:
+                return False
+            self._locks[name] = free
+            return True
 
     def lock_renew(self, name: str, holder: str, ttl: float) -> bool:
         now = self._clock.monotonic()
-        return self._lock_change(name, lambda cur: lock_renewed(cur, holder, now, ttl)) is not None
+        with self._lock:
+            if (renewed := lock_renewed(self._locks.get(name), holder, now, ttl)) is None:
+                return False
+            self._locks[name] = renewed
+            return True

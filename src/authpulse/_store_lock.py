@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Generator
-from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from ._clock import Clock, SystemClock
 from ._errors import ConfigurationError, UsageError
@@ -47,8 +46,7 @@ def _check_ttl(ttl: float) -> float:
 # ------------------------------------------------------------------ lock records
 
 
-@dataclass(frozen=True, slots=True)
-class LockRecord:
+class LockRecord(NamedTuple):
     """A lock as a store keeps it: its holder (``None``: free), the last fence
     handed out for its name, and when the holder's TTL runs out."""
 
@@ -114,16 +112,9 @@ class LockBackend(Protocol):
 
 
 #: what the acquire flow asks its driver for: ``None`` is one ``lock_try`` (the
-#: reply is its fence), a number is a sleep of that many seconds of the clock
-_Wait = Generator[float | None, int | None, bool]
-
-
-def _advance(flow: _Wait, reply: int | None) -> float | bool | None:
-    """The flow's next step, or its result (a bool) once it has returned."""
-    try:
-        return flow.send(reply)
-    except StopIteration as done:
-        return bool(done.value)
+#: reply is its fence), a float a sleep of that many seconds of the clock, and
+#: a bool, its last step, the outcome
+_Wait = Generator[float | bool | None, int | None, None]
 
 
 class StoreLock:
@@ -183,7 +174,7 @@ class StoreLock:
 
     def _wait(self, holder: str, timeout: float | None) -> _Wait:
         """The acquire protocol, I/O-free: yields ``None`` for a try (sent back its
-        fence) or the seconds to sleep; returns whether the lock was taken."""
+        fence) or the seconds to sleep, and at last whether the lock was taken."""
         clock = self._clock
         deadline = None if timeout is None else clock.monotonic() + max(timeout, 0.0)
         delay = _POLL_MIN
@@ -191,10 +182,10 @@ class StoreLock:
             fence = yield None
             if fence is not None:
                 self._holder, self._fence = holder, fence
-                return True
+                yield True
             remaining = delay if deadline is None else deadline - clock.monotonic()
             if remaining <= 0:
-                return False
+                yield False
             yield min(delay, remaining)
             delay = min(delay * 2, _POLL_MAX)
 
@@ -220,9 +211,9 @@ class StoreLock:
         ``0``: one try). Returns whether it was taken."""
         holder = self._start()
         flow = self._wait(holder, timeout)
-        step = _advance(flow, None)
+        step = next(flow)
         while not isinstance(step, bool):
-            step = _advance(flow, self._do(holder, step))
+            step = flow.send(self._do(holder, step))
         return step
 
     # the twin of acquire(timeout): same signature on purpose
@@ -230,9 +221,9 @@ class StoreLock:
         """Async :meth:`acquire`."""
         holder = self._start()
         flow = self._wait(holder, timeout)
-        step = _advance(flow, None)
+        step = next(flow)
         while not isinstance(step, bool):
-            step = _advance(flow, await self._ado(holder, step))
+            step = flow.send(await self._ado(holder, step))
         return step
 
     def release(self) -> None:
