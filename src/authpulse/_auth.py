@@ -1,9 +1,9 @@
 """The httpx integration: one auth flow, driven by sync and async clients.
 
-``_flow`` is a generator that yields two kinds of things: ``_NeedToken``
-(the driver answers with the current token, refreshing if needed) and
-``httpx.Request`` (httpx answers with the response). ``sync_auth_flow`` and
-``async_auth_flow`` differ only in how they get a token.
+``_flow`` is a generator that yields two kinds of things: an ``Op`` for
+the token (the driver answers with the current token, refreshing if
+needed: ``sync_auth_flow`` runs its sync side, ``async_auth_flow`` awaits
+its async side) and ``httpx.Request`` (httpx answers with the response).
 
 ``SessionAuth`` is an ``httpx.Auth`` and an ``httpx2.Auth`` at once (of
 each installed one), so either library's client accepts it; the flow only
@@ -13,10 +13,11 @@ reads and sets headers, so the request may come from either.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from ._errors import ErrorClass
+from ._flow import Done, Op, Relay, advance
 from ._http import (
     BYTE_STREAM_TYPES,
     REQUEST_NOT_READ_ERRORS,
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
     from ._session import Session, _Current
 
 __all__ = ["SessionAuth"]
-
-
-@dataclass(frozen=True, slots=True)
-class _NeedToken:
-    rejected: int | None = None  # generation of a token the server refused
-
-
-_FIRST = _NeedToken()
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -86,21 +79,44 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
                 self._seen[key] = ok
         return ok
 
-    def _flow(
-        self, request: httpx.Request
-    ) -> Generator[_NeedToken | httpx.Request, _Current | httpx.Response, None]:
-        cur = cast("_Current", (yield _FIRST))
-        request.headers["Authorization"] = cur.header
-        response = cast(httpx.Response, (yield request))
-        if response.status_code != 401 or not _replayable(request):
-            return
-        if response.request.headers.get("Authorization") != cur.header:
-            return  # the 401 came from a redirect target that never saw our token
-        fresh = cast("_Current", (yield _NeedToken(rejected=cur.generation)))
-        if fresh.generation == cur.generation:
-            return  # no new token to try: hand the 401 to the caller
-        request.headers["Authorization"] = fresh.header
-        yield request  # the one replay; whatever comes back is final
+    def _flow(self, request: httpx.Request) -> Relay[httpx.Request]:
+        """The flow, written once: it yields an :class:`Op` for the token (the
+        driver answers with the current token, refreshing if needed) and the
+        request for httpx to send (httpx answers with the response), and
+        records what the request did on the session when it ends."""
+        session = self.session
+        outcome = _Outcome(session)
+        try:
+            before = session._cur
+            cur = cast("_Current", (yield Op(session._get_sync, session._get_async)))
+            outcome.waited = cur is not before
+            request.headers["Authorization"] = cur.header
+            response = cast(httpx.Response, (yield request))
+            outcome.status = response.status_code
+            if response.status_code != 401 or not _replayable(request):
+                return
+            if response.request.headers.get("Authorization") != cur.header:
+                return  # the 401 came from a redirect target that never saw our token
+            outcome.replayed = True
+            rejected = cur.generation
+            fresh = cast(
+                "_Current",
+                (
+                    yield Op(
+                        partial(session._after_401_sync, rejected),
+                        partial(session._after_401_async, rejected),
+                    )
+                ),
+            )
+            if fresh.generation == cur.generation:
+                return  # no new token to try: hand the 401 to the caller
+            request.headers["Authorization"] = fresh.header
+            response = cast(httpx.Response, (yield request))  # the one replay: final
+            outcome.status = response.status_code
+        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
+            outcome.record(failed=True)
+            raise
+        outcome.record(failed=False)
 
     @overload
     def auth_flow(
@@ -126,30 +142,14 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         if not self._allowed(request.url):
             yield request
             return
-        session = self.session
-        outcome = _Outcome(session)
         flow = self._flow(request)
-        try:
-            step = next(flow)
-            while True:
-                if isinstance(step, _NeedToken):
-                    before = session._cur
-                    if step.rejected is None:
-                        cur = session._get_sync()
-                        outcome.waited = cur is not before
-                    else:
-                        outcome.replayed = True
-                        cur = session._after_401_sync(step.rejected)
-                    step = flow.send(cur)
-                else:
-                    response = yield step
-                    outcome.status = response.status_code
-                    step = flow.send(response)
-        except StopIteration:
-            outcome.record(failed=False)
-        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
-            outcome.record(failed=True)
-            raise
+        step = advance(flow, None, None)
+        while not isinstance(step, Done):
+            try:  # an op runs here; a request goes to httpx
+                value, error = (step.sync() if isinstance(step, Op) else (yield step)), None
+            except BaseException as exc:  # GeneratorExit too: the flow records it
+                value, error = None, exc
+            step = advance(flow, value, error)
 
     @overload
     def async_auth_flow(
@@ -163,30 +163,14 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         if not self._allowed(request.url):
             yield request
             return
-        session = self.session
-        outcome = _Outcome(session)
         flow = self._flow(request)
-        try:
-            step = next(flow)
-            while True:
-                if isinstance(step, _NeedToken):
-                    before = session._cur
-                    if step.rejected is None:
-                        cur = await session._get_async()
-                        outcome.waited = cur is not before
-                    else:
-                        outcome.replayed = True
-                        cur = await session._after_401_async(step.rejected)
-                    step = flow.send(cur)
-                else:
-                    response = yield step
-                    outcome.status = response.status_code
-                    step = flow.send(response)
-        except StopIteration:
-            outcome.record(failed=False)
-        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
-            outcome.record(failed=True)
-            raise
+        step = advance(flow, None, None)
+        while not isinstance(step, Done):
+            try:
+                value, error = (await step.async_() if isinstance(step, Op) else (yield step)), None
+            except BaseException as exc:
+                value, error = None, exc
+            step = advance(flow, value, error)
 
 
 class _Outcome:

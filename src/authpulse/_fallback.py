@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Literal
 
 from pydantic import SecretStr
@@ -28,6 +29,7 @@ from ._errors import (
     OAuthError,
     TokenError,
 )
+from ._flow import Flow, Op, call, run_async, run_sync
 from ._sources import (
     ClientAuthMethod,
     FetchContext,
@@ -346,32 +348,25 @@ class FallbackChain:
             self._since = ctx.clock.monotonic()  # wait another period before retrying
 
     def fetch(self, ctx: FetchContext) -> Fetched:
+        return run_sync(self._flow(ctx))
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        return await run_async(self._flow(ctx))
+
+    def _flow(self, ctx: FetchContext) -> Flow[Fetched]:
+        """The chain, written once: each level is asked through its ``fetch``
+        (sync driver) or ``afetch`` (async driver)."""
         order = self._order(ctx)
         last: BaseException | None = None
         for i, level in enumerate(order):
+            source = self.levels[level]
             try:
-                fetched = self.levels[level].fetch(ctx)
+                fetched = yield from call(
+                    Op(partial(source.fetch, ctx), partial(source.afetch, ctx))
+                )
             except Exception as exc:
                 if i == 0 and level == 0 and self._level > 0:
                     self._failed_primary_retry(ctx)  # a quiet retry of the primary
-                    continue
-                if not moves_to_next_level(exc) or level == len(self.levels) - 1:
-                    raise
-                last = exc
-                continue
-            self._settle(level, ctx)
-            return replace(fetched, level=level)
-        raise last if last is not None else CredentialsUnavailableError("no level left")
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        order = self._order(ctx)
-        last: BaseException | None = None
-        for i, level in enumerate(order):
-            try:
-                fetched = await self.levels[level].afetch(ctx)
-            except Exception as exc:
-                if i == 0 and level == 0 and self._level > 0:
-                    self._failed_primary_retry(ctx)
                     continue
                 if not moves_to_next_level(exc) or level == len(self.levels) - 1:
                     raise
