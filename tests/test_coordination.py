@@ -21,6 +21,7 @@ from pydantic import SecretStr
 import authpulse
 import authpulse.testing
 from _redis import RedisServer, SlowProxy, redis_server_fixture  # noqa: F401 - fixture
+from _support import make_token
 from authpulse import (
     Clock,
     MemoryStore,
@@ -644,3 +645,38 @@ def test_a_lock_renewal_follows_the_clock_of_the_store(tmp_path: Path) -> None:
     assert clock.sleeps == []
     lock.release()
     store.close()
+
+
+class _CorruptThenFencedOut(_FencedOut):
+    """The stored set is unusable, the fenced write of its replacement is
+    refused, and the store fails right after."""
+
+    def get_token(self, session_id: str) -> authpulse.StoredToken | None:
+        self.reads += 1
+        if self.reads == 1:
+            raise authpulse.CorruptRecordError(session_id, "token", "not valid JSON")
+        raise StoreUnavailableError("gone")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_replaced_unusable_set_is_reported_even_when_the_write_is_fenced_out(
+    clock: FakeClock, mode: str
+) -> None:
+    """Sync and async refreshes report alike that the unusable record was
+    replaced in memory only (``written`` false)."""
+    session = Session(
+        authpulse.CallableSource(lambda current: make_token(clock.now())),
+        clock=clock,
+        store=_CorruptThenFencedOut(clock=clock),
+        store_key="user-42",
+    )
+    replaced: list[dict[str, Any]] = []
+    session.add_listener(
+        lambda kind, fields: replaced.append(fields) if kind == "token_record_replaced" else None
+    )
+    assert (session.token() if mode == "sync" else await session.atoken()) == "at_test_access_token"
+    assert replaced == [
+        {"error": "CorruptRecordError", "problem": "not valid JSON", "written": False}
+    ]
+    await session.aclose()

@@ -84,39 +84,42 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         driver answers with the current token, refreshing if needed) and the
         request for httpx to send (httpx answers with the response), and
         records what the request did on the session when it ends."""
-        session = self.session
-        outcome = _Outcome(session)
+        outcome = _Outcome(self.session)
         try:
-            before = session._cur
-            cur = cast("_Current", (yield Op(session._get_sync, session._get_async)))
-            outcome.waited = cur is not before
-            request.headers["Authorization"] = cur.header
-            response = cast(httpx.Response, (yield request))
-            outcome.status = response.status_code
-            if response.status_code != 401 or not _replayable(request):
-                return
-            if response.request.headers.get("Authorization") != cur.header:
-                return  # the 401 came from a redirect target that never saw our token
-            outcome.replayed = True
-            rejected = cur.generation
-            fresh = cast(
-                "_Current",
-                (
-                    yield Op(
-                        partial(session._after_401_sync, rejected),
-                        partial(session._after_401_async, rejected),
-                    )
-                ),
-            )
-            if fresh.generation == cur.generation:
-                return  # no new token to try: hand the 401 to the caller
-            request.headers["Authorization"] = fresh.header
-            response = cast(httpx.Response, (yield request))  # the one replay: final
-            outcome.status = response.status_code
+            yield from self._steps(request, outcome)
         except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
             outcome.record(failed=True)
             raise
         outcome.record(failed=False)
+
+    def _steps(self, request: httpx.Request, outcome: _Outcome) -> Relay[httpx.Request]:
+        session = self.session
+        before = session._cur
+        cur = cast("_Current", (yield Op(session._get_sync, session._get_async)))
+        outcome.waited = cur is not before
+        request.headers["Authorization"] = cur.header
+        response = cast(httpx.Response, (yield request))
+        outcome.status = response.status_code
+        if response.status_code != 401 or not _replayable(request):
+            return
+        if response.request.headers.get("Authorization") != cur.header:
+            return  # the 401 came from a redirect target that never saw our token
+        outcome.replayed = True
+        rejected = cur.generation
+        fresh = cast(
+            "_Current",
+            (
+                yield Op(
+                    partial(session._after_401_sync, rejected),
+                    partial(session._after_401_async, rejected),
+                )
+            ),
+        )
+        if fresh.generation == cur.generation:
+            return  # no new token to try: hand the 401 to the caller
+        request.headers["Authorization"] = fresh.header
+        response = cast(httpx.Response, (yield request))  # the one replay: final
+        outcome.status = response.status_code
 
     @overload
     def auth_flow(

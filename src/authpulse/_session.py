@@ -25,6 +25,7 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from pydantic import SecretStr
@@ -40,6 +41,7 @@ from ._errors import (
     TokenResponseError,
     UsageError,
 )
+from ._flow import Flow, Op, call, run_async, run_sync
 from ._health import HealthReport, HealthSignals, compute_health
 from ._http import async_client_for, client_for, every, httpx, parse_origins
 from ._model import check_id
@@ -843,9 +845,11 @@ class Session:
         cur = self._cur
         return cur.token if cur else None
 
-    # -- sync shell ---------------------------------------------------------------------
+    # -- the refresh, written once ------------------------------------------------------
 
-    def _get_sync(self) -> _Current:
+    def _usable_now(self, background: Callable[[], None]) -> _Current | None:
+        """The current token if it can be served now (starting a ``background``
+        refresh while it is STALE), or ``None``: the caller must wait."""
         cur = self._cur
         if self._closed:
             self._check_open()
@@ -854,56 +858,74 @@ class Session:
             if now < cur.refresh_at:
                 return cur
             if now < cur.expires_at:
-                self._background_sync()
+                background()
                 return cur
-        return self._wait_sync("expired")
+        return None
 
-    def _wait_sync(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
-        claimed, leader = self._claim_emit(reason, rejected, None)
+    def _waiting(
+        self,
+        reason: RefreshReason,
+        rejected: int | None,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> Flow[_Current]:
+        """Join the refresh (leading it if none runs) and wait for its token.
+
+        A sync leader runs the refresh in place; an async one runs it as a
+        task of its own, so that a cancelled waiter never cancels it. Every
+        waiter waits at most ``retry.deadline`` plus a grace period.
+        """
+        claimed, leader = self._claim_emit(reason, rejected, loop)
         if isinstance(claimed, _Current):
             return claimed
         if leader:
-            self._run_sync(claimed, reason)
+            yield Op(
+                partial(self._run_sync, claimed, reason),
+                partial(self._aspawn, claimed, reason, loop),
+            )
         else:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is not None and running is self._flight_loop:
-                raise UsageError(
-                    "a sync token call inside the event loop cannot wait for a "
-                    "refresh running on that loop; use atoken()"
-                )
-        try:
-            return claimed.result(timeout=self.retry.deadline + 5.0)
-        except concurrent.futures.TimeoutError:
-            raise RefreshError("timed out waiting for the token refresh") from None
+            yield Op(self._check_not_on_flight_loop, _nothing)
+        timeout = self.retry.deadline + _WAIT_GRACE
+        cur: _Current = yield Op(
+            partial(_result, claimed, timeout), partial(_aresult, claimed, timeout)
+        )
+        return cur
 
-    def _run_sync(self, fut: concurrent.futures.Future[_Current], reason: RefreshReason) -> None:
+    def _check_not_on_flight_loop(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None and running is self._flight_loop:
+            raise UsageError(
+                "a sync token call inside the event loop cannot wait for a "
+                "refresh running on that loop; use atoken()"
+            )
+
+    def _refresh(
+        self, fut: concurrent.futures.Future[_Current], reason: RefreshReason
+    ) -> Flow[None]:
+        """One refresh by the leader: fetch (through the store's protocol when
+        there is a store), accept, call the hook, install; the outcome goes to
+        ``fut``, which every waiter shares."""
         try:
             coord = self._coord
             discarded: CorruptRecordError | None = None
             written = False
             if coord is None:
-                fetched = self.source.fetch(self._context(self._current_for_fetch()))
+                fetched = yield from call(self._fetch_op(self._current_for_fetch(), None))
                 adopted = False
             else:
-                out = coord.run(
-                    reason,
-                    self._current_for_fetch(),
-                    self._rejected_access(reason),
-                    lambda current, afresh: self.source.fetch(self._context(current, afresh)),
+                out = yield from coord.flow(
+                    reason, self._current_for_fetch(), self._rejected_access(reason), self._fetch_op
                 )
                 fetched, adopted = out.fetched, out.adopted
                 discarded, written = out.discarded, out.version is not None
-            token = self._accept(fetched)
+            token: TokenSet = yield Op(
+                partial(self._accept, fetched), partial(self._aaccept, fetched)
+            )
             if self._hook is not None and not adopted:
                 try:
-                    if self._hook_is_async:
-                        hook = cast("Callable[[TokenSet], Awaitable[None]]", self._hook)
-                        run_coroutine_blocking(hook, token)
-                    else:
-                        self._hook(token)
+                    yield Op(partial(self._call_hook, token), partial(self._acall_hook, token))
                 except Exception as exc:
                     self._hook_failed(exc)
             cur = self._install(fetched, reason, adopted=adopted)
@@ -917,14 +939,52 @@ class Session:
         else:
             fut.set_result(cur)
 
+    def _fetch_op(self, current: TokenSet | None, afresh: str | None) -> Op[Fetched]:
+        ctx = self._context(current, afresh)
+        return Op(partial(self.source.fetch, ctx), partial(self.source.afetch, ctx))
+
+    async def _aaccept(self, fetched: Fetched) -> TokenSet:
+        # verification may fetch the JWKS over blocking HTTP: keep it off the event loop
+        if self._verifier is not None:
+            return await asyncio.to_thread(self._accept, fetched)
+        return self._accept(fetched)
+
+    def _call_hook(self, token: TokenSet) -> None:
+        if self._hook_is_async:
+            hook = cast("Callable[[TokenSet], Awaitable[None]]", self._hook)
+            run_coroutine_blocking(hook, token)
+        elif self._hook is not None:
+            self._hook(token)
+
+    async def _acall_hook(self, token: TokenSet) -> None:
+        result = self._hook(token) if self._hook is not None else None
+        if inspect.isawaitable(result):
+            await result
+
     def _rejected_access(self, reason: RefreshReason) -> SecretStr | None:
         cur = self._cur
         return SecretStr(cur.access) if reason == "rejected" and cur is not None else None
 
-    def _background_sync(self) -> None:
+    def _background_due(self) -> bool:
+        """Whether a background refresh may start now (none runs, none failed lately)."""
         if self._flight is not None or self._closed:
-            return
-        if self.clock.monotonic() < self._next_bg_attempt:
+            return False
+        return self.clock.monotonic() >= self._next_bg_attempt
+
+    # -- sync shell ---------------------------------------------------------------------
+
+    def _get_sync(self) -> _Current:
+        cur = self._usable_now(self._background_sync)
+        return cur if cur is not None else self._wait_sync("expired")
+
+    def _wait_sync(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
+        return run_sync(self._waiting(reason, rejected, None))
+
+    def _run_sync(self, fut: concurrent.futures.Future[_Current], reason: RefreshReason) -> None:
+        run_sync(self._refresh(fut, reason))
+
+    def _background_sync(self) -> None:
+        if not self._background_due():
             return
         claimed, leader = self._claim_emit("stale", None, None)
         if not leader or isinstance(claimed, _Current):
@@ -948,26 +1008,19 @@ class Session:
     # -- async shell --------------------------------------------------------------------
 
     async def _get_async(self) -> _Current:
-        cur = self._cur
-        if self._closed:
-            self._check_open()
-        if cur is not None:
-            now = self.clock.now()
-            if now < cur.refresh_at:
-                return cur
-            if now < cur.expires_at:
-                self._background_async()
-                return cur
-        return await self._wait_async("expired")
+        cur = self._usable_now(self._background_async)
+        return cur if cur is not None else await self._wait_async("expired")
 
     async def _wait_async(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
-        loop = asyncio.get_running_loop()
-        claimed, leader = self._claim_emit(reason, rejected, loop)
-        if isinstance(claimed, _Current):
-            return claimed
-        if leader:
-            self._spawn(claimed, reason, loop)
-        return await asyncio.shield(asyncio.wrap_future(claimed))
+        return await run_async(self._waiting(reason, rejected, asyncio.get_running_loop()))
+
+    async def _aspawn(
+        self,
+        fut: concurrent.futures.Future[_Current],
+        reason: RefreshReason,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        self._spawn(fut, reason, loop or asyncio.get_running_loop())
 
     def _spawn(
         self,
@@ -985,51 +1038,10 @@ class Session:
     async def _run_async(
         self, fut: concurrent.futures.Future[_Current], reason: RefreshReason
     ) -> None:
-        try:
-            coord = self._coord
-            discarded: CorruptRecordError | None = None
-            written = False
-            if coord is None:
-                fetched = await self.source.afetch(self._context(self._current_for_fetch()))
-                adopted = False
-            else:
-
-                async def fetch(current: TokenSet | None, afresh: str | None) -> Fetched:
-                    return await self.source.afetch(self._context(current, afresh))
-
-                out = await coord.arun(
-                    reason, self._current_for_fetch(), self._rejected_access(reason), fetch
-                )
-                fetched, adopted = out.fetched, out.adopted
-                discarded, written = out.discarded, out.version is not None
-            # verification may fetch the JWKS over blocking HTTP: keep it off the event loop
-            token = (
-                await asyncio.to_thread(self._accept, fetched)
-                if self._verifier is not None
-                else self._accept(fetched)
-            )
-            if self._hook is not None and not adopted:
-                try:
-                    result = self._hook(token)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception as exc:
-                    self._hook_failed(exc)
-            cur = self._install(fetched, reason, adopted=adopted)
-            if discarded is not None:
-                self._record_replaced(discarded, written=written)
-        except BaseException as exc:
-            self._fail(exc, reason)
-            fut.set_exception(self._as_waiter_error(exc))
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            fut.set_result(cur)
+        await run_async(self._refresh(fut, reason))
 
     def _background_async(self) -> None:
-        if self._flight is not None or self._closed:
-            return
-        if self.clock.monotonic() < self._next_bg_attempt:
+        if not self._background_due():
             return
         loop = asyncio.get_running_loop()
         claimed, leader = self._claim_emit("stale", None, loop)
@@ -1043,6 +1055,25 @@ class Session:
 
     async def _after_401_async(self, rejected: int) -> _Current:
         return await self._wait_async("rejected", rejected)
+
+
+def _result(fut: concurrent.futures.Future[_Current], seconds: float) -> _Current:
+    try:
+        return fut.result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        raise RefreshError("timed out waiting for the token refresh") from None
+
+
+async def _aresult(fut: concurrent.futures.Future[_Current], seconds: float) -> _Current:
+    try:
+        async with asyncio.timeout(seconds):
+            return await asyncio.shield(asyncio.wrap_future(fut))
+    except TimeoutError:
+        raise RefreshError("timed out waiting for the token refresh") from None
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _check_arguments(
@@ -1107,6 +1138,9 @@ def _level_name(source: TokenSource, level: int) -> str:
         return type(levels[level]).__name__
     return type(source).__name__
 
+
+#: how much longer than the refresh's deadline a waiter waits for it (real seconds)
+_WAIT_GRACE = 5.0
 
 _DEFAULT_POLICY = RefreshPolicy()
 _DEFAULT_RETRY = TokenRetry()
