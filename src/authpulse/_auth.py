@@ -3,7 +3,8 @@
 ``_flow`` is a generator that yields two kinds of things: an ``Op`` for
 the token (the driver answers with the current token, refreshing if
 needed: ``sync_auth_flow`` runs its sync side, ``async_auth_flow`` awaits
-its async side) and ``httpx.Request`` (httpx answers with the response).
+its async side) and ``httpx.Request`` (httpx answers with the response);
+``_flow.relay_sync`` and ``relay_async`` drive it.
 
 ``SessionAuth`` is an ``httpx.Auth`` and an ``httpx2.Auth`` at once (of
 each installed one), so either library's client accepts it; the flow only
@@ -17,7 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from ._errors import ErrorClass
-from ._flow import Done, Op, Relay, advance
+from ._flow import Op, Relay, relay_async, relay_sync
 from ._http import (
     BYTE_STREAM_TYPES,
     REQUEST_NOT_READ_ERRORS,
@@ -83,7 +84,11 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         """The flow, written once: it yields an :class:`Op` for the token (the
         driver answers with the current token, refreshing if needed) and the
         request for httpx to send (httpx answers with the response), and
-        records what the request did on the session when it ends."""
+        records what the request did on the session when it ends. A request
+        to an origin not allowed goes out as it is."""
+        if not self._allowed(request.url):
+            yield request
+            return
         outcome = _Outcome(self.session)
         try:
             yield from self._steps(request, outcome)
@@ -122,18 +127,6 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         outcome.status = response.status_code
 
     @overload
-    def auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]: ...
-    @overload
-    def auth_flow(
-        self, request: httpx2.Request
-    ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
-    def auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        """The sync flow (what the library's ``Auth.sync_auth_flow`` would run)."""
-        return self.sync_auth_flow(request)
-
-    @overload
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]: ...
@@ -142,17 +135,10 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         self, request: httpx2.Request
     ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        if not self._allowed(request.url):
-            yield request
-            return
-        flow = self._flow(request)
-        step = advance(flow, None, None)
-        while not isinstance(step, Done):
-            try:  # an op runs here; a request goes to httpx
-                value, error = (step.sync() if isinstance(step, Op) else (yield step)), None
-            except BaseException as exc:  # GeneratorExit too: the flow records it
-                value, error = None, exc
-            step = advance(flow, value, error)
+        return relay_sync(self._flow(request))
+
+    #: the sync flow too (what the library's ``Auth.sync_auth_flow`` would run)
+    auth_flow = sync_auth_flow
 
     @overload
     def async_auth_flow(
@@ -162,18 +148,8 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
     def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]: ...
-    async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        if not self._allowed(request.url):
-            yield request
-            return
-        flow = self._flow(request)
-        step = advance(flow, None, None)
-        while not isinstance(step, Done):
-            try:
-                value, error = (await step.async_() if isinstance(step, Op) else (yield step)), None
-            except BaseException as exc:
-                value, error = None, exc
-            step = advance(flow, value, error)
+    def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        return relay_async(self._flow(request))
 
 
 class _Outcome:

@@ -22,11 +22,22 @@ what its driver returns.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Done", "Flow", "Op", "Relay", "advance", "call", "run_async", "run_sync"]
+__all__ = [
+    "Done",
+    "Flow",
+    "Op",
+    "Relay",
+    "advance",
+    "call",
+    "relay_async",
+    "relay_sync",
+    "run_async",
+    "run_sync",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -91,3 +102,27 @@ async def run_async(flow: Flow[R]) -> R:
             value, error = None, exc
         step = advance(flow, value, error)
     return step.value  # type: ignore[no-any-return]
+
+
+def relay_sync(flow: Relay[T]) -> Generator[T, Any, None]:
+    """Drive a :data:`Relay` from a generator: ops run here, every other step
+    is yielded to the caller, which sends its answer back (httpx's sync auth
+    flow). Whatever the caller throws in, or a ``close()``, reaches the flow."""
+    step = advance(flow, None, None)
+    while not isinstance(step, Done):
+        try:
+            value, error = (step.sync() if isinstance(step, Op) else (yield step)), None
+        except BaseException as exc:  # GeneratorExit too: the flow sees it
+            value, error = None, exc
+        step = advance(flow, value, error)
+
+
+async def relay_async(flow: Relay[T]) -> AsyncGenerator[T, Any]:
+    """:func:`relay_sync` from an async generator, awaiting each op."""
+    step = advance(flow, None, None)
+    while not isinstance(step, Done):
+        try:
+            value, error = (await step.async_() if isinstance(step, Op) else (yield step)), None
+        except BaseException as exc:
+            value, error = None, exc
+        step = advance(flow, value, error)

@@ -16,8 +16,9 @@ import inspect
 import json
 import random
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 from urllib.parse import quote
 
@@ -34,6 +35,7 @@ from ._errors import (
     TokenError,
     TokenResponseError,
 )
+from ._flow import Flow, Op, run_async, run_sync
 from ._http import (
     REQUEST_ERRORS,
     TIMEOUT_ERRORS,
@@ -352,15 +354,91 @@ class OAuthGrant:
         its cause is a copy of ``exc`` without the request)."""
         return _request_error(exc, self.endpoint, Redacted(self._secrets(ctx.current)))
 
-    def _exchange(
+    def fetch(self, ctx: FetchContext) -> Fetched:
+        return run_sync(self._fetch(ctx))
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        return await run_async(self._fetch(ctx))
+
+    def _fetch(self, ctx: FetchContext) -> Flow[Fetched]:
+        """The token request with its retries, written once: the sync driver
+        sends it with the session's ``httpx.Client`` and sleeps on the clock,
+        the async one with its ``AsyncClient`` and ``asleep``."""
+        deadline = ctx.clock.monotonic() + ctx.retry.deadline
+        client: Any = yield Op(ctx.http, partial(_async_value, ctx.ahttp))
+        http = backend_of(client)
+        sleeps: list[float] = []  # tenacity asks; the driver sleeps
+        retrying = tenacity.Retrying(
+            sleep=sleeps.append,
+            **retrying_kwargs(
+                ctx.retry,
+                clock=ctx.clock,
+                deadline=deadline,
+                rng=ctx.rng,
+                on_retry=self._on_retry(ctx),
+            ),
+        )
+        fetched: Fetched | None = None
+        try:
+            for attempt in retrying:
+                if sleeps:
+                    pause = sleeps.pop()
+                    yield Op(partial(ctx.clock.sleep, pause), partial(ctx.clock.asleep, pause))
+                ctx.attempts += 1
+                permit = ctx.breaker.before_call() if ctx.breaker is not None else None
+                exchange = Op(
+                    partial(self._exchange_sync, client, ctx, deadline, http),
+                    partial(self._exchange_async, client, ctx, deadline, http),
+                )
+                failure: Exception | None = None
+                try:
+                    with _guarded(permit):
+                        fetched = _fetched((yield exchange))
+                except Exception as exc:  # judged by tenacity, below
+                    failure = exc
+                with attempt:
+                    if failure is not None:
+                        raise failure
+        except TokenEndpointError as exc:
+            exc.attempts = ctx.attempts
+            raise
+        if fetched is None:  # pragma: no cover - tenacity returns only after a success
+            raise TokenError("the token request ended without an answer")
+        return fetched
+
+    def _exchange_sync(
         self, client: httpx.Client, ctx: FetchContext, deadline: float, http: HttpModule | None
     ) -> Fetched | TokenError:
+        return run_sync(self._exchange(client, ctx, deadline, http))
+
+    async def _exchange_async(
+        self,
+        client: httpx.AsyncClient,
+        ctx: FetchContext,
+        deadline: float,
+        http: HttpModule | None,
+    ) -> Fetched | TokenError:
+        """The whole async attempt also runs under an ``asyncio`` timeout of what
+        the deadline leaves."""
+        try:
+            async with asyncio.timeout(max(deadline - ctx.clock.monotonic(), 0.001)):
+                return await run_async(self._exchange(client, ctx, deadline, http))
+        except TimeoutError:
+            return _BodyReader(self.endpoint, ctx).timed_out()
+
+    def _exchange(
+        self, client: Any, ctx: FetchContext, deadline: float, http: HttpModule | None
+    ) -> Flow[Fetched | TokenError]:
         """One attempt: send, read the body (bounded in size and by the deadline),
-        parse. Errors are returned, to be raised where no secret is in scope."""
+        parse. Errors are returned, to be raised where no secret is in scope.
+        ``client`` is the driver's own: an ``httpx.Client`` or ``AsyncClient``."""
         reader = _BodyReader(self.endpoint, ctx)
         request = self._request_with_timeout(ctx, deadline, http)
         try:
-            response = client.send(request, stream=True)
+            response: httpx.Response = yield Op(
+                partial(client.send, request, stream=True),
+                partial(client.send, request, stream=True),
+            )
         except REQUEST_ERRORS as exc:
             return self._failed(exc, ctx)
         finally:
@@ -369,7 +447,12 @@ class OAuthGrant:
         try:
             body = reader.start(response)
             if body is None:
-                for chunk in response.iter_raw() if reader.raw else response.iter_bytes():
+                chunks = yield Op(
+                    partial(_chunks, response, reader.raw), partial(_achunks, response, reader.raw)
+                )
+                while (
+                    chunk := (yield Op(partial(next, chunks, None), partial(anext, chunks, None)))
+                ) is not None:
                     body = reader.feed(chunk, deadline)
                     if body is not None:
                         break
@@ -378,105 +461,29 @@ class OAuthGrant:
         except REQUEST_ERRORS as exc:
             return self._failed(exc, ctx)
         finally:
-            response.close()
+            yield Op(response.close, response.aclose)
         if not isinstance(body, bytes):
             return body if body is not None else reader.timed_out()
         return self._outcome(response.status_code, response.headers, body, ctx)
 
-    async def _aexchange(
-        self,
-        client: httpx.AsyncClient,
-        ctx: FetchContext,
-        deadline: float,
-        http: HttpModule | None,
-    ) -> Fetched | TokenError:
-        """The async twin of :meth:`_exchange`; the whole attempt also runs under
-        an ``asyncio`` timeout of what the deadline leaves."""
-        reader = _BodyReader(self.endpoint, ctx)
-        response: httpx.Response | None = None
-        body: bytes | TokenError | None = None
-        try:
-            async with asyncio.timeout(max(deadline - ctx.clock.monotonic(), 0.001)):
-                request = self._request_with_timeout(ctx, deadline, http)
-                try:
-                    response = await client.send(request, stream=True)
-                finally:
-                    del request
-                body = reader.start(response)
-                if body is None:
-                    chunks = response.aiter_raw() if reader.raw else response.aiter_bytes()
-                    async for chunk in chunks:
-                        body = reader.feed(chunk, deadline)
-                        if body is not None:
-                            break
-                    else:
-                        body = reader.finish()
-        except REQUEST_ERRORS as exc:
-            return self._failed(exc, ctx)
-        except TimeoutError:
-            return reader.timed_out()
-        finally:
-            if response is not None:
-                await response.aclose()
-        if not isinstance(body, bytes) or response is None:
-            return body if isinstance(body, TokenError) else reader.timed_out()
-        return self._outcome(response.status_code, response.headers, body, ctx)
 
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        deadline = ctx.clock.monotonic() + ctx.retry.deadline
-        client = ctx.http()
-        http = backend_of(client)
+def _fetched(outcome: Fetched | TokenError) -> Fetched:
+    if isinstance(outcome, TokenError):
+        raise outcome
+    return outcome
 
-        def attempt() -> Fetched:
-            ctx.attempts += 1
-            permit = ctx.breaker.before_call() if ctx.breaker is not None else None
-            with _guarded(permit):
-                outcome = self._exchange(client, ctx, deadline, http)
-                if isinstance(outcome, TokenError):
-                    raise outcome
-                return outcome
 
-        retrying = tenacity.Retrying(
-            sleep=ctx.clock.sleep,
-            **retrying_kwargs(
-                ctx.retry,
-                clock=ctx.clock,
-                deadline=deadline,
-                rng=ctx.rng,
-                on_retry=self._on_retry(ctx),
-            ),
-        )
-        return _with_attempts(lambda: retrying(attempt), ctx)
+def _chunks(response: httpx.Response, raw: bool) -> Iterator[bytes]:
+    return iter(response.iter_raw() if raw else response.iter_bytes())
 
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        deadline = ctx.clock.monotonic() + ctx.retry.deadline
-        client = ctx.ahttp()
-        http = backend_of(client)
 
-        async def attempt() -> Fetched:
-            ctx.attempts += 1
-            permit = ctx.breaker.before_call() if ctx.breaker is not None else None
-            with _guarded(permit):
-                outcome = await self._aexchange(client, ctx, deadline, http)
-                if isinstance(outcome, TokenError):
-                    raise outcome
-                return outcome
+async def _achunks(response: httpx.Response, raw: bool) -> AsyncIterator[bytes]:
+    return aiter(response.aiter_raw() if raw else response.aiter_bytes())
 
-        retrying = tenacity.AsyncRetrying(
-            sleep=ctx.clock.asleep,
-            **retrying_kwargs(
-                ctx.retry,
-                clock=ctx.clock,
-                deadline=deadline,
-                rng=ctx.rng,
-                on_retry=self._on_retry(ctx),
-            ),
-        )
-        try:
-            return await retrying(attempt)
-        except TokenEndpointError as exc:
-            exc.attempts = ctx.attempts
-            raise
+
+async def _async_value(fn: Callable[[], _T]) -> _T:
+    """``fn()`` as an async op's side (for the few steps that do no I/O)."""
+    return fn()
 
 
 def _iat_of(content: bytes) -> float | None:
@@ -628,14 +635,6 @@ class _BodyReader:
         body = b"".join(self._chunks)
         self._chunks.clear()
         return body
-
-
-def _with_attempts(call: Callable[[], Fetched], ctx: FetchContext) -> Fetched:
-    try:
-        return call()
-    except TokenEndpointError as exc:
-        exc.attempts = ctx.attempts
-        raise
 
 
 @contextlib.contextmanager
