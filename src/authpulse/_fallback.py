@@ -11,7 +11,6 @@ itself and then reported, so a session with a still-valid token stays
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -36,7 +35,7 @@ from ._sources import (
     Fetched,
     OAuthGrant,
     TokenSource,
-    run_coroutine_blocking,
+    either_op,
 )
 from ._tokens import TokenSet
 
@@ -174,7 +173,6 @@ class SilentReauth:
         if not callable(fn):
             raise ConfigurationError("SilentReauth needs a callable")
         self._fn = fn
-        self._is_async = inspect.iscoroutinefunction(fn)
         self.name = name
 
     def __repr__(self) -> str:
@@ -189,23 +187,10 @@ class SilentReauth:
         return Fetched(result, None)
 
     def fetch(self, ctx: FetchContext) -> Fetched:
-        if self._is_async:
-            fn = self._fn
-
-            async def call(cur: TokenSet | None) -> TokenSet | None:
-                result = fn(cur)
-                return await result if inspect.isawaitable(result) else result
-
-            return self._check(run_coroutine_blocking(call, ctx.current))
-        return self._check(self._fn(ctx.current))
+        return self._check(either_op(self._fn, ctx.current, offload=True).sync())
 
     async def afetch(self, ctx: FetchContext) -> Fetched:
-        import asyncio
-
-        if self._is_async:
-            result = self._fn(ctx.current)
-            return self._check(await result if inspect.isawaitable(result) else result)
-        return self._check(await asyncio.to_thread(self._fn, ctx.current))
+        return self._check(await either_op(self._fn, ctx.current, offload=True).async_())
 
 
 LoginHook = Callable[[LoginRequiredError], None] | Callable[[LoginRequiredError], Awaitable[None]]
@@ -242,25 +227,16 @@ class LoginRequired:
         return LoginRequiredError(self.login_url, reason=reason)
 
     def fetch(self, ctx: FetchContext) -> Fetched:
-        err = self._error(ctx)
-        hook = self._hook
-        if hook is not None:
-            try:
-                if inspect.iscoroutinefunction(hook):
-                    run_coroutine_blocking(hook, err)
-                else:
-                    hook(err)
-            except Exception:
-                log.exception("on_login_required hook failed", extra=_LOGIN_HOOK_FAILED)
-        raise err
+        return run_sync(self._flow(ctx))
 
     async def afetch(self, ctx: FetchContext) -> Fetched:
+        return await run_async(self._flow(ctx))
+
+    def _flow(self, ctx: FetchContext) -> Flow[Fetched]:
         err = self._error(ctx)
         if self._hook is not None:
             try:
-                result = self._hook(err)
-                if inspect.isawaitable(result):
-                    await result
+                yield either_op(self._hook, err, offload=False)
             except Exception:
                 log.exception("on_login_required hook failed", extra=_LOGIN_HOOK_FAILED)
         raise err

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import math
 import random
@@ -26,7 +25,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
@@ -47,7 +46,7 @@ from ._http import async_client_for, client_for, every, httpx, parse_origins
 from ._model import check_id
 from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
-from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
+from ._sources import FetchContext, Fetched, TokenSource, either_op
 from ._stats import RequestStats, RequestWindow
 from ._store import CorruptRecordError, SessionStore
 from ._tokens import JWTVerifier, TokenSet
@@ -136,7 +135,6 @@ class Session:
         "_flight_loop",
         "_generation",
         "_hook",
-        "_hook_is_async",
         "_http",
         "_last_error",
         "_last_error_class",
@@ -251,9 +249,6 @@ class Session:
         self._stale_served: list[float] | None = None
         self.origins = parse_origins(origins)
         self._hook = on_token_update
-        self._hook_is_async = on_token_update is not None and inspect.iscoroutinefunction(
-            on_token_update
-        )
         self._verifier = verifier
         self._transport = transport
         self._async_transport = async_transport
@@ -925,7 +920,7 @@ class Session:
             )
             if self._hook is not None and not adopted:
                 try:
-                    yield Op(partial(self._call_hook, token), partial(self._acall_hook, token))
+                    yield either_op(self._hook, token, offload=False)
                 except Exception as exc:
                     self._hook_failed(exc)
             cur = self._install(fetched, reason, adopted=adopted)
@@ -948,18 +943,6 @@ class Session:
         if self._verifier is not None:
             return await asyncio.to_thread(self._accept, fetched)
         return self._accept(fetched)
-
-    def _call_hook(self, token: TokenSet) -> None:
-        if self._hook_is_async:
-            hook = cast("Callable[[TokenSet], Awaitable[None]]", self._hook)
-            run_coroutine_blocking(hook, token)
-        elif self._hook is not None:
-            self._hook(token)
-
-    async def _acall_hook(self, token: TokenSet) -> None:
-        result = self._hook(token) if self._hook is not None else None
-        if inspect.isawaitable(result):
-            await result
 
     def _rejected_access(self, reason: RefreshReason) -> SecretStr | None:
         cur = self._cur

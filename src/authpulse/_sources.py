@@ -19,7 +19,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import tenacity
@@ -66,6 +66,7 @@ __all__ = [
     "OAuthGrant",
     "RefreshTokenGrant",
     "TokenSource",
+    "either_op",
     "run_coroutine_blocking",
 ]
 
@@ -90,6 +91,24 @@ def run_coroutine_blocking(fn: Callable[[_A], Awaitable[_T]], arg: _A) -> _T:
         return asyncio.run(main())
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="authpulse-sync") as ex:
         return ex.submit(asyncio.run, main()).result()
+
+
+def either_op(fn: Callable[[_A], Any], arg: _A, *, offload: bool) -> Op[Any]:
+    """The op of calling ``fn(arg)``, a plain or a coroutine function, from either
+    driver: sync code runs a coroutine function on a private loop
+    (:func:`run_coroutine_blocking`); async code awaits it, and runs a plain
+    function in a worker thread if ``offload`` (it may block), else in place.
+    A plain function's awaitable result is awaited in async code."""
+    if inspect.iscoroutinefunction(fn):
+        return Op(partial(run_coroutine_blocking, fn, arg), partial(_awaited, fn, arg))
+    if offload:
+        return Op(partial(fn, arg), partial(asyncio.to_thread, fn, arg))
+    return Op(partial(fn, arg), partial(_awaited, fn, arg))
+
+
+async def _awaited(fn: Callable[[_A], Any], arg: _A) -> Any:
+    result = fn(arg)
+    return await result if inspect.isawaitable(result) else result
 
 
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
@@ -801,7 +820,6 @@ class CallableSource:
         if not callable(fn):
             raise ConfigurationError("CallableSource needs a callable")
         self._fn = fn
-        self._is_async = inspect.iscoroutinefunction(fn)
         self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
 
     def __repr__(self) -> str:
@@ -814,12 +832,7 @@ class CallableSource:
         return Fetched(result, None)
 
     def fetch(self, ctx: FetchContext) -> Fetched:
-        if self._is_async:
-            fn = cast("AsyncTokenFn", self._fn)
-            return self._check(run_coroutine_blocking(fn, ctx.current))
-        return self._check(self._fn(ctx.current))
+        return self._check(either_op(self._fn, ctx.current, offload=True).sync())
 
     async def afetch(self, ctx: FetchContext) -> Fetched:
-        if self._is_async:
-            return self._check(await self._fn(ctx.current))  # type: ignore[misc]
-        return self._check(await asyncio.to_thread(self._fn, ctx.current))
+        return self._check(await either_op(self._fn, ctx.current, offload=True).async_())
