@@ -33,6 +33,7 @@ from ._sources import (
     ClientAuthMethod,
     FetchContext,
     Fetched,
+    FunctionSource,
     OAuthGrant,
     TokenSource,
     either_op,
@@ -160,7 +161,7 @@ SilentFn = (
 )
 
 
-class SilentReauth:
+class SilentReauth(FunctionSource):
     """Re-authenticate without the user: an SSO session cookie, a
     ``prompt=none`` request, a device-bound key — whatever your platform has.
 
@@ -185,12 +186,6 @@ class SilentReauth:
         if not isinstance(result, TokenSet):
             raise TokenError(f"silent re-authentication returned {type(result).__name__}")
         return Fetched(result, None)
-
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        return self._check(either_op(self._fn, ctx.current, offload=True).sync())
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        return self._check(await either_op(self._fn, ctx.current, offload=True).async_())
 
 
 LoginHook = Callable[[LoginRequiredError], None] | Callable[[LoginRequiredError], Awaitable[None]]

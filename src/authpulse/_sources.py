@@ -63,6 +63,7 @@ __all__ = [
     "ClientCredentials",
     "FetchContext",
     "Fetched",
+    "FunctionSource",
     "OAuthGrant",
     "RefreshTokenGrant",
     "TokenSource",
@@ -800,7 +801,25 @@ SyncTokenFn = Callable[[TokenSet | None], TokenSet]
 AsyncTokenFn = Callable[[TokenSet | None], Awaitable[TokenSet]]
 
 
-class CallableSource:
+class FunctionSource:
+    """Base of the sources backed by a function of the current token set, plain
+    or coroutine (called through :func:`either_op`: a plain one runs in a worker
+    thread in async code); ``_check`` turns its result into a :class:`Fetched`."""
+
+    _fn: Callable[[TokenSet | None], Any]
+
+    @staticmethod
+    def _check(result: object) -> Fetched:
+        raise NotImplementedError
+
+    def fetch(self, ctx: FetchContext) -> Fetched:
+        return self._check(either_op(self._fn, ctx.current, offload=True).sync())
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        return self._check(await either_op(self._fn, ctx.current, offload=True).async_())
+
+
+class CallableSource(FunctionSource):
     """A source backed by your own function.
 
     ``fn(current)`` receives the current token set (or ``None``) and returns
@@ -830,9 +849,3 @@ class CallableSource:
         if not isinstance(result, TokenSet):
             raise TokenError(f"token callable returned {type(result).__name__}, not a TokenSet")
         return Fetched(result, None)
-
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        return self._check(either_op(self._fn, ctx.current, offload=True).sync())
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        return self._check(await either_op(self._fn, ctx.current, offload=True).async_())
