@@ -64,6 +64,7 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
     ) -> None:
         self.session = session
         self.origins = origins
+        self._token = Op(session._get_sync, session._get_async)
         self._seen: dict[tuple[str, bytes], bool] = {}
 
     def __repr__(self) -> str:
@@ -89,42 +90,37 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         if not self._allowed(request.url):
             yield request
             return
-        outcome = _Outcome(self.session)
+        session = self.session
+        outcome = _Outcome(session)
         try:
-            yield from self._steps(request, outcome)
+            before = session._cur
+            cur = cast("_Current", (yield self._token))
+            outcome.waited = cur is not before
+            request.headers["Authorization"] = cur.header
+            response = cast(httpx.Response, (yield request))
+            outcome.status = response.status_code
+            if (
+                response.status_code == 401
+                and _replayable(request)
+                # else the 401 came from a redirect target that never saw our token
+                and response.request.headers.get("Authorization") == cur.header
+            ):
+                outcome.replayed = True
+                fresh = cast("_Current", (yield self._after_401(cur.generation)))
+                if fresh.generation != cur.generation:  # else hand the 401 to the caller
+                    request.headers["Authorization"] = fresh.header
+                    response = cast(httpx.Response, (yield request))  # the one replay: final
+                    outcome.status = response.status_code
         except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
             outcome.record(failed=True)
             raise
         outcome.record(failed=False)
 
-    def _steps(self, request: httpx.Request, outcome: _Outcome) -> Relay[httpx.Request]:
+    def _after_401(self, rejected: int) -> Op[_Current]:
         session = self.session
-        before = session._cur
-        cur = cast("_Current", (yield Op(session._get_sync, session._get_async)))
-        outcome.waited = cur is not before
-        request.headers["Authorization"] = cur.header
-        response = cast(httpx.Response, (yield request))
-        outcome.status = response.status_code
-        if response.status_code != 401 or not _replayable(request):
-            return
-        if response.request.headers.get("Authorization") != cur.header:
-            return  # the 401 came from a redirect target that never saw our token
-        outcome.replayed = True
-        rejected = cur.generation
-        fresh = cast(
-            "_Current",
-            (
-                yield Op(
-                    partial(session._after_401_sync, rejected),
-                    partial(session._after_401_async, rejected),
-                )
-            ),
+        return Op(
+            partial(session._after_401_sync, rejected), partial(session._after_401_async, rejected)
         )
-        if fresh.generation == cur.generation:
-            return  # no new token to try: hand the 401 to the caller
-        request.headers["Authorization"] = fresh.header
-        response = cast(httpx.Response, (yield request))  # the one replay: final
-        outcome.status = response.status_code
 
     @overload
     def sync_auth_flow(

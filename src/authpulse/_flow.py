@@ -108,21 +108,31 @@ def relay_sync(flow: Relay[T]) -> Generator[T, Any, None]:
     """Drive a :data:`Relay` from a generator: ops run here, every other step
     is yielded to the caller, which sends its answer back (httpx's sync auth
     flow). Whatever the caller throws in, or a ``close()``, reaches the flow."""
-    step = advance(flow, None, None)
-    while not isinstance(step, Done):
+    send, throw = flow.send, flow.throw
+    value: Any = None
+    error: BaseException | None = None
+    while True:  # advance() inlined: this runs for every request
+        try:
+            step = send(value) if error is None else throw(error)
+        except StopIteration:
+            return
         try:
             value, error = (step.sync() if isinstance(step, Op) else (yield step)), None
         except BaseException as exc:  # GeneratorExit too: the flow sees it
             value, error = None, exc
-        step = advance(flow, value, error)
 
 
 async def relay_async(flow: Relay[T]) -> AsyncGenerator[T, Any]:
     """:func:`relay_sync` from an async generator, awaiting each op."""
-    step = advance(flow, None, None)
-    while not isinstance(step, Done):
+    send, throw = flow.send, flow.throw
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = send(value) if error is None else throw(error)
+        except StopIteration:
+            return
         try:
             value, error = (await step.async_() if isinstance(step, Op) else (yield step)), None
         except BaseException as exc:
             value, error = None, exc
-        step = advance(flow, value, error)

@@ -957,8 +957,10 @@ class Session:
     # -- sync shell ---------------------------------------------------------------------
 
     def _get_sync(self) -> _Current:
-        cur = self._usable_now(self._background_sync)
-        return cur if cur is not None else self._wait_sync("expired")
+        cur = self._cur
+        if cur is not None and not self._closed and self.clock.now() < cur.refresh_at:
+            return cur  # FRESH: the hot path
+        return self._usable_now(self._background_sync) or self._wait_sync("expired")
 
     def _wait_sync(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
         return run_sync(self._waiting(reason, rejected, None))
@@ -991,8 +993,10 @@ class Session:
     # -- async shell --------------------------------------------------------------------
 
     async def _get_async(self) -> _Current:
-        cur = self._usable_now(self._background_async)
-        return cur if cur is not None else await self._wait_async("expired")
+        cur = self._cur
+        if cur is not None and not self._closed and self.clock.now() < cur.refresh_at:
+            return cur  # FRESH: the hot path
+        return self._usable_now(self._background_async) or await self._wait_async("expired")
 
     async def _wait_async(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
         return await run_async(self._waiting(reason, rejected, asyncio.get_running_loop()))
