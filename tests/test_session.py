@@ -639,9 +639,9 @@ async def test_an_async_wait_for_a_hung_refresh_times_out_as_a_sync_wait_does(
 ) -> None:
     """Sync and async waiters both give up after the refresh deadline plus the
     grace period, with the same typed error; the refresh itself goes on."""
-    import authpulse._session
+    import authpulse._single_flight
 
-    monkeypatch.setattr(authpulse._session, "_WAIT_GRACE", 0.0, raising=False)
+    monkeypatch.setattr(authpulse._single_flight, "_WAIT_GRACE", 0.0)
     release = asyncio.Event()
 
     async def fetch(current: TokenSet | None) -> TokenSet:

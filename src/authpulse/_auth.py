@@ -32,7 +32,8 @@ from ._retry import classify_status
 if TYPE_CHECKING:
     import httpx2
 
-    from ._session import Session, _Current
+    from ._session import Session
+    from ._single_flight import _Current
 
 __all__ = ["SessionAuth"]
 
