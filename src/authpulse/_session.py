@@ -4,13 +4,12 @@ The decisions (fresh / stale / expired, when to retry) are the pure
 functions of ``_policy``; this module is the shell that reads the clock,
 does the I/O and coordinates threads and coroutines.
 
-Single flight: one ``concurrent.futures.Future`` stands for the refresh in
-progress. Threads wait on it with ``result()``; coroutines await it through
-``asyncio.wrap_future`` (shielded, so a cancelled waiter never cancels the
-refresh). The leader is whoever found no refresh running: a thread runs it
-in place, a coroutine runs it as a task of its own. A STALE token starts a
-refresh in the background and keeps being served; only an EXPIRED token
-makes callers wait.
+Single flight (``_single_flight``): one ``concurrent.futures.Future`` stands
+for the refresh in progress, and one refresh, written once as a flow, serves
+threads and coroutines alike. A STALE token starts a refresh in the
+background and keeps being served; only an EXPIRED token makes callers wait.
+This module holds the session's state and its bookkeeping: claiming the
+flight, installing a token set, recording a failure, the events.
 """
 
 from __future__ import annotations
