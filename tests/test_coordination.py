@@ -680,3 +680,48 @@ async def test_a_replaced_unusable_set_is_reported_even_when_the_write_is_fenced
         {"error": "CorruptRecordError", "problem": "not valid JSON", "written": False}
     ]
     await session.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_refresh_stops_renewing_its_lock_before_releasing_it(
+    idp: FakeIdP, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """Sync and async alike: the renewal ends first, so it never renews a lock
+    already released (and maybe taken by a peer)."""
+    import authpulse._coordination as coordination
+
+    steps: list[str] = []
+
+    def wrap_stop(stop: Callable[[], None]) -> Callable[[], None]:
+        def stopped() -> None:
+            steps.append("renewal stopped")
+            stop()
+
+        return stopped
+
+    real_start, real_astart = coordination._start_renewal, coordination._astart_renewal
+
+    async def astart(*args: Any) -> Callable[[], None]:
+        return wrap_stop(await real_astart(*args))
+
+    monkeypatch.setattr(coordination, "_start_renewal", lambda *a: wrap_stop(real_start(*a)))
+    monkeypatch.setattr(coordination, "_astart_renewal", astart)
+    real_release, real_arelease = authpulse.StoreLock.release, authpulse.StoreLock.arelease
+
+    def release(self: authpulse.StoreLock) -> None:
+        steps.append("released")
+        real_release(self)
+
+    async def arelease(self: authpulse.StoreLock) -> None:
+        steps.append("released")
+        await real_arelease(self)
+
+    monkeypatch.setattr(authpulse.StoreLock, "release", release)
+    monkeypatch.setattr(authpulse.StoreLock, "arelease", arelease)
+    store = SQLiteStore(tmp_path / "t.db", clock=clock)
+    s = peer(idp, clock, store, idp.issue_refresh_token())
+    assert s.token() if mode == "sync" else await s.atoken()
+    assert steps == ["renewal stopped", "released"]
+    await s.aclose()
+    store.close()
