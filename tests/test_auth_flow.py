@@ -469,3 +469,41 @@ def test_default_port_is_made_explicit() -> None:
     assert origin_of("http://a.test/path") == ("http", "a.test", 80)
     assert origin_of("https://a.test:8443") == ("https", "a.test", 8443)
     assert origin_of(httpx.URL("HTTPS://A.TEST/")) == ("https", "a.test", 443)
+
+
+# ------------------------------------------------------- what requests record
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_every_request_is_recorded_on_the_session_once(
+    clock: FakeClock, idp: FakeIdP, api: FakeAPI, mode: str
+) -> None:
+    """A plain 200, a 401 answered by one replay, and a final 404 are each
+    recorded once when they end: the first waited for the first token and the
+    second was replayed, so only the last reached the user cleanly."""
+    session = cc_session(idp, clock)
+    seen: list[bool] = []
+    session.on_request = lambda ok, latency: seen.append(ok)
+    statuses: list[int] = []
+    if mode == "sync":
+        with sync_client(session, api) as client:
+            statuses.append(client.get("/items").status_code)
+            api.fail_next(1, Fault(status=401))
+            statuses.append(client.get("/items").status_code)
+            api.fail_next(1, Fault(status=404))
+            statuses.append(client.get("/items").status_code)
+    else:
+        async with async_client(session, api) as aclient:
+            statuses.append((await aclient.get("/items")).status_code)
+            api.fail_next(1, Fault(status=401))
+            statuses.append((await aclient.get("/items")).status_code)
+            api.fail_next(1, Fault(status=404))
+            statuses.append((await aclient.get("/items")).status_code)
+    assert statuses == [200, 200, 404]
+    assert seen == [True, True, True]
+    window = session.request_window()
+    assert (window.total, window.success_rate) == (3, 1.0)
+    assert window.ux_score is not None
+    assert round(window.ux_score) == 33  # one clean request of three
+    await session.aclose()

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 import authpulse
 import authpulse.testing
 from _redis import RedisServer, SlowProxy, redis_server_fixture  # noqa: F401 - fixture
+from _support import make_token
 from authpulse import (
     Clock,
     MemoryStore,
@@ -643,4 +644,84 @@ def test_a_lock_renewal_follows_the_clock_of_the_store(tmp_path: Path) -> None:
             assert store.lock("refresh:k", ttl=30).acquire(timeout=0) is False
     assert clock.sleeps == []
     lock.release()
+    store.close()
+
+
+class _CorruptThenFencedOut(_FencedOut):
+    """The stored set is unusable, the fenced write of its replacement is
+    refused, and the store fails right after."""
+
+    def get_token(self, session_id: str) -> authpulse.StoredToken | None:
+        self.reads += 1
+        if self.reads == 1:
+            raise authpulse.CorruptRecordError(session_id, "token", "not valid JSON")
+        raise StoreUnavailableError("gone")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_replaced_unusable_set_is_reported_even_when_the_write_is_fenced_out(
+    clock: FakeClock, mode: str
+) -> None:
+    """Sync and async refreshes report alike that the unusable record was
+    replaced in memory only (``written`` false)."""
+    session = Session(
+        authpulse.CallableSource(lambda current: make_token(clock.now())),
+        clock=clock,
+        store=_CorruptThenFencedOut(clock=clock),
+        store_key="user-42",
+    )
+    replaced: list[dict[str, Any]] = []
+    session.add_listener(
+        lambda kind, fields: replaced.append(fields) if kind == "token_record_replaced" else None
+    )
+    assert (session.token() if mode == "sync" else await session.atoken()) == "at_test_access_token"
+    assert replaced == [
+        {"error": "CorruptRecordError", "problem": "not valid JSON", "written": False}
+    ]
+    await session.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_refresh_stops_renewing_its_lock_before_releasing_it(
+    idp: FakeIdP, clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """Sync and async alike: the renewal ends first, so it never renews a lock
+    already released (and maybe taken by a peer)."""
+    import authpulse._coordination as coordination
+
+    steps: list[str] = []
+
+    def wrap_stop(stop: Callable[[], None]) -> Callable[[], None]:
+        def stopped() -> None:
+            steps.append("renewal stopped")
+            stop()
+
+        return stopped
+
+    real_start, real_astart = coordination._start_renewal, coordination._astart_renewal
+
+    async def astart(*args: Any) -> Callable[[], None]:
+        return wrap_stop(await real_astart(*args))
+
+    monkeypatch.setattr(coordination, "_start_renewal", lambda *a: wrap_stop(real_start(*a)))
+    monkeypatch.setattr(coordination, "_astart_renewal", astart)
+    real_release, real_arelease = authpulse.StoreLock.release, authpulse.StoreLock.arelease
+
+    def release(self: authpulse.StoreLock) -> None:
+        steps.append("released")
+        real_release(self)
+
+    async def arelease(self: authpulse.StoreLock) -> None:
+        steps.append("released")
+        await real_arelease(self)
+
+    monkeypatch.setattr(authpulse.StoreLock, "release", release)
+    monkeypatch.setattr(authpulse.StoreLock, "arelease", arelease)
+    store = SQLiteStore(tmp_path / "t.db", clock=clock)
+    s = peer(idp, clock, store, idp.issue_refresh_token())
+    assert s.token() if mode == "sync" else await s.atoken()
+    assert steps == ["renewal stopped", "released"]
+    await s.aclose()
     store.close()

@@ -17,6 +17,7 @@ from authpulse import (
     Freshness,
     JWTVerifier,
     OAuthError,
+    RefreshError,
     RefreshPolicy,
     Session,
     TokenEndpointError,
@@ -630,3 +631,27 @@ class TestIntrospection:
         assert repr(session) == "<Session 'billing' no token generation=0>"
         session.token()
         assert repr(session) == "<Session 'billing' fresh generation=1>"
+
+
+@pytest.mark.anyio
+async def test_an_async_wait_for_a_hung_refresh_times_out_as_a_sync_wait_does(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sync and async waiters both give up after the refresh deadline plus the
+    grace period, with the same typed error; the refresh itself goes on."""
+    import authpulse._single_flight
+
+    monkeypatch.setattr(authpulse._single_flight, "_WAIT_GRACE", 0.0)
+    release = asyncio.Event()
+
+    async def fetch(current: TokenSet | None) -> TokenSet:
+        await release.wait()
+        return make_token(clock.now())
+
+    session = Session(CallableSource(fetch), clock=clock, retry=TokenRetry(deadline=0.05))
+    with pytest.raises(RefreshError, match="timed out waiting for the token refresh"):
+        await asyncio.wait_for(session.atoken(), 10)  # bound: hung before the fix
+    release.set()
+    await session.aclose()  # awaits the refresh, which finishes and installs its token
+    assert session.stats().refreshes == 1
+    assert session.token_set is not None

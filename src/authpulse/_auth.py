@@ -1,9 +1,10 @@
 """The httpx integration: one auth flow, driven by sync and async clients.
 
-``_flow`` is a generator that yields two kinds of things: ``_NeedToken``
-(the driver answers with the current token, refreshing if needed) and
-``httpx.Request`` (httpx answers with the response). ``sync_auth_flow`` and
-``async_auth_flow`` differ only in how they get a token.
+``_flow`` is a generator that yields two kinds of things: an ``Op`` for
+the token (the driver answers with the current token, refreshing if
+needed: ``sync_auth_flow`` runs its sync side, ``async_auth_flow`` awaits
+its async side) and ``httpx.Request`` (httpx answers with the response);
+``_flow.relay_sync`` and ``relay_async`` drive it.
 
 ``SessionAuth`` is an ``httpx.Auth`` and an ``httpx2.Auth`` at once (of
 each installed one), so either library's client accepts it; the flow only
@@ -13,10 +14,11 @@ reads and sets headers, so the request may come from either.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from ._errors import ErrorClass
+from ._flow import Op, Relay, relay_async, relay_sync
 from ._http import (
     BYTE_STREAM_TYPES,
     REQUEST_NOT_READ_ERRORS,
@@ -30,17 +32,10 @@ from ._retry import classify_status
 if TYPE_CHECKING:
     import httpx2
 
-    from ._session import Session, _Current
+    from ._session import Session
+    from ._single_flight import _Current
 
 __all__ = ["SessionAuth"]
-
-
-@dataclass(frozen=True, slots=True)
-class _NeedToken:
-    rejected: int | None = None  # generation of a token the server refused
-
-
-_FIRST = _NeedToken()
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -70,6 +65,7 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
     ) -> None:
         self.session = session
         self.origins = origins
+        self._token = Op(session._get_sync, session._get_async)
         self._seen: dict[tuple[str, bytes], bool] = {}
 
     def __repr__(self) -> str:
@@ -86,33 +82,46 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
                 self._seen[key] = ok
         return ok
 
-    def _flow(
-        self, request: httpx.Request
-    ) -> Generator[_NeedToken | httpx.Request, _Current | httpx.Response, None]:
-        cur = cast("_Current", (yield _FIRST))
-        request.headers["Authorization"] = cur.header
-        response = cast(httpx.Response, (yield request))
-        if response.status_code != 401 or not _replayable(request):
+    def _flow(self, request: httpx.Request) -> Relay[httpx.Request]:
+        """The flow, written once: it yields an :class:`Op` for the token (the
+        driver answers with the current token, refreshing if needed) and the
+        request for httpx to send (httpx answers with the response), and
+        records what the request did on the session when it ends. A request
+        to an origin not allowed goes out as it is."""
+        if not self._allowed(request.url):
+            yield request
             return
-        if response.request.headers.get("Authorization") != cur.header:
-            return  # the 401 came from a redirect target that never saw our token
-        fresh = cast("_Current", (yield _NeedToken(rejected=cur.generation)))
-        if fresh.generation == cur.generation:
-            return  # no new token to try: hand the 401 to the caller
-        request.headers["Authorization"] = fresh.header
-        yield request  # the one replay; whatever comes back is final
+        session = self.session
+        outcome = _Outcome(session)
+        try:
+            before = session._cur
+            cur = cast("_Current", (yield self._token))
+            outcome.waited = cur is not before
+            request.headers["Authorization"] = cur.header
+            response = cast(httpx.Response, (yield request))
+            outcome.status = response.status_code
+            if (
+                response.status_code == 401
+                and _replayable(request)
+                # else the 401 came from a redirect target that never saw our token
+                and response.request.headers.get("Authorization") == cur.header
+            ):
+                outcome.replayed = True
+                fresh = cast("_Current", (yield self._after_401(cur.generation)))
+                if fresh.generation != cur.generation:  # else hand the 401 to the caller
+                    request.headers["Authorization"] = fresh.header
+                    response = cast(httpx.Response, (yield request))  # the one replay: final
+                    outcome.status = response.status_code
+        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
+            outcome.record(failed=True)
+            raise
+        outcome.record(failed=False)
 
-    @overload
-    def auth_flow(
-        self, request: httpx.Request
-    ) -> Generator[httpx.Request, httpx.Response, None]: ...
-    @overload
-    def auth_flow(
-        self, request: httpx2.Request
-    ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
-    def auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        """The sync flow (what the library's ``Auth.sync_auth_flow`` would run)."""
-        return self.sync_auth_flow(request)
+    def _after_401(self, rejected: int) -> Op[_Current]:
+        session = self.session
+        return Op(
+            partial(session._after_401_sync, rejected), partial(session._after_401_async, rejected)
+        )
 
     @overload
     def sync_auth_flow(
@@ -123,33 +132,10 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         self, request: httpx2.Request
     ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
     def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
-        if not self._allowed(request.url):
-            yield request
-            return
-        session = self.session
-        outcome = _Outcome(session)
-        flow = self._flow(request)
-        try:
-            step = next(flow)
-            while True:
-                if isinstance(step, _NeedToken):
-                    before = session._cur
-                    if step.rejected is None:
-                        cur = session._get_sync()
-                        outcome.waited = cur is not before
-                    else:
-                        outcome.replayed = True
-                        cur = session._after_401_sync(step.rejected)
-                    step = flow.send(cur)
-                else:
-                    response = yield step
-                    outcome.status = response.status_code
-                    step = flow.send(response)
-        except StopIteration:
-            outcome.record(failed=False)
-        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
-            outcome.record(failed=True)
-            raise
+        return relay_sync(self._flow(request))
+
+    #: the sync flow too (what the library's ``Auth.sync_auth_flow`` would run)
+    auth_flow = sync_auth_flow
 
     @overload
     def async_auth_flow(
@@ -159,34 +145,8 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
     def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]: ...
-    async def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
-        if not self._allowed(request.url):
-            yield request
-            return
-        session = self.session
-        outcome = _Outcome(session)
-        flow = self._flow(request)
-        try:
-            step = next(flow)
-            while True:
-                if isinstance(step, _NeedToken):
-                    before = session._cur
-                    if step.rejected is None:
-                        cur = await session._get_async()
-                        outcome.waited = cur is not before
-                    else:
-                        outcome.replayed = True
-                        cur = await session._after_401_async(step.rejected)
-                    step = flow.send(cur)
-                else:
-                    response = yield step
-                    outcome.status = response.status_code
-                    step = flow.send(response)
-        except StopIteration:
-            outcome.record(failed=False)
-        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
-            outcome.record(failed=True)
-            raise
+    def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        return relay_async(self._flow(request))
 
 
 class _Outcome:

@@ -38,7 +38,9 @@ and once it reaches the deadline the store counts as unavailable, as above.
 Time spent asking the IdP or waiting for a live peer's lock is not store
 time. A store that answers late, or never, cannot hold a refresh past it.
 
-The decisions are pure functions shared by the sync and async shells.
+The protocol is written once, as a flow (:mod:`authpulse._flow`) that
+yields its store calls, sleeps and IdP call; the session's sync or async
+driver does them. The decisions are pure functions.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pydantic import SecretStr
@@ -57,6 +60,7 @@ from pydantic import SecretStr
 from ._bounded import acall_within, call_within, start_and_forget
 from ._crypto import DecryptionError
 from ._errors import LoginRequiredError, NoRefreshTokenError, OAuthError
+from ._flow import Flow, Op, call
 from ._model import check_id
 from ._policy import Freshness, RefreshPolicy, freshness
 from ._sources import Fetched
@@ -78,9 +82,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_KEY_LENGTH",
-    "AsyncFetchFn",
     "Coordinator",
-    "FetchFn",
+    "FetchOp",
     "newest",
     "stored_is_usable",
 ]
@@ -90,10 +93,9 @@ log = logging.getLogger("authpulse.coordination")
 Reason = Literal["expired", "stale", "forced", "rejected", "initial"]
 
 T = TypeVar("T")
-#: ``fetch(current, afresh)``: the session's call of its source; ``afresh`` is the
-#: reason the stored set is unusable (then ``current`` is ``None``), else ``None``
-FetchFn = Callable[[TokenSet | None, str | None], Fetched]
-AsyncFetchFn = Callable[[TokenSet | None, str | None], Awaitable[Fetched]]
+#: ``fetch(current, afresh)``: the op of the session's call of its source; ``afresh``
+#: is the reason the stored set is unusable (then ``current`` is ``None``), else ``None``
+FetchOp = Callable[[TokenSet | None, str | None], Op[Fetched]]
 #: the refresh lock of a store key is named LOCK_PREFIX + key
 LOCK_PREFIX = "refresh:"
 #: the longest store key: its lock name must fit the store's limit
@@ -174,8 +176,8 @@ def _login_required(exc: CorruptRecordError) -> LoginRequiredError:
 class Coordinator:
     """Runs the protocol for one session against one store.
 
-    ``fetch(current)`` / ``afetch(current)`` do the actual IdP call; the
-    session passes them in. ``store_ok`` tells whether the last store
+    :meth:`flow` is the protocol; ``fetch(current, afresh)`` gives the op of
+    the actual IdP call (the session passes it in). ``store_ok`` tells whether the last store
     operation worked (for health and events). ``deadline`` bounds the time a
     run spends in store calls (``None``: unbounded); a run is never
     concurrent with another of the same coordinator (the session's single
@@ -350,31 +352,29 @@ class Coordinator:
         )
         return exc
 
-    def _read(self) -> tuple[StoredToken | None, CorruptRecordError | None]:
+    def _op(self, sync: Callable[[], T], make: Callable[[], Awaitable[T]], what: str) -> Op[T]:
+        """A store call within the deadline, blocking or awaited."""
+        return Op(partial(self._call, sync, what), partial(self._acall, make, what))
+
+    def _get_op(self) -> Op[StoredToken | None]:
+        store, key = self.store, self.key
+        return self._op(
+            partial(store.get_token, key), partial(store.aget_token, key), "read the token"
+        )
+
+    def _read(self) -> Flow[tuple[StoredToken | None, CorruptRecordError | None]]:
         """The stored set, or ``None`` and why it cannot be used."""
         try:
-            return self._call(lambda: self.store.get_token(self.key), "read the token"), None
-        except CorruptRecordError as exc:
-            return None, self._unusable(exc)
-
-    async def _aread(self) -> tuple[StoredToken | None, CorruptRecordError | None]:
-        try:
-            stored = await self._acall(lambda: self.store.aget_token(self.key), "read the token")
+            stored = yield from call(self._get_op())
         except CorruptRecordError as exc:
             return None, self._unusable(exc)
         return stored, None
 
-    def _peek(self) -> StoredToken | None:
+    def _peek(self) -> Flow[StoredToken | None]:
         """The stored set while waiting for the lock (an unusable one is none:
         the holder may be replacing it)."""
         try:
-            return self._call(lambda: self.store.get_token(self.key), "read the token")
-        except CorruptRecordError:
-            return None
-
-    async def _apeek(self) -> StoredToken | None:
-        try:
-            return await self._acall(lambda: self.store.aget_token(self.key), "read the token")
+            return (yield from call(self._get_op()))
         except CorruptRecordError:
             return None
 
@@ -407,67 +407,88 @@ class Coordinator:
         self._worked()
         self.known_version = saved.version
 
-    # -- sync ---------------------------------------------------------------
+    # -- the protocol -------------------------------------------------------
 
-    def run(
+    def flow(
         self,
         reason: Reason,
         local: TokenSet | None,
         rejected_access: SecretStr | None,
-        fetch: FetchFn,
-    ) -> _Outcome:
-        store = self.store
+        fetch: FetchOp,
+    ) -> Flow[_Outcome]:
+        """One coordinated refresh (see the module's docstring), for the sync or
+        the async driver."""
         self._spent = 0.0
         if self._skip_store():
             self._defer(reason, local, None)
-            return _Outcome(fetch(local, None), False, None)
+            return _Outcome((yield from call(fetch(local, None))), False, None)
         try:
-            lock: StoreLock = store.lock(LOCK_PREFIX + self.key, ttl=self.lock_ttl)
-            acquired = self._acquire(lock, reason, local, rejected_access)
+            lock: StoreLock = self.store.lock(LOCK_PREFIX + self.key, ttl=self.lock_ttl)
+            acquired = yield from self._acquire(lock, reason, local, rejected_access)
         except StoreError as exc:
             self._raise_if_unreadable(exc)
             self._failed(exc)
             self._defer(reason, local, exc)
-            return _Outcome(fetch(local, None), False, None)
+            return _Outcome((yield from call(fetch(local, None))), False, None)
         if isinstance(acquired, _Outcome):
             return acquired  # a peer refreshed while we waited for the lock
         if not acquired:
             self._failed(StoreError("timed out waiting for the refresh lock"))
             self._defer(reason, local, None)
-            return _Outcome(fetch(local, None), False, None)
-        with _renewing(lock, self.lock_ttl, self.clock, self._renew):
+            return _Outcome((yield from call(fetch(local, None))), False, None)
+        stop_renewal: Callable[[], None] | None = None
+        if self._renew:
+            stop_renewal = yield from call(
+                Op(
+                    partial(_start_renewal, lock, self.lock_ttl, self.clock),
+                    partial(_astart_renewal, lock, self.lock_ttl, self.clock),
+                )
+            )
+        try:
+            return (yield from self._locked(lock, reason, local, rejected_access, fetch))
+        finally:
+            if stop_renewal is not None:
+                stop_renewal()  # not joined: a renewal stuck on a silent store must not wait
+            yield Op(partial(self._release, lock), partial(self._arelease, lock))
+
+    def _locked(
+        self,
+        lock: StoreLock,
+        reason: Reason,
+        local: TokenSet | None,
+        rejected_access: SecretStr | None,
+        fetch: FetchOp,
+    ) -> Flow[_Outcome]:
+        """Steps 2 to 4, under the lock."""
+        try:
+            stored, unusable = yield from self._read()
+            self._worked()
+        except StoreError as exc:
+            self._raise_if_unreadable(exc)
+            self._failed(exc)
+            self._defer(reason, local, exc)
+            return _Outcome((yield from call(fetch(local, None))), False, None)
+        if unusable is not None:
             try:
-                try:
-                    stored, unusable = self._read()
-                    self._worked()
-                except StoreError as exc:
-                    self._raise_if_unreadable(exc)
-                    self._failed(exc)
-                    self._defer(reason, local, exc)
-                    return _Outcome(fetch(local, None), False, None)
-                if unusable is not None:
-                    try:
-                        fetched = fetch(None, afresh_reason(unusable))
-                    except NoRefreshTokenError:
-                        raise _login_required(unusable) from None
-                    out = self._write(fetched, lock.fence)
-                    if not out.adopted:
-                        out.discarded = unusable
-                    return out
-                adopted = self._usable(stored, reason, local, rejected_access)
-                if adopted is not None:
-                    return adopted
-                current = newest(stored.token if stored else None, local)
-                try:
-                    fetched = fetch(current, None)
-                except OAuthError as exc:
-                    again = self._reread_after_invalid_grant(exc, stored)
-                    if again is not None:
-                        return again
-                    raise
-                return self._write(fetched, lock.fence)
-            finally:
-                self._release(lock)
+                fetched = yield from call(fetch(None, afresh_reason(unusable)))
+            except NoRefreshTokenError:
+                raise _login_required(unusable) from None
+            out = yield from self._write(fetched, lock.fence)
+            if not out.adopted:
+                out.discarded = unusable
+            return out
+        adopted = self._usable(stored, reason, local, rejected_access)
+        if adopted is not None:
+            return adopted
+        current = newest(stored.token if stored else None, local)
+        try:
+            fetched = yield from call(fetch(current, None))
+        except OAuthError as exc:
+            again = yield from self._reread_after_invalid_grant(exc, stored)
+            if again is not None:
+                return again
+            raise
+        return (yield from self._write(fetched, lock.fence))
 
     def _usable(
         self,
@@ -496,7 +517,7 @@ class Coordinator:
         reason: Reason,
         local: TokenSet | None,
         rejected_access: SecretStr | None,
-    ) -> bool | _Outcome:
+    ) -> Flow[bool | _Outcome]:
         """Take ``lock`` within ``self.wait`` seconds (True / False), or return the
         set a peer stored meanwhile. Waiters read the store between tries, so
         that N processes adopt the new set together instead of taking the lock
@@ -504,49 +525,27 @@ class Coordinator:
         clock = self.clock
         deadline = clock.monotonic() + self.wait
         delay = _POLL_MIN
-        while not self._try_lock(lock):
-            adopted = self._usable(self._peek(), reason, local, rejected_access)
+        take = Op(partial(self._try_lock, lock), partial(self._atry_lock, lock))
+        while not (yield from call(take)):
+            adopted = self._usable((yield from self._peek()), reason, local, rejected_access)
             if adopted is not None:
                 self._worked()
                 return adopted
             remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 return False
-            clock.sleep(min(delay, remaining))
-            delay = min(delay * 2, _POLL_MAX)
-        return True
-
-    async def _aacquire(
-        self,
-        lock: StoreLock,
-        reason: Reason,
-        local: TokenSet | None,
-        rejected_access: SecretStr | None,
-    ) -> bool | _Outcome:
-        """Async :meth:`_acquire`."""
-        clock = self.clock
-        deadline = clock.monotonic() + self.wait
-        delay = _POLL_MIN
-        while not await self._atry_lock(lock):
-            stored = await self._apeek()
-            adopted = self._usable(stored, reason, local, rejected_access)
-            if adopted is not None:
-                self._worked()
-                return adopted
-            remaining = deadline - clock.monotonic()
-            if remaining <= 0:
-                return False
-            await clock.asleep(min(delay, remaining))
+            pause = min(delay, remaining)
+            yield Op(partial(clock.sleep, pause), partial(clock.asleep, pause))
             delay = min(delay * 2, _POLL_MAX)
         return True
 
     def _reread_after_invalid_grant(
         self, exc: OAuthError, before: StoredToken | None
-    ) -> _Outcome | None:
+    ) -> Flow[_Outcome | None]:
         if exc.error != "invalid_grant":
             return None
         try:
-            again = self._call(lambda: self.store.get_token(self.key), "read the token")
+            again = yield from call(self._get_op())
         except StoreError:
             return None
         return self._adopt_if_newer(again, before)
@@ -563,17 +562,20 @@ class Coordinator:
         self.known_version = again.version
         return _Outcome(Fetched(again.token, again.skew), True, again.version)
 
-    def _write(self, fetched: Fetched, fence: int) -> _Outcome:
+    def _write(self, fetched: Fetched, fence: int) -> Flow[_Outcome]:
         store, key = self.store, self.key
+        skew = fetched.skew or 0.0
+        put = self._op(
+            partial(store.put_token, key, fetched.token, skew=skew, fence=fence),
+            partial(store.aput_token, key, fetched.token, skew=skew, fence=fence),
+            "write the token",
+        )
         try:
-            saved = self._call(
-                lambda: store.put_token(key, fetched.token, skew=fetched.skew or 0.0, fence=fence),
-                "write the token",
-            )
+            saved = yield from call(put)
         except FencingError:
             # our lock expired and a newer holder wrote: theirs is the live grant
             try:
-                again = self._call(lambda: store.get_token(key), "read the token")
+                again = yield from call(self._get_op())
             except StoreError:
                 again = None  # keep the set we fetched rather than lose it
             adopted = self._adopt_if_newer(again, None)
@@ -585,97 +587,6 @@ class Coordinator:
             return _Outcome(fetched, False, None)
         self.known_version = saved.version
         return _Outcome(fetched, False, saved.version)
-
-    # -- async --------------------------------------------------------------
-
-    async def arun(
-        self,
-        reason: Reason,
-        local: TokenSet | None,
-        rejected_access: SecretStr | None,
-        fetch: AsyncFetchFn,
-    ) -> _Outcome:
-        store, key = self.store, self.key
-        self._spent = 0.0
-        if self._skip_store():
-            self._defer(reason, local, None)
-            return _Outcome(await fetch(local, None), False, None)
-        try:
-            lock: StoreLock = store.lock(LOCK_PREFIX + self.key, ttl=self.lock_ttl)
-            acquired = await self._aacquire(lock, reason, local, rejected_access)
-        except StoreError as exc:
-            self._raise_if_unreadable(exc)
-            self._failed(exc)
-            self._defer(reason, local, exc)
-            return _Outcome(await fetch(local, None), False, None)
-        if isinstance(acquired, _Outcome):
-            return acquired  # a peer refreshed while we waited for the lock
-        if not acquired:
-            self._failed(StoreError("timed out waiting for the refresh lock"))
-            self._defer(reason, local, None)
-            return _Outcome(await fetch(local, None), False, None)
-        renew = (
-            asyncio.get_running_loop().create_task(_arenew(lock, self.lock_ttl, self.clock))
-            if self._renew
-            else None
-        )
-        try:
-            try:
-                stored, unusable = await self._aread()
-                self._worked()
-            except StoreError as exc:
-                self._raise_if_unreadable(exc)
-                self._failed(exc)
-                self._defer(reason, local, exc)
-                return _Outcome(await fetch(local, None), False, None)
-            if unusable is not None:
-                try:
-                    fetched = await fetch(None, afresh_reason(unusable))
-                except NoRefreshTokenError:
-                    raise _login_required(unusable) from None
-            else:
-                adopted = self._usable(stored, reason, local, rejected_access)
-                if adopted is not None:
-                    return adopted
-                current = newest(stored.token if stored else None, local)
-                try:
-                    fetched = await fetch(current, None)
-                except OAuthError as exc:
-                    if exc.error == "invalid_grant":
-                        try:
-                            again = await self._acall(
-                                lambda: store.aget_token(key), "read the token"
-                            )
-                        except StoreError:
-                            again = None
-                        adopted = self._adopt_if_newer(again, stored)
-                        if adopted is not None:
-                            return adopted
-                    raise
-            fence = lock.fence
-            try:
-                saved = await self._acall(
-                    lambda: store.aput_token(
-                        key, fetched.token, skew=fetched.skew or 0.0, fence=fence
-                    ),
-                    "write the token",
-                )
-            except FencingError:
-                try:
-                    again = await self._acall(lambda: store.aget_token(key), "read the token")
-                except StoreError:
-                    again = None  # keep the set we fetched rather than lose it
-                adopted = self._adopt_if_newer(again, None)
-                return adopted if adopted is not None else _Outcome(fetched, False, None)
-            except StoreError as exc:
-                self._failed(exc)
-                return _Outcome(fetched, False, None, unusable)
-            self.known_version = saved.version
-            return _Outcome(fetched, False, saved.version, unusable)
-        finally:
-            if renew is not None:
-                renew.cancel()  # not awaited: a silent store may never let it unwind
-            await self._arelease(lock)
 
 
 #: lock releases sent when no time was left, kept referenced until they land
@@ -714,13 +625,9 @@ def _renew_due(clock: Clock, ttl: float) -> Callable[[], bool]:
     return due
 
 
-@contextlib.contextmanager
-def _renewing(lock: StoreLock, ttl: float, clock: Clock, renew: bool = True) -> Iterator[None]:
-    """Renew ``lock`` every third of its TTL (see :func:`_renew_due`), in a helper
-    thread, while the body runs; with ``renew`` false, no thread."""
-    if not renew:
-        yield
-        return
+def _start_renewal(lock: StoreLock, ttl: float, clock: Clock) -> Callable[[], None]:
+    """Renew ``lock`` every third of its TTL (see :func:`_renew_due`) in a helper
+    thread, until the function returned is called."""
     stop = threading.Event()
     due = _renew_due(clock, ttl)
     tick = min(ttl / 3, _RENEW_TICK)
@@ -735,12 +642,31 @@ def _renewing(lock: StoreLock, ttl: float, clock: Clock, renew: bool = True) -> 
             except StoreError:
                 return
 
-    t = threading.Thread(target=loop, name="authpulse-lock-renew", daemon=True)
-    t.start()
+    threading.Thread(target=loop, name="authpulse-lock-renew", daemon=True).start()
+    return stop.set
+
+
+async def _astart_renewal(lock: StoreLock, ttl: float, clock: Clock) -> Callable[[], None]:
+    """:func:`_start_renewal` as a task; the function returned cancels it
+    (without awaiting it: a silent store may never let it unwind)."""
+    task = asyncio.get_running_loop().create_task(_arenew(lock, ttl, clock))
+
+    def stop() -> None:
+        task.cancel()
+
+    return stop
+
+
+@contextlib.contextmanager
+def _renewing(lock: StoreLock, ttl: float, clock: Clock, renew: bool = True) -> Iterator[None]:
+    """Renew ``lock`` while the body runs (see :func:`_start_renewal`); with
+    ``renew`` false, no thread."""
+    stop = _start_renewal(lock, ttl, clock) if renew else None
     try:
         yield
     finally:
-        stop.set()  # not joined: a renewal stuck on a silent store must not hold the refresh
+        if stop is not None:
+            stop()
 
 
 async def _arenew(lock: StoreLock, ttl: float, clock: Clock) -> None:

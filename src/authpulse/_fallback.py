@@ -11,11 +11,11 @@ itself and then reported, so a session with a still-valid token stays
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Literal
 
 from pydantic import SecretStr
@@ -28,13 +28,15 @@ from ._errors import (
     OAuthError,
     TokenError,
 )
+from ._flow import Flow, Op, call, run_async, run_sync
 from ._sources import (
     ClientAuthMethod,
     FetchContext,
     Fetched,
+    FunctionSource,
     OAuthGrant,
     TokenSource,
-    run_coroutine_blocking,
+    either_op,
 )
 from ._tokens import TokenSet
 
@@ -159,7 +161,7 @@ SilentFn = (
 )
 
 
-class SilentReauth:
+class SilentReauth(FunctionSource):
     """Re-authenticate without the user: an SSO session cookie, a
     ``prompt=none`` request, a device-bound key — whatever your platform has.
 
@@ -172,7 +174,6 @@ class SilentReauth:
         if not callable(fn):
             raise ConfigurationError("SilentReauth needs a callable")
         self._fn = fn
-        self._is_async = inspect.iscoroutinefunction(fn)
         self.name = name
 
     def __repr__(self) -> str:
@@ -185,25 +186,6 @@ class SilentReauth:
         if not isinstance(result, TokenSet):
             raise TokenError(f"silent re-authentication returned {type(result).__name__}")
         return Fetched(result, None)
-
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        if self._is_async:
-            fn = self._fn
-
-            async def call(cur: TokenSet | None) -> TokenSet | None:
-                result = fn(cur)
-                return await result if inspect.isawaitable(result) else result
-
-            return self._check(run_coroutine_blocking(call, ctx.current))
-        return self._check(self._fn(ctx.current))
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        import asyncio
-
-        if self._is_async:
-            result = self._fn(ctx.current)
-            return self._check(await result if inspect.isawaitable(result) else result)
-        return self._check(await asyncio.to_thread(self._fn, ctx.current))
 
 
 LoginHook = Callable[[LoginRequiredError], None] | Callable[[LoginRequiredError], Awaitable[None]]
@@ -240,25 +222,16 @@ class LoginRequired:
         return LoginRequiredError(self.login_url, reason=reason)
 
     def fetch(self, ctx: FetchContext) -> Fetched:
-        err = self._error(ctx)
-        hook = self._hook
-        if hook is not None:
-            try:
-                if inspect.iscoroutinefunction(hook):
-                    run_coroutine_blocking(hook, err)
-                else:
-                    hook(err)
-            except Exception:
-                log.exception("on_login_required hook failed", extra=_LOGIN_HOOK_FAILED)
-        raise err
+        return run_sync(self._flow(ctx))
 
     async def afetch(self, ctx: FetchContext) -> Fetched:
+        return await run_async(self._flow(ctx))
+
+    def _flow(self, ctx: FetchContext) -> Flow[Fetched]:
         err = self._error(ctx)
         if self._hook is not None:
             try:
-                result = self._hook(err)
-                if inspect.isawaitable(result):
-                    await result
+                yield either_op(self._hook, err, offload=False)
             except Exception:
                 log.exception("on_login_required hook failed", extra=_LOGIN_HOOK_FAILED)
         raise err
@@ -346,32 +319,25 @@ class FallbackChain:
             self._since = ctx.clock.monotonic()  # wait another period before retrying
 
     def fetch(self, ctx: FetchContext) -> Fetched:
+        return run_sync(self._flow(ctx))
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        return await run_async(self._flow(ctx))
+
+    def _flow(self, ctx: FetchContext) -> Flow[Fetched]:
+        """The chain, written once: each level is asked through its ``fetch``
+        (sync driver) or ``afetch`` (async driver)."""
         order = self._order(ctx)
         last: BaseException | None = None
         for i, level in enumerate(order):
+            source = self.levels[level]
             try:
-                fetched = self.levels[level].fetch(ctx)
+                fetched = yield from call(
+                    Op(partial(source.fetch, ctx), partial(source.afetch, ctx))
+                )
             except Exception as exc:
                 if i == 0 and level == 0 and self._level > 0:
                     self._failed_primary_retry(ctx)  # a quiet retry of the primary
-                    continue
-                if not moves_to_next_level(exc) or level == len(self.levels) - 1:
-                    raise
-                last = exc
-                continue
-            self._settle(level, ctx)
-            return replace(fetched, level=level)
-        raise last if last is not None else CredentialsUnavailableError("no level left")
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        order = self._order(ctx)
-        last: BaseException | None = None
-        for i, level in enumerate(order):
-            try:
-                fetched = await self.levels[level].afetch(ctx)
-            except Exception as exc:
-                if i == 0 and level == 0 and self._level > 0:
-                    self._failed_primary_retry(ctx)
                     continue
                 if not moves_to_next_level(exc) or level == len(self.levels) - 1:
                     raise

@@ -4,30 +4,26 @@ The decisions (fresh / stale / expired, when to retry) are the pure
 functions of ``_policy``; this module is the shell that reads the clock,
 does the I/O and coordinates threads and coroutines.
 
-Single flight: one ``concurrent.futures.Future`` stands for the refresh in
-progress. Threads wait on it with ``result()``; coroutines await it through
-``asyncio.wrap_future`` (shielded, so a cancelled waiter never cancels the
-refresh). The leader is whoever found no refresh running: a thread runs it
-in place, a coroutine runs it as a task of its own. A STALE token starts a
-refresh in the background and keeps being served; only an EXPIRED token
-makes callers wait.
+Single flight (``_single_flight``): one ``concurrent.futures.Future`` stands
+for the refresh in progress, and one refresh, written once as a flow, serves
+threads and coroutines alike. A STALE token starts a refresh in the
+background and keeps being served; only an EXPIRED token makes callers wait.
+This module holds the session's state and its bookkeeping: claiming the
+flight, installing a token set, recording a failure, the events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import math
 import random
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, cast
-
-from pydantic import SecretStr
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ._breaker import BreakerPolicy, BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
@@ -45,7 +41,8 @@ from ._http import async_client_for, client_for, every, httpx, parse_origins
 from ._model import check_id
 from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
-from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
+from ._single_flight import RefreshReason, SingleFlight, _Current
+from ._sources import FetchContext, Fetched, TokenSource
 from ._stats import RequestStats, RequestWindow
 from ._store import CorruptRecordError, SessionStore
 from ._tokens import JWTVerifier, TokenSet
@@ -59,18 +56,6 @@ __all__ = ["RefreshStats", "Session", "TokenUpdateHook"]
 log = logging.getLogger("authpulse.session")
 
 TokenUpdateHook = Callable[[TokenSet], None] | Callable[[TokenSet], Awaitable[None]]
-RefreshReason = Literal["expired", "stale", "forced", "rejected", "initial"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Current:
-    token: TokenSet
-    # raw, for the hot path; kept out of the repr (frames holding one print it)
-    access: str = field(repr=False)
-    header: str = field(repr=False)
-    refresh_at: float  # local clock
-    expires_at: float  # local clock
-    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +85,7 @@ class RefreshStats:
         return self.refreshes + self.failures
 
 
-class Session:
+class Session(SingleFlight):
     """An authenticated session: a token source plus the rules that keep it fresh.
 
     >>> session = Session(ClientCredentials(url, "id", "secret"))
@@ -130,11 +115,8 @@ class Session:
         "_cur",
         "_failures",
         "_fallback_level",
-        "_flight",
-        "_flight_loop",
         "_generation",
         "_hook",
-        "_hook_is_async",
         "_http",
         "_last_error",
         "_last_error_class",
@@ -143,15 +125,12 @@ class Session:
         "_listeners",
         "_lock",
         "_login_required",
-        "_next_bg_attempt",
         "_refreshes",
         "_request_window",
         "_requests",
         "_rng",
         "_skew",
         "_stale_served",
-        "_tasks",
-        "_threads",
         "_token_requests",
         "_transport",
         "_verifier",
@@ -249,9 +228,6 @@ class Session:
         self._stale_served: list[float] | None = None
         self.origins = parse_origins(origins)
         self._hook = on_token_update
-        self._hook_is_async = on_token_update is not None and inspect.iscoroutinefunction(
-            on_token_update
-        )
         self._verifier = verifier
         self._transport = transport
         self._async_transport = async_transport
@@ -842,207 +818,6 @@ class Session:
     def _current_for_fetch(self) -> TokenSet | None:
         cur = self._cur
         return cur.token if cur else None
-
-    # -- sync shell ---------------------------------------------------------------------
-
-    def _get_sync(self) -> _Current:
-        cur = self._cur
-        if self._closed:
-            self._check_open()
-        if cur is not None:
-            now = self.clock.now()
-            if now < cur.refresh_at:
-                return cur
-            if now < cur.expires_at:
-                self._background_sync()
-                return cur
-        return self._wait_sync("expired")
-
-    def _wait_sync(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
-        claimed, leader = self._claim_emit(reason, rejected, None)
-        if isinstance(claimed, _Current):
-            return claimed
-        if leader:
-            self._run_sync(claimed, reason)
-        else:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is not None and running is self._flight_loop:
-                raise UsageError(
-                    "a sync token call inside the event loop cannot wait for a "
-                    "refresh running on that loop; use atoken()"
-                )
-        try:
-            return claimed.result(timeout=self.retry.deadline + 5.0)
-        except concurrent.futures.TimeoutError:
-            raise RefreshError("timed out waiting for the token refresh") from None
-
-    def _run_sync(self, fut: concurrent.futures.Future[_Current], reason: RefreshReason) -> None:
-        try:
-            coord = self._coord
-            discarded: CorruptRecordError | None = None
-            written = False
-            if coord is None:
-                fetched = self.source.fetch(self._context(self._current_for_fetch()))
-                adopted = False
-            else:
-                out = coord.run(
-                    reason,
-                    self._current_for_fetch(),
-                    self._rejected_access(reason),
-                    lambda current, afresh: self.source.fetch(self._context(current, afresh)),
-                )
-                fetched, adopted = out.fetched, out.adopted
-                discarded, written = out.discarded, out.version is not None
-            token = self._accept(fetched)
-            if self._hook is not None and not adopted:
-                try:
-                    if self._hook_is_async:
-                        hook = cast("Callable[[TokenSet], Awaitable[None]]", self._hook)
-                        run_coroutine_blocking(hook, token)
-                    else:
-                        self._hook(token)
-                except Exception as exc:
-                    self._hook_failed(exc)
-            cur = self._install(fetched, reason, adopted=adopted)
-            if discarded is not None:
-                self._record_replaced(discarded, written=written)
-        except BaseException as exc:
-            self._fail(exc, reason)
-            fut.set_exception(self._as_waiter_error(exc))
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            fut.set_result(cur)
-
-    def _rejected_access(self, reason: RefreshReason) -> SecretStr | None:
-        cur = self._cur
-        return SecretStr(cur.access) if reason == "rejected" and cur is not None else None
-
-    def _background_sync(self) -> None:
-        if self._flight is not None or self._closed:
-            return
-        if self.clock.monotonic() < self._next_bg_attempt:
-            return
-        claimed, leader = self._claim_emit("stale", None, None)
-        if not leader or isinstance(claimed, _Current):
-            return
-        fut = claimed
-
-        threads = self._threads
-        if threads is None:
-            threads = self._threads = set()
-
-        def run() -> None:
-            try:
-                self._run_sync(fut, "stale")
-            finally:
-                threads.discard(threading.current_thread())
-
-        t = threading.Thread(target=run, name=f"authpulse-refresh-{self.name}", daemon=True)
-        threads.add(t)
-        t.start()
-
-    # -- async shell --------------------------------------------------------------------
-
-    async def _get_async(self) -> _Current:
-        cur = self._cur
-        if self._closed:
-            self._check_open()
-        if cur is not None:
-            now = self.clock.now()
-            if now < cur.refresh_at:
-                return cur
-            if now < cur.expires_at:
-                self._background_async()
-                return cur
-        return await self._wait_async("expired")
-
-    async def _wait_async(self, reason: RefreshReason, rejected: int | None = None) -> _Current:
-        loop = asyncio.get_running_loop()
-        claimed, leader = self._claim_emit(reason, rejected, loop)
-        if isinstance(claimed, _Current):
-            return claimed
-        if leader:
-            self._spawn(claimed, reason, loop)
-        return await asyncio.shield(asyncio.wrap_future(claimed))
-
-    def _spawn(
-        self,
-        fut: concurrent.futures.Future[_Current],
-        reason: RefreshReason,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        task = loop.create_task(self._run_async(fut, reason), name=f"authpulse-refresh-{self.name}")
-        tasks = self._tasks
-        if tasks is None:
-            tasks = self._tasks = set()
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    async def _run_async(
-        self, fut: concurrent.futures.Future[_Current], reason: RefreshReason
-    ) -> None:
-        try:
-            coord = self._coord
-            discarded: CorruptRecordError | None = None
-            written = False
-            if coord is None:
-                fetched = await self.source.afetch(self._context(self._current_for_fetch()))
-                adopted = False
-            else:
-
-                async def fetch(current: TokenSet | None, afresh: str | None) -> Fetched:
-                    return await self.source.afetch(self._context(current, afresh))
-
-                out = await coord.arun(
-                    reason, self._current_for_fetch(), self._rejected_access(reason), fetch
-                )
-                fetched, adopted = out.fetched, out.adopted
-                discarded, written = out.discarded, out.version is not None
-            # verification may fetch the JWKS over blocking HTTP: keep it off the event loop
-            token = (
-                await asyncio.to_thread(self._accept, fetched)
-                if self._verifier is not None
-                else self._accept(fetched)
-            )
-            if self._hook is not None and not adopted:
-                try:
-                    result = self._hook(token)
-                    if inspect.isawaitable(result):
-                        await result
-                except Exception as exc:
-                    self._hook_failed(exc)
-            cur = self._install(fetched, reason, adopted=adopted)
-            if discarded is not None:
-                self._record_replaced(discarded, written=written)
-        except BaseException as exc:
-            self._fail(exc, reason)
-            fut.set_exception(self._as_waiter_error(exc))
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            fut.set_result(cur)
-
-    def _background_async(self) -> None:
-        if self._flight is not None or self._closed:
-            return
-        if self.clock.monotonic() < self._next_bg_attempt:
-            return
-        loop = asyncio.get_running_loop()
-        claimed, leader = self._claim_emit("stale", None, loop)
-        if leader and not isinstance(claimed, _Current):
-            self._spawn(claimed, "stale", loop)
-
-    # -- used by the auth flow ------------------------------------------------------------
-
-    def _after_401_sync(self, rejected: int) -> _Current:
-        return self._wait_sync("rejected", rejected)
-
-    async def _after_401_async(self, rejected: int) -> _Current:
-        return await self._wait_async("rejected", rejected)
 
 
 def _check_arguments(

@@ -16,9 +16,10 @@ import inspect
 import json
 import random
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
+from functools import partial
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 from urllib.parse import quote
 
 import tenacity
@@ -34,6 +35,7 @@ from ._errors import (
     TokenError,
     TokenResponseError,
 )
+from ._flow import Flow, Op, run_async, run_sync
 from ._http import (
     REQUEST_ERRORS,
     TIMEOUT_ERRORS,
@@ -61,9 +63,11 @@ __all__ = [
     "ClientCredentials",
     "FetchContext",
     "Fetched",
+    "FunctionSource",
     "OAuthGrant",
     "RefreshTokenGrant",
     "TokenSource",
+    "either_op",
     "run_coroutine_blocking",
 ]
 
@@ -88,6 +92,24 @@ def run_coroutine_blocking(fn: Callable[[_A], Awaitable[_T]], arg: _A) -> _T:
         return asyncio.run(main())
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="authpulse-sync") as ex:
         return ex.submit(asyncio.run, main()).result()
+
+
+def either_op(fn: Callable[[_A], Any], arg: _A, *, offload: bool) -> Op[Any]:
+    """The op of calling ``fn(arg)``, a plain or a coroutine function, from either
+    driver: sync code runs a coroutine function on a private loop
+    (:func:`run_coroutine_blocking`); async code awaits it, and runs a plain
+    function in a worker thread if ``offload`` (it may block), else in place.
+    A plain function's awaitable result is awaited in async code."""
+    if inspect.iscoroutinefunction(fn):
+        return Op(partial(run_coroutine_blocking, fn, arg), partial(_awaited, fn, arg))
+    if offload:
+        return Op(partial(fn, arg), partial(asyncio.to_thread, fn, arg))
+    return Op(partial(fn, arg), partial(_awaited, fn, arg))
+
+
+async def _awaited(fn: Callable[[_A], Any], arg: _A) -> Any:
+    result = fn(arg)
+    return await result if inspect.isawaitable(result) else result
 
 
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
@@ -352,15 +374,91 @@ class OAuthGrant:
         its cause is a copy of ``exc`` without the request)."""
         return _request_error(exc, self.endpoint, Redacted(self._secrets(ctx.current)))
 
-    def _exchange(
+    def fetch(self, ctx: FetchContext) -> Fetched:
+        return run_sync(self._fetch(ctx))
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        return await run_async(self._fetch(ctx))
+
+    def _fetch(self, ctx: FetchContext) -> Flow[Fetched]:
+        """The token request with its retries, written once: the sync driver
+        sends it with the session's ``httpx.Client`` and sleeps on the clock,
+        the async one with its ``AsyncClient`` and ``asleep``."""
+        deadline = ctx.clock.monotonic() + ctx.retry.deadline
+        client: Any = yield Op(ctx.http, partial(_async_value, ctx.ahttp))
+        http = backend_of(client)
+        sleeps: list[float] = []  # tenacity asks; the driver sleeps
+        retrying = tenacity.Retrying(
+            sleep=sleeps.append,
+            **retrying_kwargs(
+                ctx.retry,
+                clock=ctx.clock,
+                deadline=deadline,
+                rng=ctx.rng,
+                on_retry=self._on_retry(ctx),
+            ),
+        )
+        fetched: Fetched | None = None
+        try:
+            for attempt in retrying:
+                if sleeps:
+                    pause = sleeps.pop()
+                    yield Op(partial(ctx.clock.sleep, pause), partial(ctx.clock.asleep, pause))
+                ctx.attempts += 1
+                permit = ctx.breaker.before_call() if ctx.breaker is not None else None
+                exchange = Op(
+                    partial(self._exchange_sync, client, ctx, deadline, http),
+                    partial(self._exchange_async, client, ctx, deadline, http),
+                )
+                failure: Exception | None = None
+                try:
+                    with _guarded(permit):
+                        fetched = _fetched((yield exchange))
+                except Exception as exc:  # judged by tenacity, below
+                    failure = exc
+                with attempt:
+                    if failure is not None:
+                        raise failure
+        except TokenEndpointError as exc:
+            exc.attempts = ctx.attempts
+            raise
+        if fetched is None:  # pragma: no cover - tenacity returns only after a success
+            raise TokenError("the token request ended without an answer")
+        return fetched
+
+    def _exchange_sync(
         self, client: httpx.Client, ctx: FetchContext, deadline: float, http: HttpModule | None
     ) -> Fetched | TokenError:
+        return run_sync(self._exchange(client, ctx, deadline, http))
+
+    async def _exchange_async(
+        self,
+        client: httpx.AsyncClient,
+        ctx: FetchContext,
+        deadline: float,
+        http: HttpModule | None,
+    ) -> Fetched | TokenError:
+        """The whole async attempt also runs under an ``asyncio`` timeout of what
+        the deadline leaves."""
+        try:
+            async with asyncio.timeout(max(deadline - ctx.clock.monotonic(), 0.001)):
+                return await run_async(self._exchange(client, ctx, deadline, http))
+        except TimeoutError:
+            return _BodyReader(self.endpoint, ctx).timed_out()
+
+    def _exchange(
+        self, client: Any, ctx: FetchContext, deadline: float, http: HttpModule | None
+    ) -> Flow[Fetched | TokenError]:
         """One attempt: send, read the body (bounded in size and by the deadline),
-        parse. Errors are returned, to be raised where no secret is in scope."""
+        parse. Errors are returned, to be raised where no secret is in scope.
+        ``client`` is the driver's own: an ``httpx.Client`` or ``AsyncClient``."""
         reader = _BodyReader(self.endpoint, ctx)
         request = self._request_with_timeout(ctx, deadline, http)
         try:
-            response = client.send(request, stream=True)
+            response: httpx.Response = yield Op(
+                partial(client.send, request, stream=True),
+                partial(client.send, request, stream=True),
+            )
         except REQUEST_ERRORS as exc:
             return self._failed(exc, ctx)
         finally:
@@ -369,7 +467,12 @@ class OAuthGrant:
         try:
             body = reader.start(response)
             if body is None:
-                for chunk in response.iter_raw() if reader.raw else response.iter_bytes():
+                chunks = yield Op(
+                    partial(_chunks, response, reader.raw), partial(_achunks, response, reader.raw)
+                )
+                while (
+                    chunk := (yield Op(partial(next, chunks, None), partial(anext, chunks, None)))
+                ) is not None:
                     body = reader.feed(chunk, deadline)
                     if body is not None:
                         break
@@ -378,105 +481,29 @@ class OAuthGrant:
         except REQUEST_ERRORS as exc:
             return self._failed(exc, ctx)
         finally:
-            response.close()
+            yield Op(response.close, response.aclose)
         if not isinstance(body, bytes):
             return body if body is not None else reader.timed_out()
         return self._outcome(response.status_code, response.headers, body, ctx)
 
-    async def _aexchange(
-        self,
-        client: httpx.AsyncClient,
-        ctx: FetchContext,
-        deadline: float,
-        http: HttpModule | None,
-    ) -> Fetched | TokenError:
-        """The async twin of :meth:`_exchange`; the whole attempt also runs under
-        an ``asyncio`` timeout of what the deadline leaves."""
-        reader = _BodyReader(self.endpoint, ctx)
-        response: httpx.Response | None = None
-        body: bytes | TokenError | None = None
-        try:
-            async with asyncio.timeout(max(deadline - ctx.clock.monotonic(), 0.001)):
-                request = self._request_with_timeout(ctx, deadline, http)
-                try:
-                    response = await client.send(request, stream=True)
-                finally:
-                    del request
-                body = reader.start(response)
-                if body is None:
-                    chunks = response.aiter_raw() if reader.raw else response.aiter_bytes()
-                    async for chunk in chunks:
-                        body = reader.feed(chunk, deadline)
-                        if body is not None:
-                            break
-                    else:
-                        body = reader.finish()
-        except REQUEST_ERRORS as exc:
-            return self._failed(exc, ctx)
-        except TimeoutError:
-            return reader.timed_out()
-        finally:
-            if response is not None:
-                await response.aclose()
-        if not isinstance(body, bytes) or response is None:
-            return body if isinstance(body, TokenError) else reader.timed_out()
-        return self._outcome(response.status_code, response.headers, body, ctx)
 
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        deadline = ctx.clock.monotonic() + ctx.retry.deadline
-        client = ctx.http()
-        http = backend_of(client)
+def _fetched(outcome: Fetched | TokenError) -> Fetched:
+    if isinstance(outcome, TokenError):
+        raise outcome
+    return outcome
 
-        def attempt() -> Fetched:
-            ctx.attempts += 1
-            permit = ctx.breaker.before_call() if ctx.breaker is not None else None
-            with _guarded(permit):
-                outcome = self._exchange(client, ctx, deadline, http)
-                if isinstance(outcome, TokenError):
-                    raise outcome
-                return outcome
 
-        retrying = tenacity.Retrying(
-            sleep=ctx.clock.sleep,
-            **retrying_kwargs(
-                ctx.retry,
-                clock=ctx.clock,
-                deadline=deadline,
-                rng=ctx.rng,
-                on_retry=self._on_retry(ctx),
-            ),
-        )
-        return _with_attempts(lambda: retrying(attempt), ctx)
+def _chunks(response: httpx.Response, raw: bool) -> Iterator[bytes]:
+    return iter(response.iter_raw() if raw else response.iter_bytes())
 
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        deadline = ctx.clock.monotonic() + ctx.retry.deadline
-        client = ctx.ahttp()
-        http = backend_of(client)
 
-        async def attempt() -> Fetched:
-            ctx.attempts += 1
-            permit = ctx.breaker.before_call() if ctx.breaker is not None else None
-            with _guarded(permit):
-                outcome = await self._aexchange(client, ctx, deadline, http)
-                if isinstance(outcome, TokenError):
-                    raise outcome
-                return outcome
+async def _achunks(response: httpx.Response, raw: bool) -> AsyncIterator[bytes]:
+    return aiter(response.aiter_raw() if raw else response.aiter_bytes())
 
-        retrying = tenacity.AsyncRetrying(
-            sleep=ctx.clock.asleep,
-            **retrying_kwargs(
-                ctx.retry,
-                clock=ctx.clock,
-                deadline=deadline,
-                rng=ctx.rng,
-                on_retry=self._on_retry(ctx),
-            ),
-        )
-        try:
-            return await retrying(attempt)
-        except TokenEndpointError as exc:
-            exc.attempts = ctx.attempts
-            raise
+
+async def _async_value(fn: Callable[[], _T]) -> _T:
+    """``fn()`` as an async op's side (for the few steps that do no I/O)."""
+    return fn()
 
 
 def _iat_of(content: bytes) -> float | None:
@@ -630,14 +657,6 @@ class _BodyReader:
         return body
 
 
-def _with_attempts(call: Callable[[], Fetched], ctx: FetchContext) -> Fetched:
-    try:
-        return call()
-    except TokenEndpointError as exc:
-        exc.attempts = ctx.attempts
-        raise
-
-
 @contextlib.contextmanager
 def _guarded(permit: Permit | None) -> Iterator[None]:
     """Report one token endpoint attempt's outcome to the breaker's permit.
@@ -782,7 +801,25 @@ SyncTokenFn = Callable[[TokenSet | None], TokenSet]
 AsyncTokenFn = Callable[[TokenSet | None], Awaitable[TokenSet]]
 
 
-class CallableSource:
+class FunctionSource:
+    """Base of the sources backed by a function of the current token set, plain
+    or coroutine (called through :func:`either_op`: a plain one runs in a worker
+    thread in async code); ``_check`` turns its result into a :class:`Fetched`."""
+
+    _fn: Callable[[TokenSet | None], Any]
+
+    @staticmethod
+    def _check(result: object) -> Fetched:
+        raise NotImplementedError
+
+    def fetch(self, ctx: FetchContext) -> Fetched:
+        return self._check(either_op(self._fn, ctx.current, offload=True).sync())
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        return self._check(await either_op(self._fn, ctx.current, offload=True).async_())
+
+
+class CallableSource(FunctionSource):
     """A source backed by your own function.
 
     ``fn(current)`` receives the current token set (or ``None``) and returns
@@ -802,7 +839,6 @@ class CallableSource:
         if not callable(fn):
             raise ConfigurationError("CallableSource needs a callable")
         self._fn = fn
-        self._is_async = inspect.iscoroutinefunction(fn)
         self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
 
     def __repr__(self) -> str:
@@ -813,14 +849,3 @@ class CallableSource:
         if not isinstance(result, TokenSet):
             raise TokenError(f"token callable returned {type(result).__name__}, not a TokenSet")
         return Fetched(result, None)
-
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        if self._is_async:
-            fn = cast("AsyncTokenFn", self._fn)
-            return self._check(run_coroutine_blocking(fn, ctx.current))
-        return self._check(self._fn(ctx.current))
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        if self._is_async:
-            return self._check(await self._fn(ctx.current))  # type: ignore[misc]
-        return self._check(await asyncio.to_thread(self._fn, ctx.current))
