@@ -48,7 +48,8 @@ from ._retry import TokenRetry
 from ._sources import FetchContext, Fetched, TokenSource, run_coroutine_blocking
 from ._stats import RequestStats, RequestWindow
 from ._store import CorruptRecordError, SessionStore
-from ._tokens import JWTVerifier, TokenSet
+from ._tokens import TokenSet
+from ._verify import JWTVerifier
 
 if TYPE_CHECKING:
     from ._auth import SessionAuth
