@@ -123,9 +123,9 @@ if _typing.TYPE_CHECKING:
     from ._store import StoreUnavailableError as StoreUnavailableError
     from ._store import VersionConflictError as VersionConflictError
     from ._store_lock import StoreLock as StoreLock
-    from ._tokens import JWTVerifier as JWTVerifier
     from ._tokens import TokenSet as TokenSet
     from ._tokens import parse_token_response as parse_token_response
+    from ._verify import JWTVerifier as JWTVerifier
     from ._web import Dashboard as Dashboard
     from ._web import DashboardServer as DashboardServer
 
@@ -244,7 +244,7 @@ _EXPORTS: dict[str, str] = {
     "StoreUnavailableError": "._store",
     "VersionConflictError": "._store",
     "open_store": "._open_store",
-    "JWTVerifier": "._tokens",
+    "JWTVerifier": "._verify",
     "TokenSet": "._tokens",
     "parse_token_response": "._tokens",
     "Dashboard": "._web",

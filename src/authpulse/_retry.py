@@ -1,18 +1,13 @@
-"""Retry decisions (pure) and the tenacity set-up shared by sync and async calls."""
+"""Retry decisions: pure functions of the attempt, the answer and ``now``."""
 
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
 
-import tenacity
-
-from ._clock import Clock
-from ._errors import ConfigurationError, ErrorClass, TokenEndpointError
+from ._errors import ConfigurationError, ErrorClass
 
 __all__ = [
     "MAX_TOKEN_RESPONSE_BYTES",
@@ -20,7 +15,6 @@ __all__ = [
     "backoff",
     "classify_status",
     "parse_retry_after",
-    "retrying_kwargs",
 ]
 
 
@@ -130,45 +124,3 @@ def backoff(attempt: int, *, base: float, cap: float, u: float) -> float:
     """Full-jitter exponential backoff: ``u × min(cap, base × 2^(attempt-1))``."""
     exp = min(max(attempt - 1, 0), 60)
     return min(max(u, 0.0), 1.0) * min(cap, base * (2.0**exp))
-
-
-def retrying_kwargs(
-    policy: TokenRetry,
-    *,
-    clock: Clock,
-    deadline: float,
-    rng: random.Random,
-    on_retry: Callable[[tenacity.RetryCallState], None] | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying``.
-
-    ``deadline`` is a ``clock.monotonic()`` instant. The stop rule gives up
-    when the attempts are spent or when the next sleep would reach past the
-    deadline: we never sleep past it.
-    """
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, TokenEndpointError) and exc.retry_after is not None:
-            return exc.retry_after
-        return backoff(
-            state.attempt_number, base=policy.backoff_base, cap=policy.backoff_max, u=rng.random()
-        )
-
-    def stop(state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number >= policy.attempts:
-            return True
-        return clock.monotonic() + (state.upcoming_sleep or 0.0) >= deadline
-
-    def retry(state: tenacity.RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        return (
-            isinstance(exc, TokenEndpointError)
-            and exc.error_class is not None
-            and (exc.error_class.transient)
-        )
-
-    kwargs: dict[str, Any] = {"wait": wait, "stop": stop, "retry": retry, "reraise": True}
-    if on_retry is not None:
-        kwargs["before_sleep"] = on_retry
-    return kwargs

@@ -45,7 +45,8 @@ from ._single_flight import RefreshReason, SingleFlight, _Current
 from ._sources import FetchContext, Fetched, TokenSource
 from ._stats import RequestStats, RequestWindow
 from ._store import CorruptRecordError, SessionStore
-from ._tokens import JWTVerifier, TokenSet
+from ._tokens import TokenSet
+from ._verify import JWTVerifier
 
 if TYPE_CHECKING:
     from ._auth import SessionAuth

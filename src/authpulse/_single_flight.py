@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ._retry import TokenRetry
     from ._sources import FetchContext, TokenSource
     from ._store import CorruptRecordError
-    from ._tokens import JWTVerifier
+    from ._verify import JWTVerifier
 
 __all__ = ["RefreshReason", "SingleFlight"]
 

@@ -47,7 +47,8 @@ from ._http import (
     endpoint_label,
     httpx,
 )
-from ._retry import TokenRetry, classify_status, parse_retry_after, retrying_kwargs
+from ._retry import TokenRetry, classify_status, parse_retry_after
+from ._retrying import retrying_kwargs
 from ._tokens import (
     Redacted,
     TokenSet,
