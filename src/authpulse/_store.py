@@ -332,6 +332,13 @@ class OffloadedStore(StoreBase):
     ) -> StoredToken:
         return await self._offload(self._put_token, session_id, token, skew, fence)
 
+    async def aput_token(
+        self, session_id: str, token: TokenSet, *, skew: float = 0.0, fence: int | None = None
+    ) -> StoredToken:
+        # through the public sync method, so a subclass that overrides it is
+        # heard by both forms
+        return await self._offload(self.put_token, session_id, token, skew=skew, fence=fence)
+
     async def alock_try(self, name: str, holder: str, ttl: float) -> int | None:
         return await self._offload(self.lock_try, name, holder, ttl)
 
