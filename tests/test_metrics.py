@@ -31,6 +31,7 @@ from authpulse import (
     SessionManager,
     TokenRetry,
 )
+from authpulse._signals import SessionEvent, SessionEventKind
 from authpulse.logging_config import LOGGERS, JsonFormatter, authpulse_fields, json_formatter
 from authpulse.metrics import METRICS, MissingExtraError, otel, prometheus
 from authpulse.metrics._core import SessionWatch
@@ -741,15 +742,19 @@ class RecordingSink:
         self.retries.append(handle)
 
 
+def _ev(kind: str, fields: Mapping[str, Any]) -> SessionEvent:
+    return SessionEvent.of(SessionEventKind(kind), fields)
+
+
 def test_watch_pairs_starts_and_ends_by_reason(idp: FakeIdP, clock: FakeClock) -> None:
     sink = RecordingSink()
     watch = SessionWatch(sink, cc_session(idp, clock), "x")
-    watch("refresh_started", {"reason": "stale"})
-    watch("refresh_started", {"reason": "forced"})
-    watch("retry", {"error_class": "network"})
-    watch("refreshed", {"reason": "forced", "generation": 2})
-    watch("refreshed", {"reason": "initial", "generation": 3})  # set_token: no start
-    watch("refresh_failed", {"reason": "stale", "error_class": "server"})
+    watch(_ev("refresh_started", {"reason": "stale"}))
+    watch(_ev("refresh_started", {"reason": "forced"}))
+    watch(_ev("retry", {"error_class": "network"}))
+    watch(_ev("refreshed", {"reason": "forced", "generation": 2}))
+    watch(_ev("refreshed", {"reason": "initial", "generation": 3}))  # set_token: no start
+    watch(_ev("refresh_failed", {"reason": "stale", "error_class": "server"}))
     assert sink.retries == ["stale-1"]
     assert sink.ended_with == [
         ("success", "forced-2", True),
@@ -759,7 +764,7 @@ def test_watch_pairs_starts_and_ends_by_reason(idp: FakeIdP, clock: FakeClock) -
     assert ("refreshes", ("initial",)) in sink.counts
     assert ("refresh_failures", ("stale", "server")) in sink.counts
     watch.active = False
-    watch("refreshed", {"reason": "forced"})
+    watch(_ev("refreshed", {"reason": "forced"}))
     assert len(sink.ended_with) == 3
 
 
@@ -767,7 +772,7 @@ def test_watch_forgets_refreshes_that_never_end(idp: FakeIdP, clock: FakeClock) 
     sink = RecordingSink()
     watch = SessionWatch(sink, cc_session(idp, clock), None)
     for _ in range(9):
-        watch("refresh_started", {"reason": "stale"})
+        watch(_ev("refresh_started", {"reason": "stale"}))
     assert sink.ended_with == [("abandoned", "stale-1", False)]
 
 
@@ -775,10 +780,12 @@ def test_upstream_labels_never_carry_user_info() -> None:
     from authpulse.metrics._core import increments
 
     out = increments(
-        "api_retry_scheduled", {"upstream": "https://user:pw@api.test:443", "error_class": None}
+        _ev(
+            "api_retry_scheduled", {"upstream": "https://user:pw@api.test:443", "error_class": None}
+        )
     )
     assert out == [("api_retries", ("https://api.test:443", "unknown"))]
-    assert increments("unknown_kind", {}) == []
+    assert increments(_ev("refresh_started", {})) == []
 
 
 # ------------------------------------------------------------------------- logging

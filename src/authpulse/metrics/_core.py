@@ -38,6 +38,7 @@ from .._health import Band
 from .._manager import ManagedSession, SessionManager
 from .._model import SessionKind
 from .._session import Session
+from .._signals import SessionEvent, SessionEventKind
 
 __all__ = [
     "METRICS",
@@ -465,45 +466,48 @@ def _upstream(value: object) -> str:
     return text
 
 
-def increments(kind: str, fields: Mapping[str, Any]) -> list[tuple[str, Labels]]:
-    """The event counters moved by one session listener event ``kind``."""
-    get = fields.get
-    if kind == "refreshed":
-        return [("refreshes", (label_value(get("reason")),))]
-    if kind == "refresh_failed":
-        return [("refresh_failures", (label_value(get("reason")), label_value(get("error_class"))))]
-    if kind == "retry":
-        return [("token_retries", (label_value(get("error_class")),))]
-    if kind == "api_retry_scheduled":
-        return [("api_retries", (_upstream(get("upstream")), label_value(get("error_class"))))]
-    if kind == "api_gave_up":
-        return [
-            (
-                "api_gave_up",
+def increments(event: SessionEvent) -> list[tuple[str, Labels]]:
+    """The event counters moved by one session event."""
+    get = event.fields.get
+    match event.kind:
+        case SessionEventKind.REFRESHED:
+            return [("refreshes", (label_value(get("reason")),))]
+        case SessionEventKind.REFRESH_FAILED:
+            return [
+                ("refresh_failures", (label_value(get("reason")), label_value(get("error_class"))))
+            ]
+        case SessionEventKind.RETRY:
+            return [("token_retries", (label_value(get("error_class")),))]
+        case SessionEventKind.API_RETRY_SCHEDULED:
+            return [("api_retries", (_upstream(get("upstream")), label_value(get("error_class"))))]
+        case SessionEventKind.API_GAVE_UP:
+            return [
                 (
-                    _upstream(get("upstream")),
-                    label_value(get("reason")),
-                    label_value(get("error_class")),
-                ),
-            )
-        ]
-    if kind == "api_budget_exhausted":
-        return [("api_budget_exhausted", (_upstream(get("upstream")),))]
-    if kind == "api_stale_served":
-        return [("api_stale_served", (label_value(get("mode")),))]
-    if kind == "api_breaker_state":
-        return [("breaker_transitions", (_upstream(get("upstream")), label_value(get("to"))))]
-    if kind == "fallback_used":
-        return [("fallback_used", (label_value(get("level")),))]
-    simple = _SIMPLE.get(kind)
+                    "api_gave_up",
+                    (
+                        _upstream(get("upstream")),
+                        label_value(get("reason")),
+                        label_value(get("error_class")),
+                    ),
+                )
+            ]
+        case SessionEventKind.API_BUDGET_EXHAUSTED:
+            return [("api_budget_exhausted", (_upstream(get("upstream")),))]
+        case SessionEventKind.API_STALE_SERVED:
+            return [("api_stale_served", (label_value(get("mode")),))]
+        case SessionEventKind.API_BREAKER_STATE:
+            return [("breaker_transitions", (_upstream(get("upstream")), label_value(get("to"))))]
+        case SessionEventKind.FALLBACK_USED:
+            return [("fallback_used", (label_value(get("level")),))]
+    simple = _SIMPLE.get(event.kind)
     return [(simple, ())] if simple is not None else []
 
 
-_SIMPLE: Final = {
-    "primary_recovered": "primary_recovered",
-    "login_required": "login_required",
-    "store_unavailable": "store_unavailable",
-    "hook_failed": "hook_failures",
+_SIMPLE: Final[Mapping[SessionEventKind, str]] = {
+    SessionEventKind.PRIMARY_RECOVERED: "primary_recovered",
+    SessionEventKind.LOGIN_REQUIRED: "login_required",
+    SessionEventKind.STORE_UNAVAILABLE: "store_unavailable",
+    SessionEventKind.HOOK_FAILED: "hook_failures",
 }
 
 
@@ -520,8 +524,8 @@ def manager_increments(event: Event) -> list[tuple[str, Labels]]:
 
 
 def _is_managed(session: Session) -> bool:
-    listeners = session._listeners or ()
-    return any(isinstance(getattr(fn, "__self__", None), ManagedSession) for fn in listeners)
+    hooks = session.event_hooks
+    return any(isinstance(getattr(fn, "__self__", None), ManagedSession) for fn in hooks)
 
 
 def session_label(session: Session, name: str | None) -> str:
@@ -650,18 +654,19 @@ class SessionWatch:
     def session(self) -> Session | None:
         return self._session()
 
-    def __call__(self, kind: str, fields: dict[str, Any]) -> None:
+    def __call__(self, event: SessionEvent) -> None:
         if not self.active:
             return
-        for key, labels in increments(kind, fields):
+        for key, labels in increments(event):
             self.sink.count(key, labels)
-        if kind == "refresh_started":
+        kind, fields = event.kind, event.fields
+        if kind is SessionEventKind.REFRESH_STARTED:
             self._start(label_value(fields.get("reason")))
-        elif kind == "refreshed":
+        elif kind is SessionEventKind.REFRESHED:
             self._end("success", fields)
-        elif kind == "refresh_failed":
+        elif kind is SessionEventKind.REFRESH_FAILED:
             self._end("failure", fields)
-        elif kind == "retry":
+        elif kind is SessionEventKind.RETRY:
             with self._lock:
                 handle = self._open[0].handle if self._open else None
             self.sink.retried(self, fields, handle)
@@ -736,9 +741,7 @@ class ManagerWatch:
         self._lock = threading.Lock()
         # subscribe first, then attach to the sessions already there: none is missed
         self._unsubscribe = manager.subscribe(self._on_event, kinds=_WATCHED_KINDS)
-        with manager._lock:
-            live = list(manager._live.values())
-        for ms in live:
+        for ms in manager.live_sessions():
             self._attach(ms)
 
     @property
@@ -758,7 +761,7 @@ class ManagerWatch:
                 return
             watch = SessionWatch(self.sink, session, ms.id if self.session_ids else None)
             self._watches[session] = watch
-        session.add_listener(watch)
+        session.add_event_hook(watch)
 
     def _on_event(self, event: Event) -> None:
         if not self.active:
@@ -808,16 +811,14 @@ class State:
 
 
 def _registries(session: Session) -> list[BreakerRegistry]:
-    regs = [session._breakers] if session._breakers is not None else []
-    regs.extend(session._api_breakers or ())
-    return regs
+    return list(session.breaker_registries())
 
 
 def _expires_in(session: Session) -> float | None:
-    cur = session._cur
-    if cur is None:
+    expires_at = session.expires_at
+    if expires_at is None:
         return None
-    return max(cur.expires_at - session.clock.now(), 0.0)
+    return max(expires_at - session.clock.now(), 0.0)
 
 
 def _read_breakers(state: State, registries: Iterable[BreakerRegistry]) -> None:
@@ -853,8 +854,7 @@ def _read_manager(state: State, mw: ManagerWatch, registries: list[BreakerRegist
     manager = mw.manager
     if manager is None:
         return
-    with manager._lock:
-        live = list(manager._live.values())
+    live = manager.live_sessions()
     if mw.owners:
         for ms in live:
             r = ms.record
@@ -951,7 +951,7 @@ class Hub:
             ref = weakref.ref(session)
             handle = Instrumentation(f"session {label!r}", lambda: self._drop_session(ref))
             self._sessions[session] = _SessionSource(label, watch, handle)
-        session.add_listener(watch)
+        session.add_event_hook(watch)
         return handle
 
     def _drop_session(self, ref: weakref.ref[Session]) -> None:
