@@ -159,7 +159,7 @@ def test_an_old_journal_line_reads_and_matches_what_is_written_now(
     assert json.loads(event.to_json()) == json.loads(OLD_LINE)
 
     path = tmp_path / "new.jsonl"
-    m = SessionManager(clock=clock, transport=idp.transport, journal=path)
+    m = SessionManager(clock=clock, transport=idp.transport, journal=str(path))
     ms = m.create_session("alice", ClientCredentials(idp.token_url, "client", "secret"))
     ms.session.token()
     m.shutdown()

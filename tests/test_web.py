@@ -24,6 +24,7 @@ from authpulse import (
     ClientCredentials,
     ConfigurationError,
     MemoryStore,
+    RefreshPolicy,
     RefreshTokenGrant,
     SessionManager,
     SessionRecord,
@@ -934,3 +935,64 @@ def test_configuration_is_checked(manager: SessionManager) -> None:
         pytest.raises(ConfigurationError, match="cannot listen"),
     ):
         DashboardServer(manager, port=first.port, sample_interval=None)
+
+
+# ----------------------------------------------------------------- one stored-health estimate
+
+
+def test_an_unreadable_stored_token_gets_the_managers_estimate_everywhere(
+    tmp_path: Path, clock: FakeClock, idp: FakeIdP, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dashboard (with a manager, or on the store alone) and the manager agree on a
+    session whose stored token set cannot be read: never "fresh, has a token"."""
+    from authpulse._cli import main
+    from authpulse._health import stored_health
+
+    key = authpulse.TokenCipher.generate_key()
+    url = f"sqlite:///{tmp_path / 'enc.db'}"
+    writer = SessionManager(
+        open_store(url, encryption_keys=[key], clock=clock), clock=clock, transport=idp.transport
+    )
+    ms = writer.create_session("alice", cc(idp), session_id="enc")
+    ms.session.token()
+    admin = SessionManager(open_store(url, clock=clock), clock=clock)  # no key
+    try:
+        expected = stored_health(
+            auth_state="fresh", token=None, now=clock.now(), policy=RefreshPolicy(), readable=False
+        )
+        assert expected.score == 50
+        assert expected.worst is not None
+        assert expected.worst.reason == "the stored token set cannot be read"
+
+        exported = admin.export("enc")
+        assert exported["token_error"] == "DecryptionError"
+        with pytest.raises(authpulse.DecryptionError):
+            admin.health("enc")
+
+        for dash in (Dashboard(admin), Dashboard(store=admin.store, clock=clock)):
+            (row,) = dash.sessions()["sessions"]
+            assert row["live"] is False
+            assert row["token_error"] == exported["token_error"]
+            assert (row["score"], row["band"]) == (expected.score, expected.band.value)
+            assert row["freshness"] is None  # not "fresh": nothing is known about the token
+            detail = dash.session("enc")["health"]
+            assert detail["components"] == [
+                {"name": c.name, "penalty": c.penalty, "reason": c.reason}
+                for c in expected.components
+            ]
+
+        assert main(["health", "enc", "--store", url]) == 1  # the CLI refuses to guess
+        assert "AUTHPULSE_ENCRYPTION_KEYS" in capsys.readouterr().err
+
+        # with the key, every view gives the manager's number
+        keyed = SessionManager(open_store(url, encryption_keys=[key], clock=clock), clock=clock)
+        try:
+            score = keyed.health("enc").score
+            (row,) = Dashboard(keyed).sessions()["sessions"]
+            assert row["token_error"] is None
+            assert row["score"] == score
+        finally:
+            keyed.shutdown()
+    finally:
+        admin.shutdown()
+        writer.shutdown()

@@ -30,7 +30,7 @@ from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
-from ._health import HealthReport, HealthSignals, compute_health
+from ._health import HealthReport, compute_health, stored_health
 from ._http import async_client_for, check_endpoint_url, client_for
 from ._model import (
     ErrorDetails,
@@ -41,7 +41,7 @@ from ._model import (
     check_id,
     validate_labels,
 )
-from ._policy import RefreshPolicy, freshness, schedule
+from ._policy import RefreshPolicy
 from ._retry import TokenRetry
 from ._session import Session
 from ._signals import SessionEvent, SessionEventKind, journal_entry
@@ -981,22 +981,13 @@ class SessionManager:
     def _stored_health(
         self, record: SessionRecord, stored: StoredToken | None, now: float
     ) -> HealthReport:
-        state = "closed" if record.status.terminal else record.auth_state
-        if stored is None:
-            return compute_health(
-                HealthSignals(freshness="expired", has_token=False, auth_state=state)
-            )
-        policy = self.policy or RefreshPolicy()
-        token = stored.token
-        expires_at = schedule(token, policy, skew=stored.skew).expires_at
-        life = token.lifetime
-        return compute_health(
-            HealthSignals(
-                freshness=freshness(token, now, policy, skew=stored.skew).value,
-                has_token=True,
-                remaining_fraction=max(expires_at - now, 0.0) / life if life > 0 else 0.0,
-                auth_state=state,
-            )
+        return stored_health(
+            auth_state=record.auth_state,
+            token=None if stored is None else stored.token,
+            skew=0.0 if stored is None else stored.skew,
+            now=now,
+            policy=self.policy or RefreshPolicy(),
+            closed=record.status.terminal,
         )
 
     def stored_stats(

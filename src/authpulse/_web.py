@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
-from ._health import Band, HealthReport, HealthSignals, compute_health
+from ._health import Band, HealthReport, HealthSignals, stored_health
 from ._manager import ManagedSession, SessionManager, SessionNotFoundError
 from ._model import SessionRecord, SessionStatus
 from ._policy import RefreshPolicy, schedule
@@ -89,6 +89,7 @@ class _View:
     expires_at: float | None  #: local clock
     issued_at: float | None
     now: float
+    token_error: str | None = None  #: why the stored token set could not be read
 
 
 class Dashboard:
@@ -185,36 +186,27 @@ class Dashboard:
         return self._estimate(record, now)
 
     def _estimate(self, record: SessionRecord, now: float) -> _View:
-        """Health of a session known only from the store: the record and its stored token."""
+        """Health of a session known only from the store: the manager's estimate
+        (:func:`~authpulse._health.stored_health`) from the record and its stored token."""
+        token_error: str | None = None
         try:
             stored = self.store.get_token(record.id)
-            readable = True
-        except AuthpulseError:  # unreadable (encrypted with keys we lack, store down)
-            stored, readable = None, False
+        except AuthpulseError as exc:  # unreadable (encrypted with keys we lack, corrupt, down)
+            stored, token_error = None, type(exc).__name__
         expires_at = issued_at = None
-        remaining = None
-        fresh = "fresh"
         if stored is not None:
-            token = stored.token
-            sched = schedule(token, self.policy, skew=stored.skew)
-            expires_at, issued_at = sched.expires_at, token.issued_at - stored.skew
-            life = token.lifetime
-            remaining = max(sched.expires_at - now, 0.0) / life if life > 0 else 0.0
-            fresh = (
-                "expired"
-                if now >= sched.expires_at
-                else "stale"
-                if now >= sched.refresh_at
-                else "fresh"
-            )
-        state = "closed" if record.status.terminal else record.auth_state
-        signals = HealthSignals(
-            freshness=fresh,
-            has_token=stored is not None or not readable,
-            remaining_fraction=remaining,
-            auth_state=state,
+            expires_at = schedule(stored.token, self.policy, skew=stored.skew).expires_at
+            issued_at = stored.token.issued_at - stored.skew
+        report = stored_health(
+            auth_state=record.auth_state,
+            token=None if stored is None else stored.token,
+            skew=0.0 if stored is None else stored.skew,
+            now=now,
+            policy=self.policy,
+            closed=record.status.terminal,
+            readable=token_error is None,
         )
-        return _View(record, None, compute_health(signals), expires_at, issued_at, now)
+        return _View(record, None, report, expires_at, issued_at, now, token_error)
 
     def _note(self, session_id: str, at: float, score: int) -> None:
         with self._rings_lock:
@@ -283,6 +275,7 @@ class Dashboard:
             "consecutive_failures": None,
             "breaker": None,
             "last_error": None,
+            "token_error": v.token_error,
         }
         errors: list[dict[str, Any]] = []
         if r.error is not None:
