@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -947,3 +948,73 @@ def test_logger_names_are_one_per_layer() -> None:
         logger = getattr(module, "log", None) or module._log
         assert logger.name == "authpulse." + module.__name__.rsplit("._", 1)[1]
         assert logger.name in LOGGERS
+
+
+# ------------------------------------------------------------------- one catalogue
+
+
+def _families(text: str) -> dict[str, str]:
+    """``# TYPE`` lines of an exposition: family name -> type."""
+    return {
+        line.split(" ")[2]: line.split(" ")[3]
+        for line in text.splitlines()
+        if line.startswith("# TYPE ")
+    }
+
+
+def _samples(text: str, family: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith((family + "{", family + " ")):
+            key, _, number = line.rpartition(" ")
+            out[key] = float(number)
+    return out
+
+
+def test_serve_and_the_prometheus_collector_publish_the_same_series(
+    idp: FakeIdP, clock: FakeClock
+) -> None:
+    """``authpulse serve``'s /metrics and ``authpulse.metrics.prometheus`` use one catalogue."""
+    from authpulse._web import Dashboard
+
+    reg = CollectorRegistry()
+    m = SessionManager(clock=clock, transport=idp.transport)
+    try:
+        prometheus.instrument_manager(m, reg, session_ids=True)
+        dash = Dashboard(m)
+        api = FakeAPI(idp)
+        ok = m.create_session(
+            "alice", authpulse.ClientCredentials(idp.token_url, "client", "secret")
+        )
+        ok.session.token()
+        idp.set_outage(Fault(status=503))
+        with pytest.raises(authpulse.AuthpulseError):
+            ok.session.force_refresh()
+        idp.set_outage(None)
+        ok.session.force_refresh()
+        api.fail_next(20)
+        with ok.client(
+            base_url=api.base_url, transport=api.transport, breaker=BreakerPolicy(minimum_calls=3)
+        ) as client:
+            for _ in range(4):
+                with contextlib.suppress(authpulse.AuthpulseError, CircuitOpenError):
+                    client.get("/items")
+        m.tick()
+        web, prom = dash.metrics(), exposition(reg)
+        catalogue = {s.name + ("_total" if s.type == "counter" else "") for s in METRICS}
+        assert _families(web) == _families(prom)
+        assert set(_families(web)) <= catalogue
+        assert {"authpulse_token_refreshes_total", "authpulse_sessions"} <= set(_families(web))
+        for family in (
+            "authpulse_token_refreshes_total",
+            "authpulse_token_refresh_failures_total",
+            "authpulse_token_retries_total",
+            "authpulse_api_retries_total",
+            "authpulse_breaker_transitions_total",
+            "authpulse_sessions_by_health_band",
+            "authpulse_session_health_score",
+            "authpulse_manager_ticks_total",
+        ):
+            assert _samples(web, family) == _samples(prom, family), family
+    finally:
+        m.shutdown()

@@ -20,12 +20,14 @@ appear only when the user opts in. Nothing here ever reads a token.
 
 from __future__ import annotations
 
+import bisect
 import importlib
+import math
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -42,6 +44,9 @@ from .._signals import SessionEvent, SessionEventKind
 
 __all__ = [
     "METRICS",
+    "Counts",
+    "Family",
+    "Histogram",
     "Hub",
     "Instrumentation",
     "ManagerWatch",
@@ -51,8 +56,11 @@ __all__ = [
     "Sink",
     "State",
     "combined",
+    "exposition",
+    "families",
     "increments",
     "label_value",
+    "read_breakers",
     "require",
     "session_label",
 ]
@@ -821,7 +829,7 @@ def _expires_in(session: Session) -> float | None:
     return max(expires_at - session.clock.now(), 0.0)
 
 
-def _read_breakers(state: State, registries: Iterable[BreakerRegistry]) -> None:
+def read_breakers(state: State, registries: Iterable[BreakerRegistry]) -> None:
     seen: set[int] = set()
     for reg in registries:
         if id(reg) in seen:
@@ -1074,7 +1082,167 @@ class Hub:
                 state.set("session_expiry", (label,), expires)
         for mw in managers:
             _read_manager(state, mw, registries)
-        _read_breakers(state, registries)
+        read_breakers(state, registries)
         for cache, name in caches:
             _read_cache(state, name, cache)
         return state
+
+
+# ---------------------------------------------------------------------------- counting
+
+
+class Histogram:
+    """Bucket counts and sums per label set (cumulated only when read)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self._series: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = ([0] * (len(self.bounds) + 1), [0.0])
+        series[0][bisect.bisect_left(self.bounds, value)] += 1
+        series[1][0] += value
+
+    def snapshot(self) -> dict[Labels, tuple[list[tuple[str, float]], float]]:
+        out: dict[Labels, tuple[list[tuple[str, float]], float]] = {}
+        for labels, (counts, total) in self._series.items():
+            running = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+                running += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+            out[labels] = (buckets, total[0])
+        return out
+
+
+#: event counters by key and labels, and refresh-duration buckets by labels
+Durations = dict[Labels, tuple[list[tuple[str, float]], float]]
+
+
+class Counts:
+    """A :class:`Sink` that keeps the event counters and refresh durations in memory.
+
+    The Prometheus collector and the dashboard's ``/metrics`` both count this way.
+    """
+
+    def __init__(self) -> None:
+        self._counts_lock = threading.Lock()
+        self._counts: dict[str, dict[Labels, float]] = {}
+        self._durations = Histogram(DURATION_BUCKETS)
+
+    def count(self, key: str, labels: Labels) -> None:
+        with self._counts_lock:
+            series = self._counts.setdefault(key, {})
+            series[labels] = series.get(labels, 0.0) + 1.0
+
+    def started(self, watch: SessionWatch, reason: str) -> object:
+        return None
+
+    def ended(
+        self,
+        watch: SessionWatch,
+        outcome: str,
+        fields: Mapping[str, Any],
+        handle: object,
+        duration: float | None,
+    ) -> None:
+        if duration is not None:
+            with self._counts_lock:
+                self._durations.observe((label_value(fields.get("reason")), outcome), duration)
+
+    def retried(self, watch: SessionWatch, fields: Mapping[str, Any], handle: object) -> None:
+        return None
+
+    def counted(self) -> tuple[dict[str, dict[Labels, float]], Durations]:
+        """A copy of the counters and of the duration buckets."""
+        with self._counts_lock:
+            return {k: dict(v) for k, v in self._counts.items()}, self._durations.snapshot()
+
+
+# ---------------------------------------------------------------------------- families
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family ready to expose: its spec, label names and samples.
+
+    ``values`` maps label values to a number (counters, gauges); a histogram
+    has ``buckets`` instead: label values to (cumulative buckets, sum).
+    """
+
+    spec: MetricSpec
+    labels: Labels
+    values: Mapping[Labels, float]
+    buckets: Durations | None = None
+
+
+def families(
+    state: State,
+    counts: Mapping[str, Mapping[Labels, float]],
+    durations: Durations,
+    *,
+    watching: bool,
+) -> Iterator[Family]:
+    """The catalogue's families that have samples, in catalogue order.
+
+    The one rule for what is published: observed metrics from ``state``,
+    counted ones from ``counts``; an unlabelled counter is published at 0 as
+    soon as something is watched; the histogram once it has an observation.
+    """
+    for spec in METRICS:
+        if spec.type == "histogram":
+            if durations:
+                yield Family(spec, spec.labels, {}, durations)
+            continue
+        values = state.values.get(spec.key) if spec.observed else counts.get(spec.key)
+        if not values and watching and not spec.observed and not spec.labels:
+            values = {(): 0.0}  # unlabelled counters exist from the start
+        if values:
+            yield Family(spec, state.labels(spec.key), values)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _sample(name: str, names: Iterable[str], values: Iterable[str], value: float) -> str:
+    labelled = sorted(zip(names, values, strict=True))  # by name, as prometheus-client does
+    pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in labelled)
+    return f"{name}{{{pairs}}} {_number(value)}" if pairs else f"{name} {_number(value)}"
+
+
+def exposition(fams: Iterable[Family]) -> str:
+    """``fams`` in the Prometheus text format 0.0.4, named as prometheus-client names them.
+
+    A counter ``authpulse_x`` is the family ``authpulse_x_total``.
+    """
+    lines: list[str] = []
+    for fam in fams:
+        spec = fam.spec
+        name = f"{spec.name}_total" if spec.type == "counter" else spec.name
+        help_text = spec.help.replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {spec.type}")
+        if fam.buckets is not None:
+            for values, (buckets, total) in sorted(fam.buckets.items()):
+                count = 0.0
+                for le, n in buckets:
+                    names = (*fam.labels, "le")
+                    lines.append(_sample(f"{name}_bucket", names, (*values, le), n))
+                    count = n
+                lines.append(_sample(f"{name}_count", fam.labels, values, count))
+                lines.append(_sample(f"{name}_sum", fam.labels, values, total))
+            continue
+        for values, value in sorted(fam.values.items()):
+            lines.append(_sample(name, fam.labels, values, value))
+    return "\n".join(lines) + "\n" if lines else ""
