@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -31,6 +32,7 @@ from authpulse import (
     SessionManager,
     TokenRetry,
 )
+from authpulse._signals import SessionEvent, SessionEventKind
 from authpulse.logging_config import LOGGERS, JsonFormatter, authpulse_fields, json_formatter
 from authpulse.metrics import METRICS, MissingExtraError, otel, prometheus
 from authpulse.metrics._core import SessionWatch
@@ -741,15 +743,19 @@ class RecordingSink:
         self.retries.append(handle)
 
 
+def _ev(kind: str, fields: Mapping[str, Any]) -> SessionEvent:
+    return SessionEvent.of(SessionEventKind(kind), fields)
+
+
 def test_watch_pairs_starts_and_ends_by_reason(idp: FakeIdP, clock: FakeClock) -> None:
     sink = RecordingSink()
     watch = SessionWatch(sink, cc_session(idp, clock), "x")
-    watch("refresh_started", {"reason": "stale"})
-    watch("refresh_started", {"reason": "forced"})
-    watch("retry", {"error_class": "network"})
-    watch("refreshed", {"reason": "forced", "generation": 2})
-    watch("refreshed", {"reason": "initial", "generation": 3})  # set_token: no start
-    watch("refresh_failed", {"reason": "stale", "error_class": "server"})
+    watch(_ev("refresh_started", {"reason": "stale"}))
+    watch(_ev("refresh_started", {"reason": "forced"}))
+    watch(_ev("retry", {"error_class": "network"}))
+    watch(_ev("refreshed", {"reason": "forced", "generation": 2}))
+    watch(_ev("refreshed", {"reason": "initial", "generation": 3}))  # set_token: no start
+    watch(_ev("refresh_failed", {"reason": "stale", "error_class": "server"}))
     assert sink.retries == ["stale-1"]
     assert sink.ended_with == [
         ("success", "forced-2", True),
@@ -759,7 +765,7 @@ def test_watch_pairs_starts_and_ends_by_reason(idp: FakeIdP, clock: FakeClock) -
     assert ("refreshes", ("initial",)) in sink.counts
     assert ("refresh_failures", ("stale", "server")) in sink.counts
     watch.active = False
-    watch("refreshed", {"reason": "forced"})
+    watch(_ev("refreshed", {"reason": "forced"}))
     assert len(sink.ended_with) == 3
 
 
@@ -767,7 +773,7 @@ def test_watch_forgets_refreshes_that_never_end(idp: FakeIdP, clock: FakeClock) 
     sink = RecordingSink()
     watch = SessionWatch(sink, cc_session(idp, clock), None)
     for _ in range(9):
-        watch("refresh_started", {"reason": "stale"})
+        watch(_ev("refresh_started", {"reason": "stale"}))
     assert sink.ended_with == [("abandoned", "stale-1", False)]
 
 
@@ -775,10 +781,12 @@ def test_upstream_labels_never_carry_user_info() -> None:
     from authpulse.metrics._core import increments
 
     out = increments(
-        "api_retry_scheduled", {"upstream": "https://user:pw@api.test:443", "error_class": None}
+        _ev(
+            "api_retry_scheduled", {"upstream": "https://user:pw@api.test:443", "error_class": None}
+        )
     )
     assert out == [("api_retries", ("https://api.test:443", "unknown"))]
-    assert increments("unknown_kind", {}) == []
+    assert increments(_ev("refresh_started", {})) == []
 
 
 # ------------------------------------------------------------------------- logging
@@ -940,3 +948,73 @@ def test_logger_names_are_one_per_layer() -> None:
         logger = getattr(module, "log", None) or module._log
         assert logger.name == "authpulse." + module.__name__.rsplit("._", 1)[1]
         assert logger.name in LOGGERS
+
+
+# ------------------------------------------------------------------- one catalogue
+
+
+def _families(text: str) -> dict[str, str]:
+    """``# TYPE`` lines of an exposition: family name -> type."""
+    return {
+        line.split(" ")[2]: line.split(" ")[3]
+        for line in text.splitlines()
+        if line.startswith("# TYPE ")
+    }
+
+
+def _samples(text: str, family: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith((family + "{", family + " ")):
+            key, _, number = line.rpartition(" ")
+            out[key] = float(number)
+    return out
+
+
+def test_serve_and_the_prometheus_collector_publish_the_same_series(
+    idp: FakeIdP, clock: FakeClock
+) -> None:
+    """``authpulse serve``'s /metrics and ``authpulse.metrics.prometheus`` use one catalogue."""
+    from authpulse._web import Dashboard
+
+    reg = CollectorRegistry()
+    m = SessionManager(clock=clock, transport=idp.transport)
+    try:
+        prometheus.instrument_manager(m, reg, session_ids=True)
+        dash = Dashboard(m)
+        api = FakeAPI(idp)
+        ok = m.create_session(
+            "alice", authpulse.ClientCredentials(idp.token_url, "client", "secret")
+        )
+        ok.session.token()
+        idp.set_outage(Fault(status=503))
+        with pytest.raises(authpulse.AuthpulseError):
+            ok.session.force_refresh()
+        idp.set_outage(None)
+        ok.session.force_refresh()
+        api.fail_next(20)
+        with ok.client(
+            base_url=api.base_url, transport=api.transport, breaker=BreakerPolicy(minimum_calls=3)
+        ) as client:
+            for _ in range(4):
+                with contextlib.suppress(authpulse.AuthpulseError, CircuitOpenError):
+                    client.get("/items")
+        m.tick()
+        web, prom = dash.metrics(), exposition(reg)
+        catalogue = {s.name + ("_total" if s.type == "counter" else "") for s in METRICS}
+        assert _families(web) == _families(prom)
+        assert set(_families(web)) <= catalogue
+        assert {"authpulse_token_refreshes_total", "authpulse_sessions"} <= set(_families(web))
+        for family in (
+            "authpulse_token_refreshes_total",
+            "authpulse_token_refresh_failures_total",
+            "authpulse_token_retries_total",
+            "authpulse_api_retries_total",
+            "authpulse_breaker_transitions_total",
+            "authpulse_sessions_by_health_band",
+            "authpulse_session_health_score",
+            "authpulse_manager_ticks_total",
+        ):
+            assert _samples(web, family) == _samples(prom, family), family
+    finally:
+        m.shutdown()

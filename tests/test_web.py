@@ -24,6 +24,7 @@ from authpulse import (
     ClientCredentials,
     ConfigurationError,
     MemoryStore,
+    RefreshPolicy,
     RefreshTokenGrant,
     SessionManager,
     SessionRecord,
@@ -394,35 +395,33 @@ def test_metrics_in_prometheus_text_format(
     assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     m = parse_metrics(r.text)
 
-    assert m['authpulse_sessions{status="ACTIVE"}'] == 2
-    assert m['authpulse_sessions{status="CANCELLED"}'] == 1
-    assert m['authpulse_sessions{status="PAUSED"}'] == 0
+    def total(prefix: str, **labels: str) -> float:
+        wanted = [f'{k}="{v}"' for k, v in labels.items()]
+        return sum(
+            v for k, v in m.items() if k.split("{")[0] == prefix and all(w in k for w in wanted)
+        )
+
+    assert m['authpulse_sessions{kind="user",status="ACTIVE"}'] == 2
+    assert m['authpulse_sessions{kind="user",status="CANCELLED"}'] == 1
+    assert m['authpulse_sessions{kind="user",status="PAUSED"}'] == 0
     bad_score = manager.health("bad").score
     assert bad_score < 60
-    assert m['authpulse_session_health_score{session_id="ok",kind="user",band="excellent"}'] == 100
+    assert m['authpulse_session_health_score{session="ok"}'] == 100
+    assert m['authpulse_session_health_score{session="bad"}'] == bad_score
+    assert not any('session="ended"' in k for k in m)  # only open sessions per session
     bad_band = manager.health("bad").band.value
-    assert (
-        m[f'authpulse_session_health_score{{session_id="bad",kind="user",band="{bad_band}"}}']
-        == bad_score
-    )
-    assert not any('session_id="ended"' in k for k in m)  # only open sessions per session
-    # the histogram: cumulative buckets at the band edges
-    buckets = [m[f'authpulse_health_score_bucket{{le="{le}"}}'] for le in (19, 39, 59, 79)]
-    assert buckets == sorted(buckets)
-    assert m['authpulse_health_score_bucket{le="+Inf"}'] == m["authpulse_health_score_count"] == 2
-    assert m["authpulse_health_score_sum"] == 100 + bad_score
-    assert m['authpulse_health_score_bucket{le="79"}'] == 1
-    assert m["authpulse_refreshes_total"] == 2
-    assert m["authpulse_refresh_failures_total"] == 1
-    assert m['authpulse_session_refreshes_total{session_id="ok"}'] == 1
-    assert m['authpulse_session_refresh_failures_total{session_id="bad"}'] == 1
+    assert m['authpulse_sessions_by_health_band{band="excellent"}'] == 1
+    assert m[f'authpulse_sessions_by_health_band{{band="{bad_band}"}}'] == 1
+    assert total("authpulse_sessions_by_health_band") == 2
+    assert total("authpulse_token_refreshes_total") == 2
+    assert total("authpulse_token_refresh_failures_total") == 1
     expiry = ok.session.token_set.expires_at - clock.now()  # type: ignore[union-attr]
-    assert m['authpulse_session_token_expiry_seconds{session_id="ok"}'] == pytest.approx(expiry)
-    assert m['authpulse_session_breaker_state{session_id="bad",state="open"}'] == 1
-    assert m['authpulse_session_breaker_state{session_id="bad",state="closed"}'] == 0
-    assert m['authpulse_breakers{state="open"}'] == 1
-    assert m['authpulse_sessions_by_band{band="excellent"}'] == 1
-    assert "authpulse_worker_ticks_total" in m
+    assert m['authpulse_session_token_expires_in_seconds{session="ok"}'] == pytest.approx(expiry)
+    assert total("authpulse_breaker_state", state="open") == 1
+    assert total("authpulse_breaker_transitions_total", state="open") == 1
+    assert total("authpulse_breaker_opens_total") == 1
+    assert "authpulse_manager_ticks_total" in m
+    assert "authpulse_manager_worker_running" in m
 
 
 def test_metrics_escape_label_values(
@@ -443,8 +442,8 @@ def test_metrics_escape_label_values(
         expected_version=None,
     )
     text = Dashboard(manager).metrics()
-    assert 'session_id="we\\"ird\\\\id"' in text
-    assert 'session_id="old\\nid"' in text
+    assert 'session="we\\"ird\\\\id"' in text
+    assert 'session="old\\nid"' in text
     parse_metrics(text)
 
 
@@ -453,7 +452,7 @@ def test_metrics_per_session_series_are_capped(manager: SessionManager, idp: Fak
         manager.create_session("alice", cc(idp), session_id=f"s{i}")
     m = parse_metrics(Dashboard(manager, metrics_session_limit=2).metrics())
     assert sum(1 for k in m if k.startswith("authpulse_session_health_score{")) == 2
-    assert m["authpulse_health_score_count"] == 3
+    assert sum(v for k, v in m.items() if k.startswith("authpulse_sessions_by_health_band")) == 3
 
 
 # ----------------------------------------------------------------------------- the page
@@ -823,7 +822,9 @@ def test_a_store_only_dashboard_estimates_health_and_refuses_actions(
                 assert idp.token_calls == calls
                 clock.advance(600)  # the stored token has expired by now
                 assert rows_by_id(http)["s1"]["score"] == 50
-                assert parse_metrics(http.get("/metrics").text)["authpulse_refreshes_total"] == 0
+                m = parse_metrics(http.get("/metrics").text)
+                assert not any(k.startswith("authpulse_token_refreshes") for k in m)
+                assert m['authpulse_sessions_by_health_band{band="fair"}'] == 2
         finally:
             reader.close()
     finally:
@@ -934,3 +935,64 @@ def test_configuration_is_checked(manager: SessionManager) -> None:
         pytest.raises(ConfigurationError, match="cannot listen"),
     ):
         DashboardServer(manager, port=first.port, sample_interval=None)
+
+
+# ----------------------------------------------------------------- one stored-health estimate
+
+
+def test_an_unreadable_stored_token_gets_the_managers_estimate_everywhere(
+    tmp_path: Path, clock: FakeClock, idp: FakeIdP, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dashboard (with a manager, or on the store alone) and the manager agree on a
+    session whose stored token set cannot be read: never "fresh, has a token"."""
+    from authpulse._cli import main
+    from authpulse._health import stored_health
+
+    key = authpulse.TokenCipher.generate_key()
+    url = f"sqlite:///{tmp_path / 'enc.db'}"
+    writer = SessionManager(
+        open_store(url, encryption_keys=[key], clock=clock), clock=clock, transport=idp.transport
+    )
+    ms = writer.create_session("alice", cc(idp), session_id="enc")
+    ms.session.token()
+    admin = SessionManager(open_store(url, clock=clock), clock=clock)  # no key
+    try:
+        expected = stored_health(
+            auth_state="fresh", token=None, now=clock.now(), policy=RefreshPolicy(), readable=False
+        )
+        assert expected.score == 50
+        assert expected.worst is not None
+        assert expected.worst.reason == "the stored token set cannot be read"
+
+        exported = admin.export("enc")
+        assert exported["token_error"] == "DecryptionError"
+        with pytest.raises(authpulse.DecryptionError):
+            admin.health("enc")
+
+        for dash in (Dashboard(admin), Dashboard(store=admin.store, clock=clock)):
+            (row,) = dash.sessions()["sessions"]
+            assert row["live"] is False
+            assert row["token_error"] == exported["token_error"]
+            assert (row["score"], row["band"]) == (expected.score, expected.band.value)
+            assert row["freshness"] is None  # not "fresh": nothing is known about the token
+            detail = dash.session("enc")["health"]
+            assert detail["components"] == [
+                {"name": c.name, "penalty": c.penalty, "reason": c.reason}
+                for c in expected.components
+            ]
+
+        assert main(["health", "enc", "--store", url]) == 1  # the CLI refuses to guess
+        assert "AUTHPULSE_ENCRYPTION_KEYS" in capsys.readouterr().err
+
+        # with the key, every view gives the manager's number
+        keyed = SessionManager(open_store(url, encryption_keys=[key], clock=clock), clock=clock)
+        try:
+            score = keyed.health("enc").score
+            (row,) = Dashboard(keyed).sessions()["sessions"]
+            assert row["token_error"] is None
+            assert row["score"] == score
+        finally:
+            keyed.shutdown()
+    finally:
+        admin.shutdown()
+        writer.shutdown()

@@ -99,6 +99,9 @@ if _typing.TYPE_CHECKING:
     from ._session import Session as Session
     from ._session import TokenUpdateHook as TokenUpdateHook
     from ._settings import AuthpulseSettings as AuthpulseSettings
+    from ._signals import ApiEventKind as ApiEventKind
+    from ._signals import SessionEvent as SessionEvent
+    from ._signals import SessionEventKind as SessionEventKind
     from ._sources import CallableSource as CallableSource
     from ._sources import ClientCredentials as ClientCredentials
     from ._sources import FetchContext as FetchContext
@@ -217,6 +220,9 @@ _EXPORTS: dict[str, str] = {
     "TokenRetry": "._retry",
     "RefreshStats": "._session",
     "Session": "._session",
+    "ApiEventKind": "._signals",
+    "SessionEvent": "._signals",
+    "SessionEventKind": "._signals",
     "TokenUpdateHook": "._session",
     "AuthpulseSettings": "._settings",
     "CallableSource": "._sources",
@@ -252,6 +258,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "ApiEventKind",
     "AsyncCacheTransport",
     "AsyncClient",
     "AsyncRetryTransport",
@@ -327,6 +334,8 @@ __all__ = [
     "SQLiteStore",
     "Session",
     "SessionClosedError",
+    "SessionEvent",
+    "SessionEventKind",
     "SessionKind",
     "SessionManager",
     "SessionMetadata",

@@ -43,6 +43,7 @@ from ._http import (
     httpx,
 )
 from ._retry import classify_status
+from ._signals import ApiEventKind
 
 if TYPE_CHECKING:
     import httpx2
@@ -857,7 +858,7 @@ class _CacheCore:
             extensions={EXTENSION: label},
         )
 
-    def _emit(self, kind: str, payload: dict[str, object]) -> None:
+    def _emit(self, kind: ApiEventKind, payload: dict[str, object]) -> None:
         if self._on_event is None:
             return
         try:
@@ -865,11 +866,11 @@ class _CacheCore:
         except Exception:
             _log.exception(
                 "cache on_event hook failed for %r",
-                kind,
+                kind.value,
                 extra={
                     "authpulse_event": "hook_failed",
                     "authpulse_hook": "on_event",
-                    "authpulse_kind": kind,
+                    "authpulse_kind": kind.value,
                 },
             )
 
@@ -900,7 +901,7 @@ class _CacheCore:
             return None
         self.cache._count("stale_if_error_served")
         self._emit(
-            "stale_served",
+            ApiEventKind.STALE_SERVED,
             self._payload(
                 entry,
                 mode="stale-if-error",
@@ -1034,7 +1035,7 @@ class _CacheCore:
             self.cache._count("not_cached")
             self.cache._remove(entry.key, only=entry)
             outcome = "removed"
-        self._emit("revalidated", self._payload(entry, outcome=outcome, status=status))
+        self._emit(ApiEventKind.REVALIDATED, self._payload(entry, outcome=outcome, status=status))
 
     def _revalidation_failed(
         self, entry: _Entry, *, status: int | None = None, exc: BaseException | None = None
@@ -1051,7 +1052,7 @@ class _CacheCore:
         else:
             cls = classify_status(status) if status is not None else None
         self._emit(
-            "revalidation_failed",
+            ApiEventKind.REVALIDATION_FAILED,
             self._payload(
                 entry,
                 status=status,

@@ -31,6 +31,7 @@ from urllib.parse import unquote
 from ._errors import AuthpulseError, ConfigurationError
 from ._model import SessionKind, SessionStatus
 from ._redact import redact_mapping
+from ._signals import SessionEvent, SessionEventKind
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -868,11 +869,11 @@ def _cmd_refresh(args: argparse.Namespace, m: SessionManager, settings: Authpuls
     ms = m.recover(record.id, grant)
     adopted: list[bool] = []
 
-    def on_event(kind: str, fields: dict[str, Any]) -> None:
-        if kind == "refreshed":
-            adopted.append(bool(fields.get("adopted")))
+    def on_event(event: SessionEvent) -> None:
+        if event.kind is SessionEventKind.REFRESHED:
+            adopted.append(bool(event.fields.get("adopted")))
 
-    ms.session.add_listener(on_event)
+    ms.session.add_event_hook(on_event)
     ms.session.token()  # adopts the stored set if fresh; refreshes at once if it is due
     if not adopted or adopted[-1]:
         ms.session.force_refresh()  # the stored set is now the one we hold: refresh it

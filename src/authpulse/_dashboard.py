@@ -134,7 +134,7 @@ def render_frame(frame: DemoFrame, intro: DemoIntro | None = None) -> Renderable
     events.add_column("event", no_wrap=True, style="cyan")
     events.add_column("detail", overflow="fold")
     for e in frame.events:
-        style = "bold yellow" if e.kind == "fault" else ""
+        style = "bold yellow" if e.fault else ""
         events.add_row(f"{e.elapsed:5.1f}s", Text(e.kind, style or "cyan"), Text(e.detail))
     if not frame.events:
         events.add_row("", Text("—", style="dim"), "")

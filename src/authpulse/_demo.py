@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
-from ._breaker import BreakerPolicy
+from ._breaker import BreakerPolicy, BreakerState
 from ._cache import CachePolicy, CacheStats
 from ._clock import Clock, SystemClock
 from ._events import Event, EventKind
@@ -86,6 +86,7 @@ class DemoEvent:
     elapsed: float
     kind: str
     detail: str
+    fault: bool = False  #: a fault switching, not a session event
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,7 @@ def run_demo(
             _inject(idp, api, chosen, window, elapsed, done)
             now_active = tuple(f for f in chosen if window(f)[0] <= elapsed < window(f)[1])
             for name in [*(f for f in now_active if f not in active), *(done - fired)]:
-                log.append(DemoEvent(elapsed, "fault", f"{name}: {FAULTS[name][2]}"))
+                log.append(DemoEvent(elapsed, "fault", f"{name}: {FAULTS[name][2]}", fault=True))
             active = now_active
             try:
                 ok = client.get("/v1/catalog").status_code == 200
@@ -310,7 +311,7 @@ def run_demo(
                 client.join_background()  # on a fake clock, let background work finish
             top_level = max(top_level, chain.level)
             breaker = session.breaker_state() or "closed"
-            breaker_opened = breaker_opened or breaker == "open"
+            breaker_opened = breaker_opened or breaker == BreakerState.OPEN
             if elapsed >= next_print:
                 manager.tick()
                 report = manager.health(ms.id)
@@ -329,7 +330,7 @@ def run_demo(
                         refresh_failures=st.failures,
                         auth_state=ms.auth_state.value,
                         fallback_level=chain.level,
-                        api_retries=session._api_retries,
+                        api_retries=session.api_retries,
                         breaker=breaker,
                         stale=(cs.stale_served + cs.stale_if_error_served) if cs else 0,
                         health=report,
@@ -364,7 +365,7 @@ def run_demo(
         final_score=final_score,
         lowest_score=lowest,
         ux_score=ux,
-        api_retries=session._api_retries,
+        api_retries=session.api_retries,
         breaker_opened=breaker_opened,
         stale_served=(cs.stale_served + cs.stale_if_error_served) if cs else 0,
         highest_fallback_level=top_level,

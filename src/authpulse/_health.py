@@ -10,6 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ._policy import RefreshPolicy, freshness, schedule
+from ._tokens import TokenSet
+
 __all__ = [
     "RULES",
     "Band",
@@ -18,6 +21,7 @@ __all__ = [
     "HealthSignals",
     "band_for",
     "compute_health",
+    "stored_health",
 ]
 
 
@@ -67,6 +71,8 @@ class HealthSignals:
     stale_served: int = 0  #: stale cache responses served in the window
     store_available: bool | None = None
     worker_errors: int = 0  #: ticks that raised, recently
+    #: ``False``: a token set is stored but cannot be read (wrong key, corrupt)
+    token_readable: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +114,8 @@ class HealthReport:
 RULES: tuple[tuple[str, str, int], ...] = (
     (
         "token",
-        "no token or expired: 50; stale (refresh due): 5 + 10 × (1 − remaining "
-        "fraction × 2), at least 5",
+        "no token, an unreadable stored token or expired: 50; stale (refresh due): "
+        "5 + 10 × (1 − remaining fraction × 2), at least 5",
         50,
     ),
     ("refresh", "15 per consecutive refresh failure, at most 45", 45),
@@ -143,7 +149,9 @@ def compute_health(s: HealthSignals) -> HealthReport:
     parts: list[HealthComponent] = []
     add = parts.append
 
-    if not s.has_token:
+    if s.token_readable is False:
+        add(HealthComponent("token", 50, "the stored token set cannot be read"))
+    elif not s.has_token:
         add(HealthComponent("token", 50, "no token yet"))
     elif s.freshness == "expired":
         add(HealthComponent("token", 50, "the access token has expired"))
@@ -212,3 +220,46 @@ def compute_health(s: HealthSignals) -> HealthReport:
     score = max(0, 100 - sum(c.penalty for c in parts))
     parts.sort(key=lambda c: -c.penalty)
     return HealthReport(score=score, band=band_for(score), components=tuple(parts), signals=s)
+
+
+def stored_health(
+    *,
+    auth_state: str | None,
+    token: TokenSet | None,
+    now: float,
+    policy: RefreshPolicy,
+    skew: float = 0.0,
+    closed: bool = False,
+    readable: bool = True,
+) -> HealthReport:
+    """The health estimate of a session known only from the store.
+
+    The one estimate behind :meth:`SessionManager.health <authpulse.SessionManager.health>`
+    for a session not loaded in the process, the web dashboard, ``authpulse
+    health`` and ``authpulse sessions export``. It uses what the store
+    knows: whether the session is ``closed``, its last persisted
+    ``auth_state``, and the stored ``token`` (with its ``skew``) at local
+    time ``now``; request, heartbeat, breaker and worker signals are unknown
+    and cost nothing. ``readable=False`` means a token set is stored but
+    cannot be read (encrypted with a key this process lacks, or corrupt):
+    it costs the token's 50 points, and is never reported as fresh.
+    """
+    state = "closed" if closed else auth_state
+    if not readable:
+        return compute_health(
+            HealthSignals(
+                freshness="expired", has_token=False, auth_state=state, token_readable=False
+            )
+        )
+    if token is None:
+        return compute_health(HealthSignals(freshness="expired", has_token=False, auth_state=state))
+    expires_at = schedule(token, policy, skew=skew).expires_at
+    life = token.lifetime
+    return compute_health(
+        HealthSignals(
+            freshness=freshness(token, now, policy, skew=skew).value,
+            has_token=True,
+            remaining_fraction=max(expires_at - now, 0.0) / life if life > 0 else 0.0,
+            auth_state=state,
+        )
+    )

@@ -30,7 +30,7 @@ from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
-from ._health import HealthReport, HealthSignals, compute_health
+from ._health import HealthReport, compute_health, stored_health
 from ._http import async_client_for, check_endpoint_url, client_for
 from ._model import (
     ErrorDetails,
@@ -41,11 +41,12 @@ from ._model import (
     check_id,
     validate_labels,
 )
-from ._policy import RefreshPolicy, freshness, schedule
+from ._policy import RefreshPolicy
 from ._retry import TokenRetry
 from ._session import Session
+from ._signals import SessionEvent, SessionEventKind, journal_entry
 from ._sources import TokenSource, run_coroutine_blocking
-from ._state import AuthEvent, AuthState, Guards, IllegalTransition, StateMachine
+from ._state import AuthEvent, AuthState, Guards, IllegalTransition, StateMachine, auth_event_for
 from ._stats import Aggregates, SessionStats
 from ._store import (
     MemoryStore,
@@ -310,8 +311,8 @@ class ManagedSession:
         return self.manager.health(self.id, now=now)
 
     # bound methods rather than closures: two fewer objects per session
-    def _on_event(self, kind: str, fields: dict[str, Any]) -> None:
-        self.manager._on_session_event(self, kind, fields)
+    def _on_event(self, event: SessionEvent) -> None:
+        self.manager._on_session_event(self, event)
 
     def _on_request(self, ok: bool, latency: float) -> None:
         self.manager._on_request(self, ok, latency)
@@ -329,6 +330,8 @@ _Kind = Literal["lifecycle", "refresh", "heartbeat", "stuck"]
 #: ``progress(done, total)``: called after each session a bulk operation handled
 Progress = Callable[[int, int], object]
 _AUTH_STATES = {s.value: s for s in AuthState}
+#: session events after which the next refresh is scheduled again
+_RESCHEDULES = frozenset({SessionEventKind.REFRESHED, SessionEventKind.LOGIN_COMPLETED})
 # aliases: inside SessionManager the name ``list`` is the method
 _HeapItems = list[tuple[float, int, str, _Kind]]
 _Records = list[SessionRecord]
@@ -477,7 +480,7 @@ class SessionManager:
             initial=_AUTH_STATES.get(record.auth_state, AuthState.FRESH),
         )
         ms = ManagedSession(self, record, session, machine, probe or self.probe)
-        session.add_listener(ms._on_event)
+        session.add_event_hook(ms._on_event)
         session.on_request = ms._on_request
         with self._lock:
             self._live[record.id] = ms
@@ -512,6 +515,15 @@ class SessionManager:
     def admin_get(self, session_id: str) -> ManagedSession:
         """The session ``session_id`` whoever owns it (for operators and tools)."""
         return self._lookup(session_id)
+
+    def live_sessions(self) -> tuple[ManagedSession, ...]:
+        """A snapshot of the sessions loaded in this process (created or recovered
+        here), whoever owns them (for operators, metrics and dashboards).
+
+        .. versionadded:: unreleased
+        """
+        with self._lock:
+            return tuple(self._live.values())
 
     def record(self, session_id: str) -> SessionRecord:
         """The stored record (works for sessions not loaded in this process)."""
@@ -969,22 +981,13 @@ class SessionManager:
     def _stored_health(
         self, record: SessionRecord, stored: StoredToken | None, now: float
     ) -> HealthReport:
-        state = "closed" if record.status.terminal else record.auth_state
-        if stored is None:
-            return compute_health(
-                HealthSignals(freshness="expired", has_token=False, auth_state=state)
-            )
-        policy = self.policy or RefreshPolicy()
-        token = stored.token
-        expires_at = schedule(token, policy, skew=stored.skew).expires_at
-        life = token.lifetime
-        return compute_health(
-            HealthSignals(
-                freshness=freshness(token, now, policy, skew=stored.skew).value,
-                has_token=True,
-                remaining_fraction=max(expires_at - now, 0.0) / life if life > 0 else 0.0,
-                auth_state=state,
-            )
+        return stored_health(
+            auth_state=record.auth_state,
+            token=None if stored is None else stored.token,
+            skew=0.0 if stored is None else stored.skew,
+            now=now,
+            policy=self.policy or RefreshPolicy(),
+            closed=record.status.terminal,
         )
 
     def stored_stats(
@@ -1152,38 +1155,15 @@ class SessionManager:
             if tr.to_state in ms.machine.limits and ms.machine.stuck_after is not None:
                 self._push(ms.machine.stuck_after + 1e-6, ms.id, "stuck")
 
-    def _on_session_event(self, ms: ManagedSession, kind: str, fields: Mapping[str, Any]) -> None:
+    def _on_session_event(self, ms: ManagedSession, event: SessionEvent) -> None:
         now = self.clock.now()
-        if kind == "refresh_started":
-            self._fire(ms, AuthEvent.REFRESH_STARTED, now=now)
-        elif kind == "refreshed":
-            level = fields.get("level", 0)
-            self._fire(
-                ms, AuthEvent.FALLBACK_USED if level else AuthEvent.REFRESH_SUCCEEDED, now=now
-            )
-            self._publish(EventKind.TOKEN_REFRESHED, ms.record, now, **fields)
-            self._schedule_refresh(ms)
-        elif kind == "refresh_failed":
-            if fields.get("error") == "LoginRequiredError":
-                self._fire(ms, AuthEvent.LOGIN_NEEDED, now=now)
-            else:
-                self._fire(ms, AuthEvent.REFRESH_FAILED, now=now)
-            self._publish(EventKind.REFRESH_FAILED, ms.record, now, **fields)
-        elif kind == "retry":
-            self._publish(EventKind.RETRY_SCHEDULED, ms.record, now, **fields)
-        elif kind == "fallback_used":
-            self._publish(EventKind.FALLBACK_USED, ms.record, now, **fields)
-        elif kind == "primary_recovered":
-            self._fire(ms, AuthEvent.PRIMARY_RECOVERED, now=now)
-            self._publish(
-                EventKind.RECOVERED, ms.record, now, reason="primary source works again", **fields
-            )
-        elif kind == "login_required":
-            self._publish(EventKind.LOGIN_REQUIRED, ms.record, now, **fields)
-        elif kind == "token_record_replaced":
-            self._publish(EventKind.TOKEN_RECORD_REPLACED, ms.record, now, **fields)
-        elif kind == "login_completed":
-            self._fire(ms, AuthEvent.LOGIN_COMPLETED, now=now)
+        fired = auth_event_for(event)
+        if fired is not None:
+            self._fire(ms, fired, now=now)
+        entry = journal_entry(event)
+        if entry is not None:
+            self._publish(entry[0], ms.record, now, **entry[1])
+        if event.kind in _RESCHEDULES:
             self._schedule_refresh(ms)
 
     def _on_request(self, ms: ManagedSession, ok: bool, latency: float) -> None:

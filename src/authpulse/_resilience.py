@@ -46,6 +46,7 @@ from ._http import (
     httpx,
 )
 from ._retry import backoff, classify_status, parse_retry_after
+from ._signals import ApiEventKind
 
 if TYPE_CHECKING:
     import httpx2
@@ -517,7 +518,7 @@ class _Call:
 
     # -- events
 
-    def emit(self, kind: str, **fields: _Scalar) -> None:
+    def emit(self, kind: ApiEventKind, **fields: _Scalar) -> None:
         hook = self.base.on_event
         if hook is None:
             return
@@ -530,11 +531,11 @@ class _Call:
         except Exception:
             _log.exception(
                 "retry event hook failed on %r",
-                kind,
+                kind.value,
                 extra={
                     "authpulse_event": "hook_failed",
                     "authpulse_hook": "on_event",
-                    "authpulse_kind": kind,
+                    "authpulse_kind": kind.value,
                     "authpulse_upstream": self.upstream,
                 },
             )
@@ -546,7 +547,7 @@ class _Call:
             return
         self.concluded = True
         self.emit(
-            "gave_up",
+            ApiEventKind.GAVE_UP,
             attempts=self.attempt,
             reason=why,
             error_class=failure.error_class.value,
@@ -560,7 +561,7 @@ class _Call:
         self.attempt += 1
         self.failure = None
         self.plan = Plan(Step.DONE)  # whatever goes wrong before an answer is not retried
-        self.emit("attempt", attempt=self.attempt)
+        self.emit(ApiEventKind.ATTEMPT, attempt=self.attempt)
         permit = None
         if self.breaker is not None:
             try:
@@ -568,7 +569,7 @@ class _Call:
             except CircuitOpenError:
                 self.concluded = True
                 self.emit(
-                    "gave_up",
+                    ApiEventKind.GAVE_UP,
                     attempts=self.attempt,
                     reason="circuit_open",
                     error_class=ErrorClass.SERVER.value,
@@ -637,7 +638,7 @@ class _Call:
         budget = self.base.budgets.get(self.upstream)
         if not budget.try_acquire(timeout=failure.timeout):
             self.emit(
-                "budget_exhausted",
+                ApiEventKind.BUDGET_EXHAUSTED,
                 attempts=self.attempt,
                 error_class=failure.error_class.value,
                 available=budget.available,
@@ -651,7 +652,7 @@ class _Call:
                 status_code=failure.status_code,
             ) from exc
         self.emit(
-            "retry_scheduled",
+            ApiEventKind.RETRY_SCHEDULED,
             attempt=self.attempt,
             wait=self.plan.wait,
             wait_from=self.plan.why,

@@ -41,6 +41,14 @@ from ._http import async_client_for, client_for, every, httpx, parse_origins
 from ._model import check_id
 from ._policy import Freshness, RefreshPolicy, schedule
 from ._retry import TokenRetry
+from ._signals import (
+    ApiEventKind,
+    LegacyListener,
+    SessionEvent,
+    SessionEventHook,
+    SessionEventKind,
+    api_kind,
+)
 from ._single_flight import RefreshReason, SingleFlight, _Current
 from ._sources import FetchContext, Fetched, TokenSource
 from ._stats import RequestStats, RequestWindow
@@ -259,7 +267,7 @@ class Session(SingleFlight):
         self._last_error_class: str | None = None
         self._fallback_level = 0
         self._login_required: LoginRequiredError | None = None
-        self._listeners: list[Callable[[str, dict[str, Any]], None]] | None = None
+        self._listeners: list[SessionEventHook] | None = None
         if (
             isinstance(request_window, bool)
             or not isinstance(request_window, int)
@@ -302,6 +310,40 @@ class Session(SingleFlight):
         cur = self._cur
         return cur.refresh_at if cur is not None else None
 
+    @property
+    def expires_at(self) -> float | None:
+        """Local time at which the current token expires (``None`` without a token).
+
+        .. versionadded:: unreleased
+        """
+        cur = self._cur
+        return cur.expires_at if cur is not None else None
+
+    @property
+    def fallback_level(self) -> int:
+        """The level of the source chain that produced the current token (0: the primary).
+
+        .. versionadded:: unreleased
+        """
+        return self._fallback_level
+
+    @property
+    def api_retries(self) -> int:
+        """API requests of this session's clients retried so far.
+
+        .. versionadded:: unreleased
+        """
+        return self._api_retries
+
+    def breaker_registries(self) -> tuple[BreakerRegistry, ...]:
+        """The breaker registries guarding this session: its token endpoint's, then
+        those of its API clients (read-only; for metrics and dashboards).
+
+        .. versionadded:: unreleased
+        """
+        regs = () if self._breakers is None else (self._breakers,)
+        return regs + tuple(self._api_breakers or ())
+
     def breaker_state(self) -> str | None:
         """The worst state of the breakers guarding this session's upstreams
         (the token endpoint and the API origins of its clients), or ``None``."""
@@ -321,7 +363,7 @@ class Session(SingleFlight):
         return regs.get(source_url if isinstance(source_url, str) else self.name)
 
     def _store_state(self, available: bool, error: str | None) -> None:
-        self._emit("store_recovered" if available else "store_unavailable", error=error)
+        self._emit(_STORE_KINDS[available], error=error)
 
     def _watch_breakers(self, registry: BreakerRegistry) -> None:
         """Count ``registry``'s breakers in this session's health (clients call this)."""
@@ -332,14 +374,17 @@ class Session(SingleFlight):
 
     def _api_event(self, kind: str, fields: Mapping[str, Any]) -> None:
         """Retry, breaker and cache events of this session's clients."""
-        if kind == "retry_scheduled":
+        api = api_kind(kind)
+        if api is None:
+            return  # not a kind this version knows: nothing counts it
+        if api is ApiEventKind.RETRY_SCHEDULED:
             self._api_retries += 1
-        elif kind == "stale_served":
+        elif api is ApiEventKind.STALE_SERVED:
             if self._stale_served is None:
                 self._stale_served = []
             if len(self._stale_served) < 1000:
                 self._stale_served.append(self.clock.now())
-        self._emit(f"api_{kind}", **fields)
+        self._emit_event(SessionEvent.from_api(api, fields))
 
     def request_window(self) -> RequestWindow:
         """Success rate, p95 latency and user-experience score of recent requests."""
@@ -434,23 +479,54 @@ class Session(SingleFlight):
 
     def add_listener(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
         """Call ``fn(kind, fields)`` on refresh events (``refreshed``,
-        ``refresh_failed``, ``retry``). Fields never carry secrets."""
+        ``refresh_failed``, ``retry``). Fields never carry secrets.
+
+        ``kind`` is the value of a :class:`~authpulse.SessionEventKind`; for
+        typed events, use :meth:`add_event_hook`."""
+        self.add_event_hook(LegacyListener(fn))
+
+    def add_event_hook(self, hook: SessionEventHook) -> None:
+        """Call ``hook(event)`` with every :class:`~authpulse.SessionEvent` of this
+        session (refreshes, retries, fallbacks, store and API client events).
+
+        Events never carry secrets; a hook that raises is logged and the
+        others still run.
+
+        .. versionadded:: unreleased
+        """
+        if not callable(hook):
+            raise ConfigurationError("an event hook must be callable")
         if self._listeners is None:
             self._listeners = []
-        self._listeners.append(fn)
+        self._listeners.append(hook)
 
-    def _emit(self, kind: str, **fields: Any) -> None:
+    @property
+    def event_hooks(self) -> tuple[SessionEventHook, ...]:
+        """The hooks registered with :meth:`add_event_hook` and :meth:`add_listener`
+        (read-only; a listener appears as its adapter).
+
+        .. versionadded:: unreleased
+        """
+        return tuple(self._listeners or ())
+
+    def _emit(
+        self, kind: SessionEventKind, *, cause: type[BaseException] | None = None, **fields: Any
+    ) -> None:
+        if self._listeners:
+            self._emit_event(SessionEvent.of(kind, fields, cause))
+
+    def _emit_event(self, event: SessionEvent) -> None:
         for fn in self._listeners or ():
             try:
-                fn(kind, fields)
+                fn(event)
             except Exception:  # a listener must never break a refresh
                 log.exception(
                     "authpulse listener failed on %s",
-                    kind,
+                    event.kind.value,
                     extra={
                         "authpulse_event": "listener_failed",
                         "authpulse_session": self.name,
-                        "authpulse_kind": kind,
+                        "authpulse_kind": event.kind.value,
                     },
                 )
 
@@ -483,7 +559,7 @@ class Session(SingleFlight):
         self._install(Fetched(token, None), "initial")
         if self._coord is not None:
             self._coord.put(token, self._skew)
-        self._emit("login_completed", generation=self._generation)
+        self._emit(SessionEventKind.LOGIN_COMPLETED, generation=self._generation)
 
     def refresh_if_due(self, *, lead: float = 0.0) -> TokenSet:
         """Refresh now, in this thread, if the token is STALE or EXPIRED (or will be
@@ -599,7 +675,8 @@ class Session(SingleFlight):
         def on_retry(attempt: int, sleep: float, exc: BaseException | None) -> None:
             cls = getattr(exc, "error_class", None)
             self._emit(
-                "retry",
+                SessionEventKind.RETRY,
+                cause=type(exc) if exc is not None else None,
                 attempt=attempt,
                 sleep=sleep,
                 error_class=cls.value if cls is not None else None,
@@ -665,7 +742,7 @@ class Session(SingleFlight):
             self._next_bg_attempt = float("-inf")
             self._last_refresh_at = self.clock.now()
         self._emit(
-            "refreshed",
+            SessionEventKind.REFRESHED,
             reason=reason,
             generation=cur.generation,
             expires_in=round(cur.expires_at - self.clock.now(), 3),
@@ -675,10 +752,12 @@ class Session(SingleFlight):
         )
         if fetched.level > 0 and fetched.level != previous_level:
             self._emit(
-                "fallback_used", level=fetched.level, source=_level_name(self.source, fetched.level)
+                SessionEventKind.FALLBACK_USED,
+                level=fetched.level,
+                source=_level_name(self.source, fetched.level),
             )
         elif fetched.level == 0 and previous_level > 0:
-            self._emit("primary_recovered", previous_level=previous_level)
+            self._emit(SessionEventKind.PRIMARY_RECOVERED, previous_level=previous_level)
         log.info(
             "token refreshed",
             extra={
@@ -695,7 +774,8 @@ class Session(SingleFlight):
     def _record_replaced(self, discarded: CorruptRecordError, *, written: bool) -> None:
         """Report that the unusable stored set was replaced by a fetched one."""
         self._emit(
-            "token_record_replaced",
+            SessionEventKind.TOKEN_RECORD_REPLACED,
+            cause=type(discarded),
             error=type(discarded).__name__,
             problem=discarded.reason,
             written=written,
@@ -734,9 +814,15 @@ class Session(SingleFlight):
                 self._login_required = exc
                 self._next_bg_attempt = float("inf")  # only a new login helps now
         if isinstance(exc, LoginRequiredError):
-            self._emit("login_required", has_login_url=exc.login_url is not None, reason=exc.reason)
+            self._emit(
+                SessionEventKind.LOGIN_REQUIRED,
+                cause=type(exc),
+                has_login_url=exc.login_url is not None,
+                reason=exc.reason,
+            )
         self._emit(
-            "refresh_failed",
+            SessionEventKind.REFRESH_FAILED,
+            cause=type(exc),
             reason=reason,
             error=type(exc).__name__,
             error_class=self._last_error_class,
@@ -765,7 +851,7 @@ class Session(SingleFlight):
         return err
 
     def _hook_failed(self, exc: BaseException) -> None:
-        self._emit("hook_failed", error=type(exc).__name__)
+        self._emit(SessionEventKind.HOOK_FAILED, cause=type(exc), error=type(exc).__name__)
         log.error(
             "on_token_update hook raised %s; the new token is installed anyway",
             type(exc).__name__,
@@ -813,7 +899,7 @@ class Session(SingleFlight):
     ) -> tuple[concurrent.futures.Future[_Current] | _Current, bool]:
         claimed, leader = self._claim(reason, rejected, loop)
         if leader:
-            self._emit("refresh_started", reason=reason)
+            self._emit(SessionEventKind.REFRESH_STARTED, reason=reason)
         return claimed, leader
 
     def _current_for_fetch(self) -> TokenSet | None:
@@ -891,3 +977,5 @@ _DEFAULT_RETRY = TokenRetry()
 _BREAKER_RANK = {"closed": 0, "half_open": 1, "open": 2}
 #: stale cache answers count against health for this long (seconds)
 _STALE_MEMORY = 300.0
+#: the event a store-state change reports, by "the store is available"
+_STORE_KINDS = {True: SessionEventKind.STORE_RECOVERED, False: SessionEventKind.STORE_UNAVAILABLE}

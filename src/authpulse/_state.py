@@ -28,7 +28,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
-from ._errors import AuthpulseError, ConfigurationError, UsageError
+from ._errors import AuthpulseError, ConfigurationError, LoginRequiredError, UsageError
+from ._signals import SessionEvent, SessionEventKind
 
 __all__ = [
     "STATE_LIMITS",
@@ -41,6 +42,7 @@ __all__ = [
     "StateMachine",
     "Target",
     "Transition",
+    "auth_event_for",
     "mermaid",
     "next_state",
 ]
@@ -219,6 +221,33 @@ def next_state(state: AuthState, event: AuthEvent, guards: Guards | None = None)
         if name is None or getattr(guards, name):
             return to
     return target[-1][1]
+
+
+def auth_event_for(event: SessionEvent) -> AuthEvent | None:
+    """The machine event a session event fires, or ``None`` (it moves no state).
+
+    A refresh that installs a fallback level's token is ``FALLBACK_USED``; a
+    refresh that failed with :class:`~authpulse.LoginRequiredError` (by its
+    class, not its name) is ``LOGIN_NEEDED``.
+    """
+    kind = event.kind
+    if kind is SessionEventKind.REFRESH_STARTED:
+        return AuthEvent.REFRESH_STARTED
+    if kind is SessionEventKind.REFRESHED:
+        return AuthEvent.FALLBACK_USED if event.fields.get("level") else AuthEvent.REFRESH_SUCCEEDED
+    if kind is SessionEventKind.REFRESH_FAILED:
+        if event.failed_with(LoginRequiredError):
+            return AuthEvent.LOGIN_NEEDED
+        return AuthEvent.REFRESH_FAILED
+    return _FIRED.get(kind)
+
+
+_FIRED: Final[Mapping[SessionEventKind, AuthEvent]] = MappingProxyType(
+    {
+        SessionEventKind.PRIMARY_RECOVERED: AuthEvent.PRIMARY_RECOVERED,
+        SessionEventKind.LOGIN_COMPLETED: AuthEvent.LOGIN_COMPLETED,
+    }
+)
 
 
 def _check_time(now: float) -> float:

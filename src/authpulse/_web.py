@@ -41,14 +41,24 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ._breaker import BreakerRegistry
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
-from ._health import Band, HealthReport, HealthSignals, compute_health
+from ._health import Band, HealthReport, HealthSignals, stored_health
 from ._manager import ManagedSession, SessionManager, SessionNotFoundError
-from ._model import SessionRecord, SessionStatus
+from ._model import SessionKind, SessionRecord, SessionStatus
 from ._open_store import open_store
 from ._policy import RefreshPolicy, schedule
 from ._store import SessionStore, StoreError, check_page
+from .metrics._core import (
+    Counts,
+    ManagerWatch,
+    State,
+    exposition,
+    families,
+    label_value,
+    read_breakers,
+)
 
 __all__ = ["BAND_COLOURS", "Dashboard", "DashboardServer", "serve"]
 
@@ -63,8 +73,6 @@ BAND_COLOURS: Mapping[str, str] = {
     Band.CRITICAL.value: "#cf222e",  # red, 0–19
 }
 
-#: Lower bound of each band, best first (for the histogram in ``/metrics``).
-_BAND_FLOORS = ((Band.EXCELLENT, 80), (Band.GOOD, 60), (Band.FAIR, 40), (Band.POOR, 20))
 _OPEN = (SessionStatus.ACTIVE, SessionStatus.PAUSED)
 _MIN_ADMIN_TOKEN = 16
 _MAX_LIMIT = 1000
@@ -90,6 +98,7 @@ class _View:
     expires_at: float | None  #: local clock
     issued_at: float | None
     now: float
+    token_error: str | None = None  #: why the stored token set could not be read
 
 
 class Dashboard:
@@ -145,6 +154,13 @@ class Dashboard:
         self.metrics_session_limit = metrics_session_limit
         self._rings: dict[str, deque[tuple[float, int]]] = {}
         self._rings_lock = threading.Lock()
+        #: the event counters of ``/metrics`` (the metrics catalogue's), from now on
+        self._counts = Counts()
+        self._watch = (
+            None
+            if manager is None
+            else ManagerWatch(manager, self._counts, session_ids=False, owners=False, health=False)
+        )
 
     def __repr__(self) -> str:
         mode = "live" if self.manager is not None else "store only"
@@ -186,36 +202,27 @@ class Dashboard:
         return self._estimate(record, now)
 
     def _estimate(self, record: SessionRecord, now: float) -> _View:
-        """Health of a session known only from the store: the record and its stored token."""
+        """Health of a session known only from the store: the manager's estimate
+        (:func:`~authpulse._health.stored_health`) from the record and its stored token."""
+        token_error: str | None = None
         try:
             stored = self.store.get_token(record.id)
-            readable = True
-        except AuthpulseError:  # unreadable (encrypted with keys we lack, store down)
-            stored, readable = None, False
+        except AuthpulseError as exc:  # unreadable (encrypted with keys we lack, corrupt, down)
+            stored, token_error = None, type(exc).__name__
         expires_at = issued_at = None
-        remaining = None
-        fresh = "fresh"
         if stored is not None:
-            token = stored.token
-            sched = schedule(token, self.policy, skew=stored.skew)
-            expires_at, issued_at = sched.expires_at, token.issued_at - stored.skew
-            life = token.lifetime
-            remaining = max(sched.expires_at - now, 0.0) / life if life > 0 else 0.0
-            fresh = (
-                "expired"
-                if now >= sched.expires_at
-                else "stale"
-                if now >= sched.refresh_at
-                else "fresh"
-            )
-        state = "closed" if record.status.terminal else record.auth_state
-        signals = HealthSignals(
-            freshness=fresh,
-            has_token=stored is not None or not readable,
-            remaining_fraction=remaining,
-            auth_state=state,
+            expires_at = schedule(stored.token, self.policy, skew=stored.skew).expires_at
+            issued_at = stored.token.issued_at - stored.skew
+        report = stored_health(
+            auth_state=record.auth_state,
+            token=None if stored is None else stored.token,
+            skew=0.0 if stored is None else stored.skew,
+            now=now,
+            policy=self.policy,
+            closed=record.status.terminal,
+            readable=token_error is None,
         )
-        return _View(record, None, compute_health(signals), expires_at, issued_at, now)
+        return _View(record, None, report, expires_at, issued_at, now, token_error)
 
     def _note(self, session_id: str, at: float, score: int) -> None:
         with self._rings_lock:
@@ -284,6 +291,7 @@ class Dashboard:
             "consecutive_failures": None,
             "breaker": None,
             "last_error": None,
+            "token_error": v.token_error,
         }
         errors: list[dict[str, Any]] = []
         if r.error is not None:
@@ -497,135 +505,48 @@ class Dashboard:
     # ------------------------------------------------------------------ /metrics
 
     def metrics(self) -> str:
-        """``GET /metrics``: the Prometheus text exposition format (0.0.4)."""
+        """``GET /metrics``: the Prometheus text exposition format (0.0.4).
+
+        The series are those of :data:`authpulse.metrics.METRICS`, with the
+        names, types and labels :mod:`authpulse.metrics.prometheus` publishes
+        for the same manager: the session gauges cover every stored session
+        (estimated for those not live here; per-session series for at most
+        ``metrics_session_limit`` open sessions), breakers and ticks come
+        from the manager, and the event counters count from the moment this
+        dashboard was made.
+        """
         now = self.clock.now()
-        statuses = {s.value: 0 for s in SessionStatus}
-        bands = {b.value: 0 for b in Band}
-        buckets = [0] * len(_BAND_FLOORS)  # le 19, 39, 59, 79 (then +Inf)
-        score_sum = 0
-        per_session: list[_View] = []
-        refreshes = failures = 0
-        breakers = {"closed": 0, "half_open": 0, "open": 0}
+        state = State(owners=False)
+        for kind in SessionKind:
+            for status in SessionStatus:
+                state.add("sessions", (status.value, kind.value), 0.0)
+        for band in Band:
+            state.add("health_band", (band.value,), 0.0)
+        registries: list[BreakerRegistry] = []
+        shown = 0
         for record in self._records():
-            statuses[record.status.value] += 1
+            state.add("sessions", (record.status.value, record.kind.value), 1.0)
             if record.status.terminal:
                 continue
             v = self._view(record, now)
             self._note(record.id, now, v.report.score)
-            score = v.report.score
-            bands[v.report.band.value] += 1
-            score_sum += score
-            for i, (_, floor) in enumerate(reversed(_BAND_FLOORS)):
-                if score < floor:
-                    buckets[i] += 1
+            state.add("health_band", (v.report.band.value,), 1.0)
+            if shown < self.metrics_session_limit:
+                shown += 1
+                label = (label_value(record.id),)
+                state.set("session_health", label, v.report.score)
+                if v.expires_at is not None:
+                    state.set("session_expiry", label, max(v.expires_at - now, 0.0))
             if v.live is not None:
-                st = v.live.session.stats()
-                refreshes += st.refreshes
-                failures += st.failures
-                b = v.live.session.breaker_state()
-                if b in breakers:
-                    breakers[b] += 1
-            if len(per_session) < self.metrics_session_limit:
-                per_session.append(v)
-        n_open = sum(bands.values())
-        out = _Exposition()
-        out.family("authpulse_sessions", "gauge", "Stored sessions by lifecycle status.")
-        for status, count in statuses.items():
-            out.sample("authpulse_sessions", {"status": status}, count)
-        out.family("authpulse_sessions_by_band", "gauge", "Open sessions by health band.")
-        for band, count in bands.items():
-            out.sample("authpulse_sessions_by_band", {"band": band}, count)
-        out.family("authpulse_health_score", "histogram", "Health scores (0-100) of open sessions.")
-        for (_, floor), count in zip(reversed(_BAND_FLOORS), buckets, strict=True):
-            out.sample("authpulse_health_score_bucket", {"le": str(floor - 1)}, count)
-        out.sample("authpulse_health_score_bucket", {"le": "+Inf"}, n_open)
-        out.sample("authpulse_health_score_sum", {}, score_sum)
-        out.sample("authpulse_health_score_count", {}, n_open)
-        out.family(
-            "authpulse_refreshes",
-            "counter",
-            "Token refreshes that succeeded, summed over the sessions live in this process.",
-        )
-        out.sample("authpulse_refreshes_total", {}, refreshes)
-        out.family(
-            "authpulse_refresh_failures",
-            "counter",
-            "Token refreshes that failed, summed over the sessions live in this process.",
-        )
-        out.sample("authpulse_refresh_failures_total", {}, failures)
-        out.family(
-            "authpulse_breakers",
-            "gauge",
-            "Live open sessions by the worst state of their circuit breakers.",
-        )
-        for state, count in breakers.items():
-            out.sample("authpulse_breakers", {"state": state}, count)
-        if self.manager is not None:
-            out.family("authpulse_worker_ticks", "counter", "Maintenance ticks run by the worker.")
-            out.sample("authpulse_worker_ticks_total", {}, self.manager.tick_count)
-            out.family(
-                "authpulse_worker_tick_errors", "counter", "Maintenance ticks that hit an error."
-            )
-            out.sample("authpulse_worker_tick_errors_total", {}, self.manager.tick_errors)
-        self._session_metrics(out, per_session)
-        return out.text()
-
-    def _session_metrics(self, out: _Exposition, views: list[_View]) -> None:
-        out.family(
-            "authpulse_session_health_score",
-            "gauge",
-            "Health score (0-100) of each open session "
-            f"(at most {self.metrics_session_limit} sessions).",
-        )
-        for v in views:
-            out.sample(
-                "authpulse_session_health_score",
-                {"session_id": v.record.id, "kind": v.record.kind.value, "band": v.report.band},
-                v.report.score,
-            )
-        out.family(
-            "authpulse_session_token_expiry_seconds",
-            "gauge",
-            "Seconds until the access token of each open session expires (negative: expired).",
-        )
-        for v in views:
-            if v.expires_at is not None:
-                out.sample(
-                    "authpulse_session_token_expiry_seconds",
-                    {"session_id": v.record.id},
-                    round(v.expires_at - v.now, 3),
-                )
-        live = [v for v in views if v.live is not None]
-        stats = {v.record.id: v.live.session.stats() for v in live if v.live is not None}
-        out.family(
-            "authpulse_session_refreshes", "counter", "Token refreshes of each live open session."
-        )
-        for sid, st in stats.items():
-            out.sample("authpulse_session_refreshes_total", {"session_id": sid}, st.refreshes)
-        out.family(
-            "authpulse_session_refresh_failures",
-            "counter",
-            "Failed token refreshes of each live open session.",
-        )
-        for sid, st in stats.items():
-            out.sample("authpulse_session_refresh_failures_total", {"session_id": sid}, st.failures)
-        out.family(
-            "authpulse_session_breaker_state",
-            "gauge",
-            "1 for the worst circuit-breaker state of each live open session that has breakers.",
-        )
-        for v in live:
-            if v.live is None:  # pragma: no cover - filtered above
-                continue
-            state = v.live.session.breaker_state()
-            if state is None:
-                continue
-            for name in ("closed", "half_open", "open"):
-                out.sample(
-                    "authpulse_session_breaker_state",
-                    {"session_id": v.record.id, "state": name},
-                    1 if state == name else 0,
-                )
+                registries.extend(v.live.session.breaker_registries())
+        read_breakers(state, registries)
+        manager = self.manager
+        if manager is not None:
+            state.add("manager_ticks", (), manager.tick_count)
+            state.add("manager_tick_errors", (), manager.tick_errors)
+            state.add("manager_workers", (), 1.0 if manager.running else 0.0)
+        counts, durations = self._counts.counted()
+        return exposition(families(state, counts, durations, watching=manager is not None))
 
 
 def _signals_dict(s: HealthSignals) -> dict[str, Any]:
@@ -644,49 +565,6 @@ def _statuses(
         raise ConfigurationError(
             f"status must be one of {', '.join(s.value for s in SessionStatus)}"
         ) from None
-
-
-_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-
-
-class _Exposition:
-    """Prometheus text format, written by hand (version 0.0.4)."""
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        help_text = help_text.replace("\\", "\\\\").replace("\n", "\\n")
-        self._lines.append(f"# HELP {name} {help_text}")
-        self._lines.append(f"# TYPE {name} {kind}")
-
-    def sample(self, name: str, labels: Mapping[str, str], value: float) -> None:
-        if not _METRIC_NAME.match(name):  # pragma: no cover - names are ours
-            raise ValueError(f"bad metric name {name!r}")
-        if labels:
-            inner = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
-            self._lines.append(f"{name}{{{inner}}} {_number(value)}")
-        else:
-            self._lines.append(f"{name} {_number(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
 
 
 # ====================================================================== HTTP

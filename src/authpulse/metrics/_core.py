@@ -20,12 +20,14 @@ appear only when the user opts in. Nothing here ever reads a token.
 
 from __future__ import annotations
 
+import bisect
 import importlib
+import math
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -38,9 +40,13 @@ from .._health import Band
 from .._manager import ManagedSession, SessionManager
 from .._model import SessionKind
 from .._session import Session
+from .._signals import SessionEvent, SessionEventKind
 
 __all__ = [
     "METRICS",
+    "Counts",
+    "Family",
+    "Histogram",
     "Hub",
     "Instrumentation",
     "ManagerWatch",
@@ -50,8 +56,11 @@ __all__ = [
     "Sink",
     "State",
     "combined",
+    "exposition",
+    "families",
     "increments",
     "label_value",
+    "read_breakers",
     "require",
     "session_label",
 ]
@@ -465,45 +474,48 @@ def _upstream(value: object) -> str:
     return text
 
 
-def increments(kind: str, fields: Mapping[str, Any]) -> list[tuple[str, Labels]]:
-    """The event counters moved by one session listener event ``kind``."""
-    get = fields.get
-    if kind == "refreshed":
-        return [("refreshes", (label_value(get("reason")),))]
-    if kind == "refresh_failed":
-        return [("refresh_failures", (label_value(get("reason")), label_value(get("error_class"))))]
-    if kind == "retry":
-        return [("token_retries", (label_value(get("error_class")),))]
-    if kind == "api_retry_scheduled":
-        return [("api_retries", (_upstream(get("upstream")), label_value(get("error_class"))))]
-    if kind == "api_gave_up":
-        return [
-            (
-                "api_gave_up",
+def increments(event: SessionEvent) -> list[tuple[str, Labels]]:
+    """The event counters moved by one session event."""
+    get = event.fields.get
+    match event.kind:
+        case SessionEventKind.REFRESHED:
+            return [("refreshes", (label_value(get("reason")),))]
+        case SessionEventKind.REFRESH_FAILED:
+            return [
+                ("refresh_failures", (label_value(get("reason")), label_value(get("error_class"))))
+            ]
+        case SessionEventKind.RETRY:
+            return [("token_retries", (label_value(get("error_class")),))]
+        case SessionEventKind.API_RETRY_SCHEDULED:
+            return [("api_retries", (_upstream(get("upstream")), label_value(get("error_class"))))]
+        case SessionEventKind.API_GAVE_UP:
+            return [
                 (
-                    _upstream(get("upstream")),
-                    label_value(get("reason")),
-                    label_value(get("error_class")),
-                ),
-            )
-        ]
-    if kind == "api_budget_exhausted":
-        return [("api_budget_exhausted", (_upstream(get("upstream")),))]
-    if kind == "api_stale_served":
-        return [("api_stale_served", (label_value(get("mode")),))]
-    if kind == "api_breaker_state":
-        return [("breaker_transitions", (_upstream(get("upstream")), label_value(get("to"))))]
-    if kind == "fallback_used":
-        return [("fallback_used", (label_value(get("level")),))]
-    simple = _SIMPLE.get(kind)
+                    "api_gave_up",
+                    (
+                        _upstream(get("upstream")),
+                        label_value(get("reason")),
+                        label_value(get("error_class")),
+                    ),
+                )
+            ]
+        case SessionEventKind.API_BUDGET_EXHAUSTED:
+            return [("api_budget_exhausted", (_upstream(get("upstream")),))]
+        case SessionEventKind.API_STALE_SERVED:
+            return [("api_stale_served", (label_value(get("mode")),))]
+        case SessionEventKind.API_BREAKER_STATE:
+            return [("breaker_transitions", (_upstream(get("upstream")), label_value(get("to"))))]
+        case SessionEventKind.FALLBACK_USED:
+            return [("fallback_used", (label_value(get("level")),))]
+    simple = _SIMPLE.get(event.kind)
     return [(simple, ())] if simple is not None else []
 
 
-_SIMPLE: Final = {
-    "primary_recovered": "primary_recovered",
-    "login_required": "login_required",
-    "store_unavailable": "store_unavailable",
-    "hook_failed": "hook_failures",
+_SIMPLE: Final[Mapping[SessionEventKind, str]] = {
+    SessionEventKind.PRIMARY_RECOVERED: "primary_recovered",
+    SessionEventKind.LOGIN_REQUIRED: "login_required",
+    SessionEventKind.STORE_UNAVAILABLE: "store_unavailable",
+    SessionEventKind.HOOK_FAILED: "hook_failures",
 }
 
 
@@ -520,8 +532,8 @@ def manager_increments(event: Event) -> list[tuple[str, Labels]]:
 
 
 def _is_managed(session: Session) -> bool:
-    listeners = session._listeners or ()
-    return any(isinstance(getattr(fn, "__self__", None), ManagedSession) for fn in listeners)
+    hooks = session.event_hooks
+    return any(isinstance(getattr(fn, "__self__", None), ManagedSession) for fn in hooks)
 
 
 def session_label(session: Session, name: str | None) -> str:
@@ -650,18 +662,19 @@ class SessionWatch:
     def session(self) -> Session | None:
         return self._session()
 
-    def __call__(self, kind: str, fields: dict[str, Any]) -> None:
+    def __call__(self, event: SessionEvent) -> None:
         if not self.active:
             return
-        for key, labels in increments(kind, fields):
+        for key, labels in increments(event):
             self.sink.count(key, labels)
-        if kind == "refresh_started":
+        kind, fields = event.kind, event.fields
+        if kind is SessionEventKind.REFRESH_STARTED:
             self._start(label_value(fields.get("reason")))
-        elif kind == "refreshed":
+        elif kind is SessionEventKind.REFRESHED:
             self._end("success", fields)
-        elif kind == "refresh_failed":
+        elif kind is SessionEventKind.REFRESH_FAILED:
             self._end("failure", fields)
-        elif kind == "retry":
+        elif kind is SessionEventKind.RETRY:
             with self._lock:
                 handle = self._open[0].handle if self._open else None
             self.sink.retried(self, fields, handle)
@@ -736,9 +749,7 @@ class ManagerWatch:
         self._lock = threading.Lock()
         # subscribe first, then attach to the sessions already there: none is missed
         self._unsubscribe = manager.subscribe(self._on_event, kinds=_WATCHED_KINDS)
-        with manager._lock:
-            live = list(manager._live.values())
-        for ms in live:
+        for ms in manager.live_sessions():
             self._attach(ms)
 
     @property
@@ -758,7 +769,7 @@ class ManagerWatch:
                 return
             watch = SessionWatch(self.sink, session, ms.id if self.session_ids else None)
             self._watches[session] = watch
-        session.add_listener(watch)
+        session.add_event_hook(watch)
 
     def _on_event(self, event: Event) -> None:
         if not self.active:
@@ -808,19 +819,17 @@ class State:
 
 
 def _registries(session: Session) -> list[BreakerRegistry]:
-    regs = [session._breakers] if session._breakers is not None else []
-    regs.extend(session._api_breakers or ())
-    return regs
+    return list(session.breaker_registries())
 
 
 def _expires_in(session: Session) -> float | None:
-    cur = session._cur
-    if cur is None:
+    expires_at = session.expires_at
+    if expires_at is None:
         return None
-    return max(cur.expires_at - session.clock.now(), 0.0)
+    return max(expires_at - session.clock.now(), 0.0)
 
 
-def _read_breakers(state: State, registries: Iterable[BreakerRegistry]) -> None:
+def read_breakers(state: State, registries: Iterable[BreakerRegistry]) -> None:
     seen: set[int] = set()
     for reg in registries:
         if id(reg) in seen:
@@ -853,8 +862,7 @@ def _read_manager(state: State, mw: ManagerWatch, registries: list[BreakerRegist
     manager = mw.manager
     if manager is None:
         return
-    with manager._lock:
-        live = list(manager._live.values())
+    live = manager.live_sessions()
     if mw.owners:
         for ms in live:
             r = ms.record
@@ -951,7 +959,7 @@ class Hub:
             ref = weakref.ref(session)
             handle = Instrumentation(f"session {label!r}", lambda: self._drop_session(ref))
             self._sessions[session] = _SessionSource(label, watch, handle)
-        session.add_listener(watch)
+        session.add_event_hook(watch)
         return handle
 
     def _drop_session(self, ref: weakref.ref[Session]) -> None:
@@ -1074,7 +1082,167 @@ class Hub:
                 state.set("session_expiry", (label,), expires)
         for mw in managers:
             _read_manager(state, mw, registries)
-        _read_breakers(state, registries)
+        read_breakers(state, registries)
         for cache, name in caches:
             _read_cache(state, name, cache)
         return state
+
+
+# ---------------------------------------------------------------------------- counting
+
+
+class Histogram:
+    """Bucket counts and sums per label set (cumulated only when read)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self._series: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = ([0] * (len(self.bounds) + 1), [0.0])
+        series[0][bisect.bisect_left(self.bounds, value)] += 1
+        series[1][0] += value
+
+    def snapshot(self) -> dict[Labels, tuple[list[tuple[str, float]], float]]:
+        out: dict[Labels, tuple[list[tuple[str, float]], float]] = {}
+        for labels, (counts, total) in self._series.items():
+            running = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*self.bounds, float("inf")), counts, strict=True):
+                running += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+            out[labels] = (buckets, total[0])
+        return out
+
+
+#: event counters by key and labels, and refresh-duration buckets by labels
+Durations = dict[Labels, tuple[list[tuple[str, float]], float]]
+
+
+class Counts:
+    """A :class:`Sink` that keeps the event counters and refresh durations in memory.
+
+    The Prometheus collector and the dashboard's ``/metrics`` both count this way.
+    """
+
+    def __init__(self) -> None:
+        self._counts_lock = threading.Lock()
+        self._counts: dict[str, dict[Labels, float]] = {}
+        self._durations = Histogram(DURATION_BUCKETS)
+
+    def count(self, key: str, labels: Labels) -> None:
+        with self._counts_lock:
+            series = self._counts.setdefault(key, {})
+            series[labels] = series.get(labels, 0.0) + 1.0
+
+    def started(self, watch: SessionWatch, reason: str) -> object:
+        return None
+
+    def ended(
+        self,
+        watch: SessionWatch,
+        outcome: str,
+        fields: Mapping[str, Any],
+        handle: object,
+        duration: float | None,
+    ) -> None:
+        if duration is not None:
+            with self._counts_lock:
+                self._durations.observe((label_value(fields.get("reason")), outcome), duration)
+
+    def retried(self, watch: SessionWatch, fields: Mapping[str, Any], handle: object) -> None:
+        return None
+
+    def counted(self) -> tuple[dict[str, dict[Labels, float]], Durations]:
+        """A copy of the counters and of the duration buckets."""
+        with self._counts_lock:
+            return {k: dict(v) for k, v in self._counts.items()}, self._durations.snapshot()
+
+
+# ---------------------------------------------------------------------------- families
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric family ready to expose: its spec, label names and samples.
+
+    ``values`` maps label values to a number (counters, gauges); a histogram
+    has ``buckets`` instead: label values to (cumulative buckets, sum).
+    """
+
+    spec: MetricSpec
+    labels: Labels
+    values: Mapping[Labels, float]
+    buckets: Durations | None = None
+
+
+def families(
+    state: State,
+    counts: Mapping[str, Mapping[Labels, float]],
+    durations: Durations,
+    *,
+    watching: bool,
+) -> Iterator[Family]:
+    """The catalogue's families that have samples, in catalogue order.
+
+    The one rule for what is published: observed metrics from ``state``,
+    counted ones from ``counts``; an unlabelled counter is published at 0 as
+    soon as something is watched; the histogram once it has an observation.
+    """
+    for spec in METRICS:
+        if spec.type == "histogram":
+            if durations:
+                yield Family(spec, spec.labels, {}, durations)
+            continue
+        values = state.values.get(spec.key) if spec.observed else counts.get(spec.key)
+        if not values and watching and not spec.observed and not spec.labels:
+            values = {(): 0.0}  # unlabelled counters exist from the start
+        if values:
+            yield Family(spec, state.labels(spec.key), values)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def _sample(name: str, names: Iterable[str], values: Iterable[str], value: float) -> str:
+    labelled = sorted(zip(names, values, strict=True))  # by name, as prometheus-client does
+    pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in labelled)
+    return f"{name}{{{pairs}}} {_number(value)}" if pairs else f"{name} {_number(value)}"
+
+
+def exposition(fams: Iterable[Family]) -> str:
+    """``fams`` in the Prometheus text format 0.0.4, named as prometheus-client names them.
+
+    A counter ``authpulse_x`` is the family ``authpulse_x_total``.
+    """
+    lines: list[str] = []
+    for fam in fams:
+        spec = fam.spec
+        name = f"{spec.name}_total" if spec.type == "counter" else spec.name
+        help_text = spec.help.replace("\\", "\\\\").replace("\n", "\\n")
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {spec.type}")
+        if fam.buckets is not None:
+            for values, (buckets, total) in sorted(fam.buckets.items()):
+                count = 0.0
+                for le, n in buckets:
+                    names = (*fam.labels, "le")
+                    lines.append(_sample(f"{name}_bucket", names, (*values, le), n))
+                    count = n
+                lines.append(_sample(f"{name}_count", fam.labels, values, count))
+                lines.append(_sample(f"{name}_sum", fam.labels, values, total))
+            continue
+        for values, value in sorted(fam.values.items()):
+            lines.append(_sample(name, fam.labels, values, value))
+    return "\n".join(lines) + "\n" if lines else ""

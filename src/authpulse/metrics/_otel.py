@@ -165,7 +165,7 @@ class OtelSink:
             )
             if session is not None:
                 attributes["authpulse.token.generation"] = session.generation
-                attributes["authpulse.fallback.level"] = session._fallback_level
+                attributes["authpulse.fallback.level"] = session.fallback_level
             handle.set_status(Status(StatusCode.ERROR, error))
         handle.set_attributes(attributes)
         handle.end()
