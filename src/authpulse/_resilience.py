@@ -25,13 +25,14 @@ import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import tenacity
 
 from ._breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Permit, upstream_key
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass
+from ._flow_http import Close, Flow, Send, Sleep, adrive, drive
 from ._http import (
     BYTE_STREAM_TYPES,
     TIMEOUT_ERRORS,
@@ -50,7 +51,7 @@ from ._retry import backoff, classify_status, parse_retry_after
 if TYPE_CHECKING:
     import httpx2
 
-    from ._http import AnyAsyncTransport, AnyTransport
+    from ._http import AnyAsyncTransport, AnyTransport  # noqa: F401 - the twins' quoted bases
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -486,7 +487,7 @@ _PHASES = ("connect", "read", "write", "pool")
 class _Call:
     """One request through a retry transport, from first attempt to answer."""
 
-    def __init__(self, base: _RetryBase, request: httpx.Request, policy: RetryPolicy) -> None:
+    def __init__(self, base: _RetryBase[Any], request: httpx.Request, policy: RetryPolicy) -> None:
         self.base = base
         self.request = request
         self.policy = policy
@@ -559,8 +560,12 @@ class _Call:
         """Count the attempt, ask the breaker, and cut the timeout to the deadline."""
         self.attempt += 1
         self.failure = None
-        self.plan = Plan(Step.DONE)  # whatever goes wrong before an answer is not retried
-        self.emit("attempt", attempt=self.attempt)
+        self.plan = _DONE  # whatever goes wrong before an answer is not retried
+        owner = self.base
+        if owner.on_event is not None and (
+            owner.event_kinds is None or "attempt" in owner.event_kinds
+        ):
+            self.emit("attempt", attempt=self.attempt)  # built only when someone listens
         permit = None
         if self.breaker is not None:
             try:
@@ -606,7 +611,13 @@ class _Call:
 
     def on_response(self, permit: Permit | None, response: httpx.Response) -> httpx.Response:
         self.response = response
-        failure = classify_response(response.status_code, response.headers, now=self.clock.now())
+        status = response.status_code
+        # a success (< 400) needs neither the headers nor the wall clock
+        failure = (
+            None
+            if status < 400
+            else classify_response(status, response.headers, now=self.clock.now())
+        )
         if failure is None:
             self.base.budgets.get(self.upstream).record_success()
             if permit is not None:
@@ -731,7 +742,7 @@ _SyncStreamBase, _Sync2StreamBase = bases("SyncByteStream")
 _AsyncStreamBase, _Async2StreamBase = bases("AsyncByteStream")
 
 
-class _SyncDeadlineStream(_SyncStreamBase, _Sync2StreamBase):  # type: ignore[misc,valid-type]
+class _DeadlineStream:
     """The returned answer's body, read within the call's deadline.
 
     A server that trickles a body a few bytes at a time never trips a read
@@ -745,72 +756,124 @@ class _SyncDeadlineStream(_SyncStreamBase, _Sync2StreamBase):  # type: ignore[mi
         self._inner = inner
         self._call = call
 
+    def _check(self) -> None:
+        if self._call.clock.monotonic() >= self._call.deadline:
+            raise self._call.late()
+
+
+class _SyncDeadlineStream(_DeadlineStream, _SyncStreamBase, _Sync2StreamBase):  # type: ignore[misc,valid-type]
+    __slots__ = ()
+
     def __iter__(self) -> Iterator[bytes]:
-        clock, deadline = self._call.clock, self._call.deadline
         for chunk in self._inner:
-            if clock.monotonic() >= deadline:
-                raise self._call.late()
+            self._check()
             yield chunk
 
     def close(self) -> None:
         self._inner.close()
 
 
-class _AsyncDeadlineStream(_AsyncStreamBase, _Async2StreamBase):  # type: ignore[misc,valid-type]
-    """The async twin of :class:`_SyncDeadlineStream`."""
-
-    __slots__ = ("_call", "_inner")
-
-    def __init__(self, inner: Any, call: _Call) -> None:
-        self._inner = inner
-        self._call = call
+class _AsyncDeadlineStream(_DeadlineStream, _AsyncStreamBase, _Async2StreamBase):  # type: ignore[misc,valid-type]
+    __slots__ = ()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        clock, deadline = self._call.clock, self._call.deadline
         async for chunk in self._inner:
-            if clock.monotonic() >= deadline:
-                raise self._call.late()
+            self._check()
             yield chunk
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
 
-class _FirstOutcome:
-    """The first attempt's outcome, handed to tenacity as its attempt 1."""
-
-    __slots__ = ("_outcome",)
-
-    def __init__(self, outcome: httpx.Response | BaseException) -> None:
-        self._outcome: httpx.Response | BaseException | None = outcome
-
-    def take(self) -> httpx.Response | None:
-        """The first answer (or raise the first error) once; ``None`` afterwards."""
-        outcome, self._outcome = self._outcome, None
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+def _attempt(call: _Call) -> Flow[httpx.Response]:
+    """One attempt: close the answer being retried, ask the breaker, send, classify."""
+    if call.response is not None:  # the answer we are retrying
+        response, call.response = call.response, None
+        yield Close(response)
+    permit = call.begin_attempt()
+    try:
+        response = yield Send(call.request)
+    except BaseException as exc:
+        call.on_exception(permit, exc)
+        raise
+    return call.on_response(permit, response)
 
 
-class _RetryBase:
-    """What the sync and async retry transports share: settings and the call set-up."""
+def _retry_flow(call: _Call) -> Flow[httpx.Response]:
+    """A call through a retry transport, written once for both twins.
+
+    The first attempt runs outside tenacity (the fast path); tenacity takes
+    over only when a retry is planned, with the first outcome as its
+    attempt 1, and its sleeps are yielded to the driver (the injected clock).
+    """
+    first: httpx.Response | BaseException
+    try:
+        first = yield from _attempt(call)
+    except TRANSPORT_ERRORS as exc:
+        first = exc
+    except BaseException:
+        call.restore()
+        raise
+    done = call.settled(first)
+    if done is not None:
+        return done
+    retrying = tenacity.Retrying(**call.tenacity_kwargs())
+    retrying.begin()
+    state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+    try:
+        while True:
+            do = retrying.iter(state)
+            if isinstance(do, tenacity.DoAttempt):
+                if state.attempt_number == 1:
+                    outcome: httpx.Response | BaseException = first
+                else:
+                    try:
+                        outcome = yield from _attempt(call)
+                    except BaseException as exc:
+                        outcome = exc
+                if isinstance(outcome, BaseException):
+                    state.set_exception((type(outcome), outcome, outcome.__traceback__))
+                else:
+                    state.set_result(outcome)
+            elif isinstance(do, tenacity.DoSleep):
+                state.prepare_for_next_attempt()
+                yield Sleep(do)
+            else:
+                return call.finish(do)
+    except TRANSPORT_ERRORS as exc:
+        raise call.failed(exc) from exc
+    finally:
+        call.restore()
+        if call.response is not None:
+            yield Close(call.response)
+
+
+_Inner = TypeVar("_Inner")
+
+
+class _RetryBase(Generic[_Inner]):
+    """What the sync and async retry transports share: settings, the call set-up
+    and the flow; the twins differ only in the driver and the body wrapper."""
 
     #: wraps the body of the answer returned, to read it within the deadline
     _deadline_stream: Callable[[Any, _Call], Any]
 
     def __init__(
         self,
+        inner: _Inner,
         *,
-        policy: RetryPolicy | None,
-        clock: Clock | None,
-        budgets: BudgetRegistry | None,
-        breakers: BreakerRegistry | None,
-        on_event: RetryEventHook | None,
-        seed: int | None,
+        policy: RetryPolicy | None = None,
+        clock: Clock | None = None,
+        budgets: BudgetRegistry | None = None,
+        breakers: BreakerRegistry | None = None,
+        on_event: RetryEventHook | None = None,
+        seed: int | None = None,
         events: Iterable[str] | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise ConfigurationError("policy must be a RetryPolicy")
+        #: the wrapped transport (an httpx2 one takes and gives httpx2's requests and answers)
+        self.inner = inner
         self.policy = policy or RetryPolicy()
         self.clock: Clock = clock or SystemClock()
         self.budgets = budgets if budgets is not None else BudgetRegistry()
@@ -846,7 +909,7 @@ class _RetryBase:
         return _Call(self, request, policy)
 
 
-class RetryTransport(_RetryBase, HttpxBaseTransport, Httpx2BaseTransport):
+class RetryTransport(_RetryBase["AnyTransport"], HttpxBaseTransport, Httpx2BaseTransport):
     """An httpx transport that retries ``inner`` by the rules of :class:`RetryPolicy`.
 
     ``httpx.Client(transport=RetryTransport(httpx.HTTPTransport()))``; the
@@ -868,110 +931,24 @@ class RetryTransport(_RetryBase, HttpxBaseTransport, Httpx2BaseTransport):
 
     _deadline_stream = _SyncDeadlineStream
 
-    def __init__(
-        self,
-        inner: AnyTransport,
-        *,
-        policy: RetryPolicy | None = None,
-        clock: Clock | None = None,
-        budgets: BudgetRegistry | None = None,
-        breakers: BreakerRegistry | None = None,
-        on_event: RetryEventHook | None = None,
-        seed: int | None = None,
-        events: Iterable[str] | None = None,
-    ) -> None:
-        super().__init__(
-            policy=policy,
-            clock=clock,
-            budgets=budgets,
-            breakers=breakers,
-            on_event=on_event,
-            seed=seed,
-            events=events,
-        )
-        # typed as httpx's: an httpx2 transport takes and gives httpx2's (same API)
-        self.inner = cast("httpx.BaseTransport", inner)
-
     @overload
     def handle_request(self, request: httpx.Request) -> httpx.Response: ...
     @overload
     def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
     def handle_request(self, request: Any) -> Any:
         """Send ``request`` (of ``inner``'s library) with retries; the answer is of that library."""
-        call = self._call(request)
-
-        def attempt() -> httpx.Response:
-            if call.response is not None:  # the answer we are retrying
-                call.response.close()
-                call.response = None
-            permit = call.begin_attempt()
-            try:
-                response = self.inner.handle_request(request)
-            except BaseException as exc:
-                call.on_exception(permit, exc)
-                raise
-            return call.on_response(permit, response)
-
-        # Fast path: the first attempt runs outside tenacity; tenacity takes over
-        # only when a retry is planned, replaying the first outcome as its attempt 1.
-        first: httpx.Response | BaseException
-        try:
-            first = attempt()
-        except TRANSPORT_ERRORS as exc:
-            first = exc
-        except BaseException:
-            call.restore()
-            raise
-        done = call.settled(first)
-        if done is not None:
-            return done
-        replay = _FirstOutcome(first)
-
-        def attempt_after_first() -> httpx.Response:
-            outcome = replay.take()
-            return outcome if outcome is not None else attempt()
-
-        retrying = tenacity.Retrying(sleep=self.clock.sleep, **call.tenacity_kwargs())
-        try:
-            return call.finish(retrying(attempt_after_first))
-        except TRANSPORT_ERRORS as exc:
-            raise call.failed(exc) from exc
-        finally:
-            call.restore()
-            if call.response is not None:
-                call.response.close()
+        return drive(_retry_flow(self._call(request)), self.inner, self.clock)
 
     def close(self) -> None:
         self.inner.close()
 
 
-class AsyncRetryTransport(_RetryBase, HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport):
-    """The async twin of :class:`RetryTransport` (same rules, same decisions)."""
+class AsyncRetryTransport(
+    _RetryBase["AnyAsyncTransport"], HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport
+):
+    """The async twin of :class:`RetryTransport` (same rules, same decisions, same flow)."""
 
     _deadline_stream = _AsyncDeadlineStream
-
-    def __init__(
-        self,
-        inner: AnyAsyncTransport,
-        *,
-        policy: RetryPolicy | None = None,
-        clock: Clock | None = None,
-        budgets: BudgetRegistry | None = None,
-        breakers: BreakerRegistry | None = None,
-        on_event: RetryEventHook | None = None,
-        seed: int | None = None,
-        events: Iterable[str] | None = None,
-    ) -> None:
-        super().__init__(
-            policy=policy,
-            clock=clock,
-            budgets=budgets,
-            breakers=breakers,
-            on_event=on_event,
-            seed=seed,
-            events=events,
-        )
-        self.inner = cast("httpx.AsyncBaseTransport", inner)
 
     @overload
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response: ...
@@ -979,47 +956,7 @@ class AsyncRetryTransport(_RetryBase, HttpxAsyncBaseTransport, Httpx2AsyncBaseTr
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
     async def handle_async_request(self, request: Any) -> Any:
         """Send ``request`` (of ``inner``'s library) with retries; the answer is of that library."""
-        call = self._call(request)
-
-        async def attempt() -> httpx.Response:
-            if call.response is not None:  # the answer we are retrying
-                await call.response.aclose()
-                call.response = None
-            permit = call.begin_attempt()
-            try:
-                response = await self.inner.handle_async_request(request)
-            except BaseException as exc:
-                call.on_exception(permit, exc)
-                raise
-            return call.on_response(permit, response)
-
-        # Fast path, as in the sync twin: tenacity only when a retry is planned.
-        first: httpx.Response | BaseException
-        try:
-            first = await attempt()
-        except TRANSPORT_ERRORS as exc:
-            first = exc
-        except BaseException:
-            call.restore()
-            raise
-        done = call.settled(first)
-        if done is not None:
-            return done
-        replay = _FirstOutcome(first)
-
-        async def attempt_after_first() -> httpx.Response:
-            outcome = replay.take()
-            return outcome if outcome is not None else await attempt()
-
-        retrying = tenacity.AsyncRetrying(sleep=self.clock.asleep, **call.tenacity_kwargs())
-        try:
-            return call.finish(await retrying(attempt_after_first))
-        except TRANSPORT_ERRORS as exc:
-            raise call.failed(exc) from exc
-        finally:
-            call.restore()
-            if call.response is not None:
-                await call.response.aclose()
+        return await adrive(_retry_flow(self._call(request)), self.inner, self.clock)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -1,0 +1,135 @@
+"""The HTTP layer's protocols, written once as generators, and their two drivers.
+
+A flow is a generator that makes every decision itself and yields a
+:class:`Step` whenever it needs I/O: send a request through the inner
+transport, read or close an answer's body, or sleep on the injected clock.
+The value of the step (the answer, the body, ``None``) is sent back into the
+flow; an exception the step raised is thrown into it at the ``yield``. The
+flow's return value is the driver's.
+
+:func:`drive` runs a flow with blocking I/O (``handle_request``,
+``read``, ``clock.sleep``) and :func:`adrive` with async I/O
+(``handle_async_request``, ``aread``, ``clock.asleep``), as httpx's
+``Auth.sync_auth_flow`` / ``async_auth_flow`` drive ``auth_flow``. Each step
+type carries its own two one-line performers, so what differs between the
+sync and async transports is exactly those lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._http import httpx
+
+__all__ = ["Close", "Flow", "Read", "Send", "Sleep", "Step", "adrive", "drive"]
+
+_T = TypeVar("_T")
+
+
+class Step:
+    """One piece of I/O a flow asks its driver for."""
+
+    __slots__ = ()
+
+    def run(self, inner: Any, clock: Clock) -> Any:  # pragma: no cover - every step overrides
+        raise NotImplementedError
+
+    async def arun(self, inner: Any, clock: Clock) -> Any:  # pragma: no cover - as above
+        raise NotImplementedError
+
+
+class Send(Step):
+    """Send ``request`` through the inner transport; the value is the answer."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: httpx.Request) -> None:
+        self.request = request
+
+    def run(self, inner: Any, clock: Clock) -> httpx.Response:
+        return inner.handle_request(self.request)  # type: ignore[no-any-return]
+
+    async def arun(self, inner: Any, clock: Clock) -> httpx.Response:
+        return await inner.handle_async_request(self.request)  # type: ignore[no-any-return]
+
+
+class Read(Step):
+    """Read the whole body of ``response``; the value is the bytes."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    def run(self, inner: Any, clock: Clock) -> bytes:
+        return self.response.read()
+
+    async def arun(self, inner: Any, clock: Clock) -> bytes:
+        return await self.response.aread()
+
+
+class Close(Step):
+    """Close ``response`` (release its connection)."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    def run(self, inner: Any, clock: Clock) -> None:
+        self.response.close()
+
+    async def arun(self, inner: Any, clock: Clock) -> None:
+        await self.response.aclose()
+
+
+class Sleep(Step):
+    """Sleep ``seconds`` on the injected clock."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def run(self, inner: Any, clock: Clock) -> None:
+        clock.sleep(self.seconds)
+
+    async def arun(self, inner: Any, clock: Clock) -> None:
+        await clock.asleep(self.seconds)
+
+
+#: a flow: yields steps, is sent their values, returns its answer
+Flow = Generator[Step, Any, _T]
+
+
+def drive(flow: Flow[_T], inner: Any, clock: Clock) -> _T:
+    """Run ``flow`` to its end with blocking I/O on ``inner`` and ``clock``."""
+    advance = flow.send
+    value: Any = None
+    while True:
+        try:
+            step = advance(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, advance = step.run(inner, clock), flow.send
+        except BaseException as exc:  # the flow decides what an error means
+            value, advance = exc, flow.throw
+
+
+async def adrive(flow: Flow[_T], inner: Any, clock: Clock) -> _T:
+    """Run ``flow`` to its end with async I/O on ``inner`` and ``clock``."""
+    advance = flow.send
+    value: Any = None
+    while True:
+        try:
+            step = advance(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            value, advance = await step.arun(inner, clock), flow.send
+        except BaseException as exc:  # the flow decides what an error means
+            value, advance = exc, flow.throw
