@@ -25,12 +25,13 @@ import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, NamedTuple, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, overload
 
 import cachetools
 
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass, UsageError
+from ._flow_http import Close, Flow, Read, Send, adrive, drive
 from ._http import (
     TRANSPORT_ERRORS,
     Httpx2AsyncBaseTransport,
@@ -47,7 +48,7 @@ from ._retry import classify_status
 if TYPE_CHECKING:
     import httpx2
 
-    from ._http import AnyAsyncTransport, AnyTransport
+    from ._http import AnyAsyncTransport, AnyTransport  # noqa: F401 - the twins' quoted bases
 
 __all__ = [
     "AsyncCacheTransport",
@@ -760,18 +761,30 @@ def _label(response: httpx.Response, label: str) -> httpx.Response:
     return response
 
 
-class _CacheCore:
-    """What both transports share: every decision, no I/O."""
+_Inner = TypeVar("_Inner")
+
+
+class _CacheCore(Generic[_Inner]):
+    """What both transports share: every decision and the two flows (an answer,
+    a revalidation). The twins differ only in the driver and in where a
+    background revalidation runs."""
+
+    #: what ``inner`` must be, and how the error names it
+    _inner_types: tuple[type[Any], ...]
+    _inner_kind: str
 
     def __init__(
         self,
+        inner: _Inner,
         *,
-        cache: ResponseCache | None,
-        policy: CachePolicy | None,
-        clock: Clock | None,
-        identity: IdentityArg,
-        on_event: EventHook | None,
+        cache: ResponseCache | None = None,
+        policy: CachePolicy | None = None,
+        clock: Clock | None = None,
+        identity: IdentityArg = None,
+        on_event: EventHook | None = None,
     ) -> None:
+        if not isinstance(inner, self._inner_types):
+            raise ConfigurationError(f"inner must be an {self._inner_kind} (or httpx2's)")
         if policy is not None and not isinstance(policy, CachePolicy):
             raise ConfigurationError("policy must be a CachePolicy")
         if cache is not None and not isinstance(cache, ResponseCache):
@@ -785,6 +798,8 @@ class _CacheCore:
             raise ConfigurationError("clock must implement authpulse.Clock")
         if on_event is not None and not callable(on_event):
             raise ConfigurationError("on_event must be callable")
+        # an httpx2 transport takes and gives httpx2's requests and answers (same API)
+        self._inner = inner
         self.policy = policy if policy is not None else CachePolicy()
         self.cache = (
             cache
@@ -795,6 +810,18 @@ class _CacheCore:
         self._identity = identity
         self._on_event = on_event
         self._closed = False
+        self._init_background()
+
+    def _init_background(self) -> None:  # pragma: no cover - every twin overrides
+        raise NotImplementedError
+
+    def _start_revalidation(self, request: httpx.Request, entry: _Entry) -> None:
+        raise NotImplementedError  # pragma: no cover - every twin overrides
+
+    @property
+    def inner(self) -> _Inner:
+        """The transport this cache is in front of."""
+        return self._inner
 
     def __repr__(self) -> str:
         if isinstance(self._identity, str):
@@ -1060,8 +1087,70 @@ class _CacheCore:
             ),
         )
 
+    # -- the flows (written once; see ``_flow_http``) ---------------------------------
 
-class CacheTransport(_CacheCore, HttpxBaseTransport, Httpx2BaseTransport):
+    def _answer_flow(self, request: httpx.Request) -> Flow[httpx.Response]:
+        """Answer ``request`` from the cache or the inner transport."""
+        d = self._decide(request)
+        if d.action is _Action.BYPASS:
+            response = yield Send(request)
+            self._after_unsafe(request, response)
+            return _label(response, "bypass")
+        entry = d.entry
+        if d.action is _Action.HIT and entry is not None:
+            return self._serve(request, entry, "hit")
+        if d.action is _Action.STALE and entry is not None:
+            if not self._closed and self.cache._claim(entry):
+                self._start_revalidation(request, entry)
+            return self._serve(request, entry, "stale")
+        try:
+            response = yield Send(request)
+        except _FETCH_FAILURES as exc:
+            stale = self._stale_on_error(d, request, exc)
+            if stale is None:
+                raise
+            return stale
+        verdict = self._judge(d, request, response)
+        if verdict is not None and not isinstance(verdict, _Windows):  # a stale answer
+            yield Close(response)
+            return verdict
+        if verdict is not None and d.primary is not None:
+            try:
+                content = yield Read(response)
+            except TRANSPORT_ERRORS as exc:
+                yield Close(response)
+                stale = self._stale_on_error(d, request, exc)
+                if stale is None:
+                    raise
+                return stale
+            self._store(d.primary, request, response, content, verdict)
+        return _label(response, "miss")
+
+    def _revalidation_flow(self, request: httpx.Request, entry: _Entry) -> Flow[None]:
+        """Revalidate ``entry`` (claimed by the caller; released here, whatever happens)."""
+        try:
+            req = self._revalidation_request(request, entry)
+            try:
+                response = yield Send(req)
+            except Exception as exc:
+                self._revalidation_failed(entry, exc=exc)
+                return
+            try:
+                plan = self._revalidation_plan(entry, req, response)
+                content = (yield Read(response)) if isinstance(plan, _Windows) else b""
+            except Exception as exc:
+                self._revalidation_failed(entry, exc=exc)
+                return
+            finally:
+                yield Close(response)
+            self._revalidation_done(entry, req, response, plan, content)
+        except Exception:
+            _log.exception("cache revalidation failed", extra=_REVALIDATION_FAILED)
+        finally:
+            self.cache._release(entry.key)
+
+
+class CacheTransport(_CacheCore["AnyTransport"], HttpxBaseTransport, Httpx2BaseTransport):
     """A stale-while-revalidate cache in front of a sync httpx transport.
 
     ``httpx.Client(transport=CacheTransport(httpx.HTTPTransport()))``; the
@@ -1078,33 +1167,15 @@ class CacheTransport(_CacheCore, HttpxBaseTransport, Httpx2BaseTransport):
     background thread.
     """
 
-    def __init__(
-        self,
-        inner: AnyTransport,
-        *,
-        cache: ResponseCache | None = None,
-        policy: CachePolicy | None = None,
-        clock: Clock | None = None,
-        identity: IdentityArg = None,
-        on_event: EventHook | None = None,
-    ) -> None:
-        if not isinstance(inner, _SYNC_TRANSPORTS):
-            raise ConfigurationError("inner must be an httpx.BaseTransport (or httpx2's)")
-        super().__init__(
-            cache=cache, policy=policy, clock=clock, identity=identity, on_event=on_event
-        )
-        # typed as httpx's: an httpx2 transport takes and gives httpx2's (same API)
-        self._inner = cast("httpx.BaseTransport", inner)
+    _inner_types = _SYNC_TRANSPORTS
+    _inner_kind = "httpx.BaseTransport"
+
+    def _init_background(self) -> None:
         # revalidations run on a small pool: starting a thread per revalidation would put
         # thread start-up (and a GIL hand-off) on the stale answer's path
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()
         self._threads_lock = threading.Lock()
-
-    @property
-    def inner(self) -> httpx.BaseTransport:
-        """The transport this cache is in front of."""
-        return self._inner
 
     @overload
     def handle_request(self, request: httpx.Request) -> httpx.Response: ...
@@ -1112,43 +1183,7 @@ class CacheTransport(_CacheCore, HttpxBaseTransport, Httpx2BaseTransport):
     def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
     def handle_request(self, request: Any) -> Any:
         """Answer ``request`` (of ``inner``'s library) from the cache or ``inner``."""
-        d = self._decide(request)
-        if d.action is _Action.BYPASS:
-            response = self._inner.handle_request(request)
-            self._after_unsafe(request, response)
-            return _label(response, "bypass")
-        entry = d.entry
-        if d.action is _Action.HIT and entry is not None:
-            return self._serve(request, entry, "hit")
-        if d.action is _Action.STALE and entry is not None:
-            if not self._closed and self.cache._claim(entry):
-                self._start_revalidation(request, entry)
-            return self._serve(request, entry, "stale")
-        return self._fetch(d, request)
-
-    def _fetch(self, d: _Decision, request: httpx.Request) -> httpx.Response:
-        try:
-            response = self._inner.handle_request(request)
-        except _FETCH_FAILURES as exc:
-            stale = self._stale_on_error(d, request, exc)
-            if stale is None:
-                raise
-            return stale
-        verdict = self._judge(d, request, response)
-        if verdict is not None and not isinstance(verdict, _Windows):  # a stale answer
-            response.close()
-            return verdict
-        if verdict is not None and d.primary is not None:
-            try:
-                content = response.read()
-            except TRANSPORT_ERRORS as exc:
-                response.close()
-                stale = self._stale_on_error(d, request, exc)
-                if stale is None:
-                    raise
-                return stale
-            self._store(d.primary, request, response, content, verdict)
-        return _label(response, "miss")
+        return drive(self._answer_flow(request), self._inner, self.clock)
 
     def _start_revalidation(self, request: httpx.Request, entry: _Entry) -> None:
         with self._threads_lock:
@@ -1170,26 +1205,7 @@ class CacheTransport(_CacheCore, HttpxBaseTransport, Httpx2BaseTransport):
             self._pending.discard(future)
 
     def _revalidate(self, request: httpx.Request, entry: _Entry) -> None:
-        try:
-            req = self._revalidation_request(request, entry)
-            try:
-                response = self._inner.handle_request(req)
-            except Exception as exc:
-                self._revalidation_failed(entry, exc=exc)
-                return
-            try:
-                plan = self._revalidation_plan(entry, req, response)
-                content = response.read() if isinstance(plan, _Windows) else b""
-            except Exception as exc:
-                self._revalidation_failed(entry, exc=exc)
-                return
-            finally:
-                response.close()
-            self._revalidation_done(entry, req, response, plan, content)
-        except Exception:
-            _log.exception("cache revalidation failed", extra=_REVALIDATION_FAILED)
-        finally:
-            self.cache._release(entry.key)
+        drive(self._revalidation_flow(request, entry), self._inner, self.clock)
 
     def join_background(self, timeout: float | None = None) -> None:
         """Wait for the background revalidations started so far (and any they race with)."""
@@ -1211,7 +1227,9 @@ class CacheTransport(_CacheCore, HttpxBaseTransport, Httpx2BaseTransport):
         self._inner.close()
 
 
-class AsyncCacheTransport(_CacheCore, HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport):
+class AsyncCacheTransport(
+    _CacheCore["AnyAsyncTransport"], HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport
+):
     """The async twin of :class:`CacheTransport`.
 
     ``httpx.AsyncClient(transport=AsyncCacheTransport(httpx.AsyncHTTPTransport()))``.
@@ -1219,28 +1237,11 @@ class AsyncCacheTransport(_CacheCore, HttpxAsyncBaseTransport, Httpx2AsyncBaseTr
     cancelled caller never cancels them.
     """
 
-    def __init__(
-        self,
-        inner: AnyAsyncTransport,
-        *,
-        cache: ResponseCache | None = None,
-        policy: CachePolicy | None = None,
-        clock: Clock | None = None,
-        identity: IdentityArg = None,
-        on_event: EventHook | None = None,
-    ) -> None:
-        if not isinstance(inner, _ASYNC_TRANSPORTS):
-            raise ConfigurationError("inner must be an httpx.AsyncBaseTransport (or httpx2's)")
-        super().__init__(
-            cache=cache, policy=policy, clock=clock, identity=identity, on_event=on_event
-        )
-        self._inner = cast("httpx.AsyncBaseTransport", inner)
-        self._tasks: set[asyncio.Task[None]] = set()
+    _inner_types = _ASYNC_TRANSPORTS
+    _inner_kind = "httpx.AsyncBaseTransport"
 
-    @property
-    def inner(self) -> httpx.AsyncBaseTransport:
-        """The transport this cache is in front of."""
-        return self._inner
+    def _init_background(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @overload
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response: ...
@@ -1248,76 +1249,18 @@ class AsyncCacheTransport(_CacheCore, HttpxAsyncBaseTransport, Httpx2AsyncBaseTr
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
     async def handle_async_request(self, request: Any) -> Any:
         """Answer ``request`` (of ``inner``'s library) from the cache or ``inner``."""
-        d = self._decide(request)
-        if d.action is _Action.BYPASS:
-            response = await self._inner.handle_async_request(request)
-            self._after_unsafe(request, response)
-            return _label(response, "bypass")
-        entry = d.entry
-        if d.action is _Action.HIT and entry is not None:
-            return self._serve(request, entry, "hit")
-        if d.action is _Action.STALE and entry is not None:
-            if not self._closed and self.cache._claim(entry):
-                self._start_revalidation(request, entry)
-            return self._serve(request, entry, "stale")
-        return await self._fetch(d, request)
-
-    async def _fetch(self, d: _Decision, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await self._inner.handle_async_request(request)
-        except _FETCH_FAILURES as exc:
-            stale = self._stale_on_error(d, request, exc)
-            if stale is None:
-                raise
-            return stale
-        verdict = self._judge(d, request, response)
-        if verdict is not None and not isinstance(verdict, _Windows):  # a stale answer
-            await response.aclose()
-            return verdict
-        if verdict is not None and d.primary is not None:
-            try:
-                content = await response.aread()
-            except TRANSPORT_ERRORS as exc:
-                await response.aclose()
-                stale = self._stale_on_error(d, request, exc)
-                if stale is None:
-                    raise
-                return stale
-            self._store(d.primary, request, response, content, verdict)
-        return _label(response, "miss")
+        return await adrive(self._answer_flow(request), self._inner, self.clock)
 
     def _start_revalidation(self, request: httpx.Request, entry: _Entry) -> None:
+        flow = adrive(self._revalidation_flow(request, entry), self._inner, self.clock)
         try:
-            task = asyncio.get_running_loop().create_task(
-                self._revalidate(request, entry), name="authpulse-cache-revalidate"
-            )
+            task = asyncio.get_running_loop().create_task(flow, name="authpulse-cache-revalidate")
         except BaseException:
+            flow.close()
             self.cache._release(entry.key)
             raise
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _revalidate(self, request: httpx.Request, entry: _Entry) -> None:
-        try:
-            req = self._revalidation_request(request, entry)
-            try:
-                response = await self._inner.handle_async_request(req)
-            except Exception as exc:
-                self._revalidation_failed(entry, exc=exc)
-                return
-            try:
-                plan = self._revalidation_plan(entry, req, response)
-                content = await response.aread() if isinstance(plan, _Windows) else b""
-            except Exception as exc:
-                self._revalidation_failed(entry, exc=exc)
-                return
-            finally:
-                await response.aclose()
-            self._revalidation_done(entry, req, response, plan, content)
-        except Exception:
-            _log.exception("cache revalidation failed", extra=_REVALIDATION_FAILED)
-        finally:
-            self.cache._release(entry.key)
 
     async def ajoin_background(self) -> None:
         """Wait for the revalidation tasks started on this event loop."""
