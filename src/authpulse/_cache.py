@@ -31,7 +31,7 @@ import cachetools
 
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass, UsageError
-from ._flow_http import Close, Flow, Read, Send, adrive, drive
+from ._flow_http import Close, Flow, Read, Send, adrive, drive, inner_is
 from ._http import (
     TRANSPORT_ERRORS,
     Httpx2AsyncBaseTransport,
@@ -1150,6 +1150,7 @@ class _CacheCore(Generic[_Inner]):
             self.cache._release(entry.key)
 
 
+@inner_is("AnyTransport")
 class CacheTransport(_CacheCore["AnyTransport"], HttpxBaseTransport, Httpx2BaseTransport):
     """A stale-while-revalidate cache in front of a sync httpx transport.
 
@@ -1227,6 +1228,7 @@ class CacheTransport(_CacheCore["AnyTransport"], HttpxBaseTransport, Httpx2BaseT
         self._inner.close()
 
 
+@inner_is("AnyAsyncTransport")
 class AsyncCacheTransport(
     _CacheCore["AnyAsyncTransport"], HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport
 ):

@@ -19,9 +19,10 @@ default backend's (see ``_http``).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._breaker import BreakerPolicy, BreakerRegistry
 from ._cache import AsyncCacheTransport, CachePolicy, CacheTransport, ResponseCache
@@ -159,7 +160,43 @@ def _stack(
     return layer, parts[0], layer
 
 
-class SessionClientMixin:
+_Cache = TypeVar("_Cache", CacheTransport, AsyncCacheTransport)
+
+
+class _SessionClientBase(Generic[_Cache]):
+    """What the sync and async mixins share: the one ``__init__`` (the twins
+    differ only in the transport classes and in their sync or async methods)."""
+
+    _sync: ClassVar[bool]
+    _retry_cls: ClassVar[Callable[..., Any]]
+    _cache_cls: ClassVar[Callable[..., Any]]
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        retry: RetryArg = True,
+        breaker: BreakerArg = True,
+        cache: CacheArg = None,
+        **kwargs: Any,
+    ) -> None:
+        _check(session, kwargs)
+        base = _base_transport(backend_for(self), kwargs, sync=self._sync)
+        transport, self.cache, cache_transport = _stack(
+            session, base, retry, breaker, cache, self._retry_cls, self._cache_cls
+        )
+        self._cache_transport: _Cache | None = cache_transport
+        kwargs["auth"] = _auth(session, kwargs)
+        kwargs["transport"] = transport
+        super().__init__(**kwargs)  # the library's Client or AsyncClient
+        self.session = session
+
+    def health(self) -> HealthReport:
+        """The session's health report."""
+        return self.session.health()
+
+
+class SessionClientMixin(_SessionClientBase[CacheTransport]):
     """What makes an HTTP library's ``Client`` an ``authpulse.Client`` (one
     implementation for httpx and httpx2: the library is the class's other base).
 
@@ -174,33 +211,13 @@ class SessionClientMixin:
     keyword argument goes to the library's client.
     """
 
-    def __init__(
-        self,
-        session: Session,
-        *,
-        retry: RetryArg = True,
-        breaker: BreakerArg = True,
-        cache: CacheArg = None,
-        **kwargs: Any,
-    ) -> None:
-        _check(session, kwargs)
-        base = _base_transport(backend_for(self), kwargs, sync=True)
-        transport, self.cache, cache_transport = _stack(
-            session, base, retry, breaker, cache, RetryTransport, CacheTransport
-        )
-        self._cache_transport: CacheTransport | None = cache_transport
-        kwargs["auth"] = _auth(session, kwargs)
-        kwargs["transport"] = transport
-        super().__init__(**kwargs)  # the library's Client
-        self.session = session
+    _sync = True
+    _retry_cls = RetryTransport
+    _cache_cls = CacheTransport
 
     def force_refresh(self) -> TokenSet:
         """Refresh the session's token now."""
         return self.session.force_refresh()
-
-    def health(self) -> HealthReport:
-        """The session's health report."""
-        return self.session.health()
 
     def join_background(self, timeout: float | None = None) -> None:
         """Wait for background work: cache revalidations and token refreshes."""
@@ -209,41 +226,32 @@ class SessionClientMixin:
         self.session.join_background(timeout)
 
 
-class AsyncSessionClientMixin:
+class AsyncSessionClientMixin(_SessionClientBase[AsyncCacheTransport]):
     """The async twin of :class:`SessionClientMixin` (same options)."""
 
-    def __init__(
-        self,
-        session: Session,
-        *,
-        retry: RetryArg = True,
-        breaker: BreakerArg = True,
-        cache: CacheArg = None,
-        **kwargs: Any,
-    ) -> None:
-        _check(session, kwargs)
-        base = _base_transport(backend_for(self), kwargs, sync=False)
-        transport, self.cache, cache_transport = _stack(
-            session, base, retry, breaker, cache, AsyncRetryTransport, AsyncCacheTransport
-        )
-        self._cache_transport: AsyncCacheTransport | None = cache_transport
-        kwargs["auth"] = _auth(session, kwargs)
-        kwargs["transport"] = transport
-        super().__init__(**kwargs)  # the library's AsyncClient
-        self.session = session
+    _sync = False
+    _retry_cls = AsyncRetryTransport
+    _cache_cls = AsyncCacheTransport
 
     async def force_refresh(self) -> TokenSet:
         """Refresh the session's token now."""
         return await self.session.aforce_refresh()
 
     async def join_background(self) -> None:
-        """Wait for background cache revalidations."""
+        """Wait for background work on this event loop: cache revalidations and token
+        refreshes (as the sync client's ``join_background``).
+
+        .. versionchanged:: unreleased
+           Also waits for the session's background token refreshes.
+        """
         if self._cache_transport is not None:
             await self._cache_transport.ajoin_background()
-
-    def health(self) -> HealthReport:
-        """The session's health report."""
-        return self.session.health()
+        loop = asyncio.get_running_loop()
+        refreshes = [
+            t for t in list(self.session._tasks or ()) if t.get_loop() is loop and not t.done()
+        ]
+        if refreshes:
+            await asyncio.wait(refreshes)  # unlike gather, being cancelled cancels none of them
 
 
 # ``authpulse.Client`` / ``AsyncClient``: the default backend's classes, looked up

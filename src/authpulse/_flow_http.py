@@ -17,16 +17,18 @@ sync and async transports is exactly those lines.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import inspect
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ._clock import Clock
     from ._http import httpx
 
-__all__ = ["Close", "Flow", "Read", "Send", "Sleep", "Step", "adrive", "drive"]
+__all__ = ["Close", "Flow", "Read", "Send", "Sleep", "Step", "adrive", "drive", "inner_is"]
 
 _T = TypeVar("_T")
+_C = TypeVar("_C", bound=type)
 
 
 class Step:
@@ -107,29 +109,49 @@ Flow = Generator[Step, Any, _T]
 
 def drive(flow: Flow[_T], inner: Any, clock: Clock) -> _T:
     """Run ``flow`` to its end with blocking I/O on ``inner`` and ``clock``."""
-    advance = flow.send
-    value: Any = None
-    while True:
-        try:
-            step = advance(value)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            value, advance = step.run(inner, clock), flow.send
-        except BaseException as exc:  # the flow decides what an error means
-            value, advance = exc, flow.throw
+    try:
+        step = flow.send(None)
+        while True:
+            try:
+                value = step.run(inner, clock)
+            except BaseException as exc:  # the flow decides what an error means
+                step = flow.throw(exc)
+            else:
+                step = flow.send(value)
+    except StopIteration as stop:  # the flow's return (never one raised by a step)
+        return stop.value  # type: ignore[no-any-return]
 
 
 async def adrive(flow: Flow[_T], inner: Any, clock: Clock) -> _T:
     """Run ``flow`` to its end with async I/O on ``inner`` and ``clock``."""
-    advance = flow.send
     value: Any = None
+    error: BaseException | None = None
     while True:
         try:
-            step = advance(value)
+            step = flow.send(value) if error is None else flow.throw(error)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
-            value, advance = await step.arun(inner, clock), flow.send
+            value, error = await step.arun(inner, clock), None
         except BaseException as exc:  # the flow decides what an error means
-            value, advance = exc, flow.throw
+            value, error = None, exc
+
+
+def inner_is(annotation: str) -> Callable[[_C], _C]:
+    """Class decorator: a twin's signature names its ``inner`` as ``annotation``.
+
+    The twins inherit one ``__init__`` from a base generic in the inner
+    transport's type; type checkers see the right type, and this shows it
+    to ``inspect.signature`` (and so in the API documentation) too.
+    """
+
+    def name(cls: _C) -> _C:
+        sig = inspect.signature(cls)
+        params = [
+            p.replace(annotation=annotation) if p.name == "inner" else p
+            for p in sig.parameters.values()
+        ]
+        cls.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        return cls
+
+    return name

@@ -32,7 +32,7 @@ import tenacity
 from ._breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Permit, upstream_key
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass
-from ._flow_http import Close, Flow, Send, Sleep, adrive, drive
+from ._flow_http import Close, Flow, Send, Sleep, adrive, drive, inner_is
 from ._http import (
     BYTE_STREAM_TYPES,
     TIMEOUT_ERRORS,
@@ -909,6 +909,7 @@ class _RetryBase(Generic[_Inner]):
         return _Call(self, request, policy)
 
 
+@inner_is("AnyTransport")
 class RetryTransport(_RetryBase["AnyTransport"], HttpxBaseTransport, Httpx2BaseTransport):
     """An httpx transport that retries ``inner`` by the rules of :class:`RetryPolicy`.
 
@@ -943,6 +944,7 @@ class RetryTransport(_RetryBase["AnyTransport"], HttpxBaseTransport, Httpx2BaseT
         self.inner.close()
 
 
+@inner_is("AnyAsyncTransport")
 class AsyncRetryTransport(
     _RetryBase["AnyAsyncTransport"], HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport
 ):
