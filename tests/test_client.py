@@ -146,3 +146,28 @@ async def test_async_join_background_waits_for_a_stale_token_refresh(
         await c.join_background()
         assert idp.hits == 2
     await session.aclose()
+
+
+@pytest.mark.parametrize("backend", ["httpx", "httpx2"])
+def test_backend_classes_are_made_once_and_found_by_their_names(backend: str) -> None:
+    import importlib
+    import inspect
+
+    import authpulse
+    from authpulse import _client
+    from authpulse._http import DEFAULT_BACKEND
+
+    module = importlib.import_module(f"authpulse.{backend}")
+    library = importlib.import_module(backend)
+    for name, mixin in (
+        ("Client", _client.SessionClientMixin),
+        ("AsyncClient", _client.AsyncSessionClientMixin),
+    ):
+        cls = getattr(module, name)
+        assert cls.__module__ == f"authpulse.{backend}"
+        assert cls.__qualname__ == name
+        assert issubclass(cls, mixin)
+        assert issubclass(cls, getattr(library, name))
+        assert f"``{backend}.{name}``" in (inspect.getdoc(cls) or "")
+        if backend == DEFAULT_BACKEND:
+            assert getattr(authpulse, name) is cls

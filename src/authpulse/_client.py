@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -254,16 +255,79 @@ class AsyncSessionClientMixin(_SessionClientBase[AsyncCacheTransport]):
             await asyncio.wait(refreshes)  # unlike gather, being cancelled cancels none of them
 
 
-# ``authpulse.Client`` / ``AsyncClient``: the default backend's classes, looked up
-# on first use. The backend modules import the mixins above from this module, so
-# importing one of them first (``import authpulse.httpx``) works too.
+# ---------------------------------------------------------------- the backends' classes
+
+_CLIENT_DOC = """An ``{lib}.Client`` whose requests carry ``session``'s token.
+
+``Client(session, *, retry=True, breaker=True, cache=None, **kwargs)``.
+``Authorization`` goes only to the session's origins, or, if it has
+none, to the origin of ``base_url`` (with neither, to every origin).
+``retry`` (default on): retries by the rules of
+:class:`~authpulse.RetryPolicy`; ``breaker`` (default on): a circuit
+breaker per API origin; ``cache`` (default off): a
+stale-while-revalidate cache for GET/HEAD, keyed by the session's
+identity. Every other keyword argument goes to ``{lib}.Client``;
+``transport=``, if given, must be a {lib} transport.
+"""
+_ASYNC_CLIENT_DOC = """An ``{lib}.AsyncClient`` whose requests carry ``session``'s token
+(same options as :class:`Client`)."""
+
+#: the classes this module serves, by name: (backend, class name, mixin, docstring)
+_CLASSES: dict[str, tuple[str, str, type, str]] = {
+    "HttpxClient": ("httpx", "Client", SessionClientMixin, _CLIENT_DOC),
+    "HttpxAsyncClient": ("httpx", "AsyncClient", AsyncSessionClientMixin, _ASYNC_CLIENT_DOC),
+    "Httpx2Client": ("httpx2", "Client", SessionClientMixin, _CLIENT_DOC),
+    "Httpx2AsyncClient": ("httpx2", "AsyncClient", AsyncSessionClientMixin, _ASYNC_CLIENT_DOC),
+}
+_made: dict[str, type] = {}
+_making = threading.Lock()
+
+
+def _client_class(key: str) -> type:
+    """One backend's ``Client`` or ``AsyncClient``, made once (written once for both
+    libraries: ``class Client(SessionClientMixin, <library>.Client)``). Its module is
+    the backend's (``authpulse.httpx``), which re-exports it under its own name."""
+    with _making:
+        made = _made.get(key)
+        if made is None:
+            backend, name, mixin, doc = _CLASSES[key]
+            library = importlib.import_module(backend)
+            made = _made[key] = type(
+                name,
+                (mixin, getattr(library, name)),
+                {
+                    "__module__": f"{__package__}.{backend}",
+                    "__qualname__": name,
+                    "__doc__": doc.format(lib=backend),
+                },
+            )
+    return made
+
+
+# ``authpulse.Client`` / ``AsyncClient`` are the default backend's classes; all are made
+# on first use, so importing a backend module first (``import authpulse.httpx``) or
+# this one first makes the same classes, and neither imports the other half-done.
 if TYPE_CHECKING:
-    from .httpx import AsyncClient, Client
+    import httpx2
+
+    class HttpxClient(SessionClientMixin, httpx.Client): ...
+
+    class HttpxAsyncClient(AsyncSessionClientMixin, httpx.AsyncClient): ...
+
+    class Httpx2Client(SessionClientMixin, httpx2.Client): ...
+
+    class Httpx2AsyncClient(AsyncSessionClientMixin, httpx2.AsyncClient): ...
+
+    Client = HttpxClient
+    AsyncClient = HttpxAsyncClient
 else:
 
     def __getattr__(name: str) -> object:
-        if name not in ("Client", "AsyncClient"):
+        if name in ("Client", "AsyncClient"):
+            key = ("Httpx2" if DEFAULT_BACKEND == "httpx2" else "Httpx") + name
+        elif name in _CLASSES:
+            key = name
+        else:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{__package__}.{DEFAULT_BACKEND}"), name)
-        globals()[name] = value
+        value = globals()[name] = _client_class(key)
         return value
