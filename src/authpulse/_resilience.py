@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import tenacity
 
-from ._breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Permit, upstream_key
+from ._breaker import (
+    BreakerRegistry,
+    CircuitBreaker,
+    CircuitOpenError,
+    Permit,
+    _UpstreamRegistry,
+    upstream_key,
+)
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass
 from ._flow_http import Close, Flow, Send, Sleep, adrive, drive, inner_is
@@ -294,7 +301,7 @@ class RetryBudget:
             self._available = min(self._available + self.success_refund, self.capacity)
 
 
-class BudgetRegistry:
+class BudgetRegistry(_UpstreamRegistry[RetryBudget]):
     """One :class:`RetryBudget` per upstream (origin), created on first use. Thread-safe."""
 
     def __init__(
@@ -305,39 +312,30 @@ class BudgetRegistry:
         timeout_retry_cost: int = 10,
         success_refund: int = 1,
     ) -> None:
-        self._settings = {
-            "capacity": capacity,
-            "retry_cost": retry_cost,
-            "timeout_retry_cost": timeout_retry_cost,
-            "success_refund": success_refund,
-        }
-        RetryBudget(**self._settings)  # validate now, not on first use
-        self._budgets: dict[str, RetryBudget] = {}
-        self._lock = threading.Lock()
+        super().__init__()
+        #: the settings of every budget, checked now rather than on first use
+        self._template = RetryBudget(
+            capacity,
+            retry_cost=retry_cost,
+            timeout_retry_cost=timeout_retry_cost,
+            success_refund=success_refund,
+        )
 
     def __repr__(self) -> str:
-        return f"BudgetRegistry({len(self._budgets)} budgets)"
+        return f"BudgetRegistry({len(self)} budgets)"
 
-    def get(self, upstream: httpx.URL | str) -> RetryBudget:
-        """The budget of ``upstream`` (keyed like :class:`BreakerRegistry`)."""
-        budget = self._budgets.get(upstream) if isinstance(upstream, str) else None
-        if budget is not None:  # already a key: skip parsing it again
-            return budget
-        key = BreakerRegistry.key(upstream)
-        budget = self._budgets.get(key)
-        if budget is not None:
-            return budget
-        with self._lock:
-            budget = self._budgets.get(key)
-            if budget is None:
-                budget = self._budgets[key] = RetryBudget(**self._settings)
-        return budget
+    def _make(self, key: str) -> RetryBudget:
+        t = self._template
+        return RetryBudget(
+            t.capacity,
+            retry_cost=t.retry_cost,
+            timeout_retry_cost=t.timeout_retry_cost,
+            success_refund=t.success_refund,
+        )
 
     def levels(self) -> dict[str, int]:
         """What is left in each budget, by upstream."""
-        with self._lock:
-            budgets = dict(self._budgets)
-        return {k: b.available for k, b in budgets.items()}
+        return {k: b.available for k, b in self._snapshot().items()}
 
 
 # ------------------------------------------------------------------------ pure decisions
