@@ -559,11 +559,7 @@ class _Call:
         self.attempt += 1
         self.failure = None
         self.plan = _DONE  # whatever goes wrong before an answer is not retried
-        owner = self.base
-        if owner.on_event is not None and (
-            owner.event_kinds is None or "attempt" in owner.event_kinds
-        ):
-            self.emit("attempt", attempt=self.attempt)  # built only when someone listens
+        self.emit("attempt", attempt=self.attempt)
         permit = None
         if self.breaker is not None:
             try:
