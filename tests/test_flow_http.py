@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from authpulse._flow_http import Close, Flow, Read, Send, Sleep, adrive, drive
+from authpulse._flow_http import Close, Flow, Read, Sleep, adrive, drive
 from authpulse._http import httpx
 from authpulse._resilience import AsyncRetryTransport, RetryPolicy, RetryTransport
 from authpulse.testing import FakeClock
@@ -23,7 +23,7 @@ def run(mode: str, flow: Flow[Any], inner: Any, clock: FakeClock) -> Any:
 
 
 def every_step(request: httpx.Request) -> Flow[tuple[int, bytes, bool]]:
-    response = yield Send(request)
+    response = yield request
     body = yield Read(response)
     yield Sleep(2.5)
     yield Close(response)
@@ -41,7 +41,7 @@ def test_each_step_is_performed_and_its_value_sent_back(mode: str) -> None:
 
 def recovers(request: httpx.Request) -> Flow[str]:
     try:
-        yield Send(request)
+        yield request
     except httpx.ConnectError as exc:
         return f"caught {type(exc).__name__}"
     return "not reached"

@@ -48,7 +48,7 @@ from ._cache_policy import (
 from ._cache_store import CacheStats, ResponseCache
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError
-from ._flow_http import Close, Flow, Read, Send, adrive, drive, inner_is
+from ._flow_http import Close, Flow, Read, adrive, drive, inner_is
 from ._http import (
     TRANSPORT_ERRORS,
     Httpx2AsyncBaseTransport,
@@ -449,7 +449,7 @@ class _CacheCore(Generic[_Inner]):
         """Answer ``request`` from the cache or the inner transport."""
         d = self._decide(request)
         if d.action is _Action.BYPASS:
-            response = yield Send(request)
+            response = yield request
             self._after_unsafe(request, response)
             return _label(response, "bypass")
         entry = d.entry
@@ -460,7 +460,7 @@ class _CacheCore(Generic[_Inner]):
                 self._start_revalidation(request, entry)
             return self._serve(request, entry, "stale")
         try:
-            response = yield Send(request)
+            response = yield request
         except _FETCH_FAILURES as exc:
             stale = self._stale_on_error(d, request, exc)
             if stale is None:
@@ -487,7 +487,7 @@ class _CacheCore(Generic[_Inner]):
         try:
             req = self._revalidation_request(request, entry)
             try:
-                response = yield Send(req)
+                response = yield req
             except Exception as exc:
                 self._revalidation_failed(entry, exc=exc)
                 return

@@ -1,18 +1,20 @@
 """The HTTP layer's protocols, written once as generators, and their two drivers.
 
-A flow is a generator that makes every decision itself and yields a
-:class:`Step` whenever it needs I/O: send a request through the inner
-transport, read or close an answer's body, or sleep on the injected clock.
-The value of the step (the answer, the body, ``None``) is sent back into the
-flow; an exception the step raised is thrown into it at the ``yield``. The
-flow's return value is the driver's.
+A flow is a generator that makes every decision itself and yields whenever
+it needs I/O: a request to send it through the inner transport (as httpx's
+``Auth.auth_flow`` yields requests), or a :class:`Step` for the rest: read
+or close an answer's body, sleep on the injected clock. The value (the
+answer, the body, ``None``) is sent back into the flow; an exception the I/O
+raised is thrown into it at the ``yield``. The flow's return value is the
+driver's.
 
-:func:`drive` runs a flow with blocking I/O (``handle_request``,
-``read``, ``clock.sleep``) and :func:`adrive` with async I/O
-(``handle_async_request``, ``aread``, ``clock.asleep``), as httpx's
-``Auth.sync_auth_flow`` / ``async_auth_flow`` drive ``auth_flow``. Each step
-type carries its own two one-line performers, so what differs between the
-sync and async transports is exactly those lines.
+:func:`drive` runs a flow with blocking I/O (``handle_request``, ``read``,
+``clock.sleep``) and :func:`adrive` with async I/O (``handle_async_request``,
+``aread``, ``clock.asleep``), as httpx's ``sync_auth_flow`` /
+``async_auth_flow`` drive ``auth_flow``. Each step type carries its own two
+one-line performers, so what differs between the sync and async transports
+is exactly those lines. A request is yielded bare, not wrapped in a step:
+it is the one I/O of every call, and costs no allocation.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from ._clock import Clock
     from ._http import httpx
 
-__all__ = ["Close", "Flow", "Read", "Send", "Sleep", "Step", "adrive", "drive", "inner_is"]
+__all__ = ["Close", "Flow", "Read", "Sleep", "Step", "adrive", "drive", "inner_is"]
 
 _T = TypeVar("_T")
 _C = TypeVar("_C", bound=type)
@@ -41,21 +43,6 @@ class Step:
 
     async def arun(self, inner: Any, clock: Clock) -> Any:  # pragma: no cover - as above
         raise NotImplementedError
-
-
-class Send(Step):
-    """Send ``request`` through the inner transport; the value is the answer."""
-
-    __slots__ = ("request",)
-
-    def __init__(self, request: httpx.Request) -> None:
-        self.request = request
-
-    def run(self, inner: Any, clock: Clock) -> httpx.Response:
-        return inner.handle_request(self.request)  # type: ignore[no-any-return]
-
-    async def arun(self, inner: Any, clock: Clock) -> httpx.Response:
-        return await inner.handle_async_request(self.request)  # type: ignore[no-any-return]
 
 
 class Read(Step):
@@ -103,8 +90,8 @@ class Sleep(Step):
         await clock.asleep(self.seconds)
 
 
-#: a flow: yields steps, is sent their values, returns its answer
-Flow = Generator[Step, Any, _T]
+#: a flow: yields requests to send and other steps, is sent their values, returns its answer
+Flow = Generator["httpx.Request | Step", Any, _T]
 
 
 def drive(flow: Flow[_T], inner: Any, clock: Clock) -> _T:
@@ -113,7 +100,10 @@ def drive(flow: Flow[_T], inner: Any, clock: Clock) -> _T:
         step = flow.send(None)
         while True:
             try:
-                value = step.run(inner, clock)
+                if isinstance(step, Step):
+                    value = step.run(inner, clock)
+                else:  # a request
+                    value = inner.handle_request(step)
             except BaseException as exc:  # the flow decides what an error means
                 step = flow.throw(exc)
             else:
@@ -132,7 +122,10 @@ async def adrive(flow: Flow[_T], inner: Any, clock: Clock) -> _T:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         try:
-            value, error = await step.arun(inner, clock), None
+            if isinstance(step, Step):
+                value, error = await step.arun(inner, clock), None
+            else:  # a request
+                value, error = await inner.handle_async_request(step), None
         except BaseException as exc:  # the flow decides what an error means
             value, error = None, exc
 

@@ -29,7 +29,7 @@ import tenacity
 from ._breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Permit, upstream_key
 from ._clock import Clock, SystemClock
 from ._errors import ConfigurationError, ErrorClass
-from ._flow_http import Close, Flow, Send, Sleep, adrive, drive, inner_is
+from ._flow_http import Close, Flow, Sleep, adrive, drive, inner_is
 from ._http import (
     BYTE_STREAM_TYPES,
     TRANSPORT_ERRORS,
@@ -124,12 +124,6 @@ def is_testing() -> bool:
 # ------------------------------------------------------------------------ one call
 
 
-def _is_replayable(request: httpx.Request) -> bool:
-    # bytes, str, form and JSON bodies (and any body already read) are a ByteStream;
-    # generators and files are one-shot streams
-    return isinstance(request.stream, BYTE_STREAM_TYPES)
-
-
 _PHASES = ("connect", "read", "write", "pool")
 
 
@@ -147,8 +141,10 @@ class _Call:
         self.deadline = self.clock.monotonic() + policy.deadline
         self.method = request.method
         self.upstream = base._upstream(request.url)
-        # asked before the first send: a one-shot stream is consumed by it
-        self.replayable = _is_replayable(request)
+        # asked before the first send: a one-shot stream is consumed by it. Bytes, str,
+        # form and JSON bodies (and any body already read) are a ByteStream; generators
+        # and files are one-shot streams
+        self.replayable = isinstance(request.stream, BYTE_STREAM_TYPES)
         self.breaker: CircuitBreaker | None = (
             base.breakers.get(self.upstream) if base.breakers is not None else None
         )
@@ -374,7 +370,7 @@ class _Call:
         """After the first attempt (run outside tenacity): the finished answer if no
         retry is planned, else ``None`` (tenacity takes over)."""
         if self.plan.step is Step.DONE and not isinstance(first, BaseException):
-            self.restore()
+            self.request.extensions = self._extensions  # as restore()
             return self.finish(first)
         return None
 
@@ -401,17 +397,15 @@ class _DeadlineStream:
         self._inner = inner
         self._call = call
 
-    def _check(self) -> None:
-        if self._call.clock.monotonic() >= self._call.deadline:
-            raise self._call.late()
-
 
 class _SyncDeadlineStream(_DeadlineStream, _SyncStreamBase, _Sync2StreamBase):  # type: ignore[misc,valid-type]
     __slots__ = ()
 
     def __iter__(self) -> Iterator[bytes]:
+        clock, deadline = self._call.clock, self._call.deadline
         for chunk in self._inner:
-            self._check()
+            if clock.monotonic() >= deadline:
+                raise self._call.late()
             yield chunk
 
     def close(self) -> None:
@@ -422,8 +416,10 @@ class _AsyncDeadlineStream(_DeadlineStream, _AsyncStreamBase, _Async2StreamBase)
     __slots__ = ()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        clock, deadline = self._call.clock, self._call.deadline
         async for chunk in self._inner:
-            self._check()
+            if clock.monotonic() >= deadline:
+                raise self._call.late()
             yield chunk
 
     async def aclose(self) -> None:
@@ -437,7 +433,7 @@ def _attempt(call: _Call) -> Flow[httpx.Response]:
         yield Close(response)
     permit = call.begin_attempt()
     try:
-        response = yield Send(call.request)
+        response = yield call.request
     except BaseException as exc:
         call.on_exception(permit, exc)
         raise
