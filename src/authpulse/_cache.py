@@ -445,20 +445,24 @@ class _CacheCore(Generic[_Inner]):
 
     # -- the flows (written once; see ``_flow_http``) ---------------------------------
 
-    def _answer_flow(self, request: httpx.Request) -> Flow[httpx.Response]:
-        """Answer ``request`` from the cache or the inner transport."""
-        d = self._decide(request)
+    def _served(self, request: httpx.Request, d: _Decision) -> httpx.Response | None:
+        """The answer from the cache itself (a hit, or a stale entry while one
+        revalidation starts), or ``None`` when the inner transport must answer."""
+        entry = d.entry
+        if entry is None or d.action is _Action.FETCH or d.action is _Action.BYPASS:
+            return None
+        if d.action is _Action.STALE:
+            if not self._closed and self.cache._claim(entry):
+                self._start_revalidation(request, entry)
+            return self._serve(request, entry, "stale")
+        return self._serve(request, entry, "hit")
+
+    def _answer_flow(self, d: _Decision, request: httpx.Request) -> Flow[httpx.Response]:
+        """Answer ``request`` from the inner transport (a bypass or a fetch)."""
         if d.action is _Action.BYPASS:
             response = yield request
             self._after_unsafe(request, response)
             return _label(response, "bypass")
-        entry = d.entry
-        if d.action is _Action.HIT and entry is not None:
-            return self._serve(request, entry, "hit")
-        if d.action is _Action.STALE and entry is not None:
-            if not self._closed and self.cache._claim(entry):
-                self._start_revalidation(request, entry)
-            return self._serve(request, entry, "stale")
         try:
             response = yield request
         except _FETCH_FAILURES as exc:
@@ -540,7 +544,11 @@ class CacheTransport(_CacheCore["AnyTransport"], HttpxBaseTransport, Httpx2BaseT
     def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
     def handle_request(self, request: Any) -> Any:
         """Answer ``request`` (of ``inner``'s library) from the cache or ``inner``."""
-        return drive(self._answer_flow(request), self._inner, self.clock)
+        d = self._decide(request)
+        served = self._served(request, d)  # no I/O, so no flow: the hit path stays lean
+        if served is not None:
+            return served
+        return drive(self._answer_flow(d, request), self._inner, self.clock)
 
     def _start_revalidation(self, request: httpx.Request, entry: _Entry) -> None:
         with self._threads_lock:
@@ -607,7 +615,11 @@ class AsyncCacheTransport(
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
     async def handle_async_request(self, request: Any) -> Any:
         """Answer ``request`` (of ``inner``'s library) from the cache or ``inner``."""
-        return await adrive(self._answer_flow(request), self._inner, self.clock)
+        d = self._decide(request)
+        served = self._served(request, d)  # no I/O, so no flow: the hit path stays lean
+        if served is not None:
+            return served
+        return await adrive(self._answer_flow(d, request), self._inner, self.clock)
 
     def _start_revalidation(self, request: httpx.Request, entry: _Entry) -> None:
         flow = adrive(self._revalidation_flow(request, entry), self._inner, self.clock)
