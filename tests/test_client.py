@@ -118,3 +118,56 @@ def test_httpx_kwargs_are_passed_through(clock: FakeClock, idp: FakeIdP, api: Fa
         r = client.get("/items")
     assert r.request.headers["x-trace"] == "abc"
     assert client.timeout.read == 3.0
+
+
+def test_sync_join_background_waits_for_a_stale_token_refresh(
+    clock: FakeClock, idp: FakeIdP, api: FakeAPI
+) -> None:
+    session = cc_session(idp, clock)
+    with Client(session, base_url=api.base_url, transport=api.transport) as client:
+        client.get("/items")
+        clock.advance(450)  # inside the refresh window, not expired: a background refresh
+        assert client.get("/items").status_code == 200
+        client.join_background(5)
+        assert idp.hits == 2
+    session.close()
+
+
+@pytest.mark.anyio
+async def test_async_join_background_waits_for_a_stale_token_refresh(
+    clock: FakeClock, idp: FakeIdP, api: FakeAPI
+) -> None:
+    # as the sync client's: join_background covers token refreshes, not only the cache
+    session = cc_session(idp, clock)
+    async with AsyncClient(session, base_url=api.base_url, transport=api.async_transport) as c:
+        await c.get("/items")
+        clock.advance(450)  # inside the refresh window, not expired: a background refresh
+        assert (await c.get("/items")).status_code == 200
+        await c.join_background()
+        assert idp.hits == 2
+    await session.aclose()
+
+
+@pytest.mark.parametrize("backend", ["httpx", "httpx2"])
+def test_backend_classes_are_made_once_and_found_by_their_names(backend: str) -> None:
+    import importlib
+    import inspect
+
+    import authpulse
+    from authpulse import _client
+    from authpulse._http import DEFAULT_BACKEND
+
+    module = importlib.import_module(f"authpulse.{backend}")
+    library = importlib.import_module(backend)
+    for name, mixin in (
+        ("Client", _client.SessionClientMixin),
+        ("AsyncClient", _client.AsyncSessionClientMixin),
+    ):
+        cls = getattr(module, name)
+        assert cls.__module__ == f"authpulse.{backend}"
+        assert cls.__qualname__ == name
+        assert issubclass(cls, mixin)
+        assert issubclass(cls, getattr(library, name))
+        assert f"``{backend}.{name}``" in (inspect.getdoc(cls) or "")
+        if backend == DEFAULT_BACKEND:
+            assert getattr(authpulse, name) is cls

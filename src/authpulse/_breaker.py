@@ -20,6 +20,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, ErrorClass
@@ -465,7 +466,60 @@ def upstream_key(url: httpx.URL | str) -> str:
     return f"{scheme}://{host}:{port}" if port is not None else f"{scheme}://{host}"
 
 
-class BreakerRegistry:
+_V = TypeVar("_V")
+
+
+class _UpstreamRegistry(Generic[_V]):
+    """One value per upstream, created on first use by ``make(key)``. Thread-safe.
+
+    Keys are origins (``https://api.example.com:443``); a URL, or an origin
+    without its default port, finds the same value. Any other string
+    (``"idp"``) is used as given. The base of :class:`BreakerRegistry` and
+    :class:`~authpulse.BudgetRegistry`.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, _V] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _make(self, key: str) -> _V:  # pragma: no cover - every registry overrides
+        raise NotImplementedError
+
+    @staticmethod
+    def key(upstream: httpx.URL | str) -> str:
+        """The registry key of ``upstream`` (see the class documentation)."""
+        if isinstance(upstream, str) and "://" not in upstream:
+            return upstream
+        try:
+            url = as_url(upstream)
+        except INVALID_URL_ERRORS:
+            return str(upstream)
+        return upstream_key(url) if url.host else str(upstream)
+
+    def get(self, upstream: httpx.URL | str) -> _V:
+        """The value of ``upstream``, created on demand."""
+        value = self._items.get(upstream) if isinstance(upstream, str) else None
+        if value is not None:  # already a key: skip parsing it again
+            return value
+        key = self.key(upstream)
+        value = self._items.get(key)
+        if value is not None:
+            return value
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                value = self._items[key] = self._make(key)
+        return value
+
+    def _snapshot(self) -> dict[str, _V]:
+        with self._lock:
+            return dict(self._items)
+
+
+class BreakerRegistry(_UpstreamRegistry[CircuitBreaker]):
     """One :class:`CircuitBreaker` per upstream, created on first use. Thread-safe.
 
     Keys are origins (``https://api.example.com:443``); a URL, or an origin
@@ -480,50 +534,19 @@ class BreakerRegistry:
         *,
         on_state_change: StateChangeHook | None = None,
     ) -> None:
+        super().__init__()
         self.policy = policy or BreakerPolicy()
         self.clock: Clock = clock or SystemClock()
         self.on_state_change = on_state_change
-        self._breakers: dict[str, CircuitBreaker] = {}
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"BreakerRegistry({len(self._breakers)} breakers)"
+        return f"BreakerRegistry({len(self)} breakers)"
 
-    def __len__(self) -> int:
-        return len(self._breakers)
-
-    @staticmethod
-    def key(upstream: httpx.URL | str) -> str:
-        """The registry key of ``upstream`` (see the class documentation)."""
-        if isinstance(upstream, str) and "://" not in upstream:
-            return upstream
-        try:
-            url = as_url(upstream)
-        except INVALID_URL_ERRORS:
-            return str(upstream)
-        return upstream_key(url) if url.host else str(upstream)
-
-    def get(self, upstream: httpx.URL | str) -> CircuitBreaker:
-        """The breaker of ``upstream``, created on demand."""
-        breaker = self._breakers.get(upstream) if isinstance(upstream, str) else None
-        if breaker is not None:  # already a key: skip parsing it again
-            return breaker
-        key = self.key(upstream)
-        breaker = self._breakers.get(key)
-        if breaker is not None:
-            return breaker
-        with self._lock:
-            breaker = self._breakers.get(key)
-            if breaker is None:
-                breaker = CircuitBreaker(
-                    key, self.policy, self.clock, on_state_change=self.on_state_change
-                )
-                self._breakers[key] = breaker
-        return breaker
+    def _make(self, key: str) -> CircuitBreaker:
+        return CircuitBreaker(key, self.policy, self.clock, on_state_change=self.on_state_change)
 
     def _all(self) -> list[CircuitBreaker]:
-        with self._lock:
-            return list(self._breakers.values())
+        return list(self._snapshot().values())
 
     def states(self) -> dict[str, BreakerState]:
         """The state of every breaker, by key."""

@@ -19,9 +19,11 @@ default backend's (see ``_http``).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ._breaker import BreakerPolicy, BreakerRegistry
 from ._cache import AsyncCacheTransport, CachePolicy, CacheTransport, ResponseCache
@@ -159,7 +161,43 @@ def _stack(
     return layer, parts[0], layer
 
 
-class SessionClientMixin:
+_Cache = TypeVar("_Cache", CacheTransport, AsyncCacheTransport)
+
+
+class _SessionClientBase(Generic[_Cache]):
+    """What the sync and async mixins share: the one ``__init__`` (the twins
+    differ only in the transport classes and in their sync or async methods)."""
+
+    _sync: ClassVar[bool]
+    _retry_cls: ClassVar[Callable[..., Any]]
+    _cache_cls: ClassVar[Callable[..., Any]]
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        retry: RetryArg = True,
+        breaker: BreakerArg = True,
+        cache: CacheArg = None,
+        **kwargs: Any,
+    ) -> None:
+        _check(session, kwargs)
+        base = _base_transport(backend_for(self), kwargs, sync=self._sync)
+        transport, self.cache, cache_transport = _stack(
+            session, base, retry, breaker, cache, self._retry_cls, self._cache_cls
+        )
+        self._cache_transport: _Cache | None = cache_transport
+        kwargs["auth"] = _auth(session, kwargs)
+        kwargs["transport"] = transport
+        super().__init__(**kwargs)  # the library's Client or AsyncClient
+        self.session = session
+
+    def health(self) -> HealthReport:
+        """The session's health report."""
+        return self.session.health()
+
+
+class SessionClientMixin(_SessionClientBase[CacheTransport]):
     """What makes an HTTP library's ``Client`` an ``authpulse.Client`` (one
     implementation for httpx and httpx2: the library is the class's other base).
 
@@ -174,33 +212,13 @@ class SessionClientMixin:
     keyword argument goes to the library's client.
     """
 
-    def __init__(
-        self,
-        session: Session,
-        *,
-        retry: RetryArg = True,
-        breaker: BreakerArg = True,
-        cache: CacheArg = None,
-        **kwargs: Any,
-    ) -> None:
-        _check(session, kwargs)
-        base = _base_transport(backend_for(self), kwargs, sync=True)
-        transport, self.cache, cache_transport = _stack(
-            session, base, retry, breaker, cache, RetryTransport, CacheTransport
-        )
-        self._cache_transport: CacheTransport | None = cache_transport
-        kwargs["auth"] = _auth(session, kwargs)
-        kwargs["transport"] = transport
-        super().__init__(**kwargs)  # the library's Client
-        self.session = session
+    _sync = True
+    _retry_cls = RetryTransport
+    _cache_cls = CacheTransport
 
     def force_refresh(self) -> TokenSet:
         """Refresh the session's token now."""
         return self.session.force_refresh()
-
-    def health(self) -> HealthReport:
-        """The session's health report."""
-        return self.session.health()
 
     def join_background(self, timeout: float | None = None) -> None:
         """Wait for background work: cache revalidations and token refreshes."""
@@ -209,53 +227,107 @@ class SessionClientMixin:
         self.session.join_background(timeout)
 
 
-class AsyncSessionClientMixin:
+class AsyncSessionClientMixin(_SessionClientBase[AsyncCacheTransport]):
     """The async twin of :class:`SessionClientMixin` (same options)."""
 
-    def __init__(
-        self,
-        session: Session,
-        *,
-        retry: RetryArg = True,
-        breaker: BreakerArg = True,
-        cache: CacheArg = None,
-        **kwargs: Any,
-    ) -> None:
-        _check(session, kwargs)
-        base = _base_transport(backend_for(self), kwargs, sync=False)
-        transport, self.cache, cache_transport = _stack(
-            session, base, retry, breaker, cache, AsyncRetryTransport, AsyncCacheTransport
-        )
-        self._cache_transport: AsyncCacheTransport | None = cache_transport
-        kwargs["auth"] = _auth(session, kwargs)
-        kwargs["transport"] = transport
-        super().__init__(**kwargs)  # the library's AsyncClient
-        self.session = session
+    _sync = False
+    _retry_cls = AsyncRetryTransport
+    _cache_cls = AsyncCacheTransport
 
     async def force_refresh(self) -> TokenSet:
         """Refresh the session's token now."""
         return await self.session.aforce_refresh()
 
     async def join_background(self) -> None:
-        """Wait for background cache revalidations."""
+        """Wait for background work on this event loop: cache revalidations and token
+        refreshes (as the sync client's ``join_background``).
+
+        .. versionchanged:: unreleased
+           Also waits for the session's background token refreshes.
+        """
         if self._cache_transport is not None:
             await self._cache_transport.ajoin_background()
+        loop = asyncio.get_running_loop()
+        refreshes = [
+            t for t in list(self.session._tasks or ()) if t.get_loop() is loop and not t.done()
+        ]
+        if refreshes:
+            await asyncio.wait(refreshes)  # unlike gather, being cancelled cancels none of them
 
-    def health(self) -> HealthReport:
-        """The session's health report."""
-        return self.session.health()
+
+# ---------------------------------------------------------------- the backends' classes
+
+_CLIENT_DOC = """An ``{lib}.Client`` whose requests carry ``session``'s token.
+
+``Client(session, *, retry=True, breaker=True, cache=None, **kwargs)``.
+``Authorization`` goes only to the session's origins, or, if it has
+none, to the origin of ``base_url`` (with neither, to every origin).
+``retry`` (default on): retries by the rules of
+:class:`~authpulse.RetryPolicy`; ``breaker`` (default on): a circuit
+breaker per API origin; ``cache`` (default off): a
+stale-while-revalidate cache for GET/HEAD, keyed by the session's
+identity. Every other keyword argument goes to ``{lib}.Client``;
+``transport=``, if given, must be a {lib} transport.
+"""
+_ASYNC_CLIENT_DOC = """An ``{lib}.AsyncClient`` whose requests carry ``session``'s token
+(same options as :class:`Client`)."""
+
+#: the classes this module serves, by name: (backend, class name, mixin, docstring)
+_CLASSES: dict[str, tuple[str, str, type, str]] = {
+    "HttpxClient": ("httpx", "Client", SessionClientMixin, _CLIENT_DOC),
+    "HttpxAsyncClient": ("httpx", "AsyncClient", AsyncSessionClientMixin, _ASYNC_CLIENT_DOC),
+    "Httpx2Client": ("httpx2", "Client", SessionClientMixin, _CLIENT_DOC),
+    "Httpx2AsyncClient": ("httpx2", "AsyncClient", AsyncSessionClientMixin, _ASYNC_CLIENT_DOC),
+}
+_made: dict[str, type] = {}
+_making = threading.Lock()
 
 
-# ``authpulse.Client`` / ``AsyncClient``: the default backend's classes, looked up
-# on first use. The backend modules import the mixins above from this module, so
-# importing one of them first (``import authpulse.httpx``) works too.
+def _client_class(key: str) -> type:
+    """One backend's ``Client`` or ``AsyncClient``, made once (written once for both
+    libraries: ``class Client(SessionClientMixin, <library>.Client)``). Its module is
+    the backend's (``authpulse.httpx``), which re-exports it under its own name."""
+    with _making:
+        made = _made.get(key)
+        if made is None:
+            backend, name, mixin, doc = _CLASSES[key]
+            library = importlib.import_module(backend)
+            made = _made[key] = type(
+                name,
+                (mixin, getattr(library, name)),
+                {
+                    "__module__": f"{__package__}.{backend}",
+                    "__qualname__": name,
+                    "__doc__": doc.format(lib=backend),
+                },
+            )
+    return made
+
+
+# ``authpulse.Client`` / ``AsyncClient`` are the default backend's classes; all are made
+# on first use, so importing a backend module first (``import authpulse.httpx``) or
+# this one first makes the same classes, and neither imports the other half-done.
 if TYPE_CHECKING:
-    from .httpx import AsyncClient, Client
+    import httpx2
+
+    class HttpxClient(SessionClientMixin, httpx.Client): ...
+
+    class HttpxAsyncClient(AsyncSessionClientMixin, httpx.AsyncClient): ...
+
+    class Httpx2Client(SessionClientMixin, httpx2.Client): ...
+
+    class Httpx2AsyncClient(AsyncSessionClientMixin, httpx2.AsyncClient): ...
+
+    Client = HttpxClient
+    AsyncClient = HttpxAsyncClient
 else:
 
     def __getattr__(name: str) -> object:
-        if name not in ("Client", "AsyncClient"):
+        if name in ("Client", "AsyncClient"):
+            key = ("Httpx2" if DEFAULT_BACKEND == "httpx2" else "Httpx") + name
+        elif name in _CLASSES:
+            key = name
+        else:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{__package__}.{DEFAULT_BACKEND}"), name)
-        globals()[name] = value
+        value = globals()[name] = _client_class(key)
         return value

@@ -2,56 +2,70 @@
 
 Layout (inside out):
 
-- pure decisions: :func:`classify_response` / :func:`classify_exception`
-  turn one attempt's result into a :class:`Failure` (computed once), and
-  :func:`plan_retry` turns a failure into a :class:`Plan` (done, retry
-  after ``wait`` seconds, or give up) from the policy, the method, the
-  body and what the deadline leaves;
+- the rules (``_resilience_policy``, re-exported here): the policy, the
+  errors, the budgets and the pure decisions (:func:`classify_response`,
+  :func:`classify_exception`, :func:`plan_retry`);
 - ``_Call``: the state of one request through a retry transport (deadline,
   attempt count, breaker permit, last response) and the one tenacity
   configuration both twins use (``retry`` / ``stop`` / ``wait`` read the
   plan; ``before_sleep`` charges the retry budget);
+- ``_retry_flow``: one call, written once as a generator that yields its
+  I/O (send, close, sleep; see ``_flow_http``);
 - :class:`RetryTransport` / :class:`AsyncRetryTransport`: thin twins that
-  differ only in how they send, close and sleep.
+  differ only in the driver of that flow and the body wrapper.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
-import math
 import random
-import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import tenacity
 
 from ._breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError, Permit, upstream_key
 from ._clock import Clock, SystemClock
-from ._errors import AuthpulseError, ConfigurationError, ErrorClass
+from ._errors import ConfigurationError, ErrorClass
+from ._flow_http import Close, Flow, Sleep, adrive, drive, inner_is
 from ._http import (
     BYTE_STREAM_TYPES,
-    TIMEOUT_ERRORS,
     TRANSPORT_ERRORS,
     Httpx2AsyncBaseTransport,
     Httpx2BaseTransport,
     HttpxAsyncBaseTransport,
     HttpxBaseTransport,
-    TransportErrorBase,
     bases,
-    every,
     httpx,
 )
-from ._retry import backoff, classify_status, parse_retry_after
+from ._resilience_policy import (
+    _DONE,
+    IDEMPOTENT_METHODS,
+    RETRY_EXTENSION,
+    BudgetRegistry,
+    Failure,
+    Plan,
+    RequestFailedError,
+    RetryBudget,
+    RetryBudgetExhaustedError,
+    RetryEventHook,
+    RetryInfo,
+    RetryPolicy,
+    Step,
+    _integer,
+    _Scalar,
+    classify_exception,
+    classify_response,
+    plan_retry,
+)
 from ._signals import ApiEventKind
 
 if TYPE_CHECKING:
     import httpx2
 
-    from ._http import AnyAsyncTransport, AnyTransport
+    from ._http import AnyAsyncTransport, AnyTransport  # noqa: F401 - the twins' quoted bases
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -76,81 +90,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("authpulse.resilience")
-
-#: the request extension that configures retries, and the response extension with the outcome
-RETRY_EXTENSION = "authpulse_retry"
-
-#: methods that may be repeated without changing the result (RFC 9110 §9.2.2)
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-_Scalar = str | int | float | bool | None
-
-#: ``on_event(kind, fields)``; ``fields`` are flat scalars, never a header or a token
-RetryEventHook = Callable[[str, Mapping[str, _Scalar]], None]
-
-
-def _positive(owner: str, name: str, value: object, *, zero: bool = False) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and (value >= 0 if zero else value > 0)
-    )
-    if not ok:
-        kind = "a non-negative" if zero else "a positive"
-        raise ConfigurationError(f"{owner}.{name} must be {kind} number")
-
-
-def _integer(owner: str, name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{owner}.{name} must be an integer of at least {minimum}")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How a retry transport retries one call.
-
-    ``attempts`` counts the first try. ``deadline`` bounds the whole call:
-    each attempt's timeout is cut to what is left, and a retry whose wait
-    would not end before it is not made. Backoff is full-jitter
-    exponential (``backoff_base × 2^(n-1)``, at most ``backoff_max``);
-    ``Retry-After`` is honoured up to ``max_retry_after`` seconds.
-    Non-idempotent methods are retried after a failure that may have
-    reached the server only with ``retry_non_idempotent`` or when the
-    request carries ``idempotency_header``.
-    """
-
-    attempts: int = 4
-    deadline: float = 30.0
-    backoff_base: float = 0.25
-    backoff_max: float = 8.0
-    max_retry_after: float = 60.0
-    retry_non_idempotent: bool = False
-    idempotency_header: str = "Idempotency-Key"
-
-    def __post_init__(self) -> None:
-        _integer("RetryPolicy", "attempts", self.attempts, minimum=1)
-        for name in ("deadline", "backoff_base", "backoff_max"):
-            _positive("RetryPolicy", name, getattr(self, name))
-        _positive("RetryPolicy", "max_retry_after", self.max_retry_after, zero=True)
-        if not isinstance(self.retry_non_idempotent, bool):
-            raise ConfigurationError("RetryPolicy.retry_non_idempotent must be a boolean")
-        header = self.idempotency_header
-        if not isinstance(header, str) or not header or not header.isascii() or ":" in header:
-            raise ConfigurationError("RetryPolicy.idempotency_header must be a header name")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryInfo:
-    """What a retry transport did; in ``response.extensions["authpulse_retry"]``.
-
-    ``error_class`` is the class of the returned response (``None`` for a
-    success); ``attempts`` counts every try, the first included.
-    """
-
-    attempts: int
-    error_class: ErrorClass | None
-    retried: bool
 
 
 # ------------------------------------------------------------------------ testing mode
@@ -183,302 +122,7 @@ def is_testing() -> bool:
     return _testing.enabled
 
 
-# ------------------------------------------------------------------------ errors
-
-
-class RequestFailedError(AuthpulseError, TransportErrorBase):
-    """A request failed at the transport level, after any retries.
-
-    Also an ``httpx.TransportError`` and an ``httpx2.TransportError`` (of
-    each installed library), so ``except httpx.TransportError`` (or
-    ``httpx.RequestError``, or httpx2's) keeps working. ``__cause__`` is the last httpx
-    exception. The message names the method, the upstream origin and the
-    exception type: never a path, a query, a header or a body.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        error_class: ErrorClass,
-        attempts: int,
-        upstream: str,
-        request: httpx.Request | None = None,
-    ) -> None:
-        self.error_class = error_class
-        self.attempts = attempts
-        self.upstream = upstream
-        TransportErrorBase.__init__(self, message, request=request)
-
-
-class RetryBudgetExhaustedError(AuthpulseError):
-    """A retry was due but the upstream's retry budget is spent: failing fast.
-
-    The budget refills as calls to the upstream succeed. ``__cause__`` is
-    the last httpx exception, if the failure was one.
-    """
-
-    def __init__(
-        self,
-        upstream: str,
-        *,
-        error_class: ErrorClass,
-        attempts: int,
-        status_code: int | None = None,
-    ) -> None:
-        self.upstream = upstream
-        self.error_class = error_class
-        self.attempts = attempts
-        self.status_code = status_code
-        what = f"HTTP {status_code}" if status_code is not None else error_class.value
-        super().__init__(
-            f"retry budget for {upstream} is exhausted; not retrying after {what} "
-            f"({attempts} attempt{'s' if attempts != 1 else ''})"
-        )
-
-
-# ------------------------------------------------------------------------ retry budget
-
-
-class RetryBudget:
-    """A token bucket of retries for one upstream, as botocore's standard mode.
-
-    It starts full at ``capacity``; a retry withdraws ``retry_cost``
-    (``timeout_retry_cost`` after a timeout) and is refused when the bucket
-    cannot pay; each success puts back ``success_refund``, up to capacity.
-    A storm of failures therefore stops retrying after ``capacity /
-    retry_cost`` retries, and resumes as the upstream recovers. Thread-safe.
-    """
-
-    def __init__(
-        self,
-        capacity: int = 500,
-        *,
-        retry_cost: int = 5,
-        timeout_retry_cost: int = 10,
-        success_refund: int = 1,
-    ) -> None:
-        _integer("RetryBudget", "capacity", capacity, minimum=1)
-        _integer("RetryBudget", "retry_cost", retry_cost, minimum=0)
-        _integer("RetryBudget", "timeout_retry_cost", timeout_retry_cost, minimum=0)
-        _integer("RetryBudget", "success_refund", success_refund, minimum=0)
-        self.capacity = capacity
-        self.retry_cost = retry_cost
-        self.timeout_retry_cost = timeout_retry_cost
-        self.success_refund = success_refund
-        self._available = capacity
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"RetryBudget({self._available}/{self.capacity})"
-
-    @property
-    def available(self) -> int:
-        """What is left in the bucket."""
-        return self._available
-
-    def try_acquire(self, *, timeout: bool = False) -> bool:
-        """Pay for one retry; ``False`` (nothing taken) when the bucket cannot."""
-        cost = self.timeout_retry_cost if timeout else self.retry_cost
-        with self._lock:
-            if cost > self._available:
-                return False
-            self._available -= cost
-            return True
-
-    def record_success(self) -> None:
-        """A call succeeded: refund ``success_refund``, up to capacity."""
-        if self._available >= self.capacity:  # the common case: nothing to refund
-            return
-        with self._lock:
-            self._available = min(self._available + self.success_refund, self.capacity)
-
-
-class BudgetRegistry:
-    """One :class:`RetryBudget` per upstream (origin), created on first use. Thread-safe."""
-
-    def __init__(
-        self,
-        capacity: int = 500,
-        *,
-        retry_cost: int = 5,
-        timeout_retry_cost: int = 10,
-        success_refund: int = 1,
-    ) -> None:
-        self._settings = {
-            "capacity": capacity,
-            "retry_cost": retry_cost,
-            "timeout_retry_cost": timeout_retry_cost,
-            "success_refund": success_refund,
-        }
-        RetryBudget(**self._settings)  # validate now, not on first use
-        self._budgets: dict[str, RetryBudget] = {}
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"BudgetRegistry({len(self._budgets)} budgets)"
-
-    def get(self, upstream: httpx.URL | str) -> RetryBudget:
-        """The budget of ``upstream`` (keyed like :class:`BreakerRegistry`)."""
-        budget = self._budgets.get(upstream) if isinstance(upstream, str) else None
-        if budget is not None:  # already a key: skip parsing it again
-            return budget
-        key = BreakerRegistry.key(upstream)
-        budget = self._budgets.get(key)
-        if budget is not None:
-            return budget
-        with self._lock:
-            budget = self._budgets.get(key)
-            if budget is None:
-                budget = self._budgets[key] = RetryBudget(**self._settings)
-        return budget
-
-    def levels(self) -> dict[str, int]:
-        """What is left in each budget, by upstream."""
-        with self._lock:
-            budgets = dict(self._budgets)
-        return {k: b.available for k, b in budgets.items()}
-
-
-# ------------------------------------------------------------------------ pure decisions
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """One failed attempt, classified once.
-
-    ``reason`` is a short label (``"HTTP 503"``, ``"ConnectError"``);
-    ``retry_after`` the server's requested wait in seconds (throttled
-    answers only); ``sent`` is ``False`` when the request certainly never
-    reached the server (connect errors); ``timeout`` marks timeouts (a
-    retry after one costs more budget).
-    """
-
-    error_class: ErrorClass
-    reason: str
-    status_code: int | None = None
-    retry_after: float | None = None
-    sent: bool = True
-    timeout: bool = False
-
-
-class Step(enum.Enum):
-    """What to do after an attempt."""
-
-    DONE = "done"  #: a success, or a failure the rules never retry
-    RETRY = "retry"  #: wait ``Plan.wait`` seconds, then try again
-    GIVE_UP = "give_up"  #: retryable, but out of attempts or of time
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """The decision after one attempt; ``why`` is a short label for events."""
-
-    step: Step
-    wait: float = 0.0
-    why: str = ""
-
-
-_DONE = Plan(Step.DONE)
-# the classes of every installed backend (httpx, httpx2)
-_NOT_SENT = every("ConnectError", "ConnectTimeout", "PoolTimeout")
-_NETWORK = every("TimeoutException", "NetworkError", "RemoteProtocolError", "ProxyError")
-
-
-def classify_response(
-    status_code: int, headers: Mapping[str, str], *, now: float
-) -> Failure | None:
-    """The failure an HTTP answer is, or ``None`` for a success (< 400).
-
-    ``now`` is wall-clock time, to read a ``Retry-After`` HTTP date (measured
-    from the answer's ``Date`` instead when it has one: the server's clock).
-    """
-    error_class = classify_status(status_code, headers)
-    if error_class is None:
-        return None
-    retry_after = None
-    if error_class is ErrorClass.THROTTLED:
-        retry_after = parse_retry_after(
-            headers.get("retry-after"), now=now, date=headers.get("date")
-        )
-    return Failure(error_class, f"HTTP {status_code}", status_code, retry_after)
-
-
-def classify_exception(exc: BaseException) -> Failure | None:
-    """The failure an exception from a transport is, or ``None`` if not an HTTP failure.
-
-    Connect errors, timeouts, read/write errors, dropped connections and
-    proxy errors are ``NETWORK``; other httpx transport errors (an
-    unsupported scheme, a malformed request) are ``CLIENT``. Anything else
-    (including :class:`~authpulse.CircuitOpenError` and
-    :class:`RetryBudgetExhaustedError` from a nested transport) is not
-    retried and passes through unchanged.
-    """
-    name = type(exc).__name__
-    if isinstance(exc, _NETWORK):
-        return Failure(
-            ErrorClass.NETWORK,
-            name,
-            sent=not isinstance(exc, _NOT_SENT),
-            timeout=isinstance(exc, TIMEOUT_ERRORS),
-        )
-    if isinstance(exc, RequestFailedError) and exc.error_class is not None:
-        return Failure(exc.error_class, name)  # from a nested retry transport
-    if isinstance(exc, TRANSPORT_ERRORS):
-        return Failure(ErrorClass.CLIENT, name)
-    return None
-
-
-def _method_allows(failure: Failure, *, method: str, keyed: bool, policy: RetryPolicy) -> bool:
-    if failure.status_code == 429 or not failure.sent:
-        return True  # refused before any work was done
-    return policy.retry_non_idempotent or keyed or method.upper() in IDEMPOTENT_METHODS
-
-
-def plan_retry(
-    failure: Failure | None,
-    *,
-    attempt: int,
-    attempts: int,
-    policy: RetryPolicy,
-    method: str,
-    idempotency_key: bool,
-    replayable: bool,
-    remaining: float,
-    u: float,
-) -> Plan:
-    """Whether and when to try again after attempt number ``attempt`` (from 1).
-
-    ``attempts`` is the effective limit; ``remaining`` the seconds the
-    deadline leaves; ``u`` a uniform draw in [0, 1) for the jitter. Pure.
-    """
-    if failure is None:
-        return Plan(Step.DONE, why="success")
-    if not failure.error_class.transient:
-        return Plan(Step.DONE, why="not_transient")
-    if not replayable:
-        return Plan(Step.DONE, why="body_not_replayable")
-    if not _method_allows(failure, method=method, keyed=idempotency_key, policy=policy):
-        return Plan(Step.DONE, why="not_idempotent")
-    if failure.retry_after is not None:
-        wait, source = min(failure.retry_after, policy.max_retry_after), "retry_after"
-    else:
-        wait = backoff(attempt, base=policy.backoff_base, cap=policy.backoff_max, u=u)
-        source = "backoff"
-    if attempt >= attempts:
-        return Plan(Step.GIVE_UP, wait, "attempts")
-    if wait >= remaining:
-        return Plan(Step.GIVE_UP, wait, "deadline")
-    return Plan(Step.RETRY, wait, source)
-
-
 # ------------------------------------------------------------------------ one call
-
-
-def _is_replayable(request: httpx.Request) -> bool:
-    # bytes, str, form and JSON bodies (and any body already read) are a ByteStream;
-    # generators and files are one-shot streams
-    return isinstance(request.stream, BYTE_STREAM_TYPES)
 
 
 _PHASES = ("connect", "read", "write", "pool")
@@ -487,7 +131,7 @@ _PHASES = ("connect", "read", "write", "pool")
 class _Call:
     """One request through a retry transport, from first attempt to answer."""
 
-    def __init__(self, base: _RetryBase, request: httpx.Request, policy: RetryPolicy) -> None:
+    def __init__(self, base: _RetryBase[Any], request: httpx.Request, policy: RetryPolicy) -> None:
         self.base = base
         self.request = request
         self.policy = policy
@@ -498,8 +142,10 @@ class _Call:
         self.deadline = self.clock.monotonic() + policy.deadline
         self.method = request.method
         self.upstream = base._upstream(request.url)
-        # asked before the first send: a one-shot stream is consumed by it
-        self.replayable = _is_replayable(request)
+        # asked before the first send: a one-shot stream is consumed by it. Bytes, str,
+        # form and JSON bodies (and any body already read) are a ByteStream; generators
+        # and files are one-shot streams
+        self.replayable = isinstance(request.stream, BYTE_STREAM_TYPES)
         self.breaker: CircuitBreaker | None = (
             base.breakers.get(self.upstream) if base.breakers is not None else None
         )
@@ -560,7 +206,7 @@ class _Call:
         """Count the attempt, ask the breaker, and cut the timeout to the deadline."""
         self.attempt += 1
         self.failure = None
-        self.plan = Plan(Step.DONE)  # whatever goes wrong before an answer is not retried
+        self.plan = _DONE  # whatever goes wrong before an answer is not retried
         self.emit(ApiEventKind.ATTEMPT, attempt=self.attempt)
         permit = None
         if self.breaker is not None:
@@ -607,7 +253,13 @@ class _Call:
 
     def on_response(self, permit: Permit | None, response: httpx.Response) -> httpx.Response:
         self.response = response
-        failure = classify_response(response.status_code, response.headers, now=self.clock.now())
+        status = response.status_code
+        # a success (< 400) needs neither the headers nor the wall clock
+        failure = (
+            None
+            if status < 400
+            else classify_response(status, response.headers, now=self.clock.now())
+        )
         if failure is None:
             self.base.budgets.get(self.upstream).record_success()
             if permit is not None:
@@ -719,7 +371,7 @@ class _Call:
         """After the first attempt (run outside tenacity): the finished answer if no
         retry is planned, else ``None`` (tenacity takes over)."""
         if self.plan.step is Step.DONE and not isinstance(first, BaseException):
-            self.restore()
+            self.request.extensions = self._extensions  # as restore()
             return self.finish(first)
         return None
 
@@ -732,7 +384,7 @@ _SyncStreamBase, _Sync2StreamBase = bases("SyncByteStream")
 _AsyncStreamBase, _Async2StreamBase = bases("AsyncByteStream")
 
 
-class _SyncDeadlineStream(_SyncStreamBase, _Sync2StreamBase):  # type: ignore[misc,valid-type]
+class _DeadlineStream:
     """The returned answer's body, read within the call's deadline.
 
     A server that trickles a body a few bytes at a time never trips a read
@@ -746,6 +398,10 @@ class _SyncDeadlineStream(_SyncStreamBase, _Sync2StreamBase):  # type: ignore[mi
         self._inner = inner
         self._call = call
 
+
+class _SyncDeadlineStream(_DeadlineStream, _SyncStreamBase, _Sync2StreamBase):  # type: ignore[misc,valid-type]
+    __slots__ = ()
+
     def __iter__(self) -> Iterator[bytes]:
         clock, deadline = self._call.clock, self._call.deadline
         for chunk in self._inner:
@@ -757,14 +413,8 @@ class _SyncDeadlineStream(_SyncStreamBase, _Sync2StreamBase):  # type: ignore[mi
         self._inner.close()
 
 
-class _AsyncDeadlineStream(_AsyncStreamBase, _Async2StreamBase):  # type: ignore[misc,valid-type]
-    """The async twin of :class:`_SyncDeadlineStream`."""
-
-    __slots__ = ("_call", "_inner")
-
-    def __init__(self, inner: Any, call: _Call) -> None:
-        self._inner = inner
-        self._call = call
+class _AsyncDeadlineStream(_DeadlineStream, _AsyncStreamBase, _Async2StreamBase):  # type: ignore[misc,valid-type]
+    __slots__ = ()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         clock, deadline = self._call.clock, self._call.deadline
@@ -777,41 +427,95 @@ class _AsyncDeadlineStream(_AsyncStreamBase, _Async2StreamBase):  # type: ignore
         await self._inner.aclose()
 
 
-class _FirstOutcome:
-    """The first attempt's outcome, handed to tenacity as its attempt 1."""
-
-    __slots__ = ("_outcome",)
-
-    def __init__(self, outcome: httpx.Response | BaseException) -> None:
-        self._outcome: httpx.Response | BaseException | None = outcome
-
-    def take(self) -> httpx.Response | None:
-        """The first answer (or raise the first error) once; ``None`` afterwards."""
-        outcome, self._outcome = self._outcome, None
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+def _attempt(call: _Call) -> Flow[httpx.Response]:
+    """One attempt: close the answer being retried, ask the breaker, send, classify."""
+    if call.response is not None:  # the answer we are retrying
+        response, call.response = call.response, None
+        yield Close(response)
+    permit = call.begin_attempt()
+    try:
+        response = yield call.request
+    except BaseException as exc:
+        call.on_exception(permit, exc)
+        raise
+    return call.on_response(permit, response)
 
 
-class _RetryBase:
-    """What the sync and async retry transports share: settings and the call set-up."""
+def _retry_flow(call: _Call) -> Flow[httpx.Response]:
+    """A call through a retry transport, written once for both twins.
+
+    The first attempt runs outside tenacity (the fast path); tenacity takes
+    over only when a retry is planned, with the first outcome as its
+    attempt 1, and its sleeps are yielded to the driver (the injected clock).
+    """
+    first: httpx.Response | BaseException
+    try:
+        first = yield from _attempt(call)
+    except TRANSPORT_ERRORS as exc:
+        first = exc
+    except BaseException:
+        call.restore()
+        raise
+    done = call.settled(first)
+    if done is not None:
+        return done
+    retrying = tenacity.Retrying(**call.tenacity_kwargs())
+    retrying.begin()
+    state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+    try:
+        while True:
+            do = retrying.iter(state)
+            if isinstance(do, tenacity.DoAttempt):
+                if state.attempt_number == 1:
+                    outcome: httpx.Response | BaseException = first
+                else:
+                    try:
+                        outcome = yield from _attempt(call)
+                    except BaseException as exc:
+                        outcome = exc
+                if isinstance(outcome, BaseException):
+                    state.set_exception((type(outcome), outcome, outcome.__traceback__))
+                else:
+                    state.set_result(outcome)
+            elif isinstance(do, tenacity.DoSleep):
+                state.prepare_for_next_attempt()
+                yield Sleep(do)
+            else:
+                return call.finish(do)
+    except TRANSPORT_ERRORS as exc:
+        raise call.failed(exc) from exc
+    finally:
+        call.restore()
+        if call.response is not None:
+            yield Close(call.response)
+
+
+_Inner = TypeVar("_Inner")
+
+
+class _RetryBase(Generic[_Inner]):
+    """What the sync and async retry transports share: settings, the call set-up
+    and the flow; the twins differ only in the driver and the body wrapper."""
 
     #: wraps the body of the answer returned, to read it within the deadline
     _deadline_stream: Callable[[Any, _Call], Any]
 
     def __init__(
         self,
+        inner: _Inner,
         *,
-        policy: RetryPolicy | None,
-        clock: Clock | None,
-        budgets: BudgetRegistry | None,
-        breakers: BreakerRegistry | None,
-        on_event: RetryEventHook | None,
-        seed: int | None,
+        policy: RetryPolicy | None = None,
+        clock: Clock | None = None,
+        budgets: BudgetRegistry | None = None,
+        breakers: BreakerRegistry | None = None,
+        on_event: RetryEventHook | None = None,
+        seed: int | None = None,
         events: Iterable[str] | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise ConfigurationError("policy must be a RetryPolicy")
+        #: the wrapped transport (an httpx2 one takes and gives httpx2's requests and answers)
+        self.inner = inner
         self.policy = policy or RetryPolicy()
         self.clock: Clock = clock or SystemClock()
         self.budgets = budgets if budgets is not None else BudgetRegistry()
@@ -847,7 +551,8 @@ class _RetryBase:
         return _Call(self, request, policy)
 
 
-class RetryTransport(_RetryBase, HttpxBaseTransport, Httpx2BaseTransport):
+@inner_is("AnyTransport")
+class RetryTransport(_RetryBase["AnyTransport"], HttpxBaseTransport, Httpx2BaseTransport):
     """An httpx transport that retries ``inner`` by the rules of :class:`RetryPolicy`.
 
     ``httpx.Client(transport=RetryTransport(httpx.HTTPTransport()))``; the
@@ -869,110 +574,25 @@ class RetryTransport(_RetryBase, HttpxBaseTransport, Httpx2BaseTransport):
 
     _deadline_stream = _SyncDeadlineStream
 
-    def __init__(
-        self,
-        inner: AnyTransport,
-        *,
-        policy: RetryPolicy | None = None,
-        clock: Clock | None = None,
-        budgets: BudgetRegistry | None = None,
-        breakers: BreakerRegistry | None = None,
-        on_event: RetryEventHook | None = None,
-        seed: int | None = None,
-        events: Iterable[str] | None = None,
-    ) -> None:
-        super().__init__(
-            policy=policy,
-            clock=clock,
-            budgets=budgets,
-            breakers=breakers,
-            on_event=on_event,
-            seed=seed,
-            events=events,
-        )
-        # typed as httpx's: an httpx2 transport takes and gives httpx2's (same API)
-        self.inner = cast("httpx.BaseTransport", inner)
-
     @overload
     def handle_request(self, request: httpx.Request) -> httpx.Response: ...
     @overload
     def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
     def handle_request(self, request: Any) -> Any:
         """Send ``request`` (of ``inner``'s library) with retries; the answer is of that library."""
-        call = self._call(request)
-
-        def attempt() -> httpx.Response:
-            if call.response is not None:  # the answer we are retrying
-                call.response.close()
-                call.response = None
-            permit = call.begin_attempt()
-            try:
-                response = self.inner.handle_request(request)
-            except BaseException as exc:
-                call.on_exception(permit, exc)
-                raise
-            return call.on_response(permit, response)
-
-        # Fast path: the first attempt runs outside tenacity; tenacity takes over
-        # only when a retry is planned, replaying the first outcome as its attempt 1.
-        first: httpx.Response | BaseException
-        try:
-            first = attempt()
-        except TRANSPORT_ERRORS as exc:
-            first = exc
-        except BaseException:
-            call.restore()
-            raise
-        done = call.settled(first)
-        if done is not None:
-            return done
-        replay = _FirstOutcome(first)
-
-        def attempt_after_first() -> httpx.Response:
-            outcome = replay.take()
-            return outcome if outcome is not None else attempt()
-
-        retrying = tenacity.Retrying(sleep=self.clock.sleep, **call.tenacity_kwargs())
-        try:
-            return call.finish(retrying(attempt_after_first))
-        except TRANSPORT_ERRORS as exc:
-            raise call.failed(exc) from exc
-        finally:
-            call.restore()
-            if call.response is not None:
-                call.response.close()
+        return drive(_retry_flow(self._call(request)), self.inner, self.clock)
 
     def close(self) -> None:
         self.inner.close()
 
 
-class AsyncRetryTransport(_RetryBase, HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport):
-    """The async twin of :class:`RetryTransport` (same rules, same decisions)."""
+@inner_is("AnyAsyncTransport")
+class AsyncRetryTransport(
+    _RetryBase["AnyAsyncTransport"], HttpxAsyncBaseTransport, Httpx2AsyncBaseTransport
+):
+    """The async twin of :class:`RetryTransport` (same rules, same decisions, same flow)."""
 
     _deadline_stream = _AsyncDeadlineStream
-
-    def __init__(
-        self,
-        inner: AnyAsyncTransport,
-        *,
-        policy: RetryPolicy | None = None,
-        clock: Clock | None = None,
-        budgets: BudgetRegistry | None = None,
-        breakers: BreakerRegistry | None = None,
-        on_event: RetryEventHook | None = None,
-        seed: int | None = None,
-        events: Iterable[str] | None = None,
-    ) -> None:
-        super().__init__(
-            policy=policy,
-            clock=clock,
-            budgets=budgets,
-            breakers=breakers,
-            on_event=on_event,
-            seed=seed,
-            events=events,
-        )
-        self.inner = cast("httpx.AsyncBaseTransport", inner)
 
     @overload
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response: ...
@@ -980,47 +600,7 @@ class AsyncRetryTransport(_RetryBase, HttpxAsyncBaseTransport, Httpx2AsyncBaseTr
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
     async def handle_async_request(self, request: Any) -> Any:
         """Send ``request`` (of ``inner``'s library) with retries; the answer is of that library."""
-        call = self._call(request)
-
-        async def attempt() -> httpx.Response:
-            if call.response is not None:  # the answer we are retrying
-                await call.response.aclose()
-                call.response = None
-            permit = call.begin_attempt()
-            try:
-                response = await self.inner.handle_async_request(request)
-            except BaseException as exc:
-                call.on_exception(permit, exc)
-                raise
-            return call.on_response(permit, response)
-
-        # Fast path, as in the sync twin: tenacity only when a retry is planned.
-        first: httpx.Response | BaseException
-        try:
-            first = await attempt()
-        except TRANSPORT_ERRORS as exc:
-            first = exc
-        except BaseException:
-            call.restore()
-            raise
-        done = call.settled(first)
-        if done is not None:
-            return done
-        replay = _FirstOutcome(first)
-
-        async def attempt_after_first() -> httpx.Response:
-            outcome = replay.take()
-            return outcome if outcome is not None else await attempt()
-
-        retrying = tenacity.AsyncRetrying(sleep=self.clock.asleep, **call.tenacity_kwargs())
-        try:
-            return call.finish(await retrying(attempt_after_first))
-        except TRANSPORT_ERRORS as exc:
-            raise call.failed(exc) from exc
-        finally:
-            call.restore()
-            if call.response is not None:
-                await call.response.aclose()
+        return await adrive(_retry_flow(self._call(request)), self.inner, self.clock)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
