@@ -13,7 +13,9 @@ heap, so a tick costs O(sessions due), not O(sessions).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import functools
 import heapq
 import inspect
 import itertools
@@ -22,9 +24,9 @@ import logging
 import random
 import secrets
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast
 
 from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
@@ -45,7 +47,7 @@ from ._policy import RefreshPolicy, freshness, schedule
 from ._retry import TokenRetry
 from ._session import Session
 from ._sources import TokenSource, run_coroutine_blocking
-from ._state import AuthEvent, AuthState, Guards, IllegalTransition, StateMachine
+from ._state import AuthEvent, AuthState, Guards, IllegalTransition, StateMachine, Transition
 from ._stats import Aggregates, SessionStats
 from ._store import (
     MemoryStore,
@@ -78,6 +80,139 @@ log = logging.getLogger("authpulse.manager")
 #: A heartbeat probe: called with the managed session, returns True if healthy.
 #: Sync or async. Raising counts as a failed heartbeat.
 Probe = Callable[["ManagedSession"], bool] | Callable[["ManagedSession"], Awaitable[bool]]
+
+# ==================================================================== flows
+# Each manager protocol is written once, as a generator that yields the I/O it
+# needs as ``_Op`` steps (a store read or write, a refresh, a probe) and gets
+# each answer sent back (an error is thrown back in). ``_run`` drives a flow
+# with the sync callables, ``_arun`` awaits the async ones: the awaited methods
+# never make a blocking store call on the event loop.
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Op(Generic[_T]):
+    """One I/O step of a flow, in both colours."""
+
+    sync: Callable[[], _T]
+    async_: Callable[[], Awaitable[_T]]
+
+
+_Flow = Generator[_Op[Any], Any, _T]
+
+
+def _run(flow: _Flow[_T]) -> _T:
+    """Drive ``flow`` with the sync side of every step."""
+    try:
+        op = next(flow)
+        while True:
+            try:
+                value = op.sync()
+            except Exception as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(value)
+    except StopIteration as stop:
+        return cast("_T", stop.value)
+    finally:
+        flow.close()
+
+
+async def _arun(flow: _Flow[_T]) -> _T:
+    """Drive ``flow`` awaiting the async side of every step."""
+    try:
+        op = next(flow)
+        while True:
+            try:
+                value = await op.async_()
+            except Exception as exc:
+                op = flow.throw(exc)
+            else:
+                op = flow.send(value)
+    except StopIteration as stop:
+        return cast("_T", stop.value)
+    finally:
+        flow.close()
+
+
+def _step(sync: Callable[[], _T], async_: Callable[[], Awaitable[_T]]) -> _Flow[_T]:
+    """One step as a flow: ``value = yield from _step(...)`` keeps the type."""
+    value: _T = yield _Op(sync, async_)
+    return value
+
+
+def _each(
+    flows: list[_Flow[_T]], pool: Callable[[], concurrent.futures.Executor] | None, limit: int
+) -> _Flow[list[_T]]:
+    """Run several flows as one step: sync on ``pool`` (or one after the other),
+    async as concurrent tasks, at most ``limit`` at a time."""
+
+    def sync() -> list[_T]:
+        if pool is None:
+            return [_run(f) for f in flows]
+        return list(pool().map(_run, flows))
+
+    async def async_() -> list[_T]:
+        sem = asyncio.Semaphore(limit)
+
+        async def one(f: _Flow[_T]) -> _T:
+            async with sem:
+                return await _arun(f)
+
+        return list(await asyncio.gather(*(one(f) for f in flows)))
+
+    return (yield from _step(sync, async_))
+
+
+class _Lanes:
+    """Flows started by session listeners while an event loop runs on the thread
+    that emits (an awaited refresh): queued in order, one drainer task per loop,
+    so their store I/O is awaited rather than made on the loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lanes: dict[
+            asyncio.AbstractEventLoop,
+            tuple[collections.deque[_Flow[None]], list[asyncio.Task[None]]],
+        ] = {}
+
+    def push(self, loop: asyncio.AbstractEventLoop, flow: _Flow[None]) -> None:
+        with self._lock:
+            queue, task = self._lanes.setdefault(loop, (collections.deque(), []))
+            queue.append(flow)
+            if not task:
+                task.append(loop.create_task(self._drain(loop), name="authpulse-events"))
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue, _ = self._lanes[loop]
+        while True:
+            with self._lock:
+                if not queue:
+                    del self._lanes[loop]
+                    return
+                flow = queue.popleft()
+            try:
+                await _arun(flow)
+            except Exception as exc:  # a listener's work must never kill the lane
+                log.exception(
+                    "session event handling failed (%s)",
+                    type(exc).__name__,
+                    extra={
+                        "authpulse_event": "listener_failed",
+                        "authpulse_error": type(exc).__name__,
+                    },
+                )
+
+    async def settle(self) -> None:
+        """Wait until this loop's queued flows have run."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                lane = self._lanes.get(loop)
+            if lane is None or lane[1][0] is asyncio.current_task():
+                return
+            await asyncio.shield(lane[1][0])
 
 
 class SessionNotFoundError(AuthpulseError, LookupError):
@@ -154,33 +289,19 @@ class TickReport:
     errors: int = 0
 
 
+_COUNTS = tuple(f.name for f in fields(TickReport) if f.name != "at")
+
+
 @dataclass
 class _TickCounts:
-    due: int = 0
-    paused: int = 0
-    timed_out: int = 0
-    refreshed: int = 0
-    refresh_failures: int = 0
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    recovered: int = 0
-    errors: int = 0
+    """A tick's counters (named as :class:`TickReport`'s) and what it must run."""
+
+    n: collections.Counter[str] = field(default_factory=collections.Counter)
     refresh: list[ManagedSession] = field(default_factory=list)
     probe: list[ManagedSession] = field(default_factory=list)
 
     def report(self, at: float) -> TickReport:
-        return TickReport(
-            at,
-            self.due,
-            self.paused,
-            self.timed_out,
-            self.refreshed,
-            self.refresh_failures,
-            self.heartbeats,
-            self.heartbeat_failures,
-            self.recovered,
-            self.errors,
-        )
+        return TickReport(at, **{name: self.n[name] for name in _COUNTS})
 
 
 class HttpProbe:
@@ -235,6 +356,21 @@ class HttpProbe:
             auth=ms.session.auth(origins=[self.url]),
         ) as c:
             return self._good((await c.request(self.method, self.url)).status_code)
+
+
+def _probe_sync(probe: Probe, ms: ManagedSession) -> bool:
+    if isinstance(probe, HttpProbe):
+        return probe(ms)
+    if inspect.iscoroutinefunction(probe):
+        return bool(run_coroutine_blocking(probe, ms))
+    return bool(probe(ms))
+
+
+async def _probe_async(probe: Probe, ms: ManagedSession) -> bool:
+    if isinstance(probe, HttpProbe):
+        return await probe.acall(ms)
+    r = probe(ms)
+    return bool(await r) if inspect.isawaitable(r) else bool(r)
 
 
 class ManagedSession:
@@ -335,6 +471,45 @@ _Records = list[SessionRecord]
 _Events = list[Event]
 
 
+_P = ParamSpec("_P")
+
+
+def _sync(
+    flow: Callable[Concatenate[SessionManager, _P], _Flow[_T]],
+) -> Callable[Concatenate[SessionManager, _P], _T]:
+    """The sync method of a manager flow: every step made with the sync store API."""
+
+    @functools.wraps(flow)
+    def method(self: SessionManager, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return _run(flow(self, *args, **kwargs))
+
+    method.__name__ = method.__qualname__ = flow.__name__.lstrip("_")
+    method.__qualname__ = f"SessionManager.{method.__name__}"
+    return method
+
+
+def _async(
+    flow: Callable[Concatenate[SessionManager, _P], _Flow[_T]],
+) -> Callable[Concatenate[SessionManager, _P], Awaitable[_T]]:
+    """The awaited method of a manager flow: every step awaited, so the event loop
+    never waits on the store. Session events queued before it (by awaited
+    refreshes) are handled first, and those it causes before it returns."""
+
+    @functools.wraps(flow)
+    async def method(self: SessionManager, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        await self._lanes.settle()
+        try:
+            return await _arun(flow(self, *args, **kwargs))
+        finally:
+            await self._lanes.settle()
+
+    name = flow.__name__.lstrip("_")
+    method.__name__ = "a" + name
+    method.__qualname__ = f"SessionManager.a{name}"
+    method.__doc__ = f"Awaited :meth:`{name}`: the same steps, the store I/O awaited."
+    return method
+
+
 class SessionManager:
     """Many sessions: create, find, change, close, observe, maintain.
 
@@ -373,6 +548,7 @@ class SessionManager:
         self._async_transport = async_transport
         self._rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
         self._live: dict[str, ManagedSession] = {}
+        self._lanes = _Lanes()
         self._lock = threading.RLock()
         self._heap: list[tuple[float, int, str, _Kind]] = []
         self._seq = itertools.count()
@@ -396,7 +572,7 @@ class SessionManager:
 
     # ================================================================ create / get
 
-    def create_session(
+    def _create_session(
         self,
         owner: str,
         source: TokenSource,
@@ -408,7 +584,7 @@ class SessionManager:
         probe: Probe | None = None,
         on_token_update: Callable[[TokenSet], Any] | None = None,
         session_id: str | None = None,
-    ) -> ManagedSession:
+    ) -> _Flow[ManagedSession]:
         """Create an ACTIVE session for ``owner`` whose tokens come from ``source``.
 
         ``session_id`` (default: a random one) is 1 to 128 printable characters
@@ -439,13 +615,18 @@ class SessionManager:
             labels=validate_labels({"session", "active", *validate_labels(labels)}),
         )
         try:
-            stored = self.store.put(record, expected_version=None)
+            stored = yield from self._put(record, None)
         except VersionConflictError:
             raise ConfigurationError(f"a session with id {sid!r} already exists") from None
         ms = self._attach(stored, source, token=token, probe=probe, on_token_update=on_token_update)
         self._agg.added(stored)
-        self._publish(EventKind.SESSION_CREATED, stored, now, session_kind=kind.value)
+        yield from self._publish_flow(
+            EventKind.SESSION_CREATED, stored, now, session_kind=kind.value
+        )
         return ms
+
+    create_session = _sync(_create_session)
+    acreate_session = _async(_create_session)
 
     def _attach(
         self,
@@ -488,12 +669,12 @@ class SessionManager:
             self._push(self.clock.now() + self.settings.heartbeat_interval, record.id, "heartbeat")
         return ms
 
-    def _lookup(self, session_id: str) -> ManagedSession:
+    def _lookup(self, session_id: str) -> _Flow[ManagedSession]:
         if not isinstance(session_id, str):
             raise SessionNotFoundError(repr(session_id))
         ms = self._live.get(session_id)
         if ms is None:
-            if self.store.get(session_id) is not None:
+            if (yield from self._get(session_id)) is not None:
                 raise UsageError(
                     f"session {session_id!r} is stored but not loaded in this "
                     "process; call recover() with its source"
@@ -501,26 +682,31 @@ class SessionManager:
             raise SessionNotFoundError(session_id)
         return ms
 
-    def get(self, session_id: str, *, owner: str) -> ManagedSession:
+    def _get_session(self, session_id: str, *, owner: str) -> _Flow[ManagedSession]:
         """The session ``session_id`` if it belongs to ``owner``; else
         :class:`PermissionDenied` (or :class:`SessionNotFoundError`)."""
-        ms = self._lookup(session_id)
+        ms = yield from self._lookup(session_id)
         if ms.record.owner != owner:
             raise PermissionDenied(session_id)
         return ms
 
+    get = _sync(_get_session)
+    aget = _async(_get_session)
+
     def admin_get(self, session_id: str) -> ManagedSession:
         """The session ``session_id`` whoever owns it (for operators and tools)."""
-        return self._lookup(session_id)
+        return _run(self._lookup(session_id))
 
-    def record(self, session_id: str) -> SessionRecord:
+    def _record(self, session_id: str) -> _Flow[SessionRecord]:
         """The stored record (works for sessions not loaded in this process)."""
-        r = self.store.get(session_id) if isinstance(session_id, str) else None
+        r = (yield from self._get(session_id)) if isinstance(session_id, str) else None
         if r is None:
             raise SessionNotFoundError(str(session_id))
         return r
 
-    def list(
+    record = _sync(_record)
+
+    def _list(
         self,
         *,
         owner: str | None = None,
@@ -528,7 +714,7 @@ class SessionManager:
         kind: SessionKind | str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> list[SessionRecord]:
+    ) -> _Flow[_Records]:
         """Stored records, oldest first, filtered, one page at a time."""
         check_page(limit, offset)
         statuses: list[SessionStatus] | None
@@ -542,45 +728,79 @@ class SessionManager:
             kind_ = SessionKind(kind) if kind is not None else None
         except ValueError as exc:
             raise ConfigurationError(f"unknown status or kind: {exc}") from None
-        return self.store.query(
-            owner=owner, status=statuses, kind=kind_, limit=limit, offset=offset
+        found: _Records = yield from _step(
+            lambda: self.store.query(
+                owner=owner, status=statuses, kind=kind_, limit=limit, offset=offset
+            ),
+            lambda: self.store.aquery(
+                owner=owner, status=statuses, kind=kind_, limit=limit, offset=offset
+            ),
         )
+        return found
+
+    list = _sync(_list)
+    alist = _async(_list)
 
     # ================================================================ lifecycle
 
-    def _write_stored(
-        self, session_id: str, change: Callable[[SessionRecord], SessionRecord]
-    ) -> tuple[SessionRecord, SessionRecord]:
-        """Apply ``change`` to the stored record of a session that is not live here,
-        with optimistic concurrency. The aggregates are left alone: they count the
-        sessions this manager created or recovered."""
-        for _ in range(8):
-            current = self.store.get(session_id)
-            if current is None:
-                raise SessionNotFoundError(session_id)
-            new = change(current)
-            try:
-                stored = self.store.put(new, expected_version=current.version)
-            except VersionConflictError:
-                continue
-            return current, stored
-        raise UsageError(f"session {session_id!r} is being changed too often to update")
+    # -- store steps: each one store call, sync or awaited
+
+    def _get(self, session_id: str) -> _Flow[SessionRecord | None]:
+        return (
+            yield from _step(
+                lambda: self.store.get(session_id), lambda: self.store.aget(session_id)
+            )
+        )
+
+    def _put(self, record: SessionRecord, expected: int | None) -> _Flow[SessionRecord]:
+        return (
+            yield from _step(
+                lambda: self.store.put(record, expected_version=expected),
+                lambda: self.store.aput(record, expected_version=expected),
+            )
+        )
+
+    def _delete(self, session_id: str) -> _Flow[bool]:
+        return (
+            yield from _step(
+                lambda: self.store.delete(session_id), lambda: self.store.adelete(session_id)
+            )
+        )
+
+    def _query_status(self, statuses: Iterable[SessionStatus]) -> _Flow[_Records]:
+        st = [*statuses]
+        return (
+            yield from _step(
+                lambda: self.store.query(status=st), lambda: self.store.aquery(status=st)
+            )
+        )
 
     def _write(
-        self, ms: ManagedSession, change: Callable[[SessionRecord], SessionRecord]
-    ) -> tuple[SessionRecord, SessionRecord]:
-        """Apply ``change`` with optimistic concurrency; retry on a version conflict."""
+        self, target: ManagedSession | str, change: Callable[[SessionRecord], SessionRecord]
+    ) -> _Flow[tuple[SessionRecord, SessionRecord]]:
+        """Apply ``change`` with optimistic concurrency; retry on a version conflict.
+
+        ``target`` is a live session (its record and the aggregates follow), or
+        the id of a stored one that is not live here: the aggregates are left
+        alone, they count the sessions this manager created or recovered."""
+        ms = target if isinstance(target, ManagedSession) else None
+        session_id = ms.id if ms is not None else str(target)
         for _ in range(8):
-            current = self.store.get(ms.id) or ms.record
+            current = yield from self._get(session_id)
+            if current is None:
+                if ms is None:
+                    raise SessionNotFoundError(session_id)
+                current = ms.record
             new = change(current)
             try:
-                stored = self.store.put(new, expected_version=current.version)
+                stored = yield from self._put(new, current.version)
             except VersionConflictError:
                 continue
-            ms._record = stored
-            self._agg.changed(current, stored)
+            if ms is not None:
+                ms._record = stored
+                self._agg.changed(current, stored)
             return current, stored
-        raise UsageError(f"session {ms.id!r} is being changed too often to update")
+        raise UsageError(f"session {session_id!r} is being changed too often to update")
 
     def _owner_check(self, ms: ManagedSession, owner: str | None) -> None:
         if owner is not None and ms.record.owner != owner:
@@ -590,17 +810,22 @@ class SessionManager:
         if ms.record.status.terminal:
             raise SessionClosedError(ms.id, ms.record.status)
 
-    def record_activity(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
+    def _record_activity(
+        self, session_id: str, *, owner: str | None = None
+    ) -> _Flow[SessionRecord]:
         """Note that the session's user did something (keeps it from idling out)."""
-        ms = self._lookup(session_id)
+        ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
         self._open(ms)
         now = self.clock.now()
-        _, new = self._write(ms, lambda r: replace(r, last_activity_at=now))
-        self._publish(EventKind.ACTIVITY, new, now)
+        _, new = yield from self._write(ms, lambda r: replace(r, last_activity_at=now))
+        yield from self._publish_flow(EventKind.ACTIVITY, new, now)
         return new
 
-    def update(
+    record_activity = _sync(_record_activity)
+    arecord_activity = _async(_record_activity)
+
+    def _update(
         self,
         session_id: str,
         *,
@@ -609,9 +834,9 @@ class SessionManager:
         step: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         labels: Iterable[str] | None = None,
-    ) -> SessionRecord:
+    ) -> _Flow[SessionRecord]:
         """Change the phase, step, metadata (merged) or labels (replaced)."""
-        ms = self._lookup(session_id)
+        ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
         self._open(ms)
         for name, value in (("phase", phase), ("step", step)):
@@ -630,35 +855,44 @@ class SessionManager:
                 last_activity_at=now,
             )
 
-        _, new = self._write(ms, change)
-        self._publish(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
+        _, new = yield from self._write(ms, change)
+        yield from self._publish_flow(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
         return new
 
-    def pause(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> SessionRecord:
-        """ACTIVE -> PAUSED. Paused sessions are not refreshed proactively."""
-        ms = self._lookup(session_id)
-        self._owner_check(ms, owner)
-        return self._set_status(ms, SessionStatus.PAUSED, reason=reason or "paused")
+    update = _sync(_update)
+    aupdate = _async(_update)
 
-    def resume(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
-        """PAUSED -> ACTIVE."""
-        ms = self._lookup(session_id)
+    def _pause(
+        self, session_id: str, reason: str | None = None, *, owner: str | None = None
+    ) -> _Flow[SessionRecord]:
+        """ACTIVE -> PAUSED. Paused sessions are not refreshed proactively."""
+        ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
-        rec = self._set_status(ms, SessionStatus.ACTIVE)
+        return (yield from self._set_status(ms, SessionStatus.PAUSED, reason=reason or "paused"))
+
+    pause = _sync(_pause)
+    apause = _async(_pause)
+
+    def _resume(self, session_id: str, *, owner: str | None = None) -> _Flow[SessionRecord]:
+        """PAUSED -> ACTIVE."""
+        ms = yield from self._lookup(session_id)
+        self._owner_check(ms, owner)
+        rec = yield from self._set_status(ms, SessionStatus.ACTIVE)
         self._schedule_lifecycle(ms)
         self._schedule_refresh(ms)
         return rec
 
-    def close(
+    resume = _sync(_resume)
+    aresume = _async(_resume)
+
+    def _close(
         self,
         session_id: str,
         status: SessionStatus | str = SessionStatus.COMPLETED,
         *,
         error: str | BaseException | None = None,
         owner: str | None = None,
-    ) -> SessionRecord:
+    ) -> _Flow[SessionRecord]:
         """End the session with a terminal status (COMPLETED by default)."""
         try:
             st = SessionStatus(status.upper() if isinstance(status, str) else status)
@@ -666,18 +900,24 @@ class SessionManager:
             raise ConfigurationError(f"unknown status {status!r}") from None
         if not st.terminal:
             raise ConfigurationError(f"close() needs a terminal status, not {st.value}")
-        ms = self._lookup(session_id)
+        ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
-        return self._set_status(ms, st, error=self._error_details(error))
+        return (yield from self._set_status(ms, st, error=self._error_details(error)))
 
-    def cancel(
+    close = _sync(_close)
+    aclose = _async(_close)
+
+    def _cancel(
         self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> SessionRecord:
+    ) -> _Flow[SessionRecord]:
         """End the session as CANCELLED."""
-        ms = self._lookup(session_id)
+        ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
         details = ErrorDetails(reason, None, self.clock.now()) if reason else None
-        return self._set_status(ms, SessionStatus.CANCELLED, error=details)
+        return (yield from self._set_status(ms, SessionStatus.CANCELLED, error=details))
+
+    cancel = _sync(_cancel)
+    acancel = _async(_cancel)
 
     def _error_details(self, error: str | BaseException | None) -> ErrorDetails | None:
         if error is None:
@@ -707,14 +947,14 @@ class SessionManager:
         *,
         error: ErrorDetails | None = None,
         reason: str | None = None,
-    ) -> SessionRecord:
+    ) -> _Flow[SessionRecord]:
         now = self.clock.now()
-        old, new = self._write(
+        old, new = yield from self._write(
             ms, lambda r: r.with_status(status, now=now, error=error, reason=reason)
         )
-        self._status_events(old, new, now, error=error, reason=reason)
+        yield from self._status_events(old, new, now, error=error, reason=reason)
         if status.terminal:
-            self._fire(ms, AuthEvent.CLOSE)
+            yield from self._fire_flow(ms, AuthEvent.CLOSE)
             ms.session.close(wait=False)
         return new
 
@@ -726,7 +966,7 @@ class SessionManager:
         *,
         error: ErrorDetails | None,
         reason: str | None,
-    ) -> None:
+    ) -> _Flow[None]:
         fields: dict[str, Any] = {"from": old.status.value, "to": new.status.value}
         if reason:
             fields["reason"] = reason
@@ -735,8 +975,8 @@ class SessionManager:
             if error.error_class:
                 fields["error_class"] = error.error_class
         kind = self._STATUS_EVENT.get(new.status, EventKind.CLOSED)
-        self._publish(EventKind.STATUS_CHANGED, new, now, **fields)
-        self._publish(kind, new, now, **fields)
+        yield from self._publish_flow(EventKind.STATUS_CHANGED, new, now, **fields)
+        yield from self._publish_flow(kind, new, now, **fields)
 
     def _set_stored_status(
         self,
@@ -745,12 +985,12 @@ class SessionManager:
         *,
         error: ErrorDetails | None = None,
         reason: str | None = None,
-    ) -> SessionRecord:
+    ) -> _Flow[SessionRecord]:
         """A lifecycle change on the stored record: through the live part if the
         session is loaded here, else on the store alone (same record, same events)."""
         ms = self._live.get(session_id)
         if ms is not None:
-            return self._set_status(ms, status, error=error, reason=reason)
+            return (yield from self._set_status(ms, status, error=error, reason=reason))
         now = self.clock.now()
 
         def change(r: SessionRecord) -> SessionRecord:
@@ -758,42 +998,45 @@ class SessionManager:
                 raise SessionClosedError(session_id, r.status)
             return r.with_status(status, now=now, error=error, reason=reason)
 
-        old, new = self._write_stored(session_id, change)
-        self._status_events(old, new, now, error=error, reason=reason)
+        old, new = yield from self._write(session_id, change)
+        yield from self._status_events(old, new, now, error=error, reason=reason)
         return new
 
-    def cancel_stored(self, session_id: str, reason: str | None = None) -> SessionRecord:
+    def _cancel_stored(self, session_id: str, reason: str | None = None) -> _Flow[SessionRecord]:
         """End a session as CANCELLED whether or not it is loaded in this process —
         for operators and tools working on a shared store. Without the live part
         only the stored record and timeline change; a process that holds the
         session live sees the new status at its next write. Raises
         :class:`SessionNotFoundError` or, for an ended session,
         :class:`SessionClosedError`."""
-        record = self.record(session_id)
+        record = yield from self._record(session_id)
         if record.status.terminal:
             raise SessionClosedError(session_id, record.status)
         if reason is not None and not isinstance(reason, str):
             raise ConfigurationError("reason must be a string")
         details = ErrorDetails(reason[:500], None, self.clock.now()) if reason else None
-        return self._set_stored_status(session_id, SessionStatus.CANCELLED, error=details)
+        return (
+            yield from self._set_stored_status(session_id, SessionStatus.CANCELLED, error=details)
+        )
 
-    def recover(
+    cancel_stored = _sync(_cancel_stored)
+    acancel_stored = _async(_cancel_stored)
+
+    def _recover(
         self,
         session_id: str,
         source: TokenSource | None = None,
         *,
         token: TokenSet | None = None,
         probe: Probe | None = None,
-    ) -> ManagedSession:
+    ) -> _Flow[ManagedSession]:
         """Bring a session back after a crash or restart: reload its record from the
         store, refuse it if it has ended, make it ACTIVE with fresh activity.
 
         In a new process the live part is gone: pass the session's ``source``
         (and the last ``token`` you persisted, if any).
         """
-        record = self.store.get(session_id) if isinstance(session_id, str) else None
-        if record is None:
-            raise SessionNotFoundError(str(session_id))
+        record = yield from self._record(session_id)
         if record.status.terminal:
             raise SessionClosedError(session_id, record.status)
         ms = self._live.get(session_id)
@@ -813,14 +1056,17 @@ class SessionManager:
                 r = r.with_status(SessionStatus.ACTIVE, now=now)
             return replace(r, last_activity_at=now)
 
-        old, new = self._write(ms, change)
+        old, new = yield from self._write(ms, change)
         if old.status is not new.status:  # PAUSED -> ACTIVE, reported like resume()
             fields = {"from": old.status.value, "to": new.status.value, "reason": "recovered"}
-            self._publish(EventKind.STATUS_CHANGED, new, now, **fields)
-            self._publish(EventKind.RESUMED, new, now, **fields)
+            yield from self._publish_flow(EventKind.STATUS_CHANGED, new, now, **fields)
+            yield from self._publish_flow(EventKind.RESUMED, new, now, **fields)
         self._schedule_lifecycle(ms)
-        self._publish(EventKind.RECOVERED, new, now)
+        yield from self._publish_flow(EventKind.RECOVERED, new, now)
         return ms
+
+    recover = _sync(_recover)
+    arecover = _async(_recover)
 
     def cleanup(
         self,
@@ -848,7 +1094,9 @@ class SessionManager:
         count = 0
         for done, r in enumerate(candidates, 1):
             try:
-                self._set_stored_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age")
+                _run(
+                    self._set_stored_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age")
+                )
                 count += 1
             except StoreUnavailableError:
                 raise
@@ -862,7 +1110,7 @@ class SessionManager:
                 progress(done, len(candidates))
         return count
 
-    def ended_before(self, older_than: float, *, now: float | None = None) -> _Records:
+    def _ended_before(self, older_than: float, *, now: float | None = None) -> _Flow[_Records]:
         """The ended sessions that ended at least ``older_than`` seconds ago, oldest
         first: what :meth:`purge` and :meth:`archive` with the same argument touch."""
         if (
@@ -872,25 +1120,23 @@ class SessionManager:
         ):
             raise ConfigurationError("older_than must be a non-negative number of seconds")
         t = self.clock.now() if now is None else now
-        terminal = [s for s in SessionStatus if s.terminal]
-        return [
-            r
-            for r in self.store.query(status=terminal)
-            if r.ended_at is not None and r.ended_at <= t - older_than
-        ]
+        ended = yield from self._query_status(s for s in SessionStatus if s.terminal)
+        return [r for r in ended if r.ended_at is not None and r.ended_at <= t - older_than]
 
-    def purge(
+    ended_before = _sync(_ended_before)
+
+    def _purge(
         self, older_than: float, *, now: float | None = None, progress: Progress | None = None
-    ) -> int:
+    ) -> _Flow[int]:
         """Delete ended sessions that ended at least ``older_than`` seconds ago —
         the only way anything is deleted. Returns how many were deleted.
         ``progress(done, total)`` is called after each candidate."""
         t = self.clock.now() if now is None else now
-        candidates = self.ended_before(older_than, now=t)
+        candidates = yield from self._ended_before(older_than, now=t)
         deleted = 0
         for done, r in enumerate(candidates, 1):
-            self._publish(EventKind.PURGED, r, t)
-            if self.store.delete(r.id):
+            yield from self._publish_flow(EventKind.PURGED, r, t)
+            if (yield from self._delete(r.id)):
                 self._agg.removed(r)
                 with self._lock:
                     self._live.pop(r.id, None)
@@ -898,6 +1144,9 @@ class SessionManager:
             if progress is not None:
                 progress(done, len(candidates))
         return deleted
+
+    purge = _sync(_purge)
+    apurge = _async(_purge)
 
     def archive(
         self,
@@ -929,7 +1178,7 @@ class SessionManager:
                         "timeline": [e.to_dict() for e in timeline],
                     }
                 )
-                self._publish(EventKind.ARCHIVED, r, t)
+                _run(self._publish_flow(EventKind.ARCHIVED, r, t))
                 written += 1
             if progress is not None:
                 progress(done, len(candidates))
@@ -949,7 +1198,7 @@ class SessionManager:
         if isinstance(session_id, str) and session_id not in self._live:
             record = self.record(session_id)
             return self._stored_health(record, self.store.get_token(session_id), t)
-        ms = self._lookup(session_id)
+        ms = _run(self._lookup(session_id))
         s = ms.session.health_signals(t)
         state = ms.machine.health_state(t)
         if ms.record.status.terminal:
@@ -1083,9 +1332,24 @@ class SessionManager:
 
     # ================================================================ events
 
+    def _dispatch(self, flow: _Flow[None]) -> None:
+        """Run a flow started by a session listener: at once without an event loop
+        on this thread, else queued on the loop's lane (its store I/O awaited)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            _run(flow)
+        else:
+            self._lanes.push(loop, flow)
+
     def _publish(
         self, event_kind: EventKind, record: SessionRecord, at: float, **fields: Any
     ) -> None:
+        self._dispatch(self._publish_flow(event_kind, record, at, **fields))
+
+    def _publish_flow(
+        self, event_kind: EventKind, record: SessionRecord, at: float, **fields: Any
+    ) -> _Flow[None]:
         clean = {
             k: v for k, v in fields.items() if v is None or isinstance(v, str | int | float | bool)
         }
@@ -1098,7 +1362,10 @@ class SessionManager:
             fields=clean,
         )
         try:
-            self.store.append_event(record.id, event)
+            yield from _step(
+                lambda: self.store.append_event(record.id, event),
+                lambda: self.store.aappend_event(record.id, event),
+            )
         except AuthpulseError:
             log.warning(
                 "could not append to the timeline of %s",
@@ -1113,10 +1380,24 @@ class SessionManager:
 
     def _fire(self, ms: ManagedSession, event: AuthEvent, *, now: float | None = None) -> None:
         t = self.clock.now() if now is None else now
+        tr = self._transition(ms, event, t)
+        if tr is not None:
+            self._dispatch(self._transitioned(ms, event, tr, t))
+
+    def _fire_flow(
+        self, ms: ManagedSession, event: AuthEvent, *, now: float | None = None
+    ) -> _Flow[None]:
+        t = self.clock.now() if now is None else now
+        tr = self._transition(ms, event, t)
+        if tr is not None:
+            yield from self._transitioned(ms, event, tr, t)
+
+    def _transition(self, ms: ManagedSession, event: AuthEvent, t: float) -> Transition | None:
+        """Fire ``event`` on the session's state machine (no I/O); None if illegal."""
         guards = Guards(token_valid=ms.session.freshness(t).value != "expired")
         with self._lock:
             try:
-                tr = ms.machine.fire(event, now=t, guards=guards)
+                return ms.machine.fire(event, now=t, guards=guards)
             except IllegalTransition:
                 log.debug(
                     "ignored %s in state %s",
@@ -1129,9 +1410,14 @@ class SessionManager:
                         "authpulse_state": ms.machine.state.value,
                     },
                 )
-                return
+                return None
+
+    def _transitioned(
+        self, ms: ManagedSession, event: AuthEvent, tr: Transition, t: float
+    ) -> _Flow[None]:
+        """Publish and persist a transition that changed the state."""
         if tr.changed:
-            self._publish(
+            yield from self._publish_flow(
                 EventKind.STATE_CHANGED,
                 ms.record,
                 t,
@@ -1139,7 +1425,7 @@ class SessionManager:
             )
             if ms.record.auth_state != tr.to_state.value and not ms.record.status.terminal:
                 try:
-                    self._write(ms, lambda r: replace(r, auth_state=tr.to_state.value))
+                    yield from self._write(ms, lambda r: replace(r, auth_state=tr.to_state.value))
                 except AuthpulseError:
                     log.debug(
                         "could not persist auth state of %s",
@@ -1237,20 +1523,20 @@ class SessionManager:
                 out.append(heapq.heappop(heap))
         return out
 
-    def _plan(self, now: float, counts: _TickCounts) -> None:
+    def _plan(self, now: float, counts: _TickCounts) -> _Flow[None]:
         """Pop what is due and apply the lifecycle rules; collect refreshes and probes."""
         seen: set[tuple[str, str]] = set()
         for _, _, sid, kind in self._pop_due(now):
             if (sid, kind) in seen:
                 continue  # a stale duplicate entry
             seen.add((sid, kind))
-            counts.due += 1
+            counts.n["due"] += 1
             try:
                 ms = self._live.get(sid)
                 if ms is None or ms.record.status.terminal:
                     continue
                 if kind == "lifecycle":
-                    self._apply_lifecycle(ms, now, counts)
+                    yield from self._apply_lifecycle(ms, now, counts)
                 elif kind == "refresh":
                     if ms.record.status is not SessionStatus.ACTIVE:
                         continue
@@ -1264,30 +1550,9 @@ class SessionManager:
                         counts.probe.append(ms)
                     self._push(now + self.settings.heartbeat_interval, sid, "heartbeat")
                 elif kind == "stuck":
-                    guards = Guards(token_valid=ms.session.freshness(now).value != "expired")
-                    with self._lock:
-                        tr = ms.machine.recover(now, guards=guards)
-                    if tr is not None:
-                        counts.recovered += 1
-                        self._publish(
-                            EventKind.STATE_CHANGED,
-                            ms.record,
-                            now,
-                            **{
-                                "from": tr.from_state.value,
-                                "to": tr.to_state.value,
-                                "event": "recover",
-                                "reason": "stuck",
-                            },
-                        )
-                        self._publish(
-                            EventKind.RECOVERED,
-                            ms.record,
-                            now,
-                            reason=f"stuck in {tr.from_state.value}",
-                        )
+                    yield from self._unstick(ms, now, counts)
             except Exception as exc:  # one bad session never stops the tick
-                counts.errors += 1
+                counts.n["errors"] += 1
                 log.exception(
                     "maintenance of session %s failed (%s)",
                     sid,
@@ -1300,99 +1565,122 @@ class SessionManager:
                     },
                 )
 
-    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: _TickCounts) -> None:
+    def _unstick(self, ms: ManagedSession, now: float, counts: _TickCounts) -> _Flow[None]:
+        guards = Guards(token_valid=ms.session.freshness(now).value != "expired")
+        with self._lock:
+            tr = ms.machine.recover(now, guards=guards)
+        if tr is not None:
+            counts.n["recovered"] += 1
+            yield from self._publish_flow(
+                EventKind.STATE_CHANGED,
+                ms.record,
+                now,
+                **{
+                    "from": tr.from_state.value,
+                    "to": tr.to_state.value,
+                    "event": "recover",
+                    "reason": "stuck",
+                },
+            )
+            yield from self._publish_flow(
+                EventKind.RECOVERED, ms.record, now, reason=f"stuck in {tr.from_state.value}"
+            )
+
+    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: _TickCounts) -> _Flow[None]:
         r, s = ms.record, self.settings
         last = ms.last_activity()
+        timeout: tuple[str, str] | None = None
         if s.max_lifetime is not None and now >= r.created_at + s.max_lifetime:
-            self._set_status(
+            timeout = ("max lifetime", "maximum lifetime reached")
+        elif s.stale_timeout is not None and now >= last + s.stale_timeout:
+            timeout = ("stale", "no activity")
+        if timeout is not None:
+            yield from self._set_status(
                 ms,
                 SessionStatus.TIMEOUT,
-                reason="max lifetime",
-                error=ErrorDetails("maximum lifetime reached", "timeout", now),
+                reason=timeout[0],
+                error=ErrorDetails(timeout[1], "timeout", now),
             )
-            counts.timed_out += 1
-            return
-        if s.stale_timeout is not None and now >= last + s.stale_timeout:
-            self._set_status(
-                ms,
-                SessionStatus.TIMEOUT,
-                reason="stale",
-                error=ErrorDetails("no activity", "timeout", now),
-            )
-            counts.timed_out += 1
+            counts.n["timed_out"] += 1
             return
         if (
             s.idle_timeout is not None
             and r.status is SessionStatus.ACTIVE
             and now >= last + s.idle_timeout
         ):
-            self._set_status(ms, SessionStatus.PAUSED, reason="idle")
-            counts.paused += 1
+            yield from self._set_status(ms, SessionStatus.PAUSED, reason="idle")
+            counts.n["paused"] += 1
         self._schedule_lifecycle(ms)
 
-    def _refresh_one(self, ms: ManagedSession) -> bool:
+    def _refresh_one(self, ms: ManagedSession) -> _Flow[bool]:
         if ms.record.status is not SessionStatus.ACTIVE:
             return True  # paused or closed by this very tick: nothing to refresh
+        lead = self.settings.refresh_lead
         try:
-            ms.session.refresh_if_due(lead=self.settings.refresh_lead)
+            yield from _step(
+                lambda: ms.session.refresh_if_due(lead=lead),
+                lambda: ms.session.arefresh_if_due(lead=lead),
+            )
         except AuthpulseError:
             return False
         finally:
             self._schedule_refresh(ms)
         return True
 
-    def _probe_one(self, ms: ManagedSession) -> bool:
+    def _probe_one(self, ms: ManagedSession) -> _Flow[bool]:
         probe = ms.probe
         try:
-            if probe is None:
-                return True
-            if isinstance(probe, HttpProbe):
-                ok = probe(ms)
-            elif inspect.iscoroutinefunction(probe):
-                ok = bool(run_coroutine_blocking(probe, ms))
-            else:
-                ok = bool(probe(ms))
+            ok = probe is None or bool(
+                (yield from _step(lambda: _probe_sync(probe, ms), lambda: _probe_async(probe, ms)))
+            )
         except Exception as exc:
             _heartbeat_raised(ms, exc)
             ok = False
-        self._heartbeat_done(ms, ok)
+        yield from self._heartbeat_done(ms, ok)
         return ok
 
-    def _heartbeat_done(self, ms: ManagedSession, ok: bool) -> None:
+    def _heartbeat_done(self, ms: ManagedSession, ok: bool) -> _Flow[None]:
         now = self.clock.now()
         ms.heartbeat_ok, ms.heartbeat_at = ok, now
-        self._publish(EventKind.HEARTBEAT, ms.record, now, ok=ok)
+        yield from self._publish_flow(EventKind.HEARTBEAT, ms.record, now, ok=ok)
 
     def _finish(self, now: float, counts: _TickCounts) -> TickReport:
         self.tick_count += 1
-        if counts.errors:
+        if counts.n["errors"]:
             self.tick_errors += 1
             self._last_tick_error_at = now
         report = counts.report(now)
         self.last_tick = report
         return report
 
-    def tick(self, now: float | None = None) -> TickReport:
+    def _tick(self, now: float | None = None) -> _Flow[TickReport]:
         """One maintenance pass at ``now`` (default: the clock's now).
 
         Idle sessions are paused, sessions past their lifetime or stale are
         closed as TIMEOUT, tokens due are refreshed (``refresh_concurrency``
         at a time), heartbeats due are probed, stuck states recovered. Errors
         are logged, counted and reflected in health; they never propagate.
-        """
+        Awaited (:meth:`atick`), refreshes and probes run as coroutines."""
         t = self.clock.now() if now is None else now
         counts = _TickCounts()
         try:
-            self._plan(t, counts)
+            yield from self._plan(t, counts)
             if counts.refresh:
-                results = list(self._executor().map(self._refresh_one, counts.refresh))
-                counts.refreshed = sum(results)
-                counts.refresh_failures = len(results) - counts.refreshed
-            for ms in counts.probe:
-                counts.heartbeats += 1
-                counts.heartbeat_failures += not self._probe_one(ms)
+                results = yield from _each(
+                    [self._refresh_one(ms) for ms in counts.refresh],
+                    self._executor,
+                    self.settings.refresh_concurrency,
+                )
+                counts.n["refreshed"] = sum(results)
+                counts.n["refresh_failures"] = len(results) - sum(results)
+            if counts.probe:
+                probes = yield from _each(
+                    [self._probe_one(ms) for ms in counts.probe], None, len(counts.probe)
+                )
+                counts.n["heartbeats"] = len(probes)
+                counts.n["heartbeat_failures"] = len(probes) - sum(probes)
         except Exception as exc:
-            counts.errors += 1
+            counts.n["errors"] += 1
             log.exception(
                 "maintenance tick failed (%s)",
                 type(exc).__name__,
@@ -1400,56 +1688,8 @@ class SessionManager:
             )
         return self._finish(t, counts)
 
-    async def atick(self, now: float | None = None) -> TickReport:
-        """Async twin of :meth:`tick`: refreshes and probes run as coroutines."""
-        t = self.clock.now() if now is None else now
-        counts = _TickCounts()
-        try:
-            self._plan(t, counts)
-            sem = asyncio.Semaphore(self.settings.refresh_concurrency)
-
-            async def refresh(ms: ManagedSession) -> bool:
-                if ms.record.status is not SessionStatus.ACTIVE:
-                    return True
-                async with sem:
-                    try:
-                        await ms.session.arefresh_if_due(lead=self.settings.refresh_lead)
-                    except AuthpulseError:
-                        return False
-                    finally:
-                        self._schedule_refresh(ms)
-                    return True
-
-            async def probe(ms: ManagedSession) -> bool:
-                p = ms.probe
-                try:
-                    if isinstance(p, HttpProbe):
-                        ok = await p.acall(ms)
-                    elif p is None:
-                        ok = True
-                    else:
-                        r = p(ms)
-                        ok = bool(await r) if inspect.isawaitable(r) else bool(r)
-                except Exception as exc:
-                    _heartbeat_raised(ms, exc)
-                    ok = False
-                self._heartbeat_done(ms, ok)
-                return ok
-
-            results = await asyncio.gather(*(refresh(ms) for ms in counts.refresh))
-            counts.refreshed = sum(results)
-            counts.refresh_failures = len(results) - counts.refreshed
-            probes = await asyncio.gather(*(probe(ms) for ms in counts.probe))
-            counts.heartbeats = len(probes)
-            counts.heartbeat_failures = len(probes) - sum(probes)
-        except Exception as exc:
-            counts.errors += 1
-            log.exception(
-                "maintenance tick failed (%s)",
-                type(exc).__name__,
-                extra={"authpulse_event": "tick_failed", "authpulse_error": type(exc).__name__},
-            )
-        return self._finish(t, counts)
+    tick = _sync(_tick)
+    atick = _async(_tick)
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
@@ -1558,13 +1798,15 @@ class SessionManager:
         self.store.close()
 
     async def ashutdown(self) -> None:
-        """Async twin of :meth:`shutdown`."""
+        """Async twin of :meth:`shutdown`: awaits queued session events, the
+        sessions' and the store's ``aclose()``."""
         await self.astop()
+        await self._lanes.settle()
         for ms in list(self._live.values()):
             await ms.session.aclose()
         if self._journal is not None:
             self._journal.close()
-        self.store.close()
+        await self.store.aclose()
 
     def __enter__(self) -> SessionManager:
         self.start()
@@ -1579,62 +1821,6 @@ class SessionManager:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.ashutdown()
-
-    # ================================================================ async twins
-    # The memory store does no I/O; these run the same code without blocking.
-
-    async def acreate_session(
-        self, owner: str, source: TokenSource, **kwargs: Any
-    ) -> ManagedSession:
-        return self.create_session(owner, source, **kwargs)
-
-    async def aget(self, session_id: str, *, owner: str) -> ManagedSession:
-        return self.get(session_id, owner=owner)
-
-    async def alist(self, **kwargs: Any) -> _Records:
-        return self.list(**kwargs)
-
-    async def arecord_activity(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
-        return self.record_activity(session_id, owner=owner)
-
-    async def aupdate(self, session_id: str, **kwargs: Any) -> SessionRecord:
-        return self.update(session_id, **kwargs)
-
-    async def apause(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> SessionRecord:
-        return self.pause(session_id, reason, owner=owner)
-
-    async def aresume(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
-        return self.resume(session_id, owner=owner)
-
-    async def aclose(
-        self,
-        session_id: str,
-        status: SessionStatus | str = SessionStatus.COMPLETED,
-        *,
-        error: str | BaseException | None = None,
-        owner: str | None = None,
-    ) -> SessionRecord:
-        return self.close(session_id, status, error=error, owner=owner)
-
-    async def acancel(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> SessionRecord:
-        return self.cancel(session_id, reason, owner=owner)
-
-    async def arecover(
-        self, session_id: str, source: TokenSource | None = None, **kwargs: Any
-    ) -> ManagedSession:
-        return self.recover(session_id, source, **kwargs)
-
-    async def apurge(
-        self, older_than: float, *, now: float | None = None, progress: Progress | None = None
-    ) -> int:
-        return self.purge(older_than, now=now, progress=progress)
-
-    async def acancel_stored(self, session_id: str, reason: str | None = None) -> SessionRecord:
-        return self.cancel_stored(session_id, reason)
 
 
 def _heartbeat_raised(ms: ManagedSession, exc: BaseException) -> None:
