@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import heapq
 import inspect
@@ -26,7 +27,7 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
 
 from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
@@ -102,38 +103,54 @@ class _Op(Generic[_T]):
 _Flow = Generator[_Op[Any], Any, _T]
 
 
+class _Driver(Generic[_T]):
+    """Where a flow stands: the step it waits on (``op``), or its ``result``."""
+
+    def __init__(self, flow: _Flow[_T]) -> None:
+        self._flow = flow
+        self.op: _Op[Any] | None = None
+        self.result: _T
+        self._advance(lambda: next(flow))
+
+    def _advance(self, resume: Callable[[], _Op[Any]]) -> None:
+        try:
+            self.op = resume()
+        except StopIteration as stop:
+            self.op, self.result = None, stop.value
+
+    def send(self, value: object) -> None:
+        self._advance(lambda: self._flow.send(value))
+
+    def throw(self, exc: Exception) -> None:
+        self._advance(lambda: self._flow.throw(exc))
+
+
 def _run(flow: _Flow[_T]) -> _T:
     """Drive ``flow`` with the sync side of every step."""
-    try:
-        op = next(flow)
-        while True:
+    with contextlib.closing(flow):
+        d = _Driver(flow)
+        while (op := d.op) is not None:
             try:
                 value = op.sync()
             except Exception as exc:
-                op = flow.throw(exc)
+                d.throw(exc)
             else:
-                op = flow.send(value)
-    except StopIteration as stop:
-        return cast("_T", stop.value)
-    finally:
-        flow.close()
+                d.send(value)
+        return d.result
 
 
 async def _arun(flow: _Flow[_T]) -> _T:
     """Drive ``flow`` awaiting the async side of every step."""
-    try:
-        op = next(flow)
-        while True:
+    with contextlib.closing(flow):
+        d = _Driver(flow)
+        while (op := d.op) is not None:
             try:
                 value = await op.async_()
             except Exception as exc:
-                op = flow.throw(exc)
+                d.throw(exc)
             else:
-                op = flow.send(value)
-    except StopIteration as stop:
-        return cast("_T", stop.value)
-    finally:
-        flow.close()
+                d.send(value)
+        return d.result
 
 
 def _step(sync: Callable[[], _T], async_: Callable[[], Awaitable[_T]]) -> _Flow[_T]:
@@ -625,9 +642,6 @@ class SessionManager:
         )
         return ms
 
-    create_session = _sync(_create_session)
-    acreate_session = _async(_create_session)
-
     def _attach(
         self,
         record: SessionRecord,
@@ -690,9 +704,6 @@ class SessionManager:
             raise PermissionDenied(session_id)
         return ms
 
-    get = _sync(_get_session)
-    aget = _async(_get_session)
-
     def admin_get(self, session_id: str) -> ManagedSession:
         """The session ``session_id`` whoever owns it (for operators and tools)."""
         return _run(self._lookup(session_id))
@@ -703,8 +714,6 @@ class SessionManager:
         if r is None:
             raise SessionNotFoundError(str(session_id))
         return r
-
-    record = _sync(_record)
 
     def _list(
         self,
@@ -737,9 +746,6 @@ class SessionManager:
             ),
         )
         return found
-
-    list = _sync(_list)
-    alist = _async(_list)
 
     # ================================================================ lifecycle
 
@@ -810,21 +816,6 @@ class SessionManager:
         if ms.record.status.terminal:
             raise SessionClosedError(ms.id, ms.record.status)
 
-    def _record_activity(
-        self, session_id: str, *, owner: str | None = None
-    ) -> _Flow[SessionRecord]:
-        """Note that the session's user did something (keeps it from idling out)."""
-        ms = yield from self._lookup(session_id)
-        self._owner_check(ms, owner)
-        self._open(ms)
-        now = self.clock.now()
-        _, new = yield from self._write(ms, lambda r: replace(r, last_activity_at=now))
-        yield from self._publish_flow(EventKind.ACTIVITY, new, now)
-        return new
-
-    record_activity = _sync(_record_activity)
-    arecord_activity = _async(_record_activity)
-
     def _update(
         self,
         session_id: str,
@@ -859,8 +850,17 @@ class SessionManager:
         yield from self._publish_flow(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
         return new
 
-    update = _sync(_update)
-    aupdate = _async(_update)
+    def _record_activity(
+        self, session_id: str, *, owner: str | None = None
+    ) -> _Flow[SessionRecord]:
+        """Note that the session's user did something (keeps it from idling out)."""
+        ms = yield from self._lookup(session_id)
+        self._owner_check(ms, owner)
+        self._open(ms)
+        now = self.clock.now()
+        _, new = yield from self._write(ms, lambda r: replace(r, last_activity_at=now))
+        yield from self._publish_flow(EventKind.ACTIVITY, new, now)
+        return new
 
     def _pause(
         self, session_id: str, reason: str | None = None, *, owner: str | None = None
@@ -870,9 +870,6 @@ class SessionManager:
         self._owner_check(ms, owner)
         return (yield from self._set_status(ms, SessionStatus.PAUSED, reason=reason or "paused"))
 
-    pause = _sync(_pause)
-    apause = _async(_pause)
-
     def _resume(self, session_id: str, *, owner: str | None = None) -> _Flow[SessionRecord]:
         """PAUSED -> ACTIVE."""
         ms = yield from self._lookup(session_id)
@@ -881,9 +878,6 @@ class SessionManager:
         self._schedule_lifecycle(ms)
         self._schedule_refresh(ms)
         return rec
-
-    resume = _sync(_resume)
-    aresume = _async(_resume)
 
     def _close(
         self,
@@ -904,9 +898,6 @@ class SessionManager:
         self._owner_check(ms, owner)
         return (yield from self._set_status(ms, st, error=self._error_details(error)))
 
-    close = _sync(_close)
-    aclose = _async(_close)
-
     def _cancel(
         self, session_id: str, reason: str | None = None, *, owner: str | None = None
     ) -> _Flow[SessionRecord]:
@@ -915,9 +906,6 @@ class SessionManager:
         self._owner_check(ms, owner)
         details = ErrorDetails(reason, None, self.clock.now()) if reason else None
         return (yield from self._set_status(ms, SessionStatus.CANCELLED, error=details))
-
-    cancel = _sync(_cancel)
-    acancel = _async(_cancel)
 
     def _error_details(self, error: str | BaseException | None) -> ErrorDetails | None:
         if error is None:
@@ -942,31 +930,24 @@ class SessionManager:
 
     def _set_status(
         self,
-        ms: ManagedSession,
+        target: ManagedSession | str,
         status: SessionStatus,
         *,
         error: ErrorDetails | None = None,
         reason: str | None = None,
     ) -> _Flow[SessionRecord]:
+        """A lifecycle change: through the live part if the session is loaded here,
+        else on the stored record alone (same record, same events)."""
+        ms = target if isinstance(target, ManagedSession) else self._live.get(target)
+        session_id = ms.id if ms is not None else str(target)
         now = self.clock.now()
-        old, new = yield from self._write(
-            ms, lambda r: r.with_status(status, now=now, error=error, reason=reason)
-        )
-        yield from self._status_events(old, new, now, error=error, reason=reason)
-        if status.terminal:
-            yield from self._fire_flow(ms, AuthEvent.CLOSE)
-            ms.session.close(wait=False)
-        return new
 
-    def _status_events(
-        self,
-        old: SessionRecord,
-        new: SessionRecord,
-        now: float,
-        *,
-        error: ErrorDetails | None,
-        reason: str | None,
-    ) -> _Flow[None]:
+        def change(r: SessionRecord) -> SessionRecord:
+            if ms is None and r.status.terminal:
+                raise SessionClosedError(session_id, r.status)
+            return r.with_status(status, now=now, error=error, reason=reason)
+
+        old, new = yield from self._write(ms if ms is not None else session_id, change)
         fields: dict[str, Any] = {"from": old.status.value, "to": new.status.value}
         if reason:
             fields["reason"] = reason
@@ -977,29 +958,9 @@ class SessionManager:
         kind = self._STATUS_EVENT.get(new.status, EventKind.CLOSED)
         yield from self._publish_flow(EventKind.STATUS_CHANGED, new, now, **fields)
         yield from self._publish_flow(kind, new, now, **fields)
-
-    def _set_stored_status(
-        self,
-        session_id: str,
-        status: SessionStatus,
-        *,
-        error: ErrorDetails | None = None,
-        reason: str | None = None,
-    ) -> _Flow[SessionRecord]:
-        """A lifecycle change on the stored record: through the live part if the
-        session is loaded here, else on the store alone (same record, same events)."""
-        ms = self._live.get(session_id)
-        if ms is not None:
-            return (yield from self._set_status(ms, status, error=error, reason=reason))
-        now = self.clock.now()
-
-        def change(r: SessionRecord) -> SessionRecord:
-            if r.status.terminal:
-                raise SessionClosedError(session_id, r.status)
-            return r.with_status(status, now=now, error=error, reason=reason)
-
-        old, new = yield from self._write(session_id, change)
-        yield from self._status_events(old, new, now, error=error, reason=reason)
+        if ms is not None and status.terminal:
+            yield from self._fire_flow(ms, AuthEvent.CLOSE)
+            ms.session.close(wait=False)
         return new
 
     def _cancel_stored(self, session_id: str, reason: str | None = None) -> _Flow[SessionRecord]:
@@ -1015,12 +976,7 @@ class SessionManager:
         if reason is not None and not isinstance(reason, str):
             raise ConfigurationError("reason must be a string")
         details = ErrorDetails(reason[:500], None, self.clock.now()) if reason else None
-        return (
-            yield from self._set_stored_status(session_id, SessionStatus.CANCELLED, error=details)
-        )
-
-    cancel_stored = _sync(_cancel_stored)
-    acancel_stored = _async(_cancel_stored)
+        return (yield from self._set_status(session_id, SessionStatus.CANCELLED, error=details))
 
     def _recover(
         self,
@@ -1065,9 +1021,6 @@ class SessionManager:
         yield from self._publish_flow(EventKind.RECOVERED, new, now)
         return ms
 
-    recover = _sync(_recover)
-    arecover = _async(_recover)
-
     def cleanup(
         self,
         max_age: float,
@@ -1094,9 +1047,7 @@ class SessionManager:
         count = 0
         for done, r in enumerate(candidates, 1):
             try:
-                _run(
-                    self._set_stored_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age")
-                )
+                _run(self._set_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age"))
                 count += 1
             except StoreUnavailableError:
                 raise
@@ -1123,8 +1074,6 @@ class SessionManager:
         ended = yield from self._query_status(s for s in SessionStatus if s.terminal)
         return [r for r in ended if r.ended_at is not None and r.ended_at <= t - older_than]
 
-    ended_before = _sync(_ended_before)
-
     def _purge(
         self, older_than: float, *, now: float | None = None, progress: Progress | None = None
     ) -> _Flow[int]:
@@ -1144,9 +1093,6 @@ class SessionManager:
             if progress is not None:
                 progress(done, len(candidates))
         return deleted
-
-    purge = _sync(_purge)
-    apurge = _async(_purge)
 
     def archive(
         self,
@@ -1688,9 +1634,6 @@ class SessionManager:
             )
         return self._finish(t, counts)
 
-    tick = _sync(_tick)
-    atick = _async(_tick)
-
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -1821,6 +1764,25 @@ class SessionManager:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.ashutdown()
+
+    # ================================================================ the two faces
+    # Each protocol above is one flow; these are its sync and awaited methods.
+
+    record = _sync(_record)
+    ended_before = _sync(_ended_before)
+    create_session, acreate_session = _sync(_create_session), _async(_create_session)
+    get, aget = _sync(_get_session), _async(_get_session)
+    list, alist = _sync(_list), _async(_list)
+    record_activity, arecord_activity = _sync(_record_activity), _async(_record_activity)
+    update, aupdate = _sync(_update), _async(_update)
+    pause, apause = _sync(_pause), _async(_pause)
+    resume, aresume = _sync(_resume), _async(_resume)
+    close, aclose = _sync(_close), _async(_close)
+    cancel, acancel = _sync(_cancel), _async(_cancel)
+    cancel_stored, acancel_stored = _sync(_cancel_stored), _async(_cancel_stored)
+    recover, arecover = _sync(_recover), _async(_recover)
+    purge, apurge = _sync(_purge), _async(_purge)
+    tick, atick = _sync(_tick), _async(_tick)
 
 
 def _heartbeat_raised(ms: ManagedSession, exc: BaseException) -> None:
