@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import contextlib
 import functools
 import heapq
 import inspect
@@ -25,14 +24,15 @@ import logging
 import random
 import secrets
 import threading
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
+from ._fleet_flow import EventLanes, Flow, adrive, drive, one_step, run_all
 from ._health import HealthReport, HealthSignals, compute_health
 from ._http import async_client_for, check_endpoint_url, client_for
 from ._model import (
@@ -82,154 +82,7 @@ log = logging.getLogger("authpulse.manager")
 #: Sync or async. Raising counts as a failed heartbeat.
 Probe = Callable[["ManagedSession"], bool] | Callable[["ManagedSession"], Awaitable[bool]]
 
-# ==================================================================== flows
-# Each manager protocol is written once, as a generator that yields the I/O it
-# needs as ``_Op`` steps (a store read or write, a refresh, a probe) and gets
-# each answer sent back (an error is thrown back in). ``_run`` drives a flow
-# with the sync callables, ``_arun`` awaits the async ones: the awaited methods
-# never make a blocking store call on the event loop.
-
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class _Op(Generic[_T]):
-    """One I/O step of a flow, in both colours."""
-
-    sync: Callable[[], _T]
-    async_: Callable[[], Awaitable[_T]]
-
-
-_Flow = Generator[_Op[Any], Any, _T]
-
-
-class _Driver(Generic[_T]):
-    """Where a flow stands: the step it waits on (``op``), or its ``result``."""
-
-    def __init__(self, flow: _Flow[_T]) -> None:
-        self._flow = flow
-        self.op: _Op[Any] | None = None
-        self.result: _T
-        self._advance(lambda: next(flow))
-
-    def _advance(self, resume: Callable[[], _Op[Any]]) -> None:
-        try:
-            self.op = resume()
-        except StopIteration as stop:
-            self.op, self.result = None, stop.value
-
-    def send(self, value: object) -> None:
-        self._advance(lambda: self._flow.send(value))
-
-    def throw(self, exc: Exception) -> None:
-        self._advance(lambda: self._flow.throw(exc))
-
-
-def _run(flow: _Flow[_T]) -> _T:
-    """Drive ``flow`` with the sync side of every step."""
-    with contextlib.closing(flow):
-        d = _Driver(flow)
-        while (op := d.op) is not None:
-            try:
-                value = op.sync()
-            except Exception as exc:
-                d.throw(exc)
-            else:
-                d.send(value)
-        return d.result
-
-
-async def _arun(flow: _Flow[_T]) -> _T:
-    """Drive ``flow`` awaiting the async side of every step."""
-    with contextlib.closing(flow):
-        d = _Driver(flow)
-        while (op := d.op) is not None:
-            try:
-                value = await op.async_()
-            except Exception as exc:
-                d.throw(exc)
-            else:
-                d.send(value)
-        return d.result
-
-
-def _step(sync: Callable[[], _T], async_: Callable[[], Awaitable[_T]]) -> _Flow[_T]:
-    """One step as a flow: ``value = yield from _step(...)`` keeps the type."""
-    value: _T = yield _Op(sync, async_)
-    return value
-
-
-def _each(
-    flows: list[_Flow[_T]], pool: Callable[[], concurrent.futures.Executor] | None, limit: int
-) -> _Flow[list[_T]]:
-    """Run several flows as one step: sync on ``pool`` (or one after the other),
-    async as concurrent tasks, at most ``limit`` at a time."""
-
-    def sync() -> list[_T]:
-        if pool is None:
-            return [_run(f) for f in flows]
-        return list(pool().map(_run, flows))
-
-    async def async_() -> list[_T]:
-        sem = asyncio.Semaphore(limit)
-
-        async def one(f: _Flow[_T]) -> _T:
-            async with sem:
-                return await _arun(f)
-
-        return list(await asyncio.gather(*(one(f) for f in flows)))
-
-    return (yield from _step(sync, async_))
-
-
-class _Lanes:
-    """Flows started by session listeners while an event loop runs on the thread
-    that emits (an awaited refresh): queued in order, one drainer task per loop,
-    so their store I/O is awaited rather than made on the loop."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lanes: dict[
-            asyncio.AbstractEventLoop,
-            tuple[collections.deque[_Flow[None]], list[asyncio.Task[None]]],
-        ] = {}
-
-    def push(self, loop: asyncio.AbstractEventLoop, flow: _Flow[None]) -> None:
-        with self._lock:
-            queue, task = self._lanes.setdefault(loop, (collections.deque(), []))
-            queue.append(flow)
-            if not task:
-                task.append(loop.create_task(self._drain(loop), name="authpulse-events"))
-
-    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        queue, _ = self._lanes[loop]
-        while True:
-            with self._lock:
-                if not queue:
-                    del self._lanes[loop]
-                    return
-                flow = queue.popleft()
-            try:
-                await _arun(flow)
-            except Exception as exc:  # a listener's work must never kill the lane
-                log.exception(
-                    "session event handling failed (%s)",
-                    type(exc).__name__,
-                    extra={
-                        "authpulse_event": "listener_failed",
-                        "authpulse_error": type(exc).__name__,
-                    },
-                )
-
-    async def settle(self) -> None:
-        """Wait until this loop's queued flows have run."""
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._lock:
-                lane = self._lanes.get(loop)
-            if lane is None or lane[1][0] is asyncio.current_task():
-                return
-            await asyncio.shield(lane[1][0])
 
 
 class SessionNotFoundError(AuthpulseError, LookupError):
@@ -492,13 +345,13 @@ _P = ParamSpec("_P")
 
 
 def _sync(
-    flow: Callable[Concatenate[SessionManager, _P], _Flow[_T]],
+    flow: Callable[Concatenate[SessionManager, _P], Flow[_T]],
 ) -> Callable[Concatenate[SessionManager, _P], _T]:
     """The sync method of a manager flow: every step made with the sync store API."""
 
     @functools.wraps(flow)
     def method(self: SessionManager, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        return _run(flow(self, *args, **kwargs))
+        return drive(flow(self, *args, **kwargs))
 
     method.__name__ = method.__qualname__ = flow.__name__.lstrip("_")
     method.__qualname__ = f"SessionManager.{method.__name__}"
@@ -506,7 +359,7 @@ def _sync(
 
 
 def _async(
-    flow: Callable[Concatenate[SessionManager, _P], _Flow[_T]],
+    flow: Callable[Concatenate[SessionManager, _P], Flow[_T]],
 ) -> Callable[Concatenate[SessionManager, _P], Awaitable[_T]]:
     """The awaited method of a manager flow: every step awaited, so the event loop
     never waits on the store. Session events queued before it (by awaited
@@ -516,7 +369,7 @@ def _async(
     async def method(self: SessionManager, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         await self._lanes.settle()
         try:
-            return await _arun(flow(self, *args, **kwargs))
+            return await adrive(flow(self, *args, **kwargs))
         finally:
             await self._lanes.settle()
 
@@ -565,7 +418,7 @@ class SessionManager:
         self._async_transport = async_transport
         self._rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
         self._live: dict[str, ManagedSession] = {}
-        self._lanes = _Lanes()
+        self._lanes = EventLanes()
         self._lock = threading.RLock()
         self._heap: list[tuple[float, int, str, _Kind]] = []
         self._seq = itertools.count()
@@ -601,7 +454,7 @@ class SessionManager:
         probe: Probe | None = None,
         on_token_update: Callable[[TokenSet], Any] | None = None,
         session_id: str | None = None,
-    ) -> _Flow[ManagedSession]:
+    ) -> Flow[ManagedSession]:
         """Create an ACTIVE session for ``owner`` whose tokens come from ``source``.
 
         ``session_id`` (default: a random one) is 1 to 128 printable characters
@@ -683,7 +536,7 @@ class SessionManager:
             self._push(self.clock.now() + self.settings.heartbeat_interval, record.id, "heartbeat")
         return ms
 
-    def _lookup(self, session_id: str) -> _Flow[ManagedSession]:
+    def _lookup(self, session_id: str) -> Flow[ManagedSession]:
         if not isinstance(session_id, str):
             raise SessionNotFoundError(repr(session_id))
         ms = self._live.get(session_id)
@@ -696,7 +549,7 @@ class SessionManager:
             raise SessionNotFoundError(session_id)
         return ms
 
-    def _get_session(self, session_id: str, *, owner: str) -> _Flow[ManagedSession]:
+    def _get_session(self, session_id: str, *, owner: str) -> Flow[ManagedSession]:
         """The session ``session_id`` if it belongs to ``owner``; else
         :class:`PermissionDenied` (or :class:`SessionNotFoundError`)."""
         ms = yield from self._lookup(session_id)
@@ -706,9 +559,9 @@ class SessionManager:
 
     def admin_get(self, session_id: str) -> ManagedSession:
         """The session ``session_id`` whoever owns it (for operators and tools)."""
-        return _run(self._lookup(session_id))
+        return drive(self._lookup(session_id))
 
-    def _record(self, session_id: str) -> _Flow[SessionRecord]:
+    def _record(self, session_id: str) -> Flow[SessionRecord]:
         """The stored record (works for sessions not loaded in this process)."""
         r = (yield from self._get(session_id)) if isinstance(session_id, str) else None
         if r is None:
@@ -723,7 +576,7 @@ class SessionManager:
         kind: SessionKind | str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> _Flow[_Records]:
+    ) -> Flow[_Records]:
         """Stored records, oldest first, filtered, one page at a time."""
         check_page(limit, offset)
         statuses: list[SessionStatus] | None
@@ -737,7 +590,7 @@ class SessionManager:
             kind_ = SessionKind(kind) if kind is not None else None
         except ValueError as exc:
             raise ConfigurationError(f"unknown status or kind: {exc}") from None
-        found: _Records = yield from _step(
+        found: _Records = yield from one_step(
             lambda: self.store.query(
                 owner=owner, status=statuses, kind=kind_, limit=limit, offset=offset
             ),
@@ -751,39 +604,39 @@ class SessionManager:
 
     # -- store steps: each one store call, sync or awaited
 
-    def _get(self, session_id: str) -> _Flow[SessionRecord | None]:
+    def _get(self, session_id: str) -> Flow[SessionRecord | None]:
         return (
-            yield from _step(
+            yield from one_step(
                 lambda: self.store.get(session_id), lambda: self.store.aget(session_id)
             )
         )
 
-    def _put(self, record: SessionRecord, expected: int | None) -> _Flow[SessionRecord]:
+    def _put(self, record: SessionRecord, expected: int | None) -> Flow[SessionRecord]:
         return (
-            yield from _step(
+            yield from one_step(
                 lambda: self.store.put(record, expected_version=expected),
                 lambda: self.store.aput(record, expected_version=expected),
             )
         )
 
-    def _delete(self, session_id: str) -> _Flow[bool]:
+    def _delete(self, session_id: str) -> Flow[bool]:
         return (
-            yield from _step(
+            yield from one_step(
                 lambda: self.store.delete(session_id), lambda: self.store.adelete(session_id)
             )
         )
 
-    def _query_status(self, statuses: Iterable[SessionStatus]) -> _Flow[_Records]:
+    def _query_status(self, statuses: Iterable[SessionStatus]) -> Flow[_Records]:
         st = [*statuses]
         return (
-            yield from _step(
+            yield from one_step(
                 lambda: self.store.query(status=st), lambda: self.store.aquery(status=st)
             )
         )
 
     def _write(
         self, target: ManagedSession | str, change: Callable[[SessionRecord], SessionRecord]
-    ) -> _Flow[tuple[SessionRecord, SessionRecord]]:
+    ) -> Flow[tuple[SessionRecord, SessionRecord]]:
         """Apply ``change`` with optimistic concurrency; retry on a version conflict.
 
         ``target`` is a live session (its record and the aggregates follow), or
@@ -825,7 +678,7 @@ class SessionManager:
         step: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         labels: Iterable[str] | None = None,
-    ) -> _Flow[SessionRecord]:
+    ) -> Flow[SessionRecord]:
         """Change the phase, step, metadata (merged) or labels (replaced)."""
         ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
@@ -850,9 +703,7 @@ class SessionManager:
         yield from self._publish_flow(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
         return new
 
-    def _record_activity(
-        self, session_id: str, *, owner: str | None = None
-    ) -> _Flow[SessionRecord]:
+    def _record_activity(self, session_id: str, *, owner: str | None = None) -> Flow[SessionRecord]:
         """Note that the session's user did something (keeps it from idling out)."""
         ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
@@ -864,13 +715,13 @@ class SessionManager:
 
     def _pause(
         self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> _Flow[SessionRecord]:
+    ) -> Flow[SessionRecord]:
         """ACTIVE -> PAUSED. Paused sessions are not refreshed proactively."""
         ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
         return (yield from self._set_status(ms, SessionStatus.PAUSED, reason=reason or "paused"))
 
-    def _resume(self, session_id: str, *, owner: str | None = None) -> _Flow[SessionRecord]:
+    def _resume(self, session_id: str, *, owner: str | None = None) -> Flow[SessionRecord]:
         """PAUSED -> ACTIVE."""
         ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
@@ -886,7 +737,7 @@ class SessionManager:
         *,
         error: str | BaseException | None = None,
         owner: str | None = None,
-    ) -> _Flow[SessionRecord]:
+    ) -> Flow[SessionRecord]:
         """End the session with a terminal status (COMPLETED by default)."""
         try:
             st = SessionStatus(status.upper() if isinstance(status, str) else status)
@@ -900,7 +751,7 @@ class SessionManager:
 
     def _cancel(
         self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> _Flow[SessionRecord]:
+    ) -> Flow[SessionRecord]:
         """End the session as CANCELLED."""
         ms = yield from self._lookup(session_id)
         self._owner_check(ms, owner)
@@ -935,7 +786,7 @@ class SessionManager:
         *,
         error: ErrorDetails | None = None,
         reason: str | None = None,
-    ) -> _Flow[SessionRecord]:
+    ) -> Flow[SessionRecord]:
         """A lifecycle change: through the live part if the session is loaded here,
         else on the stored record alone (same record, same events)."""
         ms = target if isinstance(target, ManagedSession) else self._live.get(target)
@@ -963,7 +814,7 @@ class SessionManager:
             ms.session.close(wait=False)
         return new
 
-    def _cancel_stored(self, session_id: str, reason: str | None = None) -> _Flow[SessionRecord]:
+    def _cancel_stored(self, session_id: str, reason: str | None = None) -> Flow[SessionRecord]:
         """End a session as CANCELLED whether or not it is loaded in this process —
         for operators and tools working on a shared store. Without the live part
         only the stored record and timeline change; a process that holds the
@@ -985,7 +836,7 @@ class SessionManager:
         *,
         token: TokenSet | None = None,
         probe: Probe | None = None,
-    ) -> _Flow[ManagedSession]:
+    ) -> Flow[ManagedSession]:
         """Bring a session back after a crash or restart: reload its record from the
         store, refuse it if it has ended, make it ACTIVE with fresh activity.
 
@@ -1047,7 +898,7 @@ class SessionManager:
         count = 0
         for done, r in enumerate(candidates, 1):
             try:
-                _run(self._set_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age"))
+                drive(self._set_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age"))
                 count += 1
             except StoreUnavailableError:
                 raise
@@ -1061,7 +912,7 @@ class SessionManager:
                 progress(done, len(candidates))
         return count
 
-    def _ended_before(self, older_than: float, *, now: float | None = None) -> _Flow[_Records]:
+    def _ended_before(self, older_than: float, *, now: float | None = None) -> Flow[_Records]:
         """The ended sessions that ended at least ``older_than`` seconds ago, oldest
         first: what :meth:`purge` and :meth:`archive` with the same argument touch."""
         if (
@@ -1076,7 +927,7 @@ class SessionManager:
 
     def _purge(
         self, older_than: float, *, now: float | None = None, progress: Progress | None = None
-    ) -> _Flow[int]:
+    ) -> Flow[int]:
         """Delete ended sessions that ended at least ``older_than`` seconds ago —
         the only way anything is deleted. Returns how many were deleted.
         ``progress(done, total)`` is called after each candidate."""
@@ -1124,7 +975,7 @@ class SessionManager:
                         "timeline": [e.to_dict() for e in timeline],
                     }
                 )
-                _run(self._publish_flow(EventKind.ARCHIVED, r, t))
+                drive(self._publish_flow(EventKind.ARCHIVED, r, t))
                 written += 1
             if progress is not None:
                 progress(done, len(candidates))
@@ -1144,7 +995,7 @@ class SessionManager:
         if isinstance(session_id, str) and session_id not in self._live:
             record = self.record(session_id)
             return self._stored_health(record, self.store.get_token(session_id), t)
-        ms = _run(self._lookup(session_id))
+        ms = drive(self._lookup(session_id))
         s = ms.session.health_signals(t)
         state = ms.machine.health_state(t)
         if ms.record.status.terminal:
@@ -1278,13 +1129,13 @@ class SessionManager:
 
     # ================================================================ events
 
-    def _dispatch(self, flow: _Flow[None]) -> None:
+    def _dispatch(self, flow: Flow[None]) -> None:
         """Run a flow started by a session listener: at once without an event loop
         on this thread, else queued on the loop's lane (its store I/O awaited)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            _run(flow)
+            drive(flow)
         else:
             self._lanes.push(loop, flow)
 
@@ -1295,7 +1146,7 @@ class SessionManager:
 
     def _publish_flow(
         self, event_kind: EventKind, record: SessionRecord, at: float, **fields: Any
-    ) -> _Flow[None]:
+    ) -> Flow[None]:
         clean = {
             k: v for k, v in fields.items() if v is None or isinstance(v, str | int | float | bool)
         }
@@ -1308,7 +1159,7 @@ class SessionManager:
             fields=clean,
         )
         try:
-            yield from _step(
+            yield from one_step(
                 lambda: self.store.append_event(record.id, event),
                 lambda: self.store.aappend_event(record.id, event),
             )
@@ -1332,7 +1183,7 @@ class SessionManager:
 
     def _fire_flow(
         self, ms: ManagedSession, event: AuthEvent, *, now: float | None = None
-    ) -> _Flow[None]:
+    ) -> Flow[None]:
         t = self.clock.now() if now is None else now
         tr = self._transition(ms, event, t)
         if tr is not None:
@@ -1360,7 +1211,7 @@ class SessionManager:
 
     def _transitioned(
         self, ms: ManagedSession, event: AuthEvent, tr: Transition, t: float
-    ) -> _Flow[None]:
+    ) -> Flow[None]:
         """Publish and persist a transition that changed the state."""
         if tr.changed:
             yield from self._publish_flow(
@@ -1469,7 +1320,7 @@ class SessionManager:
                 out.append(heapq.heappop(heap))
         return out
 
-    def _plan(self, now: float, counts: _TickCounts) -> _Flow[None]:
+    def _plan(self, now: float, counts: _TickCounts) -> Flow[None]:
         """Pop what is due and apply the lifecycle rules; collect refreshes and probes."""
         seen: set[tuple[str, str]] = set()
         for _, _, sid, kind in self._pop_due(now):
@@ -1511,7 +1362,7 @@ class SessionManager:
                     },
                 )
 
-    def _unstick(self, ms: ManagedSession, now: float, counts: _TickCounts) -> _Flow[None]:
+    def _unstick(self, ms: ManagedSession, now: float, counts: _TickCounts) -> Flow[None]:
         guards = Guards(token_valid=ms.session.freshness(now).value != "expired")
         with self._lock:
             tr = ms.machine.recover(now, guards=guards)
@@ -1532,7 +1383,7 @@ class SessionManager:
                 EventKind.RECOVERED, ms.record, now, reason=f"stuck in {tr.from_state.value}"
             )
 
-    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: _TickCounts) -> _Flow[None]:
+    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: _TickCounts) -> Flow[None]:
         r, s = ms.record, self.settings
         last = ms.last_activity()
         timeout: tuple[str, str] | None = None
@@ -1558,12 +1409,12 @@ class SessionManager:
             counts.n["paused"] += 1
         self._schedule_lifecycle(ms)
 
-    def _refresh_one(self, ms: ManagedSession) -> _Flow[bool]:
+    def _refresh_one(self, ms: ManagedSession) -> Flow[bool]:
         if ms.record.status is not SessionStatus.ACTIVE:
             return True  # paused or closed by this very tick: nothing to refresh
         lead = self.settings.refresh_lead
         try:
-            yield from _step(
+            yield from one_step(
                 lambda: ms.session.refresh_if_due(lead=lead),
                 lambda: ms.session.arefresh_if_due(lead=lead),
             )
@@ -1573,11 +1424,15 @@ class SessionManager:
             self._schedule_refresh(ms)
         return True
 
-    def _probe_one(self, ms: ManagedSession) -> _Flow[bool]:
+    def _probe_one(self, ms: ManagedSession) -> Flow[bool]:
         probe = ms.probe
         try:
             ok = probe is None or bool(
-                (yield from _step(lambda: _probe_sync(probe, ms), lambda: _probe_async(probe, ms)))
+                (
+                    yield from one_step(
+                        lambda: _probe_sync(probe, ms), lambda: _probe_async(probe, ms)
+                    )
+                )
             )
         except Exception as exc:
             _heartbeat_raised(ms, exc)
@@ -1585,7 +1440,7 @@ class SessionManager:
         yield from self._heartbeat_done(ms, ok)
         return ok
 
-    def _heartbeat_done(self, ms: ManagedSession, ok: bool) -> _Flow[None]:
+    def _heartbeat_done(self, ms: ManagedSession, ok: bool) -> Flow[None]:
         now = self.clock.now()
         ms.heartbeat_ok, ms.heartbeat_at = ok, now
         yield from self._publish_flow(EventKind.HEARTBEAT, ms.record, now, ok=ok)
@@ -1599,7 +1454,7 @@ class SessionManager:
         self.last_tick = report
         return report
 
-    def _tick(self, now: float | None = None) -> _Flow[TickReport]:
+    def _tick(self, now: float | None = None) -> Flow[TickReport]:
         """One maintenance pass at ``now`` (default: the clock's now).
 
         Idle sessions are paused, sessions past their lifetime or stale are
@@ -1612,7 +1467,7 @@ class SessionManager:
         try:
             yield from self._plan(t, counts)
             if counts.refresh:
-                results = yield from _each(
+                results = yield from run_all(
                     [self._refresh_one(ms) for ms in counts.refresh],
                     self._executor,
                     self.settings.refresh_concurrency,
@@ -1620,7 +1475,7 @@ class SessionManager:
                 counts.n["refreshed"] = sum(results)
                 counts.n["refresh_failures"] = len(results) - sum(results)
             if counts.probe:
-                probes = yield from _each(
+                probes = yield from run_all(
                     [self._probe_one(ms) for ms in counts.probe], None, len(counts.probe)
                 )
                 counts.n["heartbeats"] = len(probes)
