@@ -343,7 +343,7 @@ def test_a_crashing_tick_is_counted_and_does_not_stop_the_worker(
     clock.advance(300)
     report = manager.tick()
     assert report.heartbeat_failures == 1
-    manager._heap.append((0.0, -1, ms.id, "bogus"))  # type: ignore[arg-type]
+    manager._deadlines.push(0.0, ms.id, "bogus")  # type: ignore[arg-type]
     manager._plan = None  # type: ignore[assignment,method-assign]
     report = manager.tick()
     assert report.errors == 1

@@ -13,26 +13,32 @@ heap, so a tick costs O(sessions due), not O(sessions).
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import functools
-import heapq
 import inspect
-import itertools
 import json
 import logging
 import random
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
 from ._fleet_flow import EventLanes, Flow, adrive, drive, one_step, run_all
+from ._fleet_plan import (
+    Deadlines,
+    Kind,
+    ManagerSettings,
+    TickCounts,
+    TickReport,
+    lifecycle_deadline,
+    lifecycle_step,
+)
 from ._health import HealthReport, HealthSignals, compute_health
 from ._http import async_client_for, check_endpoint_url, client_for
 from ._model import (
@@ -108,70 +114,6 @@ class SessionClosedError(AuthpulseError):
         self.session_id = session_id
         self.status = status
         super().__init__(f"session {session_id!r} is closed ({status.value})")
-
-
-def _opt_positive(name: str, value: float | None) -> None:
-    if value is not None and not (isinstance(value, int | float) and value > 0):
-        raise ConfigurationError(f"ManagerSettings.{name} must be a positive number or None")
-
-
-@dataclass(frozen=True, slots=True)
-class ManagerSettings:
-    """Defaults from the source documents; every interval is in seconds.
-
-    ``None`` disables a rule.
-    """
-
-    tick_interval: float = 60.0  #: maintenance tick
-    heartbeat_interval: float = 300.0  #: heartbeat probes
-    idle_timeout: float | None = 1800.0  #: no activity this long: ACTIVE -> PAUSED
-    max_lifetime: float | None = 86400.0  #: older than this: -> TIMEOUT
-    stale_timeout: float | None = 86400.0  #: no activity at all this long: -> TIMEOUT
-    refresh_concurrency: int = 4  #: proactive refreshes run at once by a tick
-    refresh_lead: float = 0.0  #: refresh this much before the token turns stale
-    request_window: int = 100  #: requests kept per session for success rate and p95
-    worker_error_memory: float = 600.0  #: a failed tick lowers health this long
-
-    def __post_init__(self) -> None:
-        for name in ("tick_interval", "heartbeat_interval"):
-            _opt_positive(name, getattr(self, name))
-        for name in ("idle_timeout", "max_lifetime", "stale_timeout"):
-            _opt_positive(name, getattr(self, name))
-        if self.refresh_concurrency < 1 or self.request_window < 1:
-            raise ConfigurationError("refresh_concurrency and request_window must be >= 1")
-        if self.refresh_lead < 0:
-            raise ConfigurationError("refresh_lead must be >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class TickReport:
-    """What one maintenance tick did."""
-
-    at: float
-    due: int = 0
-    paused: int = 0
-    timed_out: int = 0
-    refreshed: int = 0
-    refresh_failures: int = 0
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    recovered: int = 0
-    errors: int = 0
-
-
-_COUNTS = tuple(f.name for f in fields(TickReport) if f.name != "at")
-
-
-@dataclass
-class _TickCounts:
-    """A tick's counters (named as :class:`TickReport`'s) and what it must run."""
-
-    n: collections.Counter[str] = field(default_factory=collections.Counter)
-    refresh: list[ManagedSession] = field(default_factory=list)
-    probe: list[ManagedSession] = field(default_factory=list)
-
-    def report(self, at: float) -> TickReport:
-        return TickReport(at, **{name: self.n[name] for name in _COUNTS})
 
 
 class HttpProbe:
@@ -331,12 +273,10 @@ class ManagedSession:
         return AsyncClient(self.session, **kwargs)
 
 
-_Kind = Literal["lifecycle", "refresh", "heartbeat", "stuck"]
 #: ``progress(done, total)``: called after each session a bulk operation handled
 Progress = Callable[[int, int], object]
 _AUTH_STATES = {s.value: s for s in AuthState}
 # aliases: inside SessionManager the name ``list`` is the method
-_HeapItems = list[tuple[float, int, str, _Kind]]
 _Records = list[SessionRecord]
 _Events = list[Event]
 
@@ -420,8 +360,7 @@ class SessionManager:
         self._live: dict[str, ManagedSession] = {}
         self._lanes = EventLanes()
         self._lock = threading.RLock()
-        self._heap: list[tuple[float, int, str, _Kind]] = []
-        self._seq = itertools.count()
+        self._deadlines = Deadlines()
         self._agg = Aggregates()
         self._journal = JsonlJournal(journal) if journal else None
         if self._journal is not None:
@@ -1275,25 +1214,11 @@ class SessionManager:
 
     # ================================================================ worker
 
-    def _push(self, when: float, session_id: str, kind: _Kind) -> None:
-        with self._lock:
-            heapq.heappush(self._heap, (when, next(self._seq), session_id, kind))
-
-    def _lifecycle_deadline(self, ms: ManagedSession) -> float | None:
-        r, s = ms.record, self.settings
-        if r.status.terminal:
-            return None
-        cands = []
-        if s.max_lifetime is not None:
-            cands.append(r.created_at + s.max_lifetime)
-        if s.stale_timeout is not None:
-            cands.append(ms.last_activity() + s.stale_timeout)
-        if s.idle_timeout is not None and r.status is SessionStatus.ACTIVE:
-            cands.append(ms.last_activity() + s.idle_timeout)
-        return min(cands) if cands else None
+    def _push(self, when: float, session_id: str, kind: Kind) -> None:
+        self._deadlines.push(when, session_id, kind)
 
     def _schedule_lifecycle(self, ms: ManagedSession) -> None:
-        when = self._lifecycle_deadline(ms)
+        when = lifecycle_deadline(ms.record, ms.last_activity(), self.settings)
         if when is not None:
             self._push(when, ms.id, "lifecycle")
 
@@ -1304,29 +1229,11 @@ class SessionManager:
 
     def due_count(self, now: float | None = None) -> int:
         """How many deadline entries are due at ``now`` (O(due) with the heap)."""
-        t = self.clock.now() if now is None else now
-        with self._lock:
-            return (
-                sum(1 for e in self._heap if e[0] <= t)
-                if self._heap and self._heap[0][0] <= t
-                else 0
-            )
+        return self._deadlines.due_count(self.clock.now() if now is None else now)
 
-    def _pop_due(self, now: float) -> _HeapItems:
-        out: _HeapItems = []
-        with self._lock:
-            heap = self._heap
-            while heap and heap[0][0] <= now:
-                out.append(heapq.heappop(heap))
-        return out
-
-    def _plan(self, now: float, counts: _TickCounts) -> Flow[None]:
+    def _plan(self, now: float, counts: TickCounts) -> Flow[None]:
         """Pop what is due and apply the lifecycle rules; collect refreshes and probes."""
-        seen: set[tuple[str, str]] = set()
-        for _, _, sid, kind in self._pop_due(now):
-            if (sid, kind) in seen:
-                continue  # a stale duplicate entry
-            seen.add((sid, kind))
+        for sid, kind in self._deadlines.pop_due(now):
             counts.n["due"] += 1
             try:
                 ms = self._live.get(sid)
@@ -1362,7 +1269,7 @@ class SessionManager:
                     },
                 )
 
-    def _unstick(self, ms: ManagedSession, now: float, counts: _TickCounts) -> Flow[None]:
+    def _unstick(self, ms: ManagedSession, now: float, counts: TickCounts) -> Flow[None]:
         guards = Guards(token_valid=ms.session.freshness(now).value != "expired")
         with self._lock:
             tr = ms.machine.recover(now, guards=guards)
@@ -1383,30 +1290,14 @@ class SessionManager:
                 EventKind.RECOVERED, ms.record, now, reason=f"stuck in {tr.from_state.value}"
             )
 
-    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: _TickCounts) -> Flow[None]:
-        r, s = ms.record, self.settings
-        last = ms.last_activity()
-        timeout: tuple[str, str] | None = None
-        if s.max_lifetime is not None and now >= r.created_at + s.max_lifetime:
-            timeout = ("max lifetime", "maximum lifetime reached")
-        elif s.stale_timeout is not None and now >= last + s.stale_timeout:
-            timeout = ("stale", "no activity")
-        if timeout is not None:
-            yield from self._set_status(
-                ms,
-                SessionStatus.TIMEOUT,
-                reason=timeout[0],
-                error=ErrorDetails(timeout[1], "timeout", now),
-            )
-            counts.n["timed_out"] += 1
-            return
-        if (
-            s.idle_timeout is not None
-            and r.status is SessionStatus.ACTIVE
-            and now >= last + s.idle_timeout
-        ):
-            yield from self._set_status(ms, SessionStatus.PAUSED, reason="idle")
-            counts.n["paused"] += 1
+    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: TickCounts) -> Flow[None]:
+        step = lifecycle_step(ms.record, ms.last_activity(), self.settings, now)
+        if step is not None:
+            error = ErrorDetails(step.error, "timeout", now) if step.error else None
+            yield from self._set_status(ms, step.status, reason=step.reason, error=error)
+            counts.n["timed_out" if step.status.terminal else "paused"] += 1
+            if step.status.terminal:
+                return
         self._schedule_lifecycle(ms)
 
     def _refresh_one(self, ms: ManagedSession) -> Flow[bool]:
@@ -1445,7 +1336,7 @@ class SessionManager:
         ms.heartbeat_ok, ms.heartbeat_at = ok, now
         yield from self._publish_flow(EventKind.HEARTBEAT, ms.record, now, ok=ok)
 
-    def _finish(self, now: float, counts: _TickCounts) -> TickReport:
+    def _finish(self, now: float, counts: TickCounts) -> TickReport:
         self.tick_count += 1
         if counts.n["errors"]:
             self.tick_errors += 1
@@ -1463,7 +1354,7 @@ class SessionManager:
         are logged, counted and reflected in health; they never propagate.
         Awaited (:meth:`atick`), refreshes and probes run as coroutines."""
         t = self.clock.now() if now is None else now
-        counts = _TickCounts()
+        counts = TickCounts()
         try:
             yield from self._plan(t, counts)
             if counts.refresh:
