@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
+from . import _fleet_inspect
 from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
@@ -39,7 +40,7 @@ from ._fleet_plan import (
     lifecycle_deadline,
     lifecycle_step,
 )
-from ._health import HealthReport, HealthSignals, compute_health
+from ._health import HealthReport
 from ._http import async_client_for, check_endpoint_url, client_for
 from ._model import (
     ErrorDetails,
@@ -50,7 +51,7 @@ from ._model import (
     check_id,
     validate_labels,
 )
-from ._policy import RefreshPolicy, freshness, schedule
+from ._policy import RefreshPolicy
 from ._retry import TokenRetry
 from ._session import Session
 from ._sources import TokenSource, run_coroutine_blocking
@@ -59,8 +60,6 @@ from ._stats import Aggregates, SessionStats
 from ._store import (
     MemoryStore,
     SessionStore,
-    StoredToken,
-    StoreError,
     StoreUnavailableError,
     VersionConflictError,
     check_page,
@@ -930,47 +929,7 @@ class SessionManager:
         persisted auth state and the stored token set's expiry (request,
         heartbeat, breaker and worker signals are unknown and cost nothing).
         """
-        t = self.clock.now() if now is None else now
-        if isinstance(session_id, str) and session_id not in self._live:
-            record = self.record(session_id)
-            return self._stored_health(record, self.store.get_token(session_id), t)
-        ms = drive(self._lookup(session_id))
-        s = ms.session.health_signals(t)
-        state = ms.machine.health_state(t)
-        if ms.record.status.terminal:
-            state = "closed"
-        worker_errors = (
-            1
-            if (
-                self._last_tick_error_at is not None
-                and t - self._last_tick_error_at < self.settings.worker_error_memory
-            )
-            else 0
-        )
-        return compute_health(
-            replace(s, auth_state=state, heartbeat_ok=ms.heartbeat_ok, worker_errors=worker_errors)
-        )
-
-    def _stored_health(
-        self, record: SessionRecord, stored: StoredToken | None, now: float
-    ) -> HealthReport:
-        state = "closed" if record.status.terminal else record.auth_state
-        if stored is None:
-            return compute_health(
-                HealthSignals(freshness="expired", has_token=False, auth_state=state)
-            )
-        policy = self.policy or RefreshPolicy()
-        token = stored.token
-        expires_at = schedule(token, policy, skew=stored.skew).expires_at
-        life = token.lifetime
-        return compute_health(
-            HealthSignals(
-                freshness=freshness(token, now, policy, skew=stored.skew).value,
-                has_token=True,
-                remaining_fraction=max(expires_at - now, 0.0) / life if life > 0 else 0.0,
-                auth_state=state,
-            )
-        )
+        return _fleet_inspect.health(self, session_id, now)
 
     def stored_stats(
         self, *, owner: str | None = None, kind: SessionKind | str | None = None
@@ -980,14 +939,7 @@ class SessionManager:
         reads every matching record (O(sessions)); request counts and response
         times live in the processes that made the requests, so they are not
         included."""
-        try:
-            k = SessionKind(kind) if kind is not None else None
-        except ValueError:
-            raise ConfigurationError(f"unknown kind {kind!r}") from None
-        agg = Aggregates()
-        for r in self.store.query(owner=owner, kind=k):
-            agg.added(r)
-        return agg.stats(owner=owner, kind=k)
+        return _fleet_inspect.stored_stats(self.store, owner, kind)
 
     def stats(
         self, *, owner: str | None = None, kind: SessionKind | str | None = None
@@ -1010,52 +962,7 @@ class SessionManager:
         For a session not loaded in this process: the record, the stored token
         set's metadata and a health report from stored data (see :meth:`health`);
         a token set that cannot be read is reported as ``token_error``."""
-        record = self.record(session_id)
-        out: dict[str, Any] = {"session": record.to_public_dict()}
-        ms = self._live.get(session_id)
-        if ms is not None:
-            out["health"] = self.health(session_id).to_dict()
-            ts = ms.session.token_set
-            out["token"] = (
-                None
-                if ts is None
-                else {
-                    "token_type": ts.token_type,
-                    "scope": ts.scope,
-                    "issued_at": ts.issued_at,
-                    "expires_at": ts.expires_at,
-                    "has_refresh_token": ts.refresh_token is not None,
-                    "generation": ms.session.generation,
-                }
-            )
-            out["auth_state"] = ms.machine.state.value
-            out["requests"] = _window_dict(ms.session)
-        else:  # not loaded here: what the store knows
-            out["auth_state"] = record.auth_state
-            try:
-                stored = self.store.get_token(session_id)
-            except StoreUnavailableError:
-                raise
-            except StoreError as exc:  # unreadable (wrong key, corrupt): say so, go on
-                out["token"] = None
-                out["token_error"] = type(exc).__name__
-            else:
-                out["health"] = self._stored_health(record, stored, self.clock.now()).to_dict()
-                out["token"] = (
-                    None
-                    if stored is None
-                    else {
-                        "token_type": stored.token.token_type,
-                        "scope": stored.token.scope,
-                        "issued_at": stored.token.issued_at,
-                        "expires_at": stored.token.expires_at,
-                        "has_refresh_token": stored.token.refresh_token is not None,
-                        "stored_version": stored.version,
-                        "updated_at": stored.updated_at,
-                    }
-                )
-        out["timeline"] = [e.to_dict() for e in self.store.events(session_id)]
-        return out
+        return _fleet_inspect.export(self, session_id)
 
     def export_json(self, session_id: str) -> str:
         return json.dumps(self.export(session_id), indent=2, sort_keys=True)
@@ -1542,16 +1449,3 @@ def _heartbeat_raised(ms: ManagedSession, exc: BaseException) -> None:
             "authpulse_error": type(exc).__name__,
         },
     )
-
-
-def _window_dict(session: Session) -> dict[str, Any]:
-    w = session.request_window()
-    return {
-        "total": w.total,
-        "window": w.window,
-        "success_rate": w.success_rate,
-        "ux_score": w.ux_score,
-        "p95_latency": w.p95_latency,
-        "mean_latency": w.mean_latency,
-        "baseline_latency": w.baseline_latency,
-    }
