@@ -23,7 +23,7 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from . import _fleet_inspect
 from ._client import AsyncClient, Client
@@ -184,6 +184,23 @@ async def _probe_async(probe: Probe, ms: ManagedSession) -> bool:
     return bool(await r) if inspect.isawaitable(r) else bool(r)
 
 
+class _RecordField(Generic[_T]):
+    """A read-only attribute of a managed session's latest record."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _RecordField[_T]: ...
+    @overload
+    def __get__(self, obj: ManagedSession, owner: type) -> _T: ...
+    def __get__(self, obj: ManagedSession | None, owner: type) -> _RecordField[_T] | _T:
+        if obj is None:
+            return self
+        value: _T = getattr(obj.record, self._name)
+        return value
+
+
 class ManagedSession:
     """A live handle on one managed session.
 
@@ -202,6 +219,10 @@ class ManagedSession:
         "probe",
         "session",
     )
+
+    id: _RecordField[str] = _RecordField()
+    owner: _RecordField[str] = _RecordField()
+    status: _RecordField[SessionStatus] = _RecordField()
 
     def __init__(
         self,
@@ -230,18 +251,6 @@ class ManagedSession:
     @property
     def record(self) -> SessionRecord:
         return self._record
-
-    @property
-    def id(self) -> str:
-        return self._record.id
-
-    @property
-    def owner(self) -> str:
-        return self._record.owner
-
-    @property
-    def status(self) -> SessionStatus:
-        return self._record.status
 
     @property
     def auth_state(self) -> AuthState:
@@ -1423,19 +1432,32 @@ class SessionManager:
 
     record = _sync(_record)
     ended_before = _sync(_ended_before)
-    create_session, acreate_session = _sync(_create_session), _async(_create_session)
-    get, aget = _sync(_get_session), _async(_get_session)
-    list, alist = _sync(_list), _async(_list)
-    record_activity, arecord_activity = _sync(_record_activity), _async(_record_activity)
-    update, aupdate = _sync(_update), _async(_update)
-    pause, apause = _sync(_pause), _async(_pause)
-    resume, aresume = _sync(_resume), _async(_resume)
-    close, aclose = _sync(_close), _async(_close)
-    cancel, acancel = _sync(_cancel), _async(_cancel)
-    cancel_stored, acancel_stored = _sync(_cancel_stored), _async(_cancel_stored)
-    recover, arecover = _sync(_recover), _async(_recover)
-    purge, apurge = _sync(_purge), _async(_purge)
-    tick, atick = _sync(_tick), _async(_tick)
+    create_session = _sync(_create_session)
+    acreate_session = _async(_create_session)
+    get = _sync(_get_session)
+    aget = _async(_get_session)
+    list = _sync(_list)
+    alist = _async(_list)
+    record_activity = _sync(_record_activity)
+    arecord_activity = _async(_record_activity)
+    update = _sync(_update)
+    aupdate = _async(_update)
+    pause = _sync(_pause)
+    apause = _async(_pause)
+    resume = _sync(_resume)
+    aresume = _async(_resume)
+    close = _sync(_close)
+    aclose = _async(_close)
+    cancel = _sync(_cancel)
+    acancel = _async(_cancel)
+    cancel_stored = _sync(_cancel_stored)
+    acancel_stored = _async(_cancel_stored)
+    recover = _sync(_recover)
+    arecover = _async(_recover)
+    purge = _sync(_purge)
+    apurge = _async(_purge)
+    tick = _sync(_tick)
+    atick = _async(_tick)
 
 
 def _heartbeat_raised(ms: ManagedSession, exc: BaseException) -> None:
