@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import inspect
 import json
 import logging
 import random
@@ -23,14 +22,14 @@ import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from . import _fleet_inspect
-from ._client import AsyncClient, Client
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
 from ._fleet_flow import EventLanes, Flow, adrive, drive, one_step, run_all
+from ._fleet_managed import ManagedSession
 from ._fleet_plan import (
     Deadlines,
     Kind,
@@ -40,8 +39,8 @@ from ._fleet_plan import (
     lifecycle_deadline,
     lifecycle_step,
 )
+from ._fleet_probes import HttpProbe, Probe, probe_async, probe_sync
 from ._health import HealthReport
-from ._http import async_client_for, check_endpoint_url, client_for
 from ._model import (
     ErrorDetails,
     SessionKind,
@@ -54,7 +53,7 @@ from ._model import (
 from ._policy import RefreshPolicy
 from ._retry import TokenRetry
 from ._session import Session
-from ._sources import TokenSource, run_coroutine_blocking
+from ._sources import TokenSource
 from ._state import AuthEvent, AuthState, Guards, IllegalTransition, StateMachine, Transition
 from ._stats import Aggregates, SessionStats
 from ._store import (
@@ -83,9 +82,6 @@ __all__ = [
 
 log = logging.getLogger("authpulse.manager")
 
-#: A heartbeat probe: called with the managed session, returns True if healthy.
-#: Sync or async. Raising counts as a failed heartbeat.
-Probe = Callable[["ManagedSession"], bool] | Callable[["ManagedSession"], Awaitable[bool]]
 
 _T = TypeVar("_T")
 
@@ -115,173 +111,6 @@ class SessionClosedError(AuthpulseError):
         super().__init__(f"session {session_id!r} is closed ({status.value})")
 
 
-class HttpProbe:
-    """A heartbeat that makes a cheap authenticated request.
-
-    Healthy when the answer's status is below 400 (``ok_statuses`` to change
-    that). The request goes through the session's own auth, so a 401 is
-    refreshed and replayed like any other call. It carries the access token,
-    so ``url`` must be ``https://`` (or ``http://`` to a loopback host, or
-    any host with ``allow_insecure_http=True``).
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        method: str = "GET",
-        timeout: float = 10.0,
-        transport: AnyTransport | None = None,
-        async_transport: AnyAsyncTransport | None = None,
-        ok_statuses: Iterable[int] | None = None,
-        allow_insecure_http: bool = False,
-    ) -> None:
-        # the probe carries the session's access token: https, or http to loopback
-        self.url = check_endpoint_url(
-            url, what="HttpProbe url", allow_insecure_http=allow_insecure_http is True
-        )
-        self.method = method
-        self.timeout = timeout
-        self._transport = transport
-        self._async_transport = async_transport
-        self._ok = frozenset(ok_statuses) if ok_statuses is not None else None
-
-    def __repr__(self) -> str:
-        return f"HttpProbe({self.method} {self.url})"
-
-    def _good(self, status: int) -> bool:
-        return status in self._ok if self._ok is not None else status < 400
-
-    def __call__(self, ms: ManagedSession) -> bool:
-        with client_for(
-            self._transport,
-            timeout=self.timeout,
-            auth=ms.session.auth(origins=[self.url]),
-        ) as c:
-            return self._good(c.request(self.method, self.url).status_code)
-
-    async def acall(self, ms: ManagedSession) -> bool:
-        async with async_client_for(
-            self._async_transport,
-            timeout=self.timeout,
-            auth=ms.session.auth(origins=[self.url]),
-        ) as c:
-            return self._good((await c.request(self.method, self.url)).status_code)
-
-
-def _probe_sync(probe: Probe, ms: ManagedSession) -> bool:
-    if isinstance(probe, HttpProbe):
-        return probe(ms)
-    if inspect.iscoroutinefunction(probe):
-        return bool(run_coroutine_blocking(probe, ms))
-    return bool(probe(ms))
-
-
-async def _probe_async(probe: Probe, ms: ManagedSession) -> bool:
-    if isinstance(probe, HttpProbe):
-        return await probe.acall(ms)
-    r = probe(ms)
-    return bool(await r) if inspect.isawaitable(r) else bool(r)
-
-
-class _RecordField(Generic[_T]):
-    """A read-only attribute of a managed session's latest record."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = name
-
-    @overload
-    def __get__(self, obj: None, owner: type) -> _RecordField[_T]: ...
-    @overload
-    def __get__(self, obj: ManagedSession, owner: type) -> _T: ...
-    def __get__(self, obj: ManagedSession | None, owner: type) -> _RecordField[_T] | _T:
-        if obj is None:
-            return self
-        value: _T = getattr(obj.record, self._name)
-        return value
-
-
-class ManagedSession:
-    """A live handle on one managed session.
-
-    ``session`` is its token engine (``token()``, ``auth()``, ...);
-    ``record`` is the latest stored record. Use :meth:`client` /
-    :meth:`async_client` for httpx clients whose calls count as activity.
-    """
-
-    __slots__ = (
-        "_record",
-        "heartbeat_at",
-        "heartbeat_ok",
-        "last_request_at",
-        "machine",
-        "manager",
-        "probe",
-        "session",
-    )
-
-    id: _RecordField[str] = _RecordField()
-    owner: _RecordField[str] = _RecordField()
-    status: _RecordField[SessionStatus] = _RecordField()
-
-    def __init__(
-        self,
-        manager: SessionManager,
-        record: SessionRecord,
-        session: Session,
-        machine: StateMachine,
-        probe: Probe | None,
-    ) -> None:
-        self.manager = manager
-        self._record = record
-        self.session = session
-        self.machine = machine
-        self.probe = probe
-        self.heartbeat_ok: bool | None = None
-        self.heartbeat_at: float | None = None
-        self.last_request_at: float | None = None
-
-    def __repr__(self) -> str:
-        r = self._record
-        return (
-            f"<ManagedSession {r.id} owner={r.owner!r} {r.status.value} "
-            f"auth={self.machine.state.value}>"
-        )
-
-    @property
-    def record(self) -> SessionRecord:
-        return self._record
-
-    @property
-    def auth_state(self) -> AuthState:
-        return self.machine.state
-
-    def last_activity(self) -> float:
-        """The latest of the recorded activity and the last request."""
-        r = self._record.last_activity_at
-        q = self.last_request_at
-        return r if q is None or q < r else q
-
-    def health(self, now: float | None = None) -> HealthReport:
-        return self.manager.health(self.id, now=now)
-
-    # bound methods rather than closures: two fewer objects per session
-    def _on_event(self, kind: str, fields: dict[str, Any]) -> None:
-        self.manager._on_session_event(self, kind, fields)
-
-    def _on_request(self, ok: bool, latency: float) -> None:
-        self.manager._on_request(self, ok, latency)
-
-    def client(self, **kwargs: Any) -> Client:
-        """An ``authpulse.Client`` on this session."""
-        return Client(self.session, **kwargs)
-
-    def async_client(self, **kwargs: Any) -> AsyncClient:
-        """An ``authpulse.AsyncClient`` on this session."""
-        return AsyncClient(self.session, **kwargs)
-
-
-#: ``progress(done, total)``: called after each session a bulk operation handled
 Progress = Callable[[int, int], object]
 _AUTH_STATES = {s.value: s for s in AuthState}
 # aliases: inside SessionManager the name ``list`` is the method
@@ -1235,11 +1064,7 @@ class SessionManager:
         probe = ms.probe
         try:
             ok = probe is None or bool(
-                (
-                    yield from one_step(
-                        lambda: _probe_sync(probe, ms), lambda: _probe_async(probe, ms)
-                    )
-                )
+                (yield from one_step(lambda: probe_sync(probe, ms), lambda: probe_async(probe, ms)))
             )
         except Exception as exc:
             _heartbeat_raised(ms, exc)
