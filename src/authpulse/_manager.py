@@ -13,7 +13,6 @@ heap, so a tick costs O(sessions due), not O(sessions).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import json
 import logging
@@ -40,6 +39,7 @@ from ._fleet_plan import (
     lifecycle_step,
 )
 from ._fleet_probes import HttpProbe, Probe, probe_async, probe_sync
+from ._fleet_worker import Worker
 from ._health import HealthReport
 from ._model import (
     ErrorDetails,
@@ -202,11 +202,7 @@ class SessionManager:
         self._journal = JsonlJournal(journal) if journal else None
         if self._journal is not None:
             self.events.subscribe(self._journal)
-        self._thread: threading.Thread | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop = threading.Event()
-        self._astop: asyncio.Event | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._worker = Worker(self.tick, self.atick, self.settings)
         self.tick_count = 0
         self.tick_errors = 0
         self._last_tick_error_at: float | None = None
@@ -1101,7 +1097,7 @@ class SessionManager:
             if counts.refresh:
                 results = yield from run_all(
                     [self._refresh_one(ms) for ms in counts.refresh],
-                    self._executor,
+                    self._worker.pool,
                     self.settings.refresh_concurrency,
                 )
                 counts.n["refreshed"] = sum(results)
@@ -1121,50 +1117,20 @@ class SessionManager:
             )
         return self._finish(t, counts)
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.settings.refresh_concurrency,
-                thread_name_prefix="authpulse-refresh",
-            )
-        return self._pool
-
     # -- running the worker ------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         """Whether the worker is running (one told to stop is not, even while it
         finishes a tick that outlived :meth:`stop`'s timeout)."""
-        if self._thread is not None and self._thread.is_alive():
-            return not self._stop.is_set()
-        if self._task is not None and not self._task.done():
-            return self._astop is None or not self._astop.is_set()
-        return False
-
-    def _refuse_second_worker(self) -> None:
-        if self.running:
-            raise UsageError("the worker is already running")
-        if (self._thread is not None and self._thread.is_alive()) or (
-            self._task is not None and not self._task.done()
-        ):
-            raise UsageError(
-                "the previous worker is still finishing a tick that outlived stop()'s "
-                "timeout (a refresh or probe that hangs); call stop() again to wait for it"
-            )
+        return self._worker.running
 
     def start(self) -> None:
         """Start the ONE worker thread that ticks every ``tick_interval`` seconds.
 
         Raises :class:`UsageError` while a worker runs, or while a stopped one is
         still finishing its last tick: there is never a second worker."""
-        self._refuse_second_worker()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="authpulse-worker", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.tick_interval):
-            self.tick()
+        self._worker.start()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop the worker and wait for it at most ``timeout`` seconds (``None``:
@@ -1173,49 +1139,17 @@ class SessionManager:
         Returns within ``timeout`` even when refreshes or probes hang: refreshes
         not yet started are cancelled, and a tick still running finishes on its
         own (the worker exits after it; :meth:`start` refuses until then)."""
-        self._stop.set()
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-            if not t.is_alive():
-                self._thread = None
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            # the worker waits for its own refreshes; never wait for a hung one here
-            pool.shutdown(wait=self._thread is None, cancel_futures=True)
+        self._worker.stop(timeout)
 
     async def astart(self) -> None:
         """Start the ONE worker task on the running loop (see :meth:`start`)."""
-        self._refuse_second_worker()
-        self._astop = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._arun(self._astop), name="authpulse-worker"
-        )
-
-    async def _arun(self, stop: asyncio.Event) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.tick_interval)
-            except TimeoutError:
-                await self.atick()
-            else:
-                return
+        await self._worker.astart()
 
     async def astop(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (as stop())
         """Stop the worker task and wait for it at most ``timeout`` seconds; a
         tick still running then is cancelled (refreshes it started go on for
         their other waiters: a session's refresh never dies with its caller)."""
-        if self._astop is not None:
-            self._astop.set()
-        task = self._task
-        if task is None:
-            return
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if task in done:
-            self._task = None
-            task.result()
-        else:
-            task.cancel()
+        await self._worker.astop(timeout)
 
     def shutdown(self) -> None:
         """Stop the worker, close every session's HTTP clients and the store.
