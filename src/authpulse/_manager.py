@@ -17,16 +17,17 @@ import functools
 import json
 import logging
 import random
-import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from . import _fleet_inspect
+from . import _fleet_lifecycle as _life
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
+from ._fleet_errors import PermissionDenied, SessionClosedError, SessionNotFoundError
 from ._fleet_flow import EventLanes, Flow, adrive, drive, one_step, run_all
 from ._fleet_managed import ManagedSession
 from ._fleet_plan import (
@@ -44,11 +45,8 @@ from ._health import HealthReport
 from ._model import (
     ErrorDetails,
     SessionKind,
-    SessionMetadata,
     SessionRecord,
     SessionStatus,
-    check_id,
-    validate_labels,
 )
 from ._policy import RefreshPolicy
 from ._retry import TokenRetry
@@ -59,9 +57,7 @@ from ._stats import Aggregates, SessionStats
 from ._store import (
     MemoryStore,
     SessionStore,
-    StoreUnavailableError,
     VersionConflictError,
-    check_page,
 )
 from ._tokens import TokenSet
 
@@ -86,32 +82,6 @@ log = logging.getLogger("authpulse.manager")
 _T = TypeVar("_T")
 
 
-class SessionNotFoundError(AuthpulseError, LookupError):
-    """No session with that id (in this manager's store)."""
-
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
-        super().__init__(f"no session with id {session_id!r}")
-
-
-class PermissionDenied(AuthpulseError):  # noqa: N818 - the name users look for
-    """The session belongs to another owner."""
-
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
-        super().__init__(f"session {session_id!r} belongs to another owner")
-
-
-class SessionClosedError(AuthpulseError):
-    """The session has ended (COMPLETED, FAILED, TIMEOUT or CANCELLED)."""
-
-    def __init__(self, session_id: str, status: SessionStatus) -> None:
-        self.session_id = session_id
-        self.status = status
-        super().__init__(f"session {session_id!r} is closed ({status.value})")
-
-
-Progress = Callable[[int, int], object]
 _AUTH_STATES = {s.value: s for s in AuthState}
 # aliases: inside SessionManager the name ``list`` is the method
 _Records = list[SessionRecord]
@@ -122,21 +92,22 @@ _P = ParamSpec("_P")
 
 
 def _sync(
-    flow: Callable[Concatenate[SessionManager, _P], Flow[_T]],
+    flow: Callable[Concatenate[SessionManager, _P], Flow[_T]], name: str | None = None
 ) -> Callable[Concatenate[SessionManager, _P], _T]:
-    """The sync method of a manager flow: every step made with the sync store API."""
+    """The sync method ``name`` of a manager flow: every step made with the sync
+    store API."""
 
     @functools.wraps(flow)
     def method(self: SessionManager, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         return drive(flow(self, *args, **kwargs))
 
-    method.__name__ = method.__qualname__ = flow.__name__.lstrip("_")
+    method.__name__ = name or flow.__name__.lstrip("_")
     method.__qualname__ = f"SessionManager.{method.__name__}"
     return method
 
 
 def _async(
-    flow: Callable[Concatenate[SessionManager, _P], Flow[_T]],
+    flow: Callable[Concatenate[SessionManager, _P], Flow[_T]], name: str | None = None
 ) -> Callable[Concatenate[SessionManager, _P], Awaitable[_T]]:
     """The awaited method of a manager flow: every step awaited, so the event loop
     never waits on the store. Session events queued before it (by awaited
@@ -150,7 +121,7 @@ def _async(
         finally:
             await self._lanes.settle()
 
-    name = flow.__name__.lstrip("_")
+    name = name or flow.__name__.lstrip("_")
     method.__name__ = "a" + name
     method.__qualname__ = f"SessionManager.a{name}"
     method.__doc__ = f"Awaited :meth:`{name}`: the same steps, the store I/O awaited."
@@ -214,59 +185,6 @@ class SessionManager:
 
     # ================================================================ create / get
 
-    def _create_session(
-        self,
-        owner: str,
-        source: TokenSource,
-        *,
-        kind: SessionKind | str = SessionKind.USER,
-        metadata: SessionMetadata | Mapping[str, Any] | None = None,
-        labels: Iterable[str] = (),
-        token: TokenSet | None = None,
-        probe: Probe | None = None,
-        on_token_update: Callable[[TokenSet], Any] | None = None,
-        session_id: str | None = None,
-    ) -> Flow[ManagedSession]:
-        """Create an ACTIVE session for ``owner`` whose tokens come from ``source``.
-
-        ``session_id`` (default: a random one) is 1 to 128 printable characters
-        without whitespace or control characters (the rule of the store's lock
-        names, so that every id can be refreshed); another raises
-        :class:`ConfigurationError` and nothing is stored."""
-        if not isinstance(owner, str) or not owner or len(owner) > 256:
-            raise ConfigurationError("owner must be a non-empty string of at most 256 chars")
-        try:
-            kind = SessionKind(kind)
-        except ValueError:
-            raise ConfigurationError(
-                f"kind must be one of {[k.value for k in SessionKind]}, not {kind!r}"
-            ) from None
-        if session_id is None:
-            sid = secrets.token_urlsafe(12)
-        else:
-            sid = check_id(session_id, "session_id")
-        now = self.clock.now()
-        record = SessionRecord(
-            id=sid,
-            owner=owner,
-            kind=kind,
-            status=SessionStatus.ACTIVE,
-            created_at=now,
-            last_activity_at=now,
-            metadata=SessionMetadata.coerce(metadata),
-            labels=validate_labels({"session", "active", *validate_labels(labels)}),
-        )
-        try:
-            stored = yield from self._put(record, None)
-        except VersionConflictError:
-            raise ConfigurationError(f"a session with id {sid!r} already exists") from None
-        ms = self._attach(stored, source, token=token, probe=probe, on_token_update=on_token_update)
-        self._agg.added(stored)
-        yield from self._publish_flow(
-            EventKind.SESSION_CREATED, stored, now, session_kind=kind.value
-        )
-        return ms
-
     def _attach(
         self,
         record: SessionRecord,
@@ -321,56 +239,9 @@ class SessionManager:
             raise SessionNotFoundError(session_id)
         return ms
 
-    def _get_session(self, session_id: str, *, owner: str) -> Flow[ManagedSession]:
-        """The session ``session_id`` if it belongs to ``owner``; else
-        :class:`PermissionDenied` (or :class:`SessionNotFoundError`)."""
-        ms = yield from self._lookup(session_id)
-        if ms.record.owner != owner:
-            raise PermissionDenied(session_id)
-        return ms
-
     def admin_get(self, session_id: str) -> ManagedSession:
         """The session ``session_id`` whoever owns it (for operators and tools)."""
         return drive(self._lookup(session_id))
-
-    def _record(self, session_id: str) -> Flow[SessionRecord]:
-        """The stored record (works for sessions not loaded in this process)."""
-        r = (yield from self._get(session_id)) if isinstance(session_id, str) else None
-        if r is None:
-            raise SessionNotFoundError(str(session_id))
-        return r
-
-    def _list(
-        self,
-        *,
-        owner: str | None = None,
-        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
-        kind: SessionKind | str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> Flow[_Records]:
-        """Stored records, oldest first, filtered, one page at a time."""
-        check_page(limit, offset)
-        statuses: list[SessionStatus] | None
-        try:
-            if status is None:
-                statuses = None
-            elif isinstance(status, str):
-                statuses = [SessionStatus(status.upper())]
-            else:
-                statuses = [SessionStatus(s.upper() if isinstance(s, str) else s) for s in status]
-            kind_ = SessionKind(kind) if kind is not None else None
-        except ValueError as exc:
-            raise ConfigurationError(f"unknown status or kind: {exc}") from None
-        found: _Records = yield from one_step(
-            lambda: self.store.query(
-                owner=owner, status=statuses, kind=kind_, limit=limit, offset=offset
-            ),
-            lambda: self.store.aquery(
-                owner=owner, status=statuses, kind=kind_, limit=limit, offset=offset
-            ),
-        )
-        return found
 
     # ================================================================ lifecycle
 
@@ -441,95 +312,6 @@ class SessionManager:
         if ms.record.status.terminal:
             raise SessionClosedError(ms.id, ms.record.status)
 
-    def _update(
-        self,
-        session_id: str,
-        *,
-        owner: str | None = None,
-        phase: str | None = None,
-        step: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        labels: Iterable[str] | None = None,
-    ) -> Flow[SessionRecord]:
-        """Change the phase, step, metadata (merged) or labels (replaced)."""
-        ms = yield from self._lookup(session_id)
-        self._owner_check(ms, owner)
-        self._open(ms)
-        for name, value in (("phase", phase), ("step", step)):
-            if value is not None and (not isinstance(value, str) or len(value) > 256):
-                raise ConfigurationError(f"{name} must be a string of at most 256 chars")
-        new_labels = validate_labels(labels) if labels is not None else None
-        now = self.clock.now()
-
-        def change(r: SessionRecord) -> SessionRecord:
-            return replace(
-                r,
-                phase=phase if phase is not None else r.phase,
-                step=step if step is not None else r.step,
-                metadata=r.metadata.merged(metadata) if metadata else r.metadata,
-                labels=new_labels if new_labels is not None else r.labels,
-                last_activity_at=now,
-            )
-
-        _, new = yield from self._write(ms, change)
-        yield from self._publish_flow(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
-        return new
-
-    def _record_activity(self, session_id: str, *, owner: str | None = None) -> Flow[SessionRecord]:
-        """Note that the session's user did something (keeps it from idling out)."""
-        ms = yield from self._lookup(session_id)
-        self._owner_check(ms, owner)
-        self._open(ms)
-        now = self.clock.now()
-        _, new = yield from self._write(ms, lambda r: replace(r, last_activity_at=now))
-        yield from self._publish_flow(EventKind.ACTIVITY, new, now)
-        return new
-
-    def _pause(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> Flow[SessionRecord]:
-        """ACTIVE -> PAUSED. Paused sessions are not refreshed proactively."""
-        ms = yield from self._lookup(session_id)
-        self._owner_check(ms, owner)
-        return (yield from self._set_status(ms, SessionStatus.PAUSED, reason=reason or "paused"))
-
-    def _resume(self, session_id: str, *, owner: str | None = None) -> Flow[SessionRecord]:
-        """PAUSED -> ACTIVE."""
-        ms = yield from self._lookup(session_id)
-        self._owner_check(ms, owner)
-        rec = yield from self._set_status(ms, SessionStatus.ACTIVE)
-        self._schedule_lifecycle(ms)
-        self._schedule_refresh(ms)
-        return rec
-
-    def _close(
-        self,
-        session_id: str,
-        status: SessionStatus | str = SessionStatus.COMPLETED,
-        *,
-        error: str | BaseException | None = None,
-        owner: str | None = None,
-    ) -> Flow[SessionRecord]:
-        """End the session with a terminal status (COMPLETED by default)."""
-        try:
-            st = SessionStatus(status.upper() if isinstance(status, str) else status)
-        except ValueError:
-            raise ConfigurationError(f"unknown status {status!r}") from None
-        if not st.terminal:
-            raise ConfigurationError(f"close() needs a terminal status, not {st.value}")
-        ms = yield from self._lookup(session_id)
-        self._owner_check(ms, owner)
-        return (yield from self._set_status(ms, st, error=self._error_details(error)))
-
-    def _cancel(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> Flow[SessionRecord]:
-        """End the session as CANCELLED."""
-        ms = yield from self._lookup(session_id)
-        self._owner_check(ms, owner)
-        details = ErrorDetails(reason, None, self.clock.now()) if reason else None
-        return (yield from self._set_status(ms, SessionStatus.CANCELLED, error=details))
-
     def _error_details(self, error: str | BaseException | None) -> ErrorDetails | None:
         if error is None:
             return None
@@ -585,173 +367,6 @@ class SessionManager:
             yield from self._fire_flow(ms, AuthEvent.CLOSE)
             ms.session.close(wait=False)
         return new
-
-    def _cancel_stored(self, session_id: str, reason: str | None = None) -> Flow[SessionRecord]:
-        """End a session as CANCELLED whether or not it is loaded in this process —
-        for operators and tools working on a shared store. Without the live part
-        only the stored record and timeline change; a process that holds the
-        session live sees the new status at its next write. Raises
-        :class:`SessionNotFoundError` or, for an ended session,
-        :class:`SessionClosedError`."""
-        record = yield from self._record(session_id)
-        if record.status.terminal:
-            raise SessionClosedError(session_id, record.status)
-        if reason is not None and not isinstance(reason, str):
-            raise ConfigurationError("reason must be a string")
-        details = ErrorDetails(reason[:500], None, self.clock.now()) if reason else None
-        return (yield from self._set_status(session_id, SessionStatus.CANCELLED, error=details))
-
-    def _recover(
-        self,
-        session_id: str,
-        source: TokenSource | None = None,
-        *,
-        token: TokenSet | None = None,
-        probe: Probe | None = None,
-    ) -> Flow[ManagedSession]:
-        """Bring a session back after a crash or restart: reload its record from the
-        store, refuse it if it has ended, make it ACTIVE with fresh activity.
-
-        In a new process the live part is gone: pass the session's ``source``
-        (and the last ``token`` you persisted, if any).
-        """
-        record = yield from self._record(session_id)
-        if record.status.terminal:
-            raise SessionClosedError(session_id, record.status)
-        ms = self._live.get(session_id)
-        if ms is None:
-            if source is None:
-                raise ConfigurationError(
-                    f"session {session_id!r} is not loaded in this process: pass its source"
-                )
-            # stored before ids were checked (or by another writer): it cannot name a lock
-            check_id(session_id, "session_id")
-            ms = self._attach(record, source, token=token, probe=probe, on_token_update=None)
-            self._agg.added(record)
-        now = self.clock.now()
-
-        def change(r: SessionRecord) -> SessionRecord:
-            if r.status is SessionStatus.PAUSED:
-                r = r.with_status(SessionStatus.ACTIVE, now=now)
-            return replace(r, last_activity_at=now)
-
-        old, new = yield from self._write(ms, change)
-        if old.status is not new.status:  # PAUSED -> ACTIVE, reported like resume()
-            fields = {"from": old.status.value, "to": new.status.value, "reason": "recovered"}
-            yield from self._publish_flow(EventKind.STATUS_CHANGED, new, now, **fields)
-            yield from self._publish_flow(EventKind.RESUMED, new, now, **fields)
-        self._schedule_lifecycle(ms)
-        yield from self._publish_flow(EventKind.RECOVERED, new, now)
-        return ms
-
-    def cleanup(
-        self,
-        max_age: float,
-        *,
-        now: float | None = None,
-        include_stored: bool = False,
-        progress: Progress | None = None,
-    ) -> int:
-        """Mark every open session created more than ``max_age`` seconds ago as
-        TIMEOUT. Never deletes anything. Returns how many were marked.
-
-        By default only sessions loaded in this process are considered; with
-        ``include_stored`` every open session in the store is (an operator's
-        cleanup of a shared store). ``progress(done, total)`` is called after
-        each candidate."""
-        if not isinstance(max_age, int | float) or max_age <= 0:
-            raise ConfigurationError("max_age must be a positive number of seconds")
-        t = self.clock.now() if now is None else now
-        candidates = [
-            r
-            for r in self.store.query(status=[SessionStatus.ACTIVE, SessionStatus.PAUSED])
-            if r.created_at <= t - max_age and (include_stored or r.id in self._live)
-        ]
-        count = 0
-        for done, r in enumerate(candidates, 1):
-            try:
-                drive(self._set_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age"))
-                count += 1
-            except StoreUnavailableError:
-                raise
-            except AuthpulseError:
-                log.debug(
-                    "cleanup skipped %s",
-                    r.id,
-                    extra={"authpulse_event": "cleanup_skipped", "authpulse_session": r.id},
-                )
-            if progress is not None:
-                progress(done, len(candidates))
-        return count
-
-    def _ended_before(self, older_than: float, *, now: float | None = None) -> Flow[_Records]:
-        """The ended sessions that ended at least ``older_than`` seconds ago, oldest
-        first: what :meth:`purge` and :meth:`archive` with the same argument touch."""
-        if (
-            isinstance(older_than, bool)
-            or not isinstance(older_than, int | float)
-            or not older_than >= 0
-        ):
-            raise ConfigurationError("older_than must be a non-negative number of seconds")
-        t = self.clock.now() if now is None else now
-        ended = yield from self._query_status(s for s in SessionStatus if s.terminal)
-        return [r for r in ended if r.ended_at is not None and r.ended_at <= t - older_than]
-
-    def _purge(
-        self, older_than: float, *, now: float | None = None, progress: Progress | None = None
-    ) -> Flow[int]:
-        """Delete ended sessions that ended at least ``older_than`` seconds ago —
-        the only way anything is deleted. Returns how many were deleted.
-        ``progress(done, total)`` is called after each candidate."""
-        t = self.clock.now() if now is None else now
-        candidates = yield from self._ended_before(older_than, now=t)
-        deleted = 0
-        for done, r in enumerate(candidates, 1):
-            yield from self._publish_flow(EventKind.PURGED, r, t)
-            if (yield from self._delete(r.id)):
-                self._agg.removed(r)
-                with self._lock:
-                    self._live.pop(r.id, None)
-                deleted += 1
-            if progress is not None:
-                progress(done, len(candidates))
-        return deleted
-
-    def archive(
-        self,
-        write: Callable[[dict[str, Any]], object],
-        *,
-        older_than: float = 0.0,
-        include_archived: bool = False,
-        now: float | None = None,
-        progress: Progress | None = None,
-    ) -> int:
-        """Hand every ended session that ended at least ``older_than`` seconds ago,
-        with its timeline, to ``write`` (one JSON-ready dict per session: ``session``,
-        ``timeline``, ``archived_at``), then note an ``archived`` event on its
-        timeline. Deletes nothing (see :meth:`purge`). Sessions archived before
-        are skipped unless ``include_archived``. Returns how many were written.
-
-        ``write`` runs before the event is recorded: if it raises, the session is
-        not marked and the error propagates."""
-        t = self.clock.now() if now is None else now
-        candidates = self.ended_before(older_than, now=t)
-        written = 0
-        for done, r in enumerate(candidates, 1):
-            timeline = self.store.events(r.id)
-            if include_archived or not any(e.kind is EventKind.ARCHIVED for e in timeline):
-                write(
-                    {
-                        "archived_at": t,
-                        "session": r.to_public_dict(),
-                        "timeline": [e.to_dict() for e in timeline],
-                    }
-                )
-                drive(self._publish_flow(EventKind.ARCHIVED, r, t))
-                written += 1
-            if progress is not None:
-                progress(done, len(candidates))
-        return written
 
     # ================================================================ observe
 
@@ -1189,32 +804,34 @@ class SessionManager:
     # ================================================================ the two faces
     # Each protocol above is one flow; these are its sync and awaited methods.
 
-    record = _sync(_record)
-    ended_before = _sync(_ended_before)
-    create_session = _sync(_create_session)
-    acreate_session = _async(_create_session)
-    get = _sync(_get_session)
-    aget = _async(_get_session)
-    list = _sync(_list)
-    alist = _async(_list)
-    record_activity = _sync(_record_activity)
-    arecord_activity = _async(_record_activity)
-    update = _sync(_update)
-    aupdate = _async(_update)
-    pause = _sync(_pause)
-    apause = _async(_pause)
-    resume = _sync(_resume)
-    aresume = _async(_resume)
-    close = _sync(_close)
-    aclose = _async(_close)
-    cancel = _sync(_cancel)
-    acancel = _async(_cancel)
-    cancel_stored = _sync(_cancel_stored)
-    acancel_stored = _async(_cancel_stored)
-    recover = _sync(_recover)
-    arecover = _async(_recover)
-    purge = _sync(_purge)
-    apurge = _async(_purge)
+    cleanup = _life.cleanup
+    archive = _life.archive
+    record = _sync(_life.stored_record, "record")
+    ended_before = _sync(_life.ended_before)
+    create_session = _sync(_life.create_session)
+    acreate_session = _async(_life.create_session)
+    get = _sync(_life.get_session, "get")
+    aget = _async(_life.get_session, "get")
+    list = _sync(_life.list_records, "list")
+    alist = _async(_life.list_records, "list")
+    record_activity = _sync(_life.record_activity)
+    arecord_activity = _async(_life.record_activity)
+    update = _sync(_life.update)
+    aupdate = _async(_life.update)
+    pause = _sync(_life.pause)
+    apause = _async(_life.pause)
+    resume = _sync(_life.resume)
+    aresume = _async(_life.resume)
+    close = _sync(_life.close)
+    aclose = _async(_life.close)
+    cancel = _sync(_life.cancel)
+    acancel = _async(_life.cancel)
+    cancel_stored = _sync(_life.cancel_stored)
+    acancel_stored = _async(_life.cancel_stored)
+    recover = _sync(_life.recover)
+    arecover = _async(_life.recover)
+    purge = _sync(_life.purge)
+    apurge = _async(_life.purge)
     tick = _sync(_tick)
     atick = _async(_tick)
 
