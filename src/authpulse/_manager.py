@@ -24,22 +24,21 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from . import _fleet_inspect
 from . import _fleet_lifecycle as _life
+from . import _fleet_worker as _worker
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
 from ._fleet_errors import PermissionDenied, SessionClosedError, SessionNotFoundError
-from ._fleet_flow import EventLanes, Flow, adrive, drive, one_step, run_all
+from ._fleet_flow import EventLanes, Flow, adrive, drive, one_step
 from ._fleet_managed import ManagedSession
 from ._fleet_plan import (
     Deadlines,
     Kind,
     ManagerSettings,
-    TickCounts,
     TickReport,
     lifecycle_deadline,
-    lifecycle_step,
 )
-from ._fleet_probes import HttpProbe, Probe, probe_async, probe_sync
+from ._fleet_probes import HttpProbe, Probe
 from ._fleet_worker import Worker
 from ._health import HealthReport
 from ._model import (
@@ -587,151 +586,6 @@ class SessionManager:
         """How many deadline entries are due at ``now`` (O(due) with the heap)."""
         return self._deadlines.due_count(self.clock.now() if now is None else now)
 
-    def _plan(self, now: float, counts: TickCounts) -> Flow[None]:
-        """Pop what is due and apply the lifecycle rules; collect refreshes and probes."""
-        for sid, kind in self._deadlines.pop_due(now):
-            counts.n["due"] += 1
-            try:
-                ms = self._live.get(sid)
-                if ms is None or ms.record.status.terminal:
-                    continue
-                if kind == "lifecycle":
-                    yield from self._apply_lifecycle(ms, now, counts)
-                elif kind == "refresh":
-                    if ms.record.status is not SessionStatus.ACTIVE:
-                        continue
-                    at = ms.session.refresh_at
-                    if at is not None and now + self.settings.refresh_lead < at:
-                        self._push(at - self.settings.refresh_lead, sid, "refresh")
-                    else:
-                        counts.refresh.append(ms)
-                elif kind == "heartbeat":
-                    if ms.record.status is SessionStatus.ACTIVE and ms.probe is not None:
-                        counts.probe.append(ms)
-                    self._push(now + self.settings.heartbeat_interval, sid, "heartbeat")
-                elif kind == "stuck":
-                    yield from self._unstick(ms, now, counts)
-            except Exception as exc:  # one bad session never stops the tick
-                counts.n["errors"] += 1
-                log.exception(
-                    "maintenance of session %s failed (%s)",
-                    sid,
-                    type(exc).__name__,
-                    extra={
-                        "authpulse_event": "maintenance_failed",
-                        "authpulse_session": sid,
-                        "authpulse_kind": kind,
-                        "authpulse_error": type(exc).__name__,
-                    },
-                )
-
-    def _unstick(self, ms: ManagedSession, now: float, counts: TickCounts) -> Flow[None]:
-        guards = Guards(token_valid=ms.session.freshness(now).value != "expired")
-        with self._lock:
-            tr = ms.machine.recover(now, guards=guards)
-        if tr is not None:
-            counts.n["recovered"] += 1
-            yield from self._publish_flow(
-                EventKind.STATE_CHANGED,
-                ms.record,
-                now,
-                **{
-                    "from": tr.from_state.value,
-                    "to": tr.to_state.value,
-                    "event": "recover",
-                    "reason": "stuck",
-                },
-            )
-            yield from self._publish_flow(
-                EventKind.RECOVERED, ms.record, now, reason=f"stuck in {tr.from_state.value}"
-            )
-
-    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: TickCounts) -> Flow[None]:
-        step = lifecycle_step(ms.record, ms.last_activity(), self.settings, now)
-        if step is not None:
-            error = ErrorDetails(step.error, "timeout", now) if step.error else None
-            yield from self._set_status(ms, step.status, reason=step.reason, error=error)
-            counts.n["timed_out" if step.status.terminal else "paused"] += 1
-            if step.status.terminal:
-                return
-        self._schedule_lifecycle(ms)
-
-    def _refresh_one(self, ms: ManagedSession) -> Flow[bool]:
-        if ms.record.status is not SessionStatus.ACTIVE:
-            return True  # paused or closed by this very tick: nothing to refresh
-        lead = self.settings.refresh_lead
-        try:
-            yield from one_step(
-                lambda: ms.session.refresh_if_due(lead=lead),
-                lambda: ms.session.arefresh_if_due(lead=lead),
-            )
-        except AuthpulseError:
-            return False
-        finally:
-            self._schedule_refresh(ms)
-        return True
-
-    def _probe_one(self, ms: ManagedSession) -> Flow[bool]:
-        probe = ms.probe
-        try:
-            ok = probe is None or bool(
-                (yield from one_step(lambda: probe_sync(probe, ms), lambda: probe_async(probe, ms)))
-            )
-        except Exception as exc:
-            _heartbeat_raised(ms, exc)
-            ok = False
-        yield from self._heartbeat_done(ms, ok)
-        return ok
-
-    def _heartbeat_done(self, ms: ManagedSession, ok: bool) -> Flow[None]:
-        now = self.clock.now()
-        ms.heartbeat_ok, ms.heartbeat_at = ok, now
-        yield from self._publish_flow(EventKind.HEARTBEAT, ms.record, now, ok=ok)
-
-    def _finish(self, now: float, counts: TickCounts) -> TickReport:
-        self.tick_count += 1
-        if counts.n["errors"]:
-            self.tick_errors += 1
-            self._last_tick_error_at = now
-        report = counts.report(now)
-        self.last_tick = report
-        return report
-
-    def _tick(self, now: float | None = None) -> Flow[TickReport]:
-        """One maintenance pass at ``now`` (default: the clock's now).
-
-        Idle sessions are paused, sessions past their lifetime or stale are
-        closed as TIMEOUT, tokens due are refreshed (``refresh_concurrency``
-        at a time), heartbeats due are probed, stuck states recovered. Errors
-        are logged, counted and reflected in health; they never propagate.
-        Awaited (:meth:`atick`), refreshes and probes run as coroutines."""
-        t = self.clock.now() if now is None else now
-        counts = TickCounts()
-        try:
-            yield from self._plan(t, counts)
-            if counts.refresh:
-                results = yield from run_all(
-                    [self._refresh_one(ms) for ms in counts.refresh],
-                    self._worker.pool,
-                    self.settings.refresh_concurrency,
-                )
-                counts.n["refreshed"] = sum(results)
-                counts.n["refresh_failures"] = len(results) - sum(results)
-            if counts.probe:
-                probes = yield from run_all(
-                    [self._probe_one(ms) for ms in counts.probe], None, len(counts.probe)
-                )
-                counts.n["heartbeats"] = len(probes)
-                counts.n["heartbeat_failures"] = len(probes) - sum(probes)
-        except Exception as exc:
-            counts.n["errors"] += 1
-            log.exception(
-                "maintenance tick failed (%s)",
-                type(exc).__name__,
-                extra={"authpulse_event": "tick_failed", "authpulse_error": type(exc).__name__},
-            )
-        return self._finish(t, counts)
-
     # -- running the worker ------------------------------------------------------------
 
     @property
@@ -832,18 +686,5 @@ class SessionManager:
     arecover = _async(_life.recover)
     purge = _sync(_life.purge)
     apurge = _async(_life.purge)
-    tick = _sync(_tick)
-    atick = _async(_tick)
-
-
-def _heartbeat_raised(ms: ManagedSession, exc: BaseException) -> None:
-    log.warning(
-        "heartbeat of %s raised %s",
-        ms.id,
-        type(exc).__name__,
-        extra={
-            "authpulse_event": "heartbeat_failed",
-            "authpulse_session": ms.id,
-            "authpulse_error": type(exc).__name__,
-        },
-    )
+    tick = _sync(_worker.tick)
+    atick = _async(_worker.tick)
