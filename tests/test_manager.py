@@ -333,7 +333,7 @@ def test_http_probe_uses_the_session_auth(
 
 
 def test_a_crashing_tick_is_counted_and_does_not_stop_the_worker(
-    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def bad_probe(_ms: authpulse.ManagedSession) -> bool:
         raise RuntimeError("probe exploded")
@@ -343,8 +343,8 @@ def test_a_crashing_tick_is_counted_and_does_not_stop_the_worker(
     clock.advance(300)
     report = manager.tick()
     assert report.heartbeat_failures == 1
-    manager._heap.append((0.0, -1, ms.id, "bogus"))  # type: ignore[arg-type]
-    manager._plan = None  # type: ignore[assignment,method-assign]
+    manager._deadlines.push(0.0, ms.id, "bogus")  # type: ignore[arg-type]
+    monkeypatch.setattr("authpulse._fleet_worker.plan", None)  # the planner itself crashes
     report = manager.tick()
     assert report.errors == 1
     assert manager.tick_errors == 1

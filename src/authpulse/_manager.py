@@ -13,49 +13,59 @@ heap, so a tick costs O(sessions due), not O(sessions).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import heapq
-import inspect
-import itertools
+import functools
 import json
 import logging
 import random
-import secrets
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from ._client import AsyncClient, Client
+from . import _fleet_inspect
+from . import _fleet_lifecycle as _life
+from . import _fleet_worker as _worker
 from ._clock import Clock, SystemClock
 from ._errors import AuthpulseError, ConfigurationError, UsageError
 from ._events import Event, EventBus, EventKind, JsonlJournal, labels_for
-from ._health import HealthReport, compute_health, stored_health
-from ._http import async_client_for, check_endpoint_url, client_for
+from ._fleet_errors import PermissionDenied, SessionClosedError, SessionNotFoundError
+from ._fleet_flow import EventLanes, Flow, adrive, drive, one_step
+from ._fleet_managed import ManagedSession
+from ._fleet_plan import (
+    Deadlines,
+    Kind,
+    ManagerSettings,
+    TickReport,
+    lifecycle_deadline,
+)
+from ._fleet_probes import HttpProbe, Probe
+from ._fleet_worker import Worker
+from ._health import HealthReport
 from ._model import (
     ErrorDetails,
     SessionKind,
-    SessionMetadata,
     SessionRecord,
     SessionStatus,
-    check_id,
-    validate_labels,
 )
 from ._policy import RefreshPolicy
 from ._retry import TokenRetry
 from ._session import Session
 from ._signals import SessionEvent, SessionEventKind, journal_entry
-from ._sources import TokenSource, run_coroutine_blocking
-from ._state import AuthEvent, AuthState, Guards, IllegalTransition, StateMachine, auth_event_for
+from ._sources import TokenSource
+from ._state import (
+    AuthEvent,
+    AuthState,
+    Guards,
+    IllegalTransition,
+    StateMachine,
+    Transition,
+    auth_event_for,
+)
 from ._stats import Aggregates, SessionStats
 from ._store import (
     MemoryStore,
     SessionStore,
-    StoredToken,
-    StoreError,
-    StoreUnavailableError,
     VersionConflictError,
-    check_page,
 )
 from ._tokens import TokenSet
 
@@ -76,266 +86,56 @@ __all__ = [
 
 log = logging.getLogger("authpulse.manager")
 
-#: A heartbeat probe: called with the managed session, returns True if healthy.
-#: Sync or async. Raising counts as a failed heartbeat.
-Probe = Callable[["ManagedSession"], bool] | Callable[["ManagedSession"], Awaitable[bool]]
+
+_T = TypeVar("_T")
 
 
-class SessionNotFoundError(AuthpulseError, LookupError):
-    """No session with that id (in this manager's store)."""
-
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
-        super().__init__(f"no session with id {session_id!r}")
-
-
-class PermissionDenied(AuthpulseError):  # noqa: N818 - the name users look for
-    """The session belongs to another owner."""
-
-    def __init__(self, session_id: str) -> None:
-        self.session_id = session_id
-        super().__init__(f"session {session_id!r} belongs to another owner")
-
-
-class SessionClosedError(AuthpulseError):
-    """The session has ended (COMPLETED, FAILED, TIMEOUT or CANCELLED)."""
-
-    def __init__(self, session_id: str, status: SessionStatus) -> None:
-        self.session_id = session_id
-        self.status = status
-        super().__init__(f"session {session_id!r} is closed ({status.value})")
-
-
-def _opt_positive(name: str, value: float | None) -> None:
-    if value is not None and not (isinstance(value, int | float) and value > 0):
-        raise ConfigurationError(f"ManagerSettings.{name} must be a positive number or None")
-
-
-@dataclass(frozen=True, slots=True)
-class ManagerSettings:
-    """Defaults from the source documents; every interval is in seconds.
-
-    ``None`` disables a rule.
-    """
-
-    tick_interval: float = 60.0  #: maintenance tick
-    heartbeat_interval: float = 300.0  #: heartbeat probes
-    idle_timeout: float | None = 1800.0  #: no activity this long: ACTIVE -> PAUSED
-    max_lifetime: float | None = 86400.0  #: older than this: -> TIMEOUT
-    stale_timeout: float | None = 86400.0  #: no activity at all this long: -> TIMEOUT
-    refresh_concurrency: int = 4  #: proactive refreshes run at once by a tick
-    refresh_lead: float = 0.0  #: refresh this much before the token turns stale
-    request_window: int = 100  #: requests kept per session for success rate and p95
-    worker_error_memory: float = 600.0  #: a failed tick lowers health this long
-
-    def __post_init__(self) -> None:
-        for name in ("tick_interval", "heartbeat_interval"):
-            _opt_positive(name, getattr(self, name))
-        for name in ("idle_timeout", "max_lifetime", "stale_timeout"):
-            _opt_positive(name, getattr(self, name))
-        if self.refresh_concurrency < 1 or self.request_window < 1:
-            raise ConfigurationError("refresh_concurrency and request_window must be >= 1")
-        if self.refresh_lead < 0:
-            raise ConfigurationError("refresh_lead must be >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class TickReport:
-    """What one maintenance tick did."""
-
-    at: float
-    due: int = 0
-    paused: int = 0
-    timed_out: int = 0
-    refreshed: int = 0
-    refresh_failures: int = 0
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    recovered: int = 0
-    errors: int = 0
-
-
-@dataclass
-class _TickCounts:
-    due: int = 0
-    paused: int = 0
-    timed_out: int = 0
-    refreshed: int = 0
-    refresh_failures: int = 0
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    recovered: int = 0
-    errors: int = 0
-    refresh: list[ManagedSession] = field(default_factory=list)
-    probe: list[ManagedSession] = field(default_factory=list)
-
-    def report(self, at: float) -> TickReport:
-        return TickReport(
-            at,
-            self.due,
-            self.paused,
-            self.timed_out,
-            self.refreshed,
-            self.refresh_failures,
-            self.heartbeats,
-            self.heartbeat_failures,
-            self.recovered,
-            self.errors,
-        )
-
-
-class HttpProbe:
-    """A heartbeat that makes a cheap authenticated request.
-
-    Healthy when the answer's status is below 400 (``ok_statuses`` to change
-    that). The request goes through the session's own auth, so a 401 is
-    refreshed and replayed like any other call. It carries the access token,
-    so ``url`` must be ``https://`` (or ``http://`` to a loopback host, or
-    any host with ``allow_insecure_http=True``).
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        method: str = "GET",
-        timeout: float = 10.0,
-        transport: AnyTransport | None = None,
-        async_transport: AnyAsyncTransport | None = None,
-        ok_statuses: Iterable[int] | None = None,
-        allow_insecure_http: bool = False,
-    ) -> None:
-        # the probe carries the session's access token: https, or http to loopback
-        self.url = check_endpoint_url(
-            url, what="HttpProbe url", allow_insecure_http=allow_insecure_http is True
-        )
-        self.method = method
-        self.timeout = timeout
-        self._transport = transport
-        self._async_transport = async_transport
-        self._ok = frozenset(ok_statuses) if ok_statuses is not None else None
-
-    def __repr__(self) -> str:
-        return f"HttpProbe({self.method} {self.url})"
-
-    def _good(self, status: int) -> bool:
-        return status in self._ok if self._ok is not None else status < 400
-
-    def __call__(self, ms: ManagedSession) -> bool:
-        with client_for(
-            self._transport,
-            timeout=self.timeout,
-            auth=ms.session.auth(origins=[self.url]),
-        ) as c:
-            return self._good(c.request(self.method, self.url).status_code)
-
-    async def acall(self, ms: ManagedSession) -> bool:
-        async with async_client_for(
-            self._async_transport,
-            timeout=self.timeout,
-            auth=ms.session.auth(origins=[self.url]),
-        ) as c:
-            return self._good((await c.request(self.method, self.url)).status_code)
-
-
-class ManagedSession:
-    """A live handle on one managed session.
-
-    ``session`` is its token engine (``token()``, ``auth()``, ...);
-    ``record`` is the latest stored record. Use :meth:`client` /
-    :meth:`async_client` for httpx clients whose calls count as activity.
-    """
-
-    __slots__ = (
-        "_record",
-        "heartbeat_at",
-        "heartbeat_ok",
-        "last_request_at",
-        "machine",
-        "manager",
-        "probe",
-        "session",
-    )
-
-    def __init__(
-        self,
-        manager: SessionManager,
-        record: SessionRecord,
-        session: Session,
-        machine: StateMachine,
-        probe: Probe | None,
-    ) -> None:
-        self.manager = manager
-        self._record = record
-        self.session = session
-        self.machine = machine
-        self.probe = probe
-        self.heartbeat_ok: bool | None = None
-        self.heartbeat_at: float | None = None
-        self.last_request_at: float | None = None
-
-    def __repr__(self) -> str:
-        r = self._record
-        return (
-            f"<ManagedSession {r.id} owner={r.owner!r} {r.status.value} "
-            f"auth={self.machine.state.value}>"
-        )
-
-    @property
-    def record(self) -> SessionRecord:
-        return self._record
-
-    @property
-    def id(self) -> str:
-        return self._record.id
-
-    @property
-    def owner(self) -> str:
-        return self._record.owner
-
-    @property
-    def status(self) -> SessionStatus:
-        return self._record.status
-
-    @property
-    def auth_state(self) -> AuthState:
-        return self.machine.state
-
-    def last_activity(self) -> float:
-        """The latest of the recorded activity and the last request."""
-        r = self._record.last_activity_at
-        q = self.last_request_at
-        return r if q is None or q < r else q
-
-    def health(self, now: float | None = None) -> HealthReport:
-        return self.manager.health(self.id, now=now)
-
-    # bound methods rather than closures: two fewer objects per session
-    def _on_event(self, event: SessionEvent) -> None:
-        self.manager._on_session_event(self, event)
-
-    def _on_request(self, ok: bool, latency: float) -> None:
-        self.manager._on_request(self, ok, latency)
-
-    def client(self, **kwargs: Any) -> Client:
-        """An ``authpulse.Client`` on this session."""
-        return Client(self.session, **kwargs)
-
-    def async_client(self, **kwargs: Any) -> AsyncClient:
-        """An ``authpulse.AsyncClient`` on this session."""
-        return AsyncClient(self.session, **kwargs)
-
-
-_Kind = Literal["lifecycle", "refresh", "heartbeat", "stuck"]
-#: ``progress(done, total)``: called after each session a bulk operation handled
-Progress = Callable[[int, int], object]
 _AUTH_STATES = {s.value: s for s in AuthState}
 #: session events after which the next refresh is scheduled again
 _RESCHEDULES = frozenset({SessionEventKind.REFRESHED, SessionEventKind.LOGIN_COMPLETED})
 # aliases: inside SessionManager the name ``list`` is the method
-_HeapItems = list[tuple[float, int, str, _Kind]]
 _Records = list[SessionRecord]
 _Events = list[Event]
+
+
+_P = ParamSpec("_P")
+
+
+def _sync(
+    flow: Callable[Concatenate[SessionManager, _P], Flow[_T]], name: str | None = None
+) -> Callable[Concatenate[SessionManager, _P], _T]:
+    """The sync method ``name`` of a manager flow: every step made with the sync
+    store API."""
+
+    @functools.wraps(flow)
+    def method(self: SessionManager, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return drive(flow(self, *args, **kwargs))
+
+    method.__name__ = name or flow.__name__.lstrip("_")
+    method.__qualname__ = f"SessionManager.{method.__name__}"
+    return method
+
+
+def _async(
+    flow: Callable[Concatenate[SessionManager, _P], Flow[_T]], name: str | None = None
+) -> Callable[Concatenate[SessionManager, _P], Awaitable[_T]]:
+    """The awaited method of a manager flow: every step awaited, so the event loop
+    never waits on the store. Session events queued before it (by awaited
+    refreshes) are handled first, and those it causes before it returns."""
+
+    @functools.wraps(flow)
+    async def method(self: SessionManager, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        await self._lanes.settle()
+        try:
+            return await adrive(flow(self, *args, **kwargs))
+        finally:
+            await self._lanes.settle()
+
+    name = name or flow.__name__.lstrip("_")
+    method.__name__ = "a" + name
+    method.__qualname__ = f"SessionManager.a{name}"
+    method.__doc__ = f"Awaited :meth:`{name}`: the same steps, the store I/O awaited."
+    return method
 
 
 class SessionManager:
@@ -376,18 +176,14 @@ class SessionManager:
         self._async_transport = async_transport
         self._rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
         self._live: dict[str, ManagedSession] = {}
+        self._lanes = EventLanes()
         self._lock = threading.RLock()
-        self._heap: list[tuple[float, int, str, _Kind]] = []
-        self._seq = itertools.count()
+        self._deadlines = Deadlines()
         self._agg = Aggregates()
         self._journal = JsonlJournal(journal) if journal else None
         if self._journal is not None:
             self.events.subscribe(self._journal)
-        self._thread: threading.Thread | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop = threading.Event()
-        self._astop: asyncio.Event | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._worker = Worker(self.tick, self.atick, self.settings)
         self.tick_count = 0
         self.tick_errors = 0
         self._last_tick_error_at: float | None = None
@@ -398,57 +194,6 @@ class SessionManager:
         return f"<SessionManager {len(self._live)} live sessions, worker {running}>"
 
     # ================================================================ create / get
-
-    def create_session(
-        self,
-        owner: str,
-        source: TokenSource,
-        *,
-        kind: SessionKind | str = SessionKind.USER,
-        metadata: SessionMetadata | Mapping[str, Any] | None = None,
-        labels: Iterable[str] = (),
-        token: TokenSet | None = None,
-        probe: Probe | None = None,
-        on_token_update: Callable[[TokenSet], Any] | None = None,
-        session_id: str | None = None,
-    ) -> ManagedSession:
-        """Create an ACTIVE session for ``owner`` whose tokens come from ``source``.
-
-        ``session_id`` (default: a random one) is 1 to 128 printable characters
-        without whitespace or control characters (the rule of the store's lock
-        names, so that every id can be refreshed); another raises
-        :class:`ConfigurationError` and nothing is stored."""
-        if not isinstance(owner, str) or not owner or len(owner) > 256:
-            raise ConfigurationError("owner must be a non-empty string of at most 256 chars")
-        try:
-            kind = SessionKind(kind)
-        except ValueError:
-            raise ConfigurationError(
-                f"kind must be one of {[k.value for k in SessionKind]}, not {kind!r}"
-            ) from None
-        if session_id is None:
-            sid = secrets.token_urlsafe(12)
-        else:
-            sid = check_id(session_id, "session_id")
-        now = self.clock.now()
-        record = SessionRecord(
-            id=sid,
-            owner=owner,
-            kind=kind,
-            status=SessionStatus.ACTIVE,
-            created_at=now,
-            last_activity_at=now,
-            metadata=SessionMetadata.coerce(metadata),
-            labels=validate_labels({"session", "active", *validate_labels(labels)}),
-        )
-        try:
-            stored = self.store.put(record, expected_version=None)
-        except VersionConflictError:
-            raise ConfigurationError(f"a session with id {sid!r} already exists") from None
-        ms = self._attach(stored, source, token=token, probe=probe, on_token_update=on_token_update)
-        self._agg.added(stored)
-        self._publish(EventKind.SESSION_CREATED, stored, now, session_kind=kind.value)
-        return ms
 
     def _attach(
         self,
@@ -491,12 +236,12 @@ class SessionManager:
             self._push(self.clock.now() + self.settings.heartbeat_interval, record.id, "heartbeat")
         return ms
 
-    def _lookup(self, session_id: str) -> ManagedSession:
+    def _lookup(self, session_id: str) -> Flow[ManagedSession]:
         if not isinstance(session_id, str):
             raise SessionNotFoundError(repr(session_id))
         ms = self._live.get(session_id)
         if ms is None:
-            if self.store.get(session_id) is not None:
+            if (yield from self._get(session_id)) is not None:
                 raise UsageError(
                     f"session {session_id!r} is stored but not loaded in this "
                     "process; call recover() with its source"
@@ -504,17 +249,9 @@ class SessionManager:
             raise SessionNotFoundError(session_id)
         return ms
 
-    def get(self, session_id: str, *, owner: str) -> ManagedSession:
-        """The session ``session_id`` if it belongs to ``owner``; else
-        :class:`PermissionDenied` (or :class:`SessionNotFoundError`)."""
-        ms = self._lookup(session_id)
-        if ms.record.owner != owner:
-            raise PermissionDenied(session_id)
-        return ms
-
     def admin_get(self, session_id: str) -> ManagedSession:
         """The session ``session_id`` whoever owns it (for operators and tools)."""
-        return self._lookup(session_id)
+        return drive(self._lookup(session_id))
 
     def live_sessions(self) -> tuple[ManagedSession, ...]:
         """A snapshot of the sessions loaded in this process (created or recovered
@@ -525,74 +262,66 @@ class SessionManager:
         with self._lock:
             return tuple(self._live.values())
 
-    def record(self, session_id: str) -> SessionRecord:
-        """The stored record (works for sessions not loaded in this process)."""
-        r = self.store.get(session_id) if isinstance(session_id, str) else None
-        if r is None:
-            raise SessionNotFoundError(str(session_id))
-        return r
-
-    def list(
-        self,
-        *,
-        owner: str | None = None,
-        status: SessionStatus | str | Iterable[SessionStatus | str] | None = None,
-        kind: SessionKind | str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[SessionRecord]:
-        """Stored records, oldest first, filtered, one page at a time."""
-        check_page(limit, offset)
-        statuses: list[SessionStatus] | None
-        try:
-            if status is None:
-                statuses = None
-            elif isinstance(status, str):
-                statuses = [SessionStatus(status.upper())]
-            else:
-                statuses = [SessionStatus(s.upper() if isinstance(s, str) else s) for s in status]
-            kind_ = SessionKind(kind) if kind is not None else None
-        except ValueError as exc:
-            raise ConfigurationError(f"unknown status or kind: {exc}") from None
-        return self.store.query(
-            owner=owner, status=statuses, kind=kind_, limit=limit, offset=offset
-        )
-
     # ================================================================ lifecycle
 
-    def _write_stored(
-        self, session_id: str, change: Callable[[SessionRecord], SessionRecord]
-    ) -> tuple[SessionRecord, SessionRecord]:
-        """Apply ``change`` to the stored record of a session that is not live here,
-        with optimistic concurrency. The aggregates are left alone: they count the
-        sessions this manager created or recovered."""
-        for _ in range(8):
-            current = self.store.get(session_id)
-            if current is None:
-                raise SessionNotFoundError(session_id)
-            new = change(current)
-            try:
-                stored = self.store.put(new, expected_version=current.version)
-            except VersionConflictError:
-                continue
-            return current, stored
-        raise UsageError(f"session {session_id!r} is being changed too often to update")
+    # -- store steps: each one store call, sync or awaited
+
+    def _get(self, session_id: str) -> Flow[SessionRecord | None]:
+        return (
+            yield from one_step(
+                lambda: self.store.get(session_id), lambda: self.store.aget(session_id)
+            )
+        )
+
+    def _put(self, record: SessionRecord, expected: int | None) -> Flow[SessionRecord]:
+        return (
+            yield from one_step(
+                lambda: self.store.put(record, expected_version=expected),
+                lambda: self.store.aput(record, expected_version=expected),
+            )
+        )
+
+    def _delete(self, session_id: str) -> Flow[bool]:
+        return (
+            yield from one_step(
+                lambda: self.store.delete(session_id), lambda: self.store.adelete(session_id)
+            )
+        )
+
+    def _query_status(self, statuses: Iterable[SessionStatus]) -> Flow[_Records]:
+        st = [*statuses]
+        return (
+            yield from one_step(
+                lambda: self.store.query(status=st), lambda: self.store.aquery(status=st)
+            )
+        )
 
     def _write(
-        self, ms: ManagedSession, change: Callable[[SessionRecord], SessionRecord]
-    ) -> tuple[SessionRecord, SessionRecord]:
-        """Apply ``change`` with optimistic concurrency; retry on a version conflict."""
+        self, target: ManagedSession | str, change: Callable[[SessionRecord], SessionRecord]
+    ) -> Flow[tuple[SessionRecord, SessionRecord]]:
+        """Apply ``change`` with optimistic concurrency; retry on a version conflict.
+
+        ``target`` is a live session (its record and the aggregates follow), or
+        the id of a stored one that is not live here: the aggregates are left
+        alone, they count the sessions this manager created or recovered."""
+        ms = target if isinstance(target, ManagedSession) else None
+        session_id = ms.id if ms is not None else str(target)
         for _ in range(8):
-            current = self.store.get(ms.id) or ms.record
+            current = yield from self._get(session_id)
+            if current is None:
+                if ms is None:
+                    raise SessionNotFoundError(session_id)
+                current = ms.record
             new = change(current)
             try:
-                stored = self.store.put(new, expected_version=current.version)
+                stored = yield from self._put(new, current.version)
             except VersionConflictError:
                 continue
-            ms._record = stored
-            self._agg.changed(current, stored)
+            if ms is not None:
+                ms._record = stored
+                self._agg.changed(current, stored)
             return current, stored
-        raise UsageError(f"session {ms.id!r} is being changed too often to update")
+        raise UsageError(f"session {session_id!r} is being changed too often to update")
 
     def _owner_check(self, ms: ManagedSession, owner: str | None) -> None:
         if owner is not None and ms.record.owner != owner:
@@ -601,95 +330,6 @@ class SessionManager:
     def _open(self, ms: ManagedSession) -> None:
         if ms.record.status.terminal:
             raise SessionClosedError(ms.id, ms.record.status)
-
-    def record_activity(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
-        """Note that the session's user did something (keeps it from idling out)."""
-        ms = self._lookup(session_id)
-        self._owner_check(ms, owner)
-        self._open(ms)
-        now = self.clock.now()
-        _, new = self._write(ms, lambda r: replace(r, last_activity_at=now))
-        self._publish(EventKind.ACTIVITY, new, now)
-        return new
-
-    def update(
-        self,
-        session_id: str,
-        *,
-        owner: str | None = None,
-        phase: str | None = None,
-        step: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        labels: Iterable[str] | None = None,
-    ) -> SessionRecord:
-        """Change the phase, step, metadata (merged) or labels (replaced)."""
-        ms = self._lookup(session_id)
-        self._owner_check(ms, owner)
-        self._open(ms)
-        for name, value in (("phase", phase), ("step", step)):
-            if value is not None and (not isinstance(value, str) or len(value) > 256):
-                raise ConfigurationError(f"{name} must be a string of at most 256 chars")
-        new_labels = validate_labels(labels) if labels is not None else None
-        now = self.clock.now()
-
-        def change(r: SessionRecord) -> SessionRecord:
-            return replace(
-                r,
-                phase=phase if phase is not None else r.phase,
-                step=step if step is not None else r.step,
-                metadata=r.metadata.merged(metadata) if metadata else r.metadata,
-                labels=new_labels if new_labels is not None else r.labels,
-                last_activity_at=now,
-            )
-
-        _, new = self._write(ms, change)
-        self._publish(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
-        return new
-
-    def pause(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> SessionRecord:
-        """ACTIVE -> PAUSED. Paused sessions are not refreshed proactively."""
-        ms = self._lookup(session_id)
-        self._owner_check(ms, owner)
-        return self._set_status(ms, SessionStatus.PAUSED, reason=reason or "paused")
-
-    def resume(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
-        """PAUSED -> ACTIVE."""
-        ms = self._lookup(session_id)
-        self._owner_check(ms, owner)
-        rec = self._set_status(ms, SessionStatus.ACTIVE)
-        self._schedule_lifecycle(ms)
-        self._schedule_refresh(ms)
-        return rec
-
-    def close(
-        self,
-        session_id: str,
-        status: SessionStatus | str = SessionStatus.COMPLETED,
-        *,
-        error: str | BaseException | None = None,
-        owner: str | None = None,
-    ) -> SessionRecord:
-        """End the session with a terminal status (COMPLETED by default)."""
-        try:
-            st = SessionStatus(status.upper() if isinstance(status, str) else status)
-        except ValueError:
-            raise ConfigurationError(f"unknown status {status!r}") from None
-        if not st.terminal:
-            raise ConfigurationError(f"close() needs a terminal status, not {st.value}")
-        ms = self._lookup(session_id)
-        self._owner_check(ms, owner)
-        return self._set_status(ms, st, error=self._error_details(error))
-
-    def cancel(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> SessionRecord:
-        """End the session as CANCELLED."""
-        ms = self._lookup(session_id)
-        self._owner_check(ms, owner)
-        details = ErrorDetails(reason, None, self.clock.now()) if reason else None
-        return self._set_status(ms, SessionStatus.CANCELLED, error=details)
 
     def _error_details(self, error: str | BaseException | None) -> ErrorDetails | None:
         if error is None:
@@ -714,31 +354,24 @@ class SessionManager:
 
     def _set_status(
         self,
-        ms: ManagedSession,
+        target: ManagedSession | str,
         status: SessionStatus,
         *,
         error: ErrorDetails | None = None,
         reason: str | None = None,
-    ) -> SessionRecord:
+    ) -> Flow[SessionRecord]:
+        """A lifecycle change: through the live part if the session is loaded here,
+        else on the stored record alone (same record, same events)."""
+        ms = target if isinstance(target, ManagedSession) else self._live.get(target)
+        session_id = ms.id if ms is not None else str(target)
         now = self.clock.now()
-        old, new = self._write(
-            ms, lambda r: r.with_status(status, now=now, error=error, reason=reason)
-        )
-        self._status_events(old, new, now, error=error, reason=reason)
-        if status.terminal:
-            self._fire(ms, AuthEvent.CLOSE)
-            ms.session.close(wait=False)
-        return new
 
-    def _status_events(
-        self,
-        old: SessionRecord,
-        new: SessionRecord,
-        now: float,
-        *,
-        error: ErrorDetails | None,
-        reason: str | None,
-    ) -> None:
+        def change(r: SessionRecord) -> SessionRecord:
+            if ms is None and r.status.terminal:
+                raise SessionClosedError(session_id, r.status)
+            return r.with_status(status, now=now, error=error, reason=reason)
+
+        old, new = yield from self._write(ms if ms is not None else session_id, change)
         fields: dict[str, Any] = {"from": old.status.value, "to": new.status.value}
         if reason:
             fields["reason"] = reason
@@ -747,205 +380,12 @@ class SessionManager:
             if error.error_class:
                 fields["error_class"] = error.error_class
         kind = self._STATUS_EVENT.get(new.status, EventKind.CLOSED)
-        self._publish(EventKind.STATUS_CHANGED, new, now, **fields)
-        self._publish(kind, new, now, **fields)
-
-    def _set_stored_status(
-        self,
-        session_id: str,
-        status: SessionStatus,
-        *,
-        error: ErrorDetails | None = None,
-        reason: str | None = None,
-    ) -> SessionRecord:
-        """A lifecycle change on the stored record: through the live part if the
-        session is loaded here, else on the store alone (same record, same events)."""
-        ms = self._live.get(session_id)
-        if ms is not None:
-            return self._set_status(ms, status, error=error, reason=reason)
-        now = self.clock.now()
-
-        def change(r: SessionRecord) -> SessionRecord:
-            if r.status.terminal:
-                raise SessionClosedError(session_id, r.status)
-            return r.with_status(status, now=now, error=error, reason=reason)
-
-        old, new = self._write_stored(session_id, change)
-        self._status_events(old, new, now, error=error, reason=reason)
+        yield from self._publish_flow(EventKind.STATUS_CHANGED, new, now, **fields)
+        yield from self._publish_flow(kind, new, now, **fields)
+        if ms is not None and status.terminal:
+            yield from self._fire_flow(ms, AuthEvent.CLOSE)
+            ms.session.close(wait=False)
         return new
-
-    def cancel_stored(self, session_id: str, reason: str | None = None) -> SessionRecord:
-        """End a session as CANCELLED whether or not it is loaded in this process —
-        for operators and tools working on a shared store. Without the live part
-        only the stored record and timeline change; a process that holds the
-        session live sees the new status at its next write. Raises
-        :class:`SessionNotFoundError` or, for an ended session,
-        :class:`SessionClosedError`."""
-        record = self.record(session_id)
-        if record.status.terminal:
-            raise SessionClosedError(session_id, record.status)
-        if reason is not None and not isinstance(reason, str):
-            raise ConfigurationError("reason must be a string")
-        details = ErrorDetails(reason[:500], None, self.clock.now()) if reason else None
-        return self._set_stored_status(session_id, SessionStatus.CANCELLED, error=details)
-
-    def recover(
-        self,
-        session_id: str,
-        source: TokenSource | None = None,
-        *,
-        token: TokenSet | None = None,
-        probe: Probe | None = None,
-    ) -> ManagedSession:
-        """Bring a session back after a crash or restart: reload its record from the
-        store, refuse it if it has ended, make it ACTIVE with fresh activity.
-
-        In a new process the live part is gone: pass the session's ``source``
-        (and the last ``token`` you persisted, if any).
-        """
-        record = self.store.get(session_id) if isinstance(session_id, str) else None
-        if record is None:
-            raise SessionNotFoundError(str(session_id))
-        if record.status.terminal:
-            raise SessionClosedError(session_id, record.status)
-        ms = self._live.get(session_id)
-        if ms is None:
-            if source is None:
-                raise ConfigurationError(
-                    f"session {session_id!r} is not loaded in this process: pass its source"
-                )
-            # stored before ids were checked (or by another writer): it cannot name a lock
-            check_id(session_id, "session_id")
-            ms = self._attach(record, source, token=token, probe=probe, on_token_update=None)
-            self._agg.added(record)
-        now = self.clock.now()
-
-        def change(r: SessionRecord) -> SessionRecord:
-            if r.status is SessionStatus.PAUSED:
-                r = r.with_status(SessionStatus.ACTIVE, now=now)
-            return replace(r, last_activity_at=now)
-
-        old, new = self._write(ms, change)
-        if old.status is not new.status:  # PAUSED -> ACTIVE, reported like resume()
-            fields = {"from": old.status.value, "to": new.status.value, "reason": "recovered"}
-            self._publish(EventKind.STATUS_CHANGED, new, now, **fields)
-            self._publish(EventKind.RESUMED, new, now, **fields)
-        self._schedule_lifecycle(ms)
-        self._publish(EventKind.RECOVERED, new, now)
-        return ms
-
-    def cleanup(
-        self,
-        max_age: float,
-        *,
-        now: float | None = None,
-        include_stored: bool = False,
-        progress: Progress | None = None,
-    ) -> int:
-        """Mark every open session created more than ``max_age`` seconds ago as
-        TIMEOUT. Never deletes anything. Returns how many were marked.
-
-        By default only sessions loaded in this process are considered; with
-        ``include_stored`` every open session in the store is (an operator's
-        cleanup of a shared store). ``progress(done, total)`` is called after
-        each candidate."""
-        if not isinstance(max_age, int | float) or max_age <= 0:
-            raise ConfigurationError("max_age must be a positive number of seconds")
-        t = self.clock.now() if now is None else now
-        candidates = [
-            r
-            for r in self.store.query(status=[SessionStatus.ACTIVE, SessionStatus.PAUSED])
-            if r.created_at <= t - max_age and (include_stored or r.id in self._live)
-        ]
-        count = 0
-        for done, r in enumerate(candidates, 1):
-            try:
-                self._set_stored_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age")
-                count += 1
-            except StoreUnavailableError:
-                raise
-            except AuthpulseError:
-                log.debug(
-                    "cleanup skipped %s",
-                    r.id,
-                    extra={"authpulse_event": "cleanup_skipped", "authpulse_session": r.id},
-                )
-            if progress is not None:
-                progress(done, len(candidates))
-        return count
-
-    def ended_before(self, older_than: float, *, now: float | None = None) -> _Records:
-        """The ended sessions that ended at least ``older_than`` seconds ago, oldest
-        first: what :meth:`purge` and :meth:`archive` with the same argument touch."""
-        if (
-            isinstance(older_than, bool)
-            or not isinstance(older_than, int | float)
-            or not older_than >= 0
-        ):
-            raise ConfigurationError("older_than must be a non-negative number of seconds")
-        t = self.clock.now() if now is None else now
-        terminal = [s for s in SessionStatus if s.terminal]
-        return [
-            r
-            for r in self.store.query(status=terminal)
-            if r.ended_at is not None and r.ended_at <= t - older_than
-        ]
-
-    def purge(
-        self, older_than: float, *, now: float | None = None, progress: Progress | None = None
-    ) -> int:
-        """Delete ended sessions that ended at least ``older_than`` seconds ago —
-        the only way anything is deleted. Returns how many were deleted.
-        ``progress(done, total)`` is called after each candidate."""
-        t = self.clock.now() if now is None else now
-        candidates = self.ended_before(older_than, now=t)
-        deleted = 0
-        for done, r in enumerate(candidates, 1):
-            self._publish(EventKind.PURGED, r, t)
-            if self.store.delete(r.id):
-                self._agg.removed(r)
-                with self._lock:
-                    self._live.pop(r.id, None)
-                deleted += 1
-            if progress is not None:
-                progress(done, len(candidates))
-        return deleted
-
-    def archive(
-        self,
-        write: Callable[[dict[str, Any]], object],
-        *,
-        older_than: float = 0.0,
-        include_archived: bool = False,
-        now: float | None = None,
-        progress: Progress | None = None,
-    ) -> int:
-        """Hand every ended session that ended at least ``older_than`` seconds ago,
-        with its timeline, to ``write`` (one JSON-ready dict per session: ``session``,
-        ``timeline``, ``archived_at``), then note an ``archived`` event on its
-        timeline. Deletes nothing (see :meth:`purge`). Sessions archived before
-        are skipped unless ``include_archived``. Returns how many were written.
-
-        ``write`` runs before the event is recorded: if it raises, the session is
-        not marked and the error propagates."""
-        t = self.clock.now() if now is None else now
-        candidates = self.ended_before(older_than, now=t)
-        written = 0
-        for done, r in enumerate(candidates, 1):
-            timeline = self.store.events(r.id)
-            if include_archived or not any(e.kind is EventKind.ARCHIVED for e in timeline):
-                write(
-                    {
-                        "archived_at": t,
-                        "session": r.to_public_dict(),
-                        "timeline": [e.to_dict() for e in timeline],
-                    }
-                )
-                self._publish(EventKind.ARCHIVED, r, t)
-                written += 1
-            if progress is not None:
-                progress(done, len(candidates))
-        return written
 
     # ================================================================ observe
 
@@ -957,38 +397,7 @@ class SessionManager:
         persisted auth state and the stored token set's expiry (request,
         heartbeat, breaker and worker signals are unknown and cost nothing).
         """
-        t = self.clock.now() if now is None else now
-        if isinstance(session_id, str) and session_id not in self._live:
-            record = self.record(session_id)
-            return self._stored_health(record, self.store.get_token(session_id), t)
-        ms = self._lookup(session_id)
-        s = ms.session.health_signals(t)
-        state = ms.machine.health_state(t)
-        if ms.record.status.terminal:
-            state = "closed"
-        worker_errors = (
-            1
-            if (
-                self._last_tick_error_at is not None
-                and t - self._last_tick_error_at < self.settings.worker_error_memory
-            )
-            else 0
-        )
-        return compute_health(
-            replace(s, auth_state=state, heartbeat_ok=ms.heartbeat_ok, worker_errors=worker_errors)
-        )
-
-    def _stored_health(
-        self, record: SessionRecord, stored: StoredToken | None, now: float
-    ) -> HealthReport:
-        return stored_health(
-            auth_state=record.auth_state,
-            token=None if stored is None else stored.token,
-            skew=0.0 if stored is None else stored.skew,
-            now=now,
-            policy=self.policy or RefreshPolicy(),
-            closed=record.status.terminal,
-        )
+        return _fleet_inspect.health(self, session_id, now)
 
     def stored_stats(
         self, *, owner: str | None = None, kind: SessionKind | str | None = None
@@ -998,14 +407,7 @@ class SessionManager:
         reads every matching record (O(sessions)); request counts and response
         times live in the processes that made the requests, so they are not
         included."""
-        try:
-            k = SessionKind(kind) if kind is not None else None
-        except ValueError:
-            raise ConfigurationError(f"unknown kind {kind!r}") from None
-        agg = Aggregates()
-        for r in self.store.query(owner=owner, kind=k):
-            agg.added(r)
-        return agg.stats(owner=owner, kind=k)
+        return _fleet_inspect.stored_stats(self.store, owner, kind)
 
     def stats(
         self, *, owner: str | None = None, kind: SessionKind | str | None = None
@@ -1028,52 +430,7 @@ class SessionManager:
         For a session not loaded in this process: the record, the stored token
         set's metadata and a health report from stored data (see :meth:`health`);
         a token set that cannot be read is reported as ``token_error``."""
-        record = self.record(session_id)
-        out: dict[str, Any] = {"session": record.to_public_dict()}
-        ms = self._live.get(session_id)
-        if ms is not None:
-            out["health"] = self.health(session_id).to_dict()
-            ts = ms.session.token_set
-            out["token"] = (
-                None
-                if ts is None
-                else {
-                    "token_type": ts.token_type,
-                    "scope": ts.scope,
-                    "issued_at": ts.issued_at,
-                    "expires_at": ts.expires_at,
-                    "has_refresh_token": ts.refresh_token is not None,
-                    "generation": ms.session.generation,
-                }
-            )
-            out["auth_state"] = ms.machine.state.value
-            out["requests"] = _window_dict(ms.session)
-        else:  # not loaded here: what the store knows
-            out["auth_state"] = record.auth_state
-            try:
-                stored = self.store.get_token(session_id)
-            except StoreUnavailableError:
-                raise
-            except StoreError as exc:  # unreadable (wrong key, corrupt): say so, go on
-                out["token"] = None
-                out["token_error"] = type(exc).__name__
-            else:
-                out["health"] = self._stored_health(record, stored, self.clock.now()).to_dict()
-                out["token"] = (
-                    None
-                    if stored is None
-                    else {
-                        "token_type": stored.token.token_type,
-                        "scope": stored.token.scope,
-                        "issued_at": stored.token.issued_at,
-                        "expires_at": stored.token.expires_at,
-                        "has_refresh_token": stored.token.refresh_token is not None,
-                        "stored_version": stored.version,
-                        "updated_at": stored.updated_at,
-                    }
-                )
-        out["timeline"] = [e.to_dict() for e in self.store.events(session_id)]
-        return out
+        return _fleet_inspect.export(self, session_id)
 
     def export_json(self, session_id: str) -> str:
         return json.dumps(self.export(session_id), indent=2, sort_keys=True)
@@ -1086,9 +443,24 @@ class SessionManager:
 
     # ================================================================ events
 
+    def _dispatch(self, flow: Flow[None]) -> None:
+        """Run a flow started by a session listener: at once without an event loop
+        on this thread, else queued on the loop's lane (its store I/O awaited)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            drive(flow)
+        else:
+            self._lanes.push(loop, flow)
+
     def _publish(
         self, event_kind: EventKind, record: SessionRecord, at: float, **fields: Any
     ) -> None:
+        self._dispatch(self._publish_flow(event_kind, record, at, **fields))
+
+    def _publish_flow(
+        self, event_kind: EventKind, record: SessionRecord, at: float, **fields: Any
+    ) -> Flow[None]:
         clean = {
             k: v for k, v in fields.items() if v is None or isinstance(v, str | int | float | bool)
         }
@@ -1101,7 +473,10 @@ class SessionManager:
             fields=clean,
         )
         try:
-            self.store.append_event(record.id, event)
+            yield from one_step(
+                lambda: self.store.append_event(record.id, event),
+                lambda: self.store.aappend_event(record.id, event),
+            )
         except AuthpulseError:
             log.warning(
                 "could not append to the timeline of %s",
@@ -1116,10 +491,24 @@ class SessionManager:
 
     def _fire(self, ms: ManagedSession, event: AuthEvent, *, now: float | None = None) -> None:
         t = self.clock.now() if now is None else now
+        tr = self._transition(ms, event, t)
+        if tr is not None:
+            self._dispatch(self._transitioned(ms, event, tr, t))
+
+    def _fire_flow(
+        self, ms: ManagedSession, event: AuthEvent, *, now: float | None = None
+    ) -> Flow[None]:
+        t = self.clock.now() if now is None else now
+        tr = self._transition(ms, event, t)
+        if tr is not None:
+            yield from self._transitioned(ms, event, tr, t)
+
+    def _transition(self, ms: ManagedSession, event: AuthEvent, t: float) -> Transition | None:
+        """Fire ``event`` on the session's state machine (no I/O); None if illegal."""
         guards = Guards(token_valid=ms.session.freshness(t).value != "expired")
         with self._lock:
             try:
-                tr = ms.machine.fire(event, now=t, guards=guards)
+                return ms.machine.fire(event, now=t, guards=guards)
             except IllegalTransition:
                 log.debug(
                     "ignored %s in state %s",
@@ -1132,9 +521,14 @@ class SessionManager:
                         "authpulse_state": ms.machine.state.value,
                     },
                 )
-                return
+                return None
+
+    def _transitioned(
+        self, ms: ManagedSession, event: AuthEvent, tr: Transition, t: float
+    ) -> Flow[None]:
+        """Publish and persist a transition that changed the state."""
         if tr.changed:
-            self._publish(
+            yield from self._publish_flow(
                 EventKind.STATE_CHANGED,
                 ms.record,
                 t,
@@ -1142,7 +536,7 @@ class SessionManager:
             )
             if ms.record.auth_state != tr.to_state.value and not ms.record.status.terminal:
                 try:
-                    self._write(ms, lambda r: replace(r, auth_state=tr.to_state.value))
+                    yield from self._write(ms, lambda r: replace(r, auth_state=tr.to_state.value))
                 except AuthpulseError:
                     log.debug(
                         "could not persist auth state of %s",
@@ -1172,25 +566,11 @@ class SessionManager:
 
     # ================================================================ worker
 
-    def _push(self, when: float, session_id: str, kind: _Kind) -> None:
-        with self._lock:
-            heapq.heappush(self._heap, (when, next(self._seq), session_id, kind))
-
-    def _lifecycle_deadline(self, ms: ManagedSession) -> float | None:
-        r, s = ms.record, self.settings
-        if r.status.terminal:
-            return None
-        cands = []
-        if s.max_lifetime is not None:
-            cands.append(r.created_at + s.max_lifetime)
-        if s.stale_timeout is not None:
-            cands.append(ms.last_activity() + s.stale_timeout)
-        if s.idle_timeout is not None and r.status is SessionStatus.ACTIVE:
-            cands.append(ms.last_activity() + s.idle_timeout)
-        return min(cands) if cands else None
+    def _push(self, when: float, session_id: str, kind: Kind) -> None:
+        self._deadlines.push(when, session_id, kind)
 
     def _schedule_lifecycle(self, ms: ManagedSession) -> None:
-        when = self._lifecycle_deadline(ms)
+        when = lifecycle_deadline(ms.record, ms.last_activity(), self.settings)
         if when is not None:
             self._push(when, ms.id, "lifecycle")
 
@@ -1201,243 +581,7 @@ class SessionManager:
 
     def due_count(self, now: float | None = None) -> int:
         """How many deadline entries are due at ``now`` (O(due) with the heap)."""
-        t = self.clock.now() if now is None else now
-        with self._lock:
-            return (
-                sum(1 for e in self._heap if e[0] <= t)
-                if self._heap and self._heap[0][0] <= t
-                else 0
-            )
-
-    def _pop_due(self, now: float) -> _HeapItems:
-        out: _HeapItems = []
-        with self._lock:
-            heap = self._heap
-            while heap and heap[0][0] <= now:
-                out.append(heapq.heappop(heap))
-        return out
-
-    def _plan(self, now: float, counts: _TickCounts) -> None:
-        """Pop what is due and apply the lifecycle rules; collect refreshes and probes."""
-        seen: set[tuple[str, str]] = set()
-        for _, _, sid, kind in self._pop_due(now):
-            if (sid, kind) in seen:
-                continue  # a stale duplicate entry
-            seen.add((sid, kind))
-            counts.due += 1
-            try:
-                ms = self._live.get(sid)
-                if ms is None or ms.record.status.terminal:
-                    continue
-                if kind == "lifecycle":
-                    self._apply_lifecycle(ms, now, counts)
-                elif kind == "refresh":
-                    if ms.record.status is not SessionStatus.ACTIVE:
-                        continue
-                    at = ms.session.refresh_at
-                    if at is not None and now + self.settings.refresh_lead < at:
-                        self._push(at - self.settings.refresh_lead, sid, "refresh")
-                    else:
-                        counts.refresh.append(ms)
-                elif kind == "heartbeat":
-                    if ms.record.status is SessionStatus.ACTIVE and ms.probe is not None:
-                        counts.probe.append(ms)
-                    self._push(now + self.settings.heartbeat_interval, sid, "heartbeat")
-                elif kind == "stuck":
-                    guards = Guards(token_valid=ms.session.freshness(now).value != "expired")
-                    with self._lock:
-                        tr = ms.machine.recover(now, guards=guards)
-                    if tr is not None:
-                        counts.recovered += 1
-                        self._publish(
-                            EventKind.STATE_CHANGED,
-                            ms.record,
-                            now,
-                            **{
-                                "from": tr.from_state.value,
-                                "to": tr.to_state.value,
-                                "event": "recover",
-                                "reason": "stuck",
-                            },
-                        )
-                        self._publish(
-                            EventKind.RECOVERED,
-                            ms.record,
-                            now,
-                            reason=f"stuck in {tr.from_state.value}",
-                        )
-            except Exception as exc:  # one bad session never stops the tick
-                counts.errors += 1
-                log.exception(
-                    "maintenance of session %s failed (%s)",
-                    sid,
-                    type(exc).__name__,
-                    extra={
-                        "authpulse_event": "maintenance_failed",
-                        "authpulse_session": sid,
-                        "authpulse_kind": kind,
-                        "authpulse_error": type(exc).__name__,
-                    },
-                )
-
-    def _apply_lifecycle(self, ms: ManagedSession, now: float, counts: _TickCounts) -> None:
-        r, s = ms.record, self.settings
-        last = ms.last_activity()
-        if s.max_lifetime is not None and now >= r.created_at + s.max_lifetime:
-            self._set_status(
-                ms,
-                SessionStatus.TIMEOUT,
-                reason="max lifetime",
-                error=ErrorDetails("maximum lifetime reached", "timeout", now),
-            )
-            counts.timed_out += 1
-            return
-        if s.stale_timeout is not None and now >= last + s.stale_timeout:
-            self._set_status(
-                ms,
-                SessionStatus.TIMEOUT,
-                reason="stale",
-                error=ErrorDetails("no activity", "timeout", now),
-            )
-            counts.timed_out += 1
-            return
-        if (
-            s.idle_timeout is not None
-            and r.status is SessionStatus.ACTIVE
-            and now >= last + s.idle_timeout
-        ):
-            self._set_status(ms, SessionStatus.PAUSED, reason="idle")
-            counts.paused += 1
-        self._schedule_lifecycle(ms)
-
-    def _refresh_one(self, ms: ManagedSession) -> bool:
-        if ms.record.status is not SessionStatus.ACTIVE:
-            return True  # paused or closed by this very tick: nothing to refresh
-        try:
-            ms.session.refresh_if_due(lead=self.settings.refresh_lead)
-        except AuthpulseError:
-            return False
-        finally:
-            self._schedule_refresh(ms)
-        return True
-
-    def _probe_one(self, ms: ManagedSession) -> bool:
-        probe = ms.probe
-        try:
-            if probe is None:
-                return True
-            if isinstance(probe, HttpProbe):
-                ok = probe(ms)
-            elif inspect.iscoroutinefunction(probe):
-                ok = bool(run_coroutine_blocking(probe, ms))
-            else:
-                ok = bool(probe(ms))
-        except Exception as exc:
-            _heartbeat_raised(ms, exc)
-            ok = False
-        self._heartbeat_done(ms, ok)
-        return ok
-
-    def _heartbeat_done(self, ms: ManagedSession, ok: bool) -> None:
-        now = self.clock.now()
-        ms.heartbeat_ok, ms.heartbeat_at = ok, now
-        self._publish(EventKind.HEARTBEAT, ms.record, now, ok=ok)
-
-    def _finish(self, now: float, counts: _TickCounts) -> TickReport:
-        self.tick_count += 1
-        if counts.errors:
-            self.tick_errors += 1
-            self._last_tick_error_at = now
-        report = counts.report(now)
-        self.last_tick = report
-        return report
-
-    def tick(self, now: float | None = None) -> TickReport:
-        """One maintenance pass at ``now`` (default: the clock's now).
-
-        Idle sessions are paused, sessions past their lifetime or stale are
-        closed as TIMEOUT, tokens due are refreshed (``refresh_concurrency``
-        at a time), heartbeats due are probed, stuck states recovered. Errors
-        are logged, counted and reflected in health; they never propagate.
-        """
-        t = self.clock.now() if now is None else now
-        counts = _TickCounts()
-        try:
-            self._plan(t, counts)
-            if counts.refresh:
-                results = list(self._executor().map(self._refresh_one, counts.refresh))
-                counts.refreshed = sum(results)
-                counts.refresh_failures = len(results) - counts.refreshed
-            for ms in counts.probe:
-                counts.heartbeats += 1
-                counts.heartbeat_failures += not self._probe_one(ms)
-        except Exception as exc:
-            counts.errors += 1
-            log.exception(
-                "maintenance tick failed (%s)",
-                type(exc).__name__,
-                extra={"authpulse_event": "tick_failed", "authpulse_error": type(exc).__name__},
-            )
-        return self._finish(t, counts)
-
-    async def atick(self, now: float | None = None) -> TickReport:
-        """Async twin of :meth:`tick`: refreshes and probes run as coroutines."""
-        t = self.clock.now() if now is None else now
-        counts = _TickCounts()
-        try:
-            self._plan(t, counts)
-            sem = asyncio.Semaphore(self.settings.refresh_concurrency)
-
-            async def refresh(ms: ManagedSession) -> bool:
-                if ms.record.status is not SessionStatus.ACTIVE:
-                    return True
-                async with sem:
-                    try:
-                        await ms.session.arefresh_if_due(lead=self.settings.refresh_lead)
-                    except AuthpulseError:
-                        return False
-                    finally:
-                        self._schedule_refresh(ms)
-                    return True
-
-            async def probe(ms: ManagedSession) -> bool:
-                p = ms.probe
-                try:
-                    if isinstance(p, HttpProbe):
-                        ok = await p.acall(ms)
-                    elif p is None:
-                        ok = True
-                    else:
-                        r = p(ms)
-                        ok = bool(await r) if inspect.isawaitable(r) else bool(r)
-                except Exception as exc:
-                    _heartbeat_raised(ms, exc)
-                    ok = False
-                self._heartbeat_done(ms, ok)
-                return ok
-
-            results = await asyncio.gather(*(refresh(ms) for ms in counts.refresh))
-            counts.refreshed = sum(results)
-            counts.refresh_failures = len(results) - counts.refreshed
-            probes = await asyncio.gather(*(probe(ms) for ms in counts.probe))
-            counts.heartbeats = len(probes)
-            counts.heartbeat_failures = len(probes) - sum(probes)
-        except Exception as exc:
-            counts.errors += 1
-            log.exception(
-                "maintenance tick failed (%s)",
-                type(exc).__name__,
-                extra={"authpulse_event": "tick_failed", "authpulse_error": type(exc).__name__},
-            )
-        return self._finish(t, counts)
-
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.settings.refresh_concurrency,
-                thread_name_prefix="authpulse-refresh",
-            )
-        return self._pool
+        return self._deadlines.due_count(self.clock.now() if now is None else now)
 
     # -- running the worker ------------------------------------------------------------
 
@@ -1445,36 +589,14 @@ class SessionManager:
     def running(self) -> bool:
         """Whether the worker is running (one told to stop is not, even while it
         finishes a tick that outlived :meth:`stop`'s timeout)."""
-        if self._thread is not None and self._thread.is_alive():
-            return not self._stop.is_set()
-        if self._task is not None and not self._task.done():
-            return self._astop is None or not self._astop.is_set()
-        return False
-
-    def _refuse_second_worker(self) -> None:
-        if self.running:
-            raise UsageError("the worker is already running")
-        if (self._thread is not None and self._thread.is_alive()) or (
-            self._task is not None and not self._task.done()
-        ):
-            raise UsageError(
-                "the previous worker is still finishing a tick that outlived stop()'s "
-                "timeout (a refresh or probe that hangs); call stop() again to wait for it"
-            )
+        return self._worker.running
 
     def start(self) -> None:
         """Start the ONE worker thread that ticks every ``tick_interval`` seconds.
 
         Raises :class:`UsageError` while a worker runs, or while a stopped one is
         still finishing its last tick: there is never a second worker."""
-        self._refuse_second_worker()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="authpulse-worker", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.tick_interval):
-            self.tick()
+        self._worker.start()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop the worker and wait for it at most ``timeout`` seconds (``None``:
@@ -1483,49 +605,17 @@ class SessionManager:
         Returns within ``timeout`` even when refreshes or probes hang: refreshes
         not yet started are cancelled, and a tick still running finishes on its
         own (the worker exits after it; :meth:`start` refuses until then)."""
-        self._stop.set()
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-            if not t.is_alive():
-                self._thread = None
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            # the worker waits for its own refreshes; never wait for a hung one here
-            pool.shutdown(wait=self._thread is None, cancel_futures=True)
+        self._worker.stop(timeout)
 
     async def astart(self) -> None:
         """Start the ONE worker task on the running loop (see :meth:`start`)."""
-        self._refuse_second_worker()
-        self._astop = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._arun(self._astop), name="authpulse-worker"
-        )
-
-    async def _arun(self, stop: asyncio.Event) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.tick_interval)
-            except TimeoutError:
-                await self.atick()
-            else:
-                return
+        await self._worker.astart()
 
     async def astop(self, timeout: float | None = 10.0) -> None:  # noqa: ASYNC109 (as stop())
         """Stop the worker task and wait for it at most ``timeout`` seconds; a
         tick still running then is cancelled (refreshes it started go on for
         their other waiters: a session's refresh never dies with its caller)."""
-        if self._astop is not None:
-            self._astop.set()
-        task = self._task
-        if task is None:
-            return
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if task in done:
-            self._task = None
-            task.result()
-        else:
-            task.cancel()
+        await self._worker.astop(timeout)
 
     def shutdown(self) -> None:
         """Stop the worker, close every session's HTTP clients and the store.
@@ -1538,13 +628,15 @@ class SessionManager:
         self.store.close()
 
     async def ashutdown(self) -> None:
-        """Async twin of :meth:`shutdown`."""
+        """Async twin of :meth:`shutdown`: awaits queued session events, the
+        sessions' and the store's ``aclose()``."""
         await self.astop()
+        await self._lanes.settle()
         for ms in list(self._live.values()):
             await ms.session.aclose()
         if self._journal is not None:
             self._journal.close()
-        self.store.close()
+        await self.store.aclose()
 
     def __enter__(self) -> SessionManager:
         self.start()
@@ -1560,84 +652,36 @@ class SessionManager:
     async def __aexit__(self, *exc: object) -> None:
         await self.ashutdown()
 
-    # ================================================================ async twins
-    # The memory store does no I/O; these run the same code without blocking.
+    # ================================================================ the two faces
+    # Each protocol above is one flow; these are its sync and awaited methods.
 
-    async def acreate_session(
-        self, owner: str, source: TokenSource, **kwargs: Any
-    ) -> ManagedSession:
-        return self.create_session(owner, source, **kwargs)
-
-    async def aget(self, session_id: str, *, owner: str) -> ManagedSession:
-        return self.get(session_id, owner=owner)
-
-    async def alist(self, **kwargs: Any) -> _Records:
-        return self.list(**kwargs)
-
-    async def arecord_activity(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
-        return self.record_activity(session_id, owner=owner)
-
-    async def aupdate(self, session_id: str, **kwargs: Any) -> SessionRecord:
-        return self.update(session_id, **kwargs)
-
-    async def apause(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> SessionRecord:
-        return self.pause(session_id, reason, owner=owner)
-
-    async def aresume(self, session_id: str, *, owner: str | None = None) -> SessionRecord:
-        return self.resume(session_id, owner=owner)
-
-    async def aclose(
-        self,
-        session_id: str,
-        status: SessionStatus | str = SessionStatus.COMPLETED,
-        *,
-        error: str | BaseException | None = None,
-        owner: str | None = None,
-    ) -> SessionRecord:
-        return self.close(session_id, status, error=error, owner=owner)
-
-    async def acancel(
-        self, session_id: str, reason: str | None = None, *, owner: str | None = None
-    ) -> SessionRecord:
-        return self.cancel(session_id, reason, owner=owner)
-
-    async def arecover(
-        self, session_id: str, source: TokenSource | None = None, **kwargs: Any
-    ) -> ManagedSession:
-        return self.recover(session_id, source, **kwargs)
-
-    async def apurge(
-        self, older_than: float, *, now: float | None = None, progress: Progress | None = None
-    ) -> int:
-        return self.purge(older_than, now=now, progress=progress)
-
-    async def acancel_stored(self, session_id: str, reason: str | None = None) -> SessionRecord:
-        return self.cancel_stored(session_id, reason)
-
-
-def _heartbeat_raised(ms: ManagedSession, exc: BaseException) -> None:
-    log.warning(
-        "heartbeat of %s raised %s",
-        ms.id,
-        type(exc).__name__,
-        extra={
-            "authpulse_event": "heartbeat_failed",
-            "authpulse_session": ms.id,
-            "authpulse_error": type(exc).__name__,
-        },
-    )
-
-
-def _window_dict(session: Session) -> dict[str, Any]:
-    w = session.request_window()
-    return {
-        "total": w.total,
-        "window": w.window,
-        "success_rate": w.success_rate,
-        "ux_score": w.ux_score,
-        "p95_latency": w.p95_latency,
-        "mean_latency": w.mean_latency,
-        "baseline_latency": w.baseline_latency,
-    }
+    cleanup = _life.cleanup
+    archive = _life.archive
+    record = _sync(_life.stored_record, "record")
+    ended_before = _sync(_life.ended_before)
+    create_session = _sync(_life.create_session)
+    acreate_session = _async(_life.create_session)
+    get = _sync(_life.get_session, "get")
+    aget = _async(_life.get_session, "get")
+    list = _sync(_life.list_records, "list")
+    alist = _async(_life.list_records, "list")
+    record_activity = _sync(_life.record_activity)
+    arecord_activity = _async(_life.record_activity)
+    update = _sync(_life.update)
+    aupdate = _async(_life.update)
+    pause = _sync(_life.pause)
+    apause = _async(_life.pause)
+    resume = _sync(_life.resume)
+    aresume = _async(_life.resume)
+    close = _sync(_life.close)
+    aclose = _async(_life.close)
+    cancel = _sync(_life.cancel)
+    acancel = _async(_life.cancel)
+    cancel_stored = _sync(_life.cancel_stored)
+    acancel_stored = _async(_life.cancel_stored)
+    recover = _sync(_life.recover)
+    arecover = _async(_life.recover)
+    purge = _sync(_life.purge)
+    apurge = _async(_life.purge)
+    tick = _sync(_worker.tick)
+    atick = _async(_worker.tick)

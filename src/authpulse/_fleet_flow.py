@@ -1,0 +1,169 @@
+"""Manager protocols written once, driven sync or awaited.
+
+Each protocol is a generator that yields the I/O it needs as :class:`Op`
+steps (a store read or write, a refresh, a probe) and gets each answer sent
+back (an error is thrown back in), as ``httpx.Auth.auth_flow`` yields
+requests. :func:`drive` runs a flow with the sync callables, :func:`adrive`
+awaits the async ones, so an awaited protocol never makes a blocking call on
+the event loop. :class:`EventLanes` runs flows started from sync callbacks on
+a loop (session listeners inside an awaited refresh): queued in order, one
+drainer task per loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = ["EventLanes", "Flow", "Op", "adrive", "drive", "one_step", "run_all"]
+
+log = logging.getLogger("authpulse.manager")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Generic[_T]):
+    """One I/O step of a flow, in both colours."""
+
+    sync: Callable[[], _T]
+    async_: Callable[[], Awaitable[_T]]
+
+
+Flow = Generator[Op[Any], Any, _T]
+
+
+class _Driver(Generic[_T]):
+    """Where a flow stands: the step it waits on (``op``), or its ``result``."""
+
+    def __init__(self, flow: Flow[_T]) -> None:
+        self._flow = flow
+        self.op: Op[Any] | None = None
+        self.result: _T
+        self._advance(lambda: next(flow))
+
+    def _advance(self, resume: Callable[[], Op[Any]]) -> None:
+        try:
+            self.op = resume()
+        except StopIteration as stop:
+            self.op, self.result = None, stop.value
+
+    def send(self, value: object) -> None:
+        self._advance(lambda: self._flow.send(value))
+
+    def throw(self, exc: Exception) -> None:
+        self._advance(lambda: self._flow.throw(exc))
+
+
+def drive(flow: Flow[_T]) -> _T:
+    """Drive ``flow`` with the sync side of every step."""
+    with contextlib.closing(flow):
+        d = _Driver(flow)
+        while (op := d.op) is not None:
+            try:
+                value = op.sync()
+            except Exception as exc:
+                d.throw(exc)
+            else:
+                d.send(value)
+        return d.result
+
+
+async def adrive(flow: Flow[_T]) -> _T:
+    """Drive ``flow`` awaiting the async side of every step."""
+    with contextlib.closing(flow):
+        d = _Driver(flow)
+        while (op := d.op) is not None:
+            try:
+                value = await op.async_()
+            except Exception as exc:
+                d.throw(exc)
+            else:
+                d.send(value)
+        return d.result
+
+
+def one_step(sync: Callable[[], _T], async_: Callable[[], Awaitable[_T]]) -> Flow[_T]:
+    """One step as a flow: ``value = yield from one_step(...)`` keeps the type."""
+    value: _T = yield Op(sync, async_)
+    return value
+
+
+def run_all(
+    flows: list[Flow[_T]], pool: Callable[[], concurrent.futures.Executor] | None, limit: int
+) -> Flow[list[_T]]:
+    """Run several flows as one step: sync on ``pool`` (or one after the other),
+    async as concurrent tasks, at most ``limit`` at a time."""
+
+    def sync() -> list[_T]:
+        if pool is None:
+            return [drive(f) for f in flows]
+        return list(pool().map(drive, flows))
+
+    async def async_() -> list[_T]:
+        sem = asyncio.Semaphore(limit)
+
+        async def one(f: Flow[_T]) -> _T:
+            async with sem:
+                return await adrive(f)
+
+        return list(await asyncio.gather(*(one(f) for f in flows)))
+
+    return (yield from one_step(sync, async_))
+
+
+class EventLanes:
+    """Flows started by session listeners while an event loop runs on the thread
+    that emits (an awaited refresh): queued in order, one drainer task per loop,
+    so their store I/O is awaited rather than made on the loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lanes: dict[
+            asyncio.AbstractEventLoop,
+            tuple[collections.deque[Flow[None]], list[asyncio.Task[None]]],
+        ] = {}
+
+    def push(self, loop: asyncio.AbstractEventLoop, flow: Flow[None]) -> None:
+        with self._lock:
+            queue, task = self._lanes.setdefault(loop, (collections.deque(), []))
+            queue.append(flow)
+            if not task:
+                task.append(loop.create_task(self._drain(loop), name="authpulse-events"))
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue, _ = self._lanes[loop]
+        while True:
+            with self._lock:
+                if not queue:
+                    del self._lanes[loop]
+                    return
+                flow = queue.popleft()
+            try:
+                await adrive(flow)
+            except Exception as exc:  # a listener's work must never kill the lane
+                log.exception(
+                    "session event handling failed (%s)",
+                    type(exc).__name__,
+                    extra={
+                        "authpulse_event": "listener_failed",
+                        "authpulse_error": type(exc).__name__,
+                    },
+                )
+
+    async def settle(self) -> None:
+        """Wait until this loop's queued flows have run."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                lane = self._lanes.get(loop)
+            if lane is None or lane[1][0] is asyncio.current_task():
+                return
+            await asyncio.shield(lane[1][0])
