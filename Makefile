@@ -1,5 +1,5 @@
 # make demo — run the embedded demo (fake IdP + API, in-process, no network)
-# make test — lint, type-check and run the test-suite (once on httpx, once on httpx2)
+# make test — lint (ruff, import contracts, layout), type-check and run the test-suite (once on httpx, once on httpx2)
 # Each target creates or refreshes the local virtualenv first.
 
 PYTHON ?= python3
@@ -23,6 +23,8 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples scripts
 	$(BIN)/ruff format --check src tests benchmarks examples scripts
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_layout.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

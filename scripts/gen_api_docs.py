@@ -217,7 +217,11 @@ _SUMMARIES = {
     "carry ``session``'s token.",
 }
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")
-_MODULES = re.compile(r"\b(?:collections\.abc|typing|authpulse\._[a-z_]+)\.")
+#: module prefixes left out of signatures: ``typing.``, ``authpulse.``, and any
+#: private path such as ``authpulse._sessions.session.``
+_MODULES = re.compile(
+    r"\b(?:collections\.abc|typing|authpulse(?:\._[a-z_]+)*(?:\.[a-z_0-9]+)?)\.(?=[A-Za-z_])"
+)
 
 
 def _summary(obj: Any) -> str:

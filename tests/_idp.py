@@ -49,7 +49,7 @@ import pytest
 from pydantic import SecretStr
 
 from authpulse import RefreshTokenGrant, Session, TokenSet, open_store
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 
 __all__ = [
     "IDP_DIR",

@@ -16,7 +16,7 @@ from authpulse import (
     TokenRetry,
     TokenSet,
 )
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeClock, FakeIdP
 
 #: a policy without jitter, so schedules are exact

@@ -11,8 +11,8 @@ import pytest
 
 from _support import cc_session, rt_session
 from authpulse import OAuthError, Session
-from authpulse._auth import SessionAuth
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
+from authpulse._sessions.auth import SessionAuth
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 
@@ -463,7 +463,7 @@ def test_without_origins_every_origin_gets_the_token(
 
 
 def test_default_port_is_made_explicit() -> None:
-    from authpulse._http import origin_of
+    from authpulse._runtime.backend import origin_of
 
     assert origin_of("https://a.test") == ("https", "a.test", 443)
     assert origin_of("http://a.test/path") == ("http", "a.test", 80)

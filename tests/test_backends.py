@@ -26,7 +26,7 @@ from authpulse import (
     RetryPolicy,
     Session,
 )
-from authpulse._http import BACKEND_ENV, DEFAULT_BACKEND, backend, backend_of
+from authpulse._runtime.backend import BACKEND_ENV, DEFAULT_BACKEND, backend, backend_of
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authpulse import AuthpulseError, ConfigurationError, ErrorClass
-from authpulse._breaker import (
+from authpulse._runtime.backend import httpx
+from authpulse._runtime.breakers import (
     BreakerPolicy,
     BreakerRegistry,
     BreakerState,
@@ -21,7 +22,6 @@ from authpulse._breaker import (
     should_open,
     upstream_key,
 )
-from authpulse._http import httpx
 from authpulse.testing import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN

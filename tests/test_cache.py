@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from _support import assert_no_secret
 from authpulse import AuthpulseError, ConfigurationError, ErrorClass, TokenEndpointError, UsageError
-from authpulse._cache import (
+from authpulse._http.cache import (
     AsyncCacheTransport,
     CacheFreshness,
     CachePolicy,
@@ -32,7 +32,7 @@ from authpulse._cache import (
     cache_freshness,
     parse_cache_control,
 )
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeClock
 
 BASE = "https://api.test"

@@ -22,8 +22,8 @@ import pytest
 import authpulse
 from _redis import free_port
 from authpulse import SessionManager, SessionStatus
-from authpulse._cli import _FAULT_NAMES, main
-from authpulse._demo import FAULTS
+from authpulse._surfaces.cli import _FAULT_NAMES, main
+from authpulse._surfaces.demo import FAULTS
 from authpulse.testing import FakeClock, FakeIdP, LoopbackServer
 
 DAY = 86400.0
@@ -607,7 +607,7 @@ def test_bulk_operations_show_progress_on_a_terminal(
 
     import rich.progress
 
-    monkeypatch.setattr("authpulse._cli._stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("authpulse._surfaces.cli._stderr_is_terminal", lambda: True)
     monkeypatch.setattr(rich.progress, "Progress", Recorder)
     assert run("sessions", "cleanup", "--max-age", "1d")[0] == 0
     assert updates[-1] == (20, 20)
@@ -629,7 +629,7 @@ def test_bulk_operations_show_progress_on_a_terminal(
 def test_real_progress_bar_renders_on_a_terminal(
     db: Populated, run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("authpulse._cli._stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("authpulse._surfaces.cli._stderr_is_terminal", lambda: True)
     code, out, _ = run("sessions", "cleanup", "--max-age", "1h")
     assert code == 0
     assert "marked TIMEOUT" in out
@@ -642,9 +642,9 @@ def test_serve_calls_the_web_module_lazily(
     db: Populated, run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[str, dict[str, Any]]] = []
-    fake = types.ModuleType("authpulse._web")
+    fake = types.ModuleType("authpulse._surfaces.web")
     fake.serve = lambda url, **kw: calls.append((url, kw))  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "authpulse._web", fake)
+    monkeypatch.setitem(sys.modules, "authpulse._surfaces.web", fake)
     code, _, err = run("serve", "--host", "0.0.0.0", "--port", "9000", "--admin-token", "tok")  # noqa: S104
     assert code == 0, err
     assert calls == [(db.url, {"host": "0.0.0.0", "port": 9000, "admin_token": "tok"})]  # noqa: S104
@@ -661,10 +661,10 @@ def test_serve_calls_the_web_module_lazily(
 def test_serve_without_the_web_module_exits_1(
     db: Populated, run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "authpulse._web", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "authpulse._surfaces.web", None)  # makes the import fail
     code, out, err = run("serve")
     assert code == 1
-    assert "authpulse._web" in err
+    assert "authpulse._surfaces.web" in err
     assert out == ""
 
 
@@ -680,7 +680,7 @@ def test_serve_checks_the_store_first(run: Run) -> None:
 @pytest.fixture
 def fake_time_demo(monkeypatch: pytest.MonkeyPatch) -> None:
     """``authpulse demo`` on a FakeClock: the whole run in no real time."""
-    import authpulse._demo as demo
+    import authpulse._surfaces.demo as demo
 
     real = demo.run_demo
 
@@ -722,8 +722,8 @@ def test_demo_fault_names_match_the_demo() -> None:
 def test_dashboard_frame_shows_every_signal() -> None:
     from rich.console import Console
 
-    from authpulse._dashboard import RichDashboard, render_frame
-    from authpulse._demo import DemoFrame, run_demo
+    from authpulse._surfaces.console import RichDashboard, render_frame
+    from authpulse._surfaces.demo import DemoFrame, run_demo
 
     frames: list[DemoFrame] = []
 

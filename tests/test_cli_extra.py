@@ -88,7 +88,7 @@ def test_the_core_works_without_the_cli_extra() -> None:
 )
 def test_the_command_without_the_extra_prints_the_install_line(argv: tuple[str, ...]) -> None:
     done = run_without_extra(
-        "from authpulse._cli import main\nsys.exit(main(sys.argv[1:]))\n", *argv
+        "from authpulse._surfaces.cli import main\nsys.exit(main(sys.argv[1:]))\n", *argv
     )
     assert done.returncode == 2  # EXIT_USAGE
     assert done.stderr == f"authpulse: {INSTALL}\n"
@@ -98,7 +98,7 @@ def test_the_command_without_the_extra_prints_the_install_line(argv: tuple[str, 
 
 def test_python_m_authpulse_cli_without_the_extra() -> None:
     done = run_without_extra(
-        "import runpy\nrunpy.run_module('authpulse._cli', run_name='__main__')\n"
+        "import runpy\nrunpy.run_module('authpulse._surfaces.cli', run_name='__main__')\n"
     )
     assert done.returncode == 2
     assert done.stderr == f"authpulse: {INSTALL}\n"
@@ -124,7 +124,7 @@ def test_settings_without_the_extra_raise_the_typed_error() -> None:
 
 
 def test_the_command_with_the_extra_is_unchanged(capsys: pytest.CaptureFixture[str]) -> None:
-    from authpulse._cli import main
+    from authpulse._surfaces.cli import main
 
     with pytest.raises(SystemExit) as info:
         main(["--version"])

@@ -17,8 +17,8 @@ import pytest
 
 import authpulse
 from authpulse import SessionManager
-from authpulse._cli import _log_to_stderr, main
-from authpulse._terminal import console, safe_text
+from authpulse._surfaces.cli import _log_to_stderr, main
+from authpulse._surfaces.terminal import console, safe_text
 from authpulse.testing import FakeClock, FakeIdP, LoopbackServer
 
 CLIENT_ID = "term-client"

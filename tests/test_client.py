@@ -6,8 +6,8 @@ import pytest
 
 from _support import cc_session
 from authpulse import AsyncClient, Client, ConfigurationError, TokenSet
-from authpulse._auth import SessionAuth
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
+from authpulse._sessions.auth import SessionAuth
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP
 
 
@@ -154,8 +154,8 @@ def test_backend_classes_are_made_once_and_found_by_their_names(backend: str) ->
     import inspect
 
     import authpulse
-    from authpulse import _client
-    from authpulse._http import DEFAULT_BACKEND
+    from authpulse._http import client as _client
+    from authpulse._runtime.backend import DEFAULT_BACKEND
 
     module = importlib.import_module(f"authpulse.{backend}")
     library = importlib.import_module(backend)

@@ -34,7 +34,7 @@ from authpulse import (
     SystemClock,
     TokenRetry,
 )
-from authpulse._coordination import _renewing, newest, stored_is_usable
+from authpulse._sessions.coordination import _renewing, newest, stored_is_usable
 from authpulse.testing import FakeClock, FakeIdP
 
 StoreFactory = Callable[[], SessionStore]
@@ -689,7 +689,7 @@ async def test_a_refresh_stops_renewing_its_lock_before_releasing_it(
 ) -> None:
     """Sync and async alike: the renewal ends first, so it never renews a lock
     already released (and maybe taken by a peer)."""
-    import authpulse._coordination as coordination
+    import authpulse._sessions.coordination as coordination
 
     steps: list[str] = []
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import io
 
-from authpulse._cli import main
-from authpulse._demo import run_demo
+from authpulse._surfaces.cli import main
+from authpulse._surfaces.demo import run_demo
 from authpulse.testing import FakeClock
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import authpulse
-import authpulse._sqlite_store
+import authpulse._stores.sqlite
 
 ROOT = Path(__file__).resolve().parent.parent
 # a top-level directory of a Unix system: a relative path starting with one of these
@@ -50,7 +50,7 @@ def opened_path(url: str, monkeypatch: pytest.MonkeyPatch) -> str:
         def __init__(self, path: str, **_: Any) -> None:
             seen.append(path)
 
-    monkeypatch.setattr(authpulse._sqlite_store, "SQLiteStore", Recorder)
+    monkeypatch.setattr(authpulse._stores.sqlite, "SQLiteStore", Recorder)
     authpulse.open_store(url)
     assert len(seen) == 1
     return seen[0]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from authpulse._errors import AuthpulseError, ConfigurationError, UsageError
-from authpulse._events import (
+from authpulse._core.errors import AuthpulseError, ConfigurationError, UsageError
+from authpulse._runtime.events import (
     Event,
     EventBus,
     EventKind,

@@ -21,7 +21,7 @@ from authpulse import (
     TokenSet,
     moves_to_next_level,
 )
-from authpulse._events import EventKind
+from authpulse._runtime.events import EventKind
 from authpulse.testing import FakeClock, FakeIdP, Fault
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from authpulse._errors import UsageError
-from authpulse._flow import Op, call, run_async, run_sync
+from authpulse._core.errors import UsageError
+from authpulse._runtime.flow import Op, call, run_async, run_sync
 
 
 def _value(sync_value: Any, async_value: Any) -> Op[Any]:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from authpulse._flow_http import Close, Flow, Read, Sleep, adrive, drive
-from authpulse._http import httpx
-from authpulse._resilience import AsyncRetryTransport, RetryPolicy, RetryTransport
+from authpulse._http.retry import AsyncRetryTransport, RetryPolicy, RetryTransport
+from authpulse._runtime.backend import httpx
+from authpulse._runtime.flow_http import Close, Flow, Read, Sleep, adrive, drive
 from authpulse.testing import FakeClock
 
 URL = "https://api.test/items"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authpulse import Band, HealthSignals, compute_health
-from authpulse._health import RULES, band_for
+from authpulse._core.health import RULES, band_for
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "health.md"
 

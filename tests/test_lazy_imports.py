@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import authpulse
-from authpulse._cli import main
+from authpulse._surfaces.cli import main
 
 HEAVY = (
     "redis",
@@ -22,10 +22,10 @@ HEAVY = (
     "cryptography",
     "prometheus_client",
     "opentelemetry",
-    "authpulse._redis_store",
-    "authpulse._web",
-    "authpulse._demo",
-    "authpulse._settings",
+    "authpulse._stores.redis",
+    "authpulse._surfaces.web",
+    "authpulse._surfaces.demo",
+    "authpulse._surfaces.settings",
 )
 
 
@@ -58,20 +58,26 @@ def test_the_core_names_do_not_pull_redis_rich_or_the_dashboard() -> None:
         )
         if name not in by_httpx
     ]
-    for name in ("redis", "rich", "authpulse._redis_store", "authpulse._web", "authpulse._demo"):
+    for name in (
+        "redis",
+        "rich",
+        "authpulse._stores.redis",
+        "authpulse._surfaces.web",
+        "authpulse._surfaces.demo",
+    ):
         assert name not in loaded
 
 
 def test_a_lazy_name_resolves_to_its_defining_module() -> None:
     loaded = loaded_after("from authpulse import RedisStore\nassert RedisStore.__name__")
-    assert "authpulse._redis_store" in loaded
+    assert "authpulse._stores.redis" in loaded
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["sessions", "--help"]])
 def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
     code = (
         "import contextlib, io\n"
-        "from authpulse._cli import main\n"
+        "from authpulse._surfaces.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try:\n"
         f"        main({argv!r})\n"
@@ -132,6 +138,6 @@ def test_a_backend_module_can_be_imported_first(backend: str) -> None:
     loaded_after(
         f"import authpulse.{backend} as b\n"
         "import authpulse\n"
-        "assert issubclass(b.Client, authpulse._client.SessionClientMixin)\n"
+        "assert issubclass(b.Client, authpulse._http.client.SessionClientMixin)\n"
         "assert authpulse.Client.__module__.startswith('authpulse.httpx')"
     )

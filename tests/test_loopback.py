@@ -9,7 +9,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 import authpulse
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault, LoopbackServer
 
 

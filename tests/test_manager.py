@@ -28,8 +28,8 @@ from authpulse import (
     SessionStatus,
     TokenSet,
 )
-from authpulse._events import EventKind, read_journal
-from authpulse._model import InvalidStatusChangeError
+from authpulse._core.model import InvalidStatusChangeError
+from authpulse._runtime.events import EventKind, read_journal
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 
@@ -289,7 +289,7 @@ def test_failed_proactive_refresh_degrades_and_lowers_health(
 def test_stuck_refreshing_state_is_recovered(
     manager: SessionManager, idp: FakeIdP, clock: FakeClock
 ) -> None:
-    from authpulse._state import AuthEvent
+    from authpulse._core.state import AuthEvent
 
     ms = manager.create_session("alice", cc(idp))
     ms.session.token()
@@ -344,7 +344,7 @@ def test_a_crashing_tick_is_counted_and_does_not_stop_the_worker(
     report = manager.tick()
     assert report.heartbeat_failures == 1
     manager._deadlines.push(0.0, ms.id, "bogus")  # type: ignore[arg-type]
-    monkeypatch.setattr("authpulse._fleet_worker.plan", None)  # the planner itself crashes
+    monkeypatch.setattr("authpulse._fleet.worker.plan", None)  # the planner itself crashes
     report = manager.tick()
     assert report.errors == 1
     assert manager.tick_errors == 1

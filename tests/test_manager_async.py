@@ -20,9 +20,9 @@ import pytest
 import authpulse
 from _redis import RedisServer, redis_server_fixture  # noqa: F401 - the fixture
 from authpulse import ManagerSettings, SessionManager, SessionStatus, StoreLock
-from authpulse._events import EventKind
-from authpulse._redis_store import RedisStore
-from authpulse._sqlite_store import SQLiteStore
+from authpulse._runtime.events import EventKind
+from authpulse._stores.redis import RedisStore
+from authpulse._stores.sqlite import SQLiteStore
 from authpulse.testing import FakeClock, FakeIdP
 
 SYNC_METHODS = frozenset(

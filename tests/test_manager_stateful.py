@@ -55,9 +55,9 @@ from authpulse import (
     TokenEndpointError,
     UsageError,
 )
-from authpulse._events import EventKind
-from authpulse._model import validate_labels
-from authpulse._state import AuthState
+from authpulse._core.model import validate_labels
+from authpulse._core.state import AuthState
+from authpulse._runtime.events import EventKind
 from authpulse.testing import FakeClock, FakeIdP
 
 ACTIVE, PAUSED, TIMEOUT = SessionStatus.ACTIVE, SessionStatus.PAUSED, SessionStatus.TIMEOUT

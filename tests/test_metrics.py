@@ -32,7 +32,7 @@ from authpulse import (
     SessionManager,
     TokenRetry,
 )
-from authpulse._signals import SessionEvent, SessionEventKind
+from authpulse._core.signals import SessionEvent, SessionEventKind
 from authpulse.logging_config import LOGGERS, JsonFormatter, authpulse_fields, json_formatter
 from authpulse.metrics import METRICS, MissingExtraError, otel, prometheus
 from authpulse.metrics._core import SessionWatch
@@ -925,28 +925,30 @@ def test_json_formatter_never_prints_secret_values() -> None:
 
 
 def test_logger_names_are_one_per_layer() -> None:
-    import authpulse._breaker
-    import authpulse._cache
-    import authpulse._coordination
-    import authpulse._events
-    import authpulse._fallback
-    import authpulse._manager
-    import authpulse._resilience
-    import authpulse._session
+    import authpulse._fleet.manager
+    import authpulse._http.cache
+    import authpulse._http.retry
+    import authpulse._runtime.breakers
+    import authpulse._runtime.events
+    import authpulse._sessions.coordination
+    import authpulse._sessions.fallback
+    import authpulse._sessions.session
 
-    modules: list[Any] = [
-        authpulse._session,
-        authpulse._manager,
-        authpulse._coordination,
-        authpulse._fallback,
-        authpulse._resilience,
-        authpulse._breaker,
-        authpulse._cache,
-        authpulse._events,
-    ]
-    for module in modules:
+    # the logger names are public (logging configuration uses them) and stay
+    # what they were, whatever package the module lives in
+    modules: dict[str, Any] = {
+        "authpulse.session": authpulse._sessions.session,
+        "authpulse.manager": authpulse._fleet.manager,
+        "authpulse.coordination": authpulse._sessions.coordination,
+        "authpulse.fallback": authpulse._sessions.fallback,
+        "authpulse.resilience": authpulse._http.retry,
+        "authpulse.breaker": authpulse._runtime.breakers,
+        "authpulse.cache": authpulse._http.cache,
+        "authpulse.events": authpulse._runtime.events,
+    }
+    for name, module in modules.items():
         logger = getattr(module, "log", None) or module._log
-        assert logger.name == "authpulse." + module.__name__.rsplit("._", 1)[1]
+        assert logger.name == name
         assert logger.name in LOGGERS
 
 
@@ -975,7 +977,7 @@ def test_serve_and_the_prometheus_collector_publish_the_same_series(
     idp: FakeIdP, clock: FakeClock
 ) -> None:
     """``authpulse serve``'s /metrics and ``authpulse.metrics.prometheus`` use one catalogue."""
-    from authpulse._web import Dashboard
+    from authpulse._surfaces.web import Dashboard
 
     reg = CollectorRegistry()
     m = SessionManager(clock=clock, transport=idp.transport)

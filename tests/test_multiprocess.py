@@ -39,7 +39,7 @@ from _multiprocess import (
 )
 from _redis import RedisServer, redis_server_fixture, require_redis_server  # noqa: F401 - fixture
 from authpulse import RefreshTokenGrant, Session, SQLiteStore, TokenSet, open_store
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, LoopbackServer
 
 #: access token lifetime at the fake IdP (seconds of the shared clock)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from _support import make_token, rt_session
 from authpulse import ConfigurationError, Freshness, RefreshPolicy, freshness
-from authpulse._policy import schedule
+from authpulse._core.policy import schedule
 from authpulse.testing import FakeClock, FakeIdP
 
 NOW = 1_800_000_000.0

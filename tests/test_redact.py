@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 import authpulse
 from authpulse import ClientCredentials, ConfigurationError, SessionManager
-from authpulse._events import Event, EventKind
-from authpulse._redact import (
+from authpulse._core.redact import (
     DESCRIPTOR_WORDS,
     REDACTED,
     SECRET_PAIRS,
@@ -24,7 +23,8 @@ from authpulse._redact import (
     is_secret_name,
     name_words,
 )
-from authpulse._web import DashboardServer
+from authpulse._runtime.events import Event, EventKind
+from authpulse._surfaces.web import DashboardServer
 from authpulse.logging_config import JsonFormatter
 from authpulse.testing import FakeClock, FakeIdP
 

@@ -13,9 +13,9 @@ import pytest
 from rich.console import Console
 
 import authpulse
-from authpulse._dashboard import render_frame, render_summary
-from authpulse._demo import DemoFrame, DemoIntro, DemoSummary, run_demo, summary_items
-from authpulse._stats import refresh_counts
+from authpulse._sessions.stats import refresh_counts
+from authpulse._surfaces.console import render_frame, render_summary
+from authpulse._surfaces.demo import DemoFrame, DemoIntro, DemoSummary, run_demo, summary_items
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,9 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authpulse import AuthpulseError, ConfigurationError, ErrorClass
-from authpulse._breaker import BreakerPolicy, BreakerRegistry, BreakerState, CircuitOpenError
-from authpulse._http import httpx
-from authpulse._resilience import (
+from authpulse._http.retry import (
     AsyncRetryTransport,
     BudgetRegistry,
     Failure,
@@ -33,6 +31,13 @@ from authpulse._resilience import (
     is_testing,
     plan_retry,
     set_testing,
+)
+from authpulse._runtime.backend import httpx
+from authpulse._runtime.breakers import (
+    BreakerPolicy,
+    BreakerRegistry,
+    BreakerState,
+    CircuitOpenError,
 )
 from authpulse.testing import FakeClock
 

@@ -21,8 +21,8 @@ from authpulse import (
     TokenResponseError,
     TokenRetry,
 )
-from authpulse._http import httpx
-from authpulse._retry import backoff, classify_status, parse_retry_after
+from authpulse._core.retry import backoff, classify_status, parse_retry_after
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeClock, FakeIdP, Fault
 
 NOW = 1_800_000_000.0

@@ -35,7 +35,7 @@ from authpulse import (
     TokenSet,
     TokenVerificationError,
 )
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 CLIENT_SECRET = "cs_SUPER_SECRET_client_value"

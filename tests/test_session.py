@@ -27,7 +27,7 @@ from authpulse import (
     TokenVerificationError,
     UsageError,
 )
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeClock, FakeIdP, Fault
 
 # --------------------------------------------------------------- configuration
@@ -639,9 +639,9 @@ async def test_an_async_wait_for_a_hung_refresh_times_out_as_a_sync_wait_does(
 ) -> None:
     """Sync and async waiters both give up after the refresh deadline plus the
     grace period, with the same typed error; the refresh itself goes on."""
-    import authpulse._single_flight
+    import authpulse._sessions.single_flight
 
-    monkeypatch.setattr(authpulse._single_flight, "_WAIT_GRACE", 0.0)
+    monkeypatch.setattr(authpulse._sessions.single_flight, "_WAIT_GRACE", 0.0)
     release = asyncio.Event()
 
     async def fetch(current: TokenSet | None) -> TokenSet:

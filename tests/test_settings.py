@@ -19,7 +19,7 @@ from authpulse import (
     RetryPolicy,
     TokenRetry,
 )
-from authpulse._settings import SECRET_SETTINGS, env_name, parse_duration
+from authpulse._surfaces.settings import SECRET_SETTINGS, env_name, parse_duration
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

@@ -23,8 +23,8 @@ from authpulse import (
     SessionManager,
     read_journal,
 )
-from authpulse._signals import api_kind, journal_entry
-from authpulse._state import auth_event_for
+from authpulse._core.signals import api_kind, journal_entry
+from authpulse._core.state import auth_event_for
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 

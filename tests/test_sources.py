@@ -27,7 +27,7 @@ from authpulse import (
     TokenSet,
     TokenSource,
 )
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeClock, FakeIdP
 
 URL = "https://idp.test/token"

@@ -25,7 +25,7 @@ from authpulse import (
     TokenRetry,
     TokenSet,
 )
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 

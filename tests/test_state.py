@@ -14,8 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from authpulse._errors import AuthpulseError, ConfigurationError, UsageError
-from authpulse._state import (
+from authpulse._core.errors import AuthpulseError, ConfigurationError, UsageError
+from authpulse._core.state import (
     STATE_LIMITS,
     TRANSITIONS,
     AuthEvent,
@@ -381,7 +381,7 @@ def test_mermaid_has_every_edge() -> None:
 
 def test_module_main_prints_the_diagram() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "authpulse._state"],
+        [sys.executable, "-m", "authpulse._core.state"],
         capture_output=True,
         text=True,
         check=True,

@@ -39,14 +39,11 @@ from _redis import (
     require_redis_server,
 )
 from authpulse import Clock, SystemClock
-from authpulse._crypto import DecryptionError, TokenCipher, UnauthenticatedRecordError
-from authpulse._errors import ConfigurationError, UsageError
-from authpulse._events import Event, EventKind
-from authpulse._model import SessionKind, SessionRecord, SessionStatus
-from authpulse._open_store import open_store
-from authpulse._redis_store import RedisStore
-from authpulse._sqlite_store import SQLiteStore
-from authpulse._store import (
+from authpulse._core.errors import ConfigurationError, UsageError
+from authpulse._core.model import SessionKind, SessionRecord, SessionStatus
+from authpulse._core.tokens import TokenSet
+from authpulse._runtime.events import Event, EventKind
+from authpulse._stores.base import (
     CorruptRecordError,
     FencingError,
     MemoryStore,
@@ -57,7 +54,10 @@ from authpulse._store import (
     StoreUnavailableError,
     VersionConflictError,
 )
-from authpulse._tokens import TokenSet
+from authpulse._stores.crypto import DecryptionError, TokenCipher, UnauthenticatedRecordError
+from authpulse._stores.open import open_store
+from authpulse._stores.redis import RedisStore
+from authpulse._stores.sqlite import SQLiteStore
 from authpulse.testing import FakeClock
 
 ACCESS = "at-0123456789-secret-access"
@@ -1523,8 +1523,8 @@ _CHILD = """
 import sys
 from dataclasses import replace
 from pathlib import Path
-from authpulse._sqlite_store import SQLiteStore
-from authpulse._store import VersionConflictError
+from authpulse._stores.sqlite import SQLiteStore
+from authpulse._stores.base import VersionConflictError
 
 store = SQLiteStore(sys.argv[1])
 counter = Path(sys.argv[2])

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from authpulse import Clock
-from authpulse._http import httpx
+from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 # ---------------------------------------------------------------------- FakeClock

@@ -23,8 +23,8 @@ from authpulse import (
     TokenRetry,
     TokenVerificationError,
 )
-from authpulse._fallback import StoredCredentials
-from authpulse._http import check_endpoint_url, endpoint_label, httpx
+from authpulse._runtime.backend import check_endpoint_url, endpoint_label, httpx
+from authpulse._sessions.fallback import StoredCredentials
 from authpulse.testing import FakeClock, FakeIdP, Fault
 
 LIMIT = 1024 * 1024

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authpulse import OAuthError, TokenResponseError, TokenSet, parse_token_response
-from authpulse._http import httpx
-from authpulse._tokens import MAX_EXPIRES_IN
+from authpulse._core.tokens import MAX_EXPIRES_IN
+from authpulse._runtime.backend import httpx
 
 NOW = 1_800_000_000.0
 
@@ -246,7 +246,7 @@ def _is_b64token(value: str) -> bool:
 def test_access_token_syntax_and_length(access: str) -> None:
     """Accepted exactly when RFC 6750 b64token and at most MAX_ACCESS_TOKEN_LENGTH
     long; a refusal is typed and never quotes the token."""
-    from authpulse._tokens import MAX_ACCESS_TOKEN_LENGTH
+    from authpulse._core.tokens import MAX_ACCESS_TOKEN_LENGTH
 
     outcome = _parse(200, _dumps({"access_token": access}))
     expected = _is_b64token(access) and len(access) <= MAX_ACCESS_TOKEN_LENGTH

@@ -21,7 +21,7 @@ from authpulse import (
     TokenVerificationError,
     parse_token_response,
 )
-from authpulse._tokens import MAX_EXPIRES_IN, estimate_skew, unverified_claims
+from authpulse._core.tokens import MAX_EXPIRES_IN, estimate_skew, unverified_claims
 
 NOW = 1_800_000_000.0
 KEY = "k" * 32  # HS256 test key (>= 32 bytes, so PyJWT does not warn)
@@ -342,7 +342,7 @@ def test_b64token_access_tokens_are_accepted(access: str) -> None:
 
 
 def test_an_access_token_longer_than_the_cap_is_refused() -> None:
-    from authpulse._tokens import MAX_ACCESS_TOKEN_LENGTH
+    from authpulse._core.tokens import MAX_ACCESS_TOKEN_LENGTH
 
     assert MAX_ACCESS_TOKEN_LENGTH == 16 * 1024
     with pytest.raises(TokenResponseError, match="longer than 16384 characters"):
@@ -619,7 +619,7 @@ class TestEstimateSkew:
 def test_far_future_jwt_exp_is_capped_like_expires_in() -> None:
     import jwt as pyjwt
 
-    from authpulse._tokens import MAX_EXPIRES_IN
+    from authpulse._core.tokens import MAX_EXPIRES_IN
 
     token = pyjwt.encode({"exp": 10**12}, "k" * 32, algorithm="HS256")
     body = json.dumps({"access_token": token, "token_type": "Bearer"}).encode()

@@ -33,8 +33,8 @@ from authpulse import (
     TokenSet,
     open_store,
 )
-from authpulse._http import httpx
-from authpulse._web import BAND_COLOURS, Dashboard, DashboardServer, serve
+from authpulse._runtime.backend import httpx
+from authpulse._surfaces.web import BAND_COLOURS, Dashboard, DashboardServer, serve
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 CLIENT_ID = "dash-client"
@@ -945,8 +945,8 @@ def test_an_unreadable_stored_token_gets_the_managers_estimate_everywhere(
 ) -> None:
     """The dashboard (with a manager, or on the store alone) and the manager agree on a
     session whose stored token set cannot be read: never "fresh, has a token"."""
-    from authpulse._cli import main
-    from authpulse._health import stored_health
+    from authpulse._core.health import stored_health
+    from authpulse._surfaces.cli import main
 
     key = authpulse.TokenCipher.generate_key()
     url = f"sqlite:///{tmp_path / 'enc.db'}"

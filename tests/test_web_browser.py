@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 from authpulse import AuthpulseError, ClientCredentials, ManagedSession, SessionManager
-from authpulse._web import DashboardServer
+from authpulse._surfaces.web import DashboardServer
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 if TYPE_CHECKING:

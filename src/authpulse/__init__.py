@@ -12,249 +12,249 @@ from importlib import import_module as _import_module
 from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
-    from ._breaker import BreakerPolicy as BreakerPolicy
-    from ._breaker import BreakerRegistry as BreakerRegistry
-    from ._breaker import BreakerSnapshot as BreakerSnapshot
-    from ._breaker import BreakerState as BreakerState
-    from ._breaker import CircuitBreaker as CircuitBreaker
-    from ._breaker import CircuitOpenError as CircuitOpenError
-    from ._breaker import Permit as Permit
-    from ._cache import AsyncCacheTransport as AsyncCacheTransport
-    from ._cache import CachePolicy as CachePolicy
-    from ._cache import CacheStats as CacheStats
-    from ._cache import CacheTransport as CacheTransport
-    from ._cache import ResponseCache as ResponseCache
-    from ._cache import authorization_identity as authorization_identity
-    from ._client import AsyncClient as AsyncClient
-    from ._client import Client as Client
-    from ._clock import Clock as Clock
-    from ._clock import SystemClock as SystemClock
-    from ._crypto import DecryptionError as DecryptionError
-    from ._crypto import TokenCipher as TokenCipher
-    from ._crypto import UnauthenticatedRecordError as UnauthenticatedRecordError
-    from ._errors import AuthpulseError as AuthpulseError
-    from ._errors import ConfigurationError as ConfigurationError
-    from ._errors import CredentialsUnavailableError as CredentialsUnavailableError
-    from ._errors import ErrorClass as ErrorClass
-    from ._errors import LoginRequiredError as LoginRequiredError
-    from ._errors import MissingExtraError as MissingExtraError
-    from ._errors import NoRefreshTokenError as NoRefreshTokenError
-    from ._errors import OAuthError as OAuthError
-    from ._errors import RefreshError as RefreshError
-    from ._errors import TokenEndpointError as TokenEndpointError
-    from ._errors import TokenError as TokenError
-    from ._errors import TokenResponseError as TokenResponseError
-    from ._errors import TokenVerificationError as TokenVerificationError
-    from ._errors import UsageError as UsageError
-    from ._events import Event as Event
-    from ._events import EventBus as EventBus
-    from ._events import EventKind as EventKind
-    from ._events import JournalError as JournalError
-    from ._events import JsonlJournal as JsonlJournal
-    from ._events import read_journal as read_journal
-    from ._fallback import FallbackChain as FallbackChain
-    from ._fallback import LoginRequired as LoginRequired
-    from ._fallback import SilentReauth as SilentReauth
-    from ._fallback import StoredCredentials as StoredCredentials
-    from ._fallback import moves_to_next_level as moves_to_next_level
-    from ._health import Band as Band
-    from ._health import HealthComponent as HealthComponent
-    from ._health import HealthReport as HealthReport
-    from ._health import HealthSignals as HealthSignals
-    from ._health import compute_health as compute_health
-    from ._manager import HttpProbe as HttpProbe
-    from ._manager import ManagedSession as ManagedSession
-    from ._manager import ManagerSettings as ManagerSettings
-    from ._manager import PermissionDenied as PermissionDenied
-    from ._manager import Probe as Probe
-    from ._manager import SessionClosedError as SessionClosedError
-    from ._manager import SessionManager as SessionManager
-    from ._manager import SessionNotFoundError as SessionNotFoundError
-    from ._manager import TickReport as TickReport
-    from ._model import ErrorDetails as ErrorDetails
-    from ._model import InvalidStatusChangeError as InvalidStatusChangeError
-    from ._model import SessionKind as SessionKind
-    from ._model import SessionMetadata as SessionMetadata
-    from ._model import SessionRecord as SessionRecord
-    from ._model import SessionStatus as SessionStatus
-    from ._open_store import open_store as open_store
-    from ._policy import Freshness as Freshness
-    from ._policy import RefreshPolicy as RefreshPolicy
-    from ._policy import freshness as freshness
-    from ._redact import is_secret_name as is_secret_name
-    from ._redact import redact_mapping as redact_mapping
-    from ._redis_store import RedisStore as RedisStore
-    from ._resilience import AsyncRetryTransport as AsyncRetryTransport
-    from ._resilience import BudgetRegistry as BudgetRegistry
-    from ._resilience import RequestFailedError as RequestFailedError
-    from ._resilience import RetryBudget as RetryBudget
-    from ._resilience import RetryBudgetExhaustedError as RetryBudgetExhaustedError
-    from ._resilience import RetryInfo as RetryInfo
-    from ._resilience import RetryPolicy as RetryPolicy
-    from ._resilience import RetryTransport as RetryTransport
-    from ._resilience import is_testing as is_testing
-    from ._resilience import set_testing as set_testing
-    from ._retry import TokenRetry as TokenRetry
-    from ._session import RefreshStats as RefreshStats
-    from ._session import Session as Session
-    from ._session import TokenUpdateHook as TokenUpdateHook
-    from ._settings import AuthpulseSettings as AuthpulseSettings
-    from ._signals import ApiEventKind as ApiEventKind
-    from ._signals import SessionEvent as SessionEvent
-    from ._signals import SessionEventKind as SessionEventKind
-    from ._sources import CallableSource as CallableSource
-    from ._sources import ClientCredentials as ClientCredentials
-    from ._sources import FetchContext as FetchContext
-    from ._sources import Fetched as Fetched
-    from ._sources import RefreshTokenGrant as RefreshTokenGrant
-    from ._sources import TokenSource as TokenSource
-    from ._sqlite_store import SQLiteStore as SQLiteStore
-    from ._state import AuthEvent as AuthEvent
-    from ._state import AuthState as AuthState
-    from ._state import Guards as Guards
-    from ._state import IllegalTransition as IllegalTransition
-    from ._state import StateMachine as StateMachine
-    from ._state import Transition as Transition
-    from ._stats import RequestWindow as RequestWindow
-    from ._stats import SessionStats as SessionStats
-    from ._store import CorruptRecordError as CorruptRecordError
-    from ._store import FencingError as FencingError
-    from ._store import MemoryStore as MemoryStore
-    from ._store import SessionStore as SessionStore
-    from ._store import StoredToken as StoredToken
-    from ._store import StoreError as StoreError
-    from ._store import StoreUnavailableError as StoreUnavailableError
-    from ._store import VersionConflictError as VersionConflictError
-    from ._store_lock import StoreLock as StoreLock
-    from ._tokens import TokenSet as TokenSet
-    from ._tokens import parse_token_response as parse_token_response
-    from ._verify import JWTVerifier as JWTVerifier
-    from ._web import Dashboard as Dashboard
-    from ._web import DashboardServer as DashboardServer
+    from ._core.errors import AuthpulseError as AuthpulseError
+    from ._core.errors import ConfigurationError as ConfigurationError
+    from ._core.errors import CredentialsUnavailableError as CredentialsUnavailableError
+    from ._core.errors import ErrorClass as ErrorClass
+    from ._core.errors import LoginRequiredError as LoginRequiredError
+    from ._core.errors import MissingExtraError as MissingExtraError
+    from ._core.errors import NoRefreshTokenError as NoRefreshTokenError
+    from ._core.errors import OAuthError as OAuthError
+    from ._core.errors import RefreshError as RefreshError
+    from ._core.errors import TokenEndpointError as TokenEndpointError
+    from ._core.errors import TokenError as TokenError
+    from ._core.errors import TokenResponseError as TokenResponseError
+    from ._core.errors import TokenVerificationError as TokenVerificationError
+    from ._core.errors import UsageError as UsageError
+    from ._core.events import Event as Event
+    from ._core.events import EventKind as EventKind
+    from ._core.health import Band as Band
+    from ._core.health import HealthComponent as HealthComponent
+    from ._core.health import HealthReport as HealthReport
+    from ._core.health import HealthSignals as HealthSignals
+    from ._core.health import compute_health as compute_health
+    from ._core.model import ErrorDetails as ErrorDetails
+    from ._core.model import InvalidStatusChangeError as InvalidStatusChangeError
+    from ._core.model import SessionKind as SessionKind
+    from ._core.model import SessionMetadata as SessionMetadata
+    from ._core.model import SessionRecord as SessionRecord
+    from ._core.model import SessionStatus as SessionStatus
+    from ._core.policy import Freshness as Freshness
+    from ._core.policy import RefreshPolicy as RefreshPolicy
+    from ._core.policy import freshness as freshness
+    from ._core.redact import is_secret_name as is_secret_name
+    from ._core.redact import redact_mapping as redact_mapping
+    from ._core.retry import TokenRetry as TokenRetry
+    from ._core.signals import ApiEventKind as ApiEventKind
+    from ._core.signals import SessionEvent as SessionEvent
+    from ._core.signals import SessionEventKind as SessionEventKind
+    from ._core.state import AuthEvent as AuthEvent
+    from ._core.state import AuthState as AuthState
+    from ._core.state import Guards as Guards
+    from ._core.state import IllegalTransition as IllegalTransition
+    from ._core.state import StateMachine as StateMachine
+    from ._core.state import Transition as Transition
+    from ._core.tokens import TokenSet as TokenSet
+    from ._core.tokens import parse_token_response as parse_token_response
+    from ._fleet.manager import HttpProbe as HttpProbe
+    from ._fleet.manager import ManagedSession as ManagedSession
+    from ._fleet.manager import ManagerSettings as ManagerSettings
+    from ._fleet.manager import PermissionDenied as PermissionDenied
+    from ._fleet.manager import Probe as Probe
+    from ._fleet.manager import SessionClosedError as SessionClosedError
+    from ._fleet.manager import SessionManager as SessionManager
+    from ._fleet.manager import SessionNotFoundError as SessionNotFoundError
+    from ._fleet.manager import TickReport as TickReport
+    from ._http.cache import AsyncCacheTransport as AsyncCacheTransport
+    from ._http.cache import CachePolicy as CachePolicy
+    from ._http.cache import CacheStats as CacheStats
+    from ._http.cache import CacheTransport as CacheTransport
+    from ._http.cache import ResponseCache as ResponseCache
+    from ._http.cache import authorization_identity as authorization_identity
+    from ._http.client import AsyncClient as AsyncClient
+    from ._http.client import Client as Client
+    from ._http.retry import AsyncRetryTransport as AsyncRetryTransport
+    from ._http.retry import BudgetRegistry as BudgetRegistry
+    from ._http.retry import RequestFailedError as RequestFailedError
+    from ._http.retry import RetryBudget as RetryBudget
+    from ._http.retry import RetryBudgetExhaustedError as RetryBudgetExhaustedError
+    from ._http.retry import RetryInfo as RetryInfo
+    from ._http.retry import RetryPolicy as RetryPolicy
+    from ._http.retry import RetryTransport as RetryTransport
+    from ._http.retry import is_testing as is_testing
+    from ._http.retry import set_testing as set_testing
+    from ._runtime.breakers import BreakerPolicy as BreakerPolicy
+    from ._runtime.breakers import BreakerRegistry as BreakerRegistry
+    from ._runtime.breakers import BreakerSnapshot as BreakerSnapshot
+    from ._runtime.breakers import BreakerState as BreakerState
+    from ._runtime.breakers import CircuitBreaker as CircuitBreaker
+    from ._runtime.breakers import CircuitOpenError as CircuitOpenError
+    from ._runtime.breakers import Permit as Permit
+    from ._runtime.clock import Clock as Clock
+    from ._runtime.clock import SystemClock as SystemClock
+    from ._runtime.events import EventBus as EventBus
+    from ._runtime.events import JournalError as JournalError
+    from ._runtime.events import JsonlJournal as JsonlJournal
+    from ._runtime.events import read_journal as read_journal
+    from ._sessions.fallback import FallbackChain as FallbackChain
+    from ._sessions.fallback import LoginRequired as LoginRequired
+    from ._sessions.fallback import SilentReauth as SilentReauth
+    from ._sessions.fallback import StoredCredentials as StoredCredentials
+    from ._sessions.fallback import moves_to_next_level as moves_to_next_level
+    from ._sessions.session import RefreshStats as RefreshStats
+    from ._sessions.session import Session as Session
+    from ._sessions.session import TokenUpdateHook as TokenUpdateHook
+    from ._sessions.sources import CallableSource as CallableSource
+    from ._sessions.sources import ClientCredentials as ClientCredentials
+    from ._sessions.sources import FetchContext as FetchContext
+    from ._sessions.sources import Fetched as Fetched
+    from ._sessions.sources import RefreshTokenGrant as RefreshTokenGrant
+    from ._sessions.sources import TokenSource as TokenSource
+    from ._sessions.stats import RequestWindow as RequestWindow
+    from ._sessions.stats import SessionStats as SessionStats
+    from ._sessions.verify import JWTVerifier as JWTVerifier
+    from ._stores.base import CorruptRecordError as CorruptRecordError
+    from ._stores.base import FencingError as FencingError
+    from ._stores.base import MemoryStore as MemoryStore
+    from ._stores.base import SessionStore as SessionStore
+    from ._stores.base import StoredToken as StoredToken
+    from ._stores.base import StoreError as StoreError
+    from ._stores.base import StoreUnavailableError as StoreUnavailableError
+    from ._stores.base import VersionConflictError as VersionConflictError
+    from ._stores.crypto import DecryptionError as DecryptionError
+    from ._stores.crypto import TokenCipher as TokenCipher
+    from ._stores.crypto import UnauthenticatedRecordError as UnauthenticatedRecordError
+    from ._stores.lock import StoreLock as StoreLock
+    from ._stores.open import open_store as open_store
+    from ._stores.redis import RedisStore as RedisStore
+    from ._stores.sqlite import SQLiteStore as SQLiteStore
+    from ._surfaces.settings import AuthpulseSettings as AuthpulseSettings
+    from ._surfaces.web import Dashboard as Dashboard
+    from ._surfaces.web import DashboardServer as DashboardServer
 
 # Every public name is imported on first use, from the module that defines it:
 # ``import authpulse`` (and so every ``authpulse`` command) stays cheap, and an
 # optional backend (Redis, the web dashboard) is imported only by whoever uses it.
 _EXPORTS: dict[str, str] = {
-    "BreakerPolicy": "._breaker",
-    "BreakerRegistry": "._breaker",
-    "BreakerSnapshot": "._breaker",
-    "BreakerState": "._breaker",
-    "CircuitBreaker": "._breaker",
-    "CircuitOpenError": "._breaker",
-    "Permit": "._breaker",
-    "AsyncCacheTransport": "._cache",
-    "CachePolicy": "._cache",
-    "CacheStats": "._cache",
-    "CacheTransport": "._cache",
-    "ResponseCache": "._cache",
-    "authorization_identity": "._cache",
-    "AsyncClient": "._client",
-    "Client": "._client",
-    "Clock": "._clock",
-    "SystemClock": "._clock",
-    "DecryptionError": "._crypto",
-    "TokenCipher": "._crypto",
-    "UnauthenticatedRecordError": "._crypto",
-    "AuthpulseError": "._errors",
-    "ConfigurationError": "._errors",
-    "CredentialsUnavailableError": "._errors",
-    "ErrorClass": "._errors",
-    "LoginRequiredError": "._errors",
-    "MissingExtraError": "._errors",
-    "NoRefreshTokenError": "._errors",
-    "OAuthError": "._errors",
-    "RefreshError": "._errors",
-    "TokenEndpointError": "._errors",
-    "TokenError": "._errors",
-    "TokenResponseError": "._errors",
-    "TokenVerificationError": "._errors",
-    "UsageError": "._errors",
-    "Event": "._events",
-    "EventBus": "._events",
-    "EventKind": "._events",
-    "JournalError": "._events",
-    "JsonlJournal": "._events",
-    "read_journal": "._events",
-    "FallbackChain": "._fallback",
-    "LoginRequired": "._fallback",
-    "SilentReauth": "._fallback",
-    "StoredCredentials": "._fallback",
-    "moves_to_next_level": "._fallback",
-    "Band": "._health",
-    "HealthComponent": "._health",
-    "HealthReport": "._health",
-    "HealthSignals": "._health",
-    "compute_health": "._health",
-    "HttpProbe": "._manager",
-    "ManagedSession": "._manager",
-    "ManagerSettings": "._manager",
-    "PermissionDenied": "._manager",
-    "Probe": "._manager",
-    "SessionClosedError": "._manager",
-    "SessionManager": "._manager",
-    "SessionNotFoundError": "._manager",
-    "TickReport": "._manager",
-    "ErrorDetails": "._model",
-    "InvalidStatusChangeError": "._model",
-    "SessionKind": "._model",
-    "SessionMetadata": "._model",
-    "SessionRecord": "._model",
-    "SessionStatus": "._model",
-    "Freshness": "._policy",
-    "RefreshPolicy": "._policy",
-    "freshness": "._policy",
-    "is_secret_name": "._redact",
-    "redact_mapping": "._redact",
-    "RedisStore": "._redis_store",
-    "AsyncRetryTransport": "._resilience",
-    "BudgetRegistry": "._resilience",
-    "RequestFailedError": "._resilience",
-    "RetryBudget": "._resilience",
-    "RetryBudgetExhaustedError": "._resilience",
-    "RetryInfo": "._resilience",
-    "RetryPolicy": "._resilience",
-    "RetryTransport": "._resilience",
-    "is_testing": "._resilience",
-    "set_testing": "._resilience",
-    "TokenRetry": "._retry",
-    "RefreshStats": "._session",
-    "Session": "._session",
-    "ApiEventKind": "._signals",
-    "SessionEvent": "._signals",
-    "SessionEventKind": "._signals",
-    "TokenUpdateHook": "._session",
-    "AuthpulseSettings": "._settings",
-    "CallableSource": "._sources",
-    "ClientCredentials": "._sources",
-    "FetchContext": "._sources",
-    "Fetched": "._sources",
-    "RefreshTokenGrant": "._sources",
-    "TokenSource": "._sources",
-    "SQLiteStore": "._sqlite_store",
-    "AuthEvent": "._state",
-    "AuthState": "._state",
-    "Guards": "._state",
-    "IllegalTransition": "._state",
-    "StateMachine": "._state",
-    "Transition": "._state",
-    "RequestWindow": "._stats",
-    "SessionStats": "._stats",
-    "CorruptRecordError": "._store",
-    "FencingError": "._store",
-    "MemoryStore": "._store",
-    "SessionStore": "._store",
-    "StoredToken": "._store",
-    "StoreError": "._store",
-    "StoreLock": "._store_lock",
-    "StoreUnavailableError": "._store",
-    "VersionConflictError": "._store",
-    "open_store": "._open_store",
-    "JWTVerifier": "._verify",
-    "TokenSet": "._tokens",
-    "parse_token_response": "._tokens",
-    "Dashboard": "._web",
-    "DashboardServer": "._web",
+    "BreakerPolicy": "._runtime.breakers",
+    "BreakerRegistry": "._runtime.breakers",
+    "BreakerSnapshot": "._runtime.breakers",
+    "BreakerState": "._runtime.breakers",
+    "CircuitBreaker": "._runtime.breakers",
+    "CircuitOpenError": "._runtime.breakers",
+    "Permit": "._runtime.breakers",
+    "AsyncCacheTransport": "._http.cache",
+    "CachePolicy": "._http.cache",
+    "CacheStats": "._http.cache",
+    "CacheTransport": "._http.cache",
+    "ResponseCache": "._http.cache",
+    "authorization_identity": "._http.cache",
+    "AsyncClient": "._http.client",
+    "Client": "._http.client",
+    "Clock": "._runtime.clock",
+    "SystemClock": "._runtime.clock",
+    "DecryptionError": "._stores.crypto",
+    "TokenCipher": "._stores.crypto",
+    "UnauthenticatedRecordError": "._stores.crypto",
+    "AuthpulseError": "._core.errors",
+    "ConfigurationError": "._core.errors",
+    "CredentialsUnavailableError": "._core.errors",
+    "ErrorClass": "._core.errors",
+    "LoginRequiredError": "._core.errors",
+    "MissingExtraError": "._core.errors",
+    "NoRefreshTokenError": "._core.errors",
+    "OAuthError": "._core.errors",
+    "RefreshError": "._core.errors",
+    "TokenEndpointError": "._core.errors",
+    "TokenError": "._core.errors",
+    "TokenResponseError": "._core.errors",
+    "TokenVerificationError": "._core.errors",
+    "UsageError": "._core.errors",
+    "Event": "._core.events",
+    "EventBus": "._runtime.events",
+    "EventKind": "._core.events",
+    "JournalError": "._runtime.events",
+    "JsonlJournal": "._runtime.events",
+    "read_journal": "._runtime.events",
+    "FallbackChain": "._sessions.fallback",
+    "LoginRequired": "._sessions.fallback",
+    "SilentReauth": "._sessions.fallback",
+    "StoredCredentials": "._sessions.fallback",
+    "moves_to_next_level": "._sessions.fallback",
+    "Band": "._core.health",
+    "HealthComponent": "._core.health",
+    "HealthReport": "._core.health",
+    "HealthSignals": "._core.health",
+    "compute_health": "._core.health",
+    "HttpProbe": "._fleet.manager",
+    "ManagedSession": "._fleet.manager",
+    "ManagerSettings": "._fleet.manager",
+    "PermissionDenied": "._fleet.manager",
+    "Probe": "._fleet.manager",
+    "SessionClosedError": "._fleet.manager",
+    "SessionManager": "._fleet.manager",
+    "SessionNotFoundError": "._fleet.manager",
+    "TickReport": "._fleet.manager",
+    "ErrorDetails": "._core.model",
+    "InvalidStatusChangeError": "._core.model",
+    "SessionKind": "._core.model",
+    "SessionMetadata": "._core.model",
+    "SessionRecord": "._core.model",
+    "SessionStatus": "._core.model",
+    "Freshness": "._core.policy",
+    "RefreshPolicy": "._core.policy",
+    "freshness": "._core.policy",
+    "is_secret_name": "._core.redact",
+    "redact_mapping": "._core.redact",
+    "RedisStore": "._stores.redis",
+    "AsyncRetryTransport": "._http.retry",
+    "BudgetRegistry": "._http.retry",
+    "RequestFailedError": "._http.retry",
+    "RetryBudget": "._http.retry",
+    "RetryBudgetExhaustedError": "._http.retry",
+    "RetryInfo": "._http.retry",
+    "RetryPolicy": "._http.retry",
+    "RetryTransport": "._http.retry",
+    "is_testing": "._http.retry",
+    "set_testing": "._http.retry",
+    "TokenRetry": "._core.retry",
+    "RefreshStats": "._sessions.session",
+    "Session": "._sessions.session",
+    "ApiEventKind": "._core.signals",
+    "SessionEvent": "._core.signals",
+    "SessionEventKind": "._core.signals",
+    "TokenUpdateHook": "._sessions.session",
+    "AuthpulseSettings": "._surfaces.settings",
+    "CallableSource": "._sessions.sources",
+    "ClientCredentials": "._sessions.sources",
+    "FetchContext": "._sessions.sources",
+    "Fetched": "._sessions.sources",
+    "RefreshTokenGrant": "._sessions.sources",
+    "TokenSource": "._sessions.sources",
+    "SQLiteStore": "._stores.sqlite",
+    "AuthEvent": "._core.state",
+    "AuthState": "._core.state",
+    "Guards": "._core.state",
+    "IllegalTransition": "._core.state",
+    "StateMachine": "._core.state",
+    "Transition": "._core.state",
+    "RequestWindow": "._sessions.stats",
+    "SessionStats": "._sessions.stats",
+    "CorruptRecordError": "._stores.base",
+    "FencingError": "._stores.base",
+    "MemoryStore": "._stores.base",
+    "SessionStore": "._stores.base",
+    "StoredToken": "._stores.base",
+    "StoreError": "._stores.base",
+    "StoreLock": "._stores.lock",
+    "StoreUnavailableError": "._stores.base",
+    "VersionConflictError": "._stores.base",
+    "open_store": "._stores.open",
+    "JWTVerifier": "._sessions.verify",
+    "TokenSet": "._core.tokens",
+    "parse_token_response": "._core.tokens",
+    "Dashboard": "._surfaces.web",
+    "DashboardServer": "._surfaces.web",
 }
 
 __all__ = [

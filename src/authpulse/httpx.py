@@ -5,7 +5,7 @@ a :class:`~authpulse.Session`, with the options of ``authpulse.Client``.
 For httpx2, see :mod:`authpulse.httpx2`.
 """
 
-from ._client import HttpxAsyncClient as AsyncClient
-from ._client import HttpxClient as Client
+from ._http.client import HttpxAsyncClient as AsyncClient
+from ._http.client import HttpxClient as Client
 
 __all__ = ["AsyncClient", "Client"]

@@ -5,7 +5,7 @@ a :class:`~authpulse.Session`, with the options of ``authpulse.Client``.
 For httpx, see :mod:`authpulse.httpx`.
 """
 
-from ._client import Httpx2AsyncClient as AsyncClient
-from ._client import Httpx2Client as Client
+from ._http.client import Httpx2AsyncClient as AsyncClient
+from ._http.client import Httpx2Client as Client
 
 __all__ = ["AsyncClient", "Client"]

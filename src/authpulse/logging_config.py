@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ._redact import redact_mapping
+from ._core.redact import redact_mapping
 
 __all__ = [
     "FIELD_PREFIX",

@@ -31,16 +31,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-from .._breaker import BreakerRegistry
-from .._cache import ResponseCache
-from .._errors import AuthpulseError, ConfigurationError
-from .._errors import MissingExtraError as _MissingExtraError
-from .._events import Event, EventKind
-from .._health import Band
-from .._manager import ManagedSession, SessionManager
-from .._model import SessionKind
-from .._session import Session
-from .._signals import SessionEvent, SessionEventKind
+from .._core.errors import AuthpulseError, ConfigurationError
+from .._core.errors import MissingExtraError as _MissingExtraError
+from .._core.health import Band
+from .._core.model import SessionKind
+from .._core.signals import SessionEvent, SessionEventKind
+from .._fleet.manager import ManagedSession, SessionManager
+from .._http.cache import ResponseCache
+from .._runtime.breakers import BreakerRegistry
+from .._runtime.events import Event, EventKind
+from .._sessions.session import Session
 
 __all__ = [
     "METRICS",
@@ -1246,3 +1246,13 @@ def exposition(fams: Iterable[Family]) -> str:
         for values, value in sorted(fam.values.items()):
             lines.append(_sample(name, fam.labels, values, value))
     return "\n".join(lines) + "\n" if lines else ""
+
+
+# The public names defined here show the module they are imported from.
+for _public in (
+    Instrumentation,
+    MetricSpec,
+    MissingExtraError,
+):
+    _public.__module__ = "authpulse.metrics"
+del _public

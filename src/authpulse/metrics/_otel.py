@@ -20,7 +20,7 @@ from opentelemetry.metrics import (
 )
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from .._errors import ConfigurationError
+from .._core.errors import ConfigurationError
 from .._version import __version__
 from ._core import DURATION_BUCKETS, METRICS, SPECS, Hub, Labels, SessionWatch, State
 from ._core import label_value as _label

@@ -14,7 +14,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
-from .._errors import ConfigurationError
+from .._core.errors import ConfigurationError
 from ._core import METRICS, Counts, Hub, Labels, MetricSpec, families
 
 __all__ = ["AuthpulseCollector", "hub_for"]

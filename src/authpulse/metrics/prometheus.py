@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._cache import ResponseCache
-from .._client import AsyncClient, Client
-from .._errors import ConfigurationError
-from .._manager import SessionManager
-from .._session import Session
+from .._core.errors import ConfigurationError
+from .._fleet.manager import SessionManager
+from .._http.cache import ResponseCache
+from .._http.client import AsyncClient, Client
+from .._sessions.session import Session
 from ._core import Instrumentation, combined, require
 
 if TYPE_CHECKING:

@@ -52,3 +52,9 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.advance(max(seconds, 0.0))
         await asyncio.sleep(0)
+
+
+# The public names defined here show the module they are imported from.
+for _public in (FakeClock,):
+    _public.__module__ = "authpulse.testing"
+del _public

@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, unquote
 
 import jwt
 
-from .._clock import Clock, SystemClock
-from .._http import BACKEND_NAMES, backend_for, backend_of, httpx
+from .._runtime.backend import BACKEND_NAMES, backend_for, backend_of, httpx
+from .._runtime.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     import httpx2
@@ -433,3 +433,13 @@ class FakeAPI(_FakeServer):
         if self.handler is not None:
             return self.handler(request)
         return httpx.Response(200, json={"ok": True, "path": request.url.path})
+
+
+# The public names defined here show the module they are imported from.
+for _public in (
+    FakeAPI,
+    FakeIdP,
+    Fault,
+):
+    _public.__module__ = "authpulse.testing"
+del _public

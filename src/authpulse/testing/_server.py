@@ -16,7 +16,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from .._http import httpx
+from .._runtime.backend import httpx
 
 __all__ = ["LoopbackServer"]
 
@@ -241,3 +241,9 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# The public names defined here show the module they are imported from.
+for _public in (LoopbackServer,):
+    _public.__module__ = "authpulse.testing"
+del _public

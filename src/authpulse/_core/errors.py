@@ -1,0 +1,248 @@
+"""The exception hierarchy and the error taxonomy.
+
+Every error authpulse raises derives from :class:`AuthpulseError`. Messages
+describe what went wrong without quoting secrets: no access token, refresh
+token, id token or client secret ever appears in ``str(exc)`` or ``repr``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "AuthpulseError",
+    "ConfigurationError",
+    "CredentialsUnavailableError",
+    "ErrorClass",
+    "LoginRequiredError",
+    "MissingExtraError",
+    "NoRefreshTokenError",
+    "OAuthError",
+    "RefreshError",
+    "TokenEndpointError",
+    "TokenError",
+    "TokenResponseError",
+    "TokenVerificationError",
+    "UsageError",
+]
+
+
+class ErrorClass(enum.StrEnum):
+    """What kind of failure an error is; decides whether and how to retry.
+
+    Computed once per failure and carried on exceptions, events and metrics.
+    """
+
+    NETWORK = "network"  #: connect error, read error, timeout
+    THROTTLED = "throttled"  #: 429, or 503 with Retry-After
+    SERVER = "server"  #: 500, 502, 503, 504 (and other 5xx)
+    AUTH = "auth"  #: 401, 403, and OAuth grant/client errors
+    CLIENT = "client"  #: any other 4xx, malformed responses
+
+    @property
+    def transient(self) -> bool:
+        """True when the same request may succeed if tried again later."""
+        return self in (ErrorClass.NETWORK, ErrorClass.THROTTLED, ErrorClass.SERVER)
+
+
+class AuthpulseError(Exception):
+    """Base class of every exception raised by authpulse."""
+
+    error_class: ErrorClass | None = None
+
+
+class ConfigurationError(AuthpulseError, ValueError):
+    """An argument or setting is invalid. Raised at construction time."""
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """A feature needs packages of an authpulse extra that is not installed.
+
+    ``feature`` is what was used (``"the authpulse command"``), ``extra`` the
+    extra that installs what it needs; the message ends with the exact line to
+    run, ``pip install 'authpulse[extra]'``. An :class:`ImportError` too, so
+    ``except ImportError`` around an optional import also catches it.
+    """
+
+    def __init__(self, message: str, *, feature: str, extra: str) -> None:
+        super().__init__(message)
+        self.feature = feature
+        self.extra = extra
+
+    @property
+    def install(self) -> str:
+        """The command that installs the extra: ``pip install 'authpulse[extra]'``."""
+        return f"pip install 'authpulse[{self.extra}]'"
+
+
+def missing_extra(feature: str, extra: str) -> MissingExtraError:
+    """The error for ``feature`` used without the ``extra`` extra installed."""
+    return MissingExtraError(
+        f"{feature} needs the {extra!r} extra: pip install 'authpulse[{extra}]'",
+        feature=feature,
+        extra=extra,
+    )
+
+
+class UsageError(AuthpulseError, RuntimeError):
+    """The API was called in a way that cannot work (e.g. after ``close()``)."""
+
+
+class TokenError(AuthpulseError):
+    """Obtaining a token failed."""
+
+
+class OAuthError(TokenError):
+    """The token endpoint answered with an RFC 6749 §5.2 error response.
+
+    ``error`` is the registered code (``invalid_grant``, ``invalid_client``,
+    ``invalid_scope``, ...). ``description`` and ``uri`` are the server's
+    text, shortened and scrubbed of any secret the request carried.
+    """
+
+    error_class = ErrorClass.AUTH
+
+    #: codes that mean "this grant or credential will not work again"
+    PERMANENT = frozenset(
+        {
+            "invalid_grant",
+            "invalid_client",
+            "unauthorized_client",
+            "unsupported_grant_type",
+            "invalid_scope",
+            "access_denied",
+            "invalid_request",
+        }
+    )
+
+    def __init__(
+        self,
+        error: str,
+        description: str | None = None,
+        *,
+        status_code: int | None = None,
+        uri: str | None = None,
+    ) -> None:
+        self.error = error
+        self.description = description
+        self.status_code = status_code
+        self.uri = uri
+        text = f"token endpoint returned error {error!r}"
+        if status_code is not None:
+            text += f" (HTTP {status_code})"
+        if description:
+            text += f": {description}"
+        super().__init__(text)
+
+    @property
+    def permanent(self) -> bool:
+        """True when retrying the same request cannot succeed."""
+        return self.error in self.PERMANENT
+
+
+class TokenResponseError(TokenError):
+    """The token endpoint's answer could not be understood.
+
+    Not JSON, no ``access_token``, a field of the wrong type, an absurd
+    ``expires_in``. The message names the problem, never the values.
+    """
+
+    error_class = ErrorClass.CLIENT
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class TokenEndpointError(TokenError):
+    """The token endpoint could not be reached or failed (after retries).
+
+    ``error_class`` says why: ``NETWORK``, ``THROTTLED``, ``SERVER`` or
+    ``CLIENT`` (an unexpected 4xx without an OAuth error body). The message
+    names the endpoint (``endpoint``: scheme, host, port and path — never a
+    query or userinfo) and, for a network failure, the root cause's text.
+    ``__cause__`` is then a copy of the httpx error without its request
+    (which carried the credentials).
+
+    .. versionchanged:: unreleased
+       ``endpoint``; the message names the endpoint and the cause.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: ErrorClass,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        attempts: int = 1,
+        endpoint: str | None = None,
+    ) -> None:
+        self.error_class = error_class
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.attempts = attempts
+        self.endpoint = endpoint
+        super().__init__(message)
+
+
+class TokenVerificationError(TokenError):
+    """A JWT failed verification (signature, algorithm, issuer, audience, time)."""
+
+    error_class = ErrorClass.AUTH
+
+
+class RefreshError(TokenError):
+    """A refresh could not produce a usable token.
+
+    Raised to callers that had to wait for a token (the old one has expired).
+    ``__cause__`` holds the underlying :class:`TokenError`.
+    """
+
+
+class NoRefreshTokenError(TokenError):
+    """A refresh-token grant has no refresh token to use."""
+
+    error_class = ErrorClass.AUTH
+
+
+class CredentialsUnavailableError(TokenError):
+    """A fallback level has nothing to authenticate with (no stored
+    credentials, silent re-authentication impossible)."""
+
+    error_class = ErrorClass.AUTH
+
+
+class LoginRequiredError(TokenError):
+    """Every way to get a token failed: the user must sign in again.
+
+    ``login_url`` is where to send them (``None`` if not configured).
+    """
+
+    error_class = ErrorClass.AUTH
+
+    def __init__(self, login_url: str | None, *, reason: str = "a new login is needed") -> None:
+        self.login_url = login_url
+        self.reason = reason
+        super().__init__(f"login required: {reason}")
+
+
+# The public names defined here show the module they are imported from.
+for _public in (
+    AuthpulseError,
+    ConfigurationError,
+    CredentialsUnavailableError,
+    ErrorClass,
+    LoginRequiredError,
+    MissingExtraError,
+    NoRefreshTokenError,
+    OAuthError,
+    RefreshError,
+    TokenEndpointError,
+    TokenError,
+    TokenResponseError,
+    TokenVerificationError,
+    UsageError,
+):
+    _public.__module__ = "authpulse"
+del _public

@@ -1,0 +1,1 @@
+"""Many sessions at once: ``SessionManager``, its worker, planner and inspector."""

@@ -1,0 +1,1 @@
+"""The HTTP layer: retry, budget, breaker and cache transports, and the clients."""

@@ -1,0 +1,179 @@
+"""The httpx integration: one auth flow, driven by sync and async clients.
+
+``_flow`` is a generator that yields two kinds of things: an ``Op`` for
+the token (the driver answers with the current token, refreshing if
+needed: ``sync_auth_flow`` runs its sync side, ``async_auth_flow`` awaits
+its async side) and ``httpx.Request`` (httpx answers with the response);
+``_flow.relay_sync`` and ``relay_async`` drive it.
+
+``SessionAuth`` is an ``httpx.Auth`` and an ``httpx2.Auth`` at once (of
+each installed one), so either library's client accepts it; the flow only
+reads and sets headers, so the request may come from either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast, overload
+
+from .._core.errors import ErrorClass
+from .._core.retry import classify_status
+from .._runtime.backend import (
+    BYTE_STREAM_TYPES,
+    REQUEST_NOT_READ_ERRORS,
+    Httpx2Auth,
+    HttpxAuth,
+    httpx,
+    origin_of,
+)
+from .._runtime.flow import Op, Relay, relay_async, relay_sync
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from .session import Session
+    from .single_flight import _Current
+
+__all__ = ["SessionAuth"]
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """True when the request body can be sent a second time."""
+    if isinstance(request.stream, BYTE_STREAM_TYPES):
+        return True
+    try:
+        request.content  # noqa: B018 - raises if the body is a one-shot stream not yet read
+    except REQUEST_NOT_READ_ERRORS:
+        return False
+    return True
+
+
+class SessionAuth(HttpxAuth, Httpx2Auth):
+    """Bearer auth from a :class:`Session`, with one refresh-and-replay on 401.
+
+    Both an ``httpx.Auth`` and an ``httpx2.Auth`` (each that is installed).
+    The flows take and give the request and response of whichever library
+    drives them (typed by overloads, one per library).
+    """
+
+    requires_request_body = False
+    requires_response_body = False
+
+    def __init__(
+        self, session: Session, origins: frozenset[tuple[str, str, int | None]] | None
+    ) -> None:
+        self.session = session
+        self.origins = origins
+        self._token = Op(session._get_sync, session._get_async)
+        self._seen: dict[tuple[str, bytes], bool] = {}
+
+    def __repr__(self) -> str:
+        return f"<SessionAuth session={self.session.name!r}>"
+
+    def _allowed(self, url: httpx.URL) -> bool:
+        if self.origins is None:
+            return True
+        key = (url.scheme, url.netloc)
+        ok = self._seen.get(key)
+        if ok is None:
+            ok = origin_of(url) in self.origins
+            if len(self._seen) < 1024:
+                self._seen[key] = ok
+        return ok
+
+    def _flow(self, request: httpx.Request) -> Relay[httpx.Request]:
+        """The flow, written once: it yields an :class:`Op` for the token (the
+        driver answers with the current token, refreshing if needed) and the
+        request for httpx to send (httpx answers with the response), and
+        records what the request did on the session when it ends. A request
+        to an origin not allowed goes out as it is."""
+        if not self._allowed(request.url):
+            yield request
+            return
+        session = self.session
+        outcome = _Outcome(session)
+        try:
+            before = session._cur
+            cur = cast("_Current", (yield self._token))
+            outcome.waited = cur is not before
+            request.headers["Authorization"] = cur.header
+            response = cast(httpx.Response, (yield request))
+            outcome.status = response.status_code
+            if (
+                response.status_code == 401
+                and _replayable(request)
+                # else the 401 came from a redirect target that never saw our token
+                and response.request.headers.get("Authorization") == cur.header
+            ):
+                outcome.replayed = True
+                fresh = cast("_Current", (yield self._after_401(cur.generation)))
+                if fresh.generation != cur.generation:  # else hand the 401 to the caller
+                    request.headers["Authorization"] = fresh.header
+                    response = cast(httpx.Response, (yield request))  # the one replay: final
+                    outcome.status = response.status_code
+        except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
+            outcome.record(failed=True)
+            raise
+        outcome.record(failed=False)
+
+    def _after_401(self, rejected: int) -> Op[_Current]:
+        session = self.session
+        return Op(
+            partial(session._after_401_sync, rejected), partial(session._after_401_async, rejected)
+        )
+
+    @overload
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]: ...
+    @overload
+    def sync_auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]: ...
+    def sync_auth_flow(self, request: Any) -> Generator[Any, Any, None]:
+        return relay_sync(self._flow(request))
+
+    #: the sync flow too (what the library's ``Auth.sync_auth_flow`` would run)
+    auth_flow = sync_auth_flow
+
+    @overload
+    def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]: ...
+    @overload
+    def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]: ...
+    def async_auth_flow(self, request: Any) -> AsyncGenerator[Any, Any]:
+        return relay_async(self._flow(request))
+
+
+class _Outcome:
+    """What one request did, recorded on the session when it ends.
+
+    A request *succeeded* unless it raised, or its final status was 401,
+    403, 429 or 5xx (a 404 is the caller's business, not the session's
+    health). It reached the user *cleanly* (the user-experience score) if it
+    succeeded without waiting for a refresh and without a 401 replay.
+    """
+
+    __slots__ = ("replayed", "session", "start", "status", "waited")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.start = session.clock.monotonic()
+        self.status: int | None = None
+        self.waited = False
+        self.replayed = False
+
+    def record(self, *, failed: bool) -> None:
+        session = self.session
+        status = self.status
+        ok = (
+            not failed
+            and status is not None
+            and (status < 400 or classify_status(status) is ErrorClass.CLIENT)
+        )
+        clean = ok and not self.waited and not self.replayed
+        session._record_request(ok, session.clock.monotonic() - self.start, clean)
