@@ -103,3 +103,33 @@ def test_package_is_typed() -> None:
     from pathlib import Path
 
     assert (Path(next(iter(spec.submodule_search_locations))) / "py.typed").exists()
+
+
+def test_public_classes_pickle_by_their_public_names() -> None:
+    """A public error, event or record pickles as ``authpulse.X`` and comes back."""
+    import pickle
+
+    error = authpulse.LoginRequiredError("sign in again")
+    data = pickle.dumps(error)
+    assert b"authpulse" in data
+    assert b"_core" not in data
+    back = pickle.loads(data)  # noqa: S301 - our own bytes
+    assert type(back) is authpulse.LoginRequiredError
+    kind = pickle.loads(pickle.dumps(authpulse.EventKind.CLOSED))  # noqa: S301
+    assert kind is authpulse.EventKind.CLOSED
+
+
+def test_a_private_module_imported_first_still_shows_public_names() -> None:
+    """The public ``__module__`` is set where the class is defined, not on first
+    lookup through ``authpulse``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import authpulse._sessions.session as s, authpulse._core.errors as e\n"
+        "print(s.Session.__module__, e.LoginRequiredError.__module__)"
+    )
+    done = subprocess.run(  # noqa: S603 - this interpreter, our own code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["authpulse", "authpulse"]

@@ -4,7 +4,8 @@ Each protocol is a generator that yields the I/O it needs as :class:`Op`
 steps (a store read or write, a refresh, a probe) and gets each answer sent
 back (an error is thrown back in), as ``httpx.Auth.auth_flow`` yields
 requests. :func:`drive` runs a flow with the sync callables, :func:`adrive`
-awaits the async ones, so an awaited protocol never makes a blocking call on
+awaits the async ones (they are the drivers of every flow, from
+``_runtime.flow``), so an awaited protocol never makes a blocking call on
 the event loop. :class:`EventLanes` runs flows started from sync callbacks on
 a loop (session listeners inside an awaited refresh): queued in order, one
 drainer task per loop.
@@ -15,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from .._runtime.flow import Flow, Op, call
+from .._runtime.flow import run_async as adrive
+from .._runtime.flow import run_sync as drive
 
 __all__ = ["EventLanes", "Flow", "Op", "adrive", "drive", "one_step", "run_all"]
 
@@ -29,71 +32,9 @@ log = logging.getLogger("authpulse.manager")
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
-class Op(Generic[_T]):
-    """One I/O step of a flow, in both colours."""
-
-    sync: Callable[[], _T]
-    async_: Callable[[], Awaitable[_T]]
-
-
-Flow = Generator[Op[Any], Any, _T]
-
-
-class _Driver(Generic[_T]):
-    """Where a flow stands: the step it waits on (``op``), or its ``result``."""
-
-    def __init__(self, flow: Flow[_T]) -> None:
-        self._flow = flow
-        self.op: Op[Any] | None = None
-        self.result: _T
-        self._advance(lambda: next(flow))
-
-    def _advance(self, resume: Callable[[], Op[Any]]) -> None:
-        try:
-            self.op = resume()
-        except StopIteration as stop:
-            self.op, self.result = None, stop.value
-
-    def send(self, value: object) -> None:
-        self._advance(lambda: self._flow.send(value))
-
-    def throw(self, exc: Exception) -> None:
-        self._advance(lambda: self._flow.throw(exc))
-
-
-def drive(flow: Flow[_T]) -> _T:
-    """Drive ``flow`` with the sync side of every step."""
-    with contextlib.closing(flow):
-        d = _Driver(flow)
-        while (op := d.op) is not None:
-            try:
-                value = op.sync()
-            except Exception as exc:
-                d.throw(exc)
-            else:
-                d.send(value)
-        return d.result
-
-
-async def adrive(flow: Flow[_T]) -> _T:
-    """Drive ``flow`` awaiting the async side of every step."""
-    with contextlib.closing(flow):
-        d = _Driver(flow)
-        while (op := d.op) is not None:
-            try:
-                value = await op.async_()
-            except Exception as exc:
-                d.throw(exc)
-            else:
-                d.send(value)
-        return d.result
-
-
 def one_step(sync: Callable[[], _T], async_: Callable[[], Awaitable[_T]]) -> Flow[_T]:
     """One step as a flow: ``value = yield from one_step(...)`` keeps the type."""
-    value: _T = yield Op(sync, async_)
-    return value
+    return call(Op(sync, async_))
 
 
 def run_all(
