@@ -293,7 +293,7 @@ def test_stuck_refreshing_state_is_recovered(
 
     ms = manager.create_session("alice", cc(idp))
     ms.session.token()
-    manager._fire(ms, AuthEvent.REFRESH_STARTED)  # a refresh that never reports back
+    manager._timeline.fire(ms, AuthEvent.REFRESH_STARTED)  # a refresh that never reports back
     assert ms.auth_state.value == "refreshing"
     clock.advance(61)
     assert manager.health(ms.id).components[0].name == "state"
@@ -343,7 +343,7 @@ def test_a_crashing_tick_is_counted_and_does_not_stop_the_worker(
     clock.advance(300)
     report = manager.tick()
     assert report.heartbeat_failures == 1
-    manager._deadlines.push(0.0, ms.id, "bogus")  # type: ignore[arg-type]
+    manager._registry.deadlines.push(0.0, ms.id, "bogus")  # type: ignore[arg-type]
     monkeypatch.setattr("authpulse._fleet.worker.plan", None)  # the planner itself crashes
     report = manager.tick()
     assert report.errors == 1

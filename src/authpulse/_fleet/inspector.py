@@ -25,7 +25,7 @@ __all__ = ["export", "health", "stored_health", "stored_stats", "window_dict"]
 def health(m: SessionManager, session_id: str, now: float | None) -> HealthReport:
     """:meth:`SessionManager.health`."""
     t = m.clock.now() if now is None else now
-    if isinstance(session_id, str) and session_id not in m._live:
+    if isinstance(session_id, str) and session_id not in m._registry.live:
         record = m.record(session_id)
         return stored_health(record, m.store.get_token(session_id), t, m.policy)
     ms = m.admin_get(session_id)
@@ -79,7 +79,7 @@ def export(m: SessionManager, session_id: str) -> dict[str, Any]:
     """:meth:`SessionManager.export`."""
     record = m.record(session_id)
     out: dict[str, Any] = {"session": record.to_public_dict()}
-    ms = m._live.get(session_id)
+    ms = m._registry.live.get(session_id)
     if ms is not None:
         out["health"] = m.health(session_id).to_dict()
         ts = ms.session.token_set

@@ -99,19 +99,52 @@ def create_session(
         labels=validate_labels({"session", "active", *validate_labels(labels)}),
     )
     try:
-        stored = yield from m._put(record, None)
+        stored = yield from m._steps.put(record, None)
     except VersionConflictError:
         raise ConfigurationError(f"a session with id {sid!r} already exists") from None
-    ms = m._attach(stored, source, token=token, probe=probe, on_token_update=on_token_update)
+    ms = m._registry.attach(
+        stored, source, token=token, probe=probe, on_token_update=on_token_update
+    )
     m._agg.added(stored)
-    yield from m._publish_flow(EventKind.SESSION_CREATED, stored, now, session_kind=kind.value)
+    yield from m._timeline.publish(EventKind.SESSION_CREATED, stored, now, session_kind=kind.value)
     return ms
+
+
+def _owned(
+    m: SessionManager, session_id: str, owner: str | None, *, open_: bool = False
+) -> Flow[ManagedSession]:
+    """The live session ``session_id``, checked to belong to ``owner`` (unless
+    None) and, with ``open_``, not to have ended."""
+    ms = yield from m._registry.lookup(session_id)
+    if owner is not None and ms.record.owner != owner:
+        raise PermissionDenied(ms.id)
+    if open_ and ms.record.status.terminal:
+        raise SessionClosedError(ms.id, ms.record.status)
+    return ms
+
+
+def error_details(error: str | BaseException | None, now: float) -> ErrorDetails | None:
+    """What :meth:`SessionManager.close` records of ``error``: no secret, only the
+    message of an authpulse error and the class name of any other."""
+    if error is None:
+        return None
+    if isinstance(error, BaseException):
+        cls = getattr(error, "error_class", None)
+        text = (
+            f"{type(error).__name__}: {error}"
+            if isinstance(error, AuthpulseError)
+            else type(error).__name__
+        )
+        return ErrorDetails(text[:500], getattr(cls, "value", None), now)
+    if not isinstance(error, str):
+        raise ConfigurationError("error must be a string or an exception")
+    return ErrorDetails(error[:500], None, now)
 
 
 def get_session(m: SessionManager, session_id: str, *, owner: str) -> Flow[ManagedSession]:
     """The session ``session_id`` if it belongs to ``owner``; else
     :class:`PermissionDenied` (or :class:`SessionNotFoundError`)."""
-    ms = yield from m._lookup(session_id)
+    ms = yield from m._registry.lookup(session_id)
     if ms.record.owner != owner:
         raise PermissionDenied(session_id)
     return ms
@@ -119,7 +152,7 @@ def get_session(m: SessionManager, session_id: str, *, owner: str) -> Flow[Manag
 
 def stored_record(m: SessionManager, session_id: str) -> Flow[SessionRecord]:
     """The stored record (works for sessions not loaded in this process)."""
-    r = (yield from m._get(session_id)) if isinstance(session_id, str) else None
+    r = (yield from m._steps.get(session_id)) if isinstance(session_id, str) else None
     if r is None:
         raise SessionNotFoundError(str(session_id))
     return r
@@ -167,9 +200,7 @@ def update(
     labels: Iterable[str] | None = None,
 ) -> Flow[SessionRecord]:
     """Change the phase, step, metadata (merged) or labels (replaced)."""
-    ms = yield from m._lookup(session_id)
-    m._owner_check(ms, owner)
-    m._open(ms)
+    ms = yield from _owned(m, session_id, owner, open_=True)
     for name, value in (("phase", phase), ("step", step)):
         if value is not None and (not isinstance(value, str) or len(value) > 256):
             raise ConfigurationError(f"{name} must be a string of at most 256 chars")
@@ -186,8 +217,8 @@ def update(
             last_activity_at=now,
         )
 
-    _, new = yield from m._write(ms, change)
-    yield from m._publish_flow(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
+    _, new = yield from m._steps.write(ms, change)
+    yield from m._timeline.publish(EventKind.UPDATED, new, now, phase=new.phase, step=new.step)
     return new
 
 
@@ -195,12 +226,10 @@ def record_activity(
     m: SessionManager, session_id: str, *, owner: str | None = None
 ) -> Flow[SessionRecord]:
     """Note that the session's user did something (keeps it from idling out)."""
-    ms = yield from m._lookup(session_id)
-    m._owner_check(ms, owner)
-    m._open(ms)
+    ms = yield from _owned(m, session_id, owner, open_=True)
     now = m.clock.now()
-    _, new = yield from m._write(ms, lambda r: replace(r, last_activity_at=now))
-    yield from m._publish_flow(EventKind.ACTIVITY, new, now)
+    _, new = yield from m._steps.write(ms, lambda r: replace(r, last_activity_at=now))
+    yield from m._timeline.publish(EventKind.ACTIVITY, new, now)
     return new
 
 
@@ -208,18 +237,16 @@ def pause(
     m: SessionManager, session_id: str, reason: str | None = None, *, owner: str | None = None
 ) -> Flow[SessionRecord]:
     """ACTIVE -> PAUSED. Paused sessions are not refreshed proactively."""
-    ms = yield from m._lookup(session_id)
-    m._owner_check(ms, owner)
-    return (yield from m._set_status(ms, SessionStatus.PAUSED, reason=reason or "paused"))
+    ms = yield from _owned(m, session_id, owner)
+    return (yield from m._timeline.set_status(ms, SessionStatus.PAUSED, reason=reason or "paused"))
 
 
 def resume(m: SessionManager, session_id: str, *, owner: str | None = None) -> Flow[SessionRecord]:
     """PAUSED -> ACTIVE."""
-    ms = yield from m._lookup(session_id)
-    m._owner_check(ms, owner)
-    rec = yield from m._set_status(ms, SessionStatus.ACTIVE)
-    m._schedule_lifecycle(ms)
-    m._schedule_refresh(ms)
+    ms = yield from _owned(m, session_id, owner)
+    rec = yield from m._timeline.set_status(ms, SessionStatus.ACTIVE)
+    m._registry.schedule_lifecycle(ms)
+    m._registry.schedule_refresh(ms)
     return rec
 
 
@@ -238,19 +265,17 @@ def close(
         raise ConfigurationError(f"unknown status {status!r}") from None
     if not st.terminal:
         raise ConfigurationError(f"close() needs a terminal status, not {st.value}")
-    ms = yield from m._lookup(session_id)
-    m._owner_check(ms, owner)
-    return (yield from m._set_status(ms, st, error=m._error_details(error)))
+    ms = yield from _owned(m, session_id, owner)
+    return (yield from m._timeline.set_status(ms, st, error=error_details(error, m.clock.now())))
 
 
 def cancel(
     m: SessionManager, session_id: str, reason: str | None = None, *, owner: str | None = None
 ) -> Flow[SessionRecord]:
     """End the session as CANCELLED."""
-    ms = yield from m._lookup(session_id)
-    m._owner_check(ms, owner)
+    ms = yield from _owned(m, session_id, owner)
     details = ErrorDetails(reason, None, m.clock.now()) if reason else None
-    return (yield from m._set_status(ms, SessionStatus.CANCELLED, error=details))
+    return (yield from m._timeline.set_status(ms, SessionStatus.CANCELLED, error=details))
 
 
 def cancel_stored(
@@ -268,7 +293,7 @@ def cancel_stored(
     if reason is not None and not isinstance(reason, str):
         raise ConfigurationError("reason must be a string")
     details = ErrorDetails(reason[:500], None, m.clock.now()) if reason else None
-    return (yield from m._set_status(session_id, SessionStatus.CANCELLED, error=details))
+    return (yield from m._timeline.set_status(session_id, SessionStatus.CANCELLED, error=details))
 
 
 def recover(
@@ -288,7 +313,7 @@ def recover(
     record = yield from stored_record(m, session_id)
     if record.status.terminal:
         raise SessionClosedError(session_id, record.status)
-    ms = m._live.get(session_id)
+    ms = m._registry.live.get(session_id)
     if ms is None:
         if source is None:
             raise ConfigurationError(
@@ -296,7 +321,7 @@ def recover(
             )
         # stored before ids were checked (or by another writer): it cannot name a lock
         check_id(session_id, "session_id")
-        ms = m._attach(record, source, token=token, probe=probe, on_token_update=None)
+        ms = m._registry.attach(record, source, token=token, probe=probe, on_token_update=None)
         m._agg.added(record)
     now = m.clock.now()
 
@@ -305,13 +330,13 @@ def recover(
             r = r.with_status(SessionStatus.ACTIVE, now=now)
         return replace(r, last_activity_at=now)
 
-    old, new = yield from m._write(ms, change)
+    old, new = yield from m._steps.write(ms, change)
     if old.status is not new.status:  # PAUSED -> ACTIVE, reported like resume()
         fields = {"from": old.status.value, "to": new.status.value, "reason": "recovered"}
-        yield from m._publish_flow(EventKind.STATUS_CHANGED, new, now, **fields)
-        yield from m._publish_flow(EventKind.RESUMED, new, now, **fields)
-    m._schedule_lifecycle(ms)
-    yield from m._publish_flow(EventKind.RECOVERED, new, now)
+        yield from m._timeline.publish(EventKind.STATUS_CHANGED, new, now, **fields)
+        yield from m._timeline.publish(EventKind.RESUMED, new, now, **fields)
+    m._registry.schedule_lifecycle(ms)
+    yield from m._timeline.publish(EventKind.RECOVERED, new, now)
     return ms
 
 
@@ -336,12 +361,12 @@ def cleanup(
     candidates = [
         r
         for r in m.store.query(status=[SessionStatus.ACTIVE, SessionStatus.PAUSED])
-        if r.created_at <= t - max_age and (include_stored or r.id in m._live)
+        if r.created_at <= t - max_age and (include_stored or r.id in m._registry.live)
     ]
     count = 0
     for done, r in enumerate(candidates, 1):
         try:
-            drive(m._set_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age"))
+            drive(m._timeline.set_status(r.id, SessionStatus.TIMEOUT, reason="cleanup: max age"))
             count += 1
         except StoreUnavailableError:
             raise
@@ -368,7 +393,7 @@ def ended_before(
     ):
         raise ConfigurationError("older_than must be a non-negative number of seconds")
     t = m.clock.now() if now is None else now
-    ended = yield from m._query_status(s for s in SessionStatus if s.terminal)
+    ended = yield from m._steps.query_status(s for s in SessionStatus if s.terminal)
     return [r for r in ended if r.ended_at is not None and r.ended_at <= t - older_than]
 
 
@@ -386,11 +411,11 @@ def purge(
     candidates = yield from ended_before(m, older_than, now=t)
     deleted = 0
     for done, r in enumerate(candidates, 1):
-        yield from m._publish_flow(EventKind.PURGED, r, t)
-        if (yield from m._delete(r.id)):
+        yield from m._timeline.publish(EventKind.PURGED, r, t)
+        if (yield from m._steps.delete(r.id)):
             m._agg.removed(r)
-            with m._lock:
-                m._live.pop(r.id, None)
+            with m._registry.lock:
+                m._registry.live.pop(r.id, None)
             deleted += 1
         if progress is not None:
             progress(done, len(candidates))
@@ -427,7 +452,7 @@ def archive(
                     "timeline": [e.to_dict() for e in timeline],
                 }
             )
-            drive(m._publish_flow(EventKind.ARCHIVED, r, t))
+            drive(m._timeline.publish(EventKind.ARCHIVED, r, t))
             written += 1
         if progress is not None:
             progress(done, len(candidates))

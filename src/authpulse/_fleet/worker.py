@@ -133,10 +133,10 @@ class Worker:
 
 def plan(m: SessionManager, now: float, counts: TickCounts) -> Flow[None]:
     """Pop what is due and apply the lifecycle rules; collect refreshes and probes."""
-    for sid, kind in m._deadlines.pop_due(now):
+    for sid, kind in m._registry.deadlines.pop_due(now):
         counts.n["due"] += 1
         try:
-            ms = m._live.get(sid)
+            ms = m._registry.live.get(sid)
             if ms is None or ms.record.status.terminal:
                 continue
             if kind == "lifecycle":
@@ -146,13 +146,13 @@ def plan(m: SessionManager, now: float, counts: TickCounts) -> Flow[None]:
                     continue
                 at = ms.session.refresh_at
                 if at is not None and now + m.settings.refresh_lead < at:
-                    m._push(at - m.settings.refresh_lead, sid, "refresh")
+                    m._registry.push(at - m.settings.refresh_lead, sid, "refresh")
                 else:
                     counts.refresh.append(ms)
             elif kind == "heartbeat":
                 if ms.record.status is SessionStatus.ACTIVE and ms.probe is not None:
                     counts.probe.append(ms)
-                m._push(now + m.settings.heartbeat_interval, sid, "heartbeat")
+                m._registry.push(now + m.settings.heartbeat_interval, sid, "heartbeat")
             elif kind == "stuck":
                 yield from unstick(m, ms, now, counts)
         except Exception as exc:  # one bad session never stops the tick
@@ -172,11 +172,11 @@ def plan(m: SessionManager, now: float, counts: TickCounts) -> Flow[None]:
 
 def unstick(m: SessionManager, ms: ManagedSession, now: float, counts: TickCounts) -> Flow[None]:
     guards = Guards(token_valid=ms.session.freshness(now).value != "expired")
-    with m._lock:
+    with m._registry.lock:
         tr = ms.machine.recover(now, guards=guards)
     if tr is not None:
         counts.n["recovered"] += 1
-        yield from m._publish_flow(
+        yield from m._timeline.publish(
             EventKind.STATE_CHANGED,
             ms.record,
             now,
@@ -187,7 +187,7 @@ def unstick(m: SessionManager, ms: ManagedSession, now: float, counts: TickCount
                 "reason": "stuck",
             },
         )
-        yield from m._publish_flow(
+        yield from m._timeline.publish(
             EventKind.RECOVERED, ms.record, now, reason=f"stuck in {tr.from_state.value}"
         )
 
@@ -198,11 +198,11 @@ def apply_lifecycle(
     step = lifecycle_step(ms.record, ms.last_activity(), m.settings, now)
     if step is not None:
         error = ErrorDetails(step.error, "timeout", now) if step.error else None
-        yield from m._set_status(ms, step.status, reason=step.reason, error=error)
+        yield from m._timeline.set_status(ms, step.status, reason=step.reason, error=error)
         counts.n["timed_out" if step.status.terminal else "paused"] += 1
         if step.status.terminal:
             return
-    m._schedule_lifecycle(ms)
+    m._registry.schedule_lifecycle(ms)
 
 
 def refresh_one(m: SessionManager, ms: ManagedSession) -> Flow[bool]:
@@ -217,7 +217,7 @@ def refresh_one(m: SessionManager, ms: ManagedSession) -> Flow[bool]:
     except AuthpulseError:
         return False
     finally:
-        m._schedule_refresh(ms)
+        m._registry.schedule_refresh(ms)
     return True
 
 
@@ -237,7 +237,7 @@ def probe_one(m: SessionManager, ms: ManagedSession) -> Flow[bool]:
 def heartbeat_done(m: SessionManager, ms: ManagedSession, ok: bool) -> Flow[None]:
     now = m.clock.now()
     ms.heartbeat_ok, ms.heartbeat_at = ok, now
-    yield from m._publish_flow(EventKind.HEARTBEAT, ms.record, now, ok=ok)
+    yield from m._timeline.publish(EventKind.HEARTBEAT, ms.record, now, ok=ok)
 
 
 def finish(m: SessionManager, now: float, counts: TickCounts) -> TickReport:
