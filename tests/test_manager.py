@@ -234,6 +234,35 @@ def test_idle_timeout_pauses_then_lifetime_times_out(
     assert manager.list(owner="alice")[0].status is SessionStatus.TIMEOUT  # never deleted
 
 
+def test_a_tick_stamps_status_changes_with_its_now(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    idle = manager.create_session("alice", cc(idp))
+    paused_at = clock.now() + 31 * 60  # the clock itself stays where it is
+    assert manager.tick(now=paused_at).paused == 1
+    assert status_of(idle) is SessionStatus.PAUSED
+    ended_at = clock.now() + 24 * 3600 + 1
+    assert manager.tick(now=ended_at).timed_out == 1
+    assert idle.record.ended_at == ended_at
+    assert idle.machine.entered_at == ended_at  # closed at the tick's now
+    stamps = {(e.kind, e.at) for e in manager.timeline(idle.id)}
+    assert (EventKind.PAUSED, paused_at) in stamps
+    assert (EventKind.CLOSED, ended_at) in stamps
+    changes = [e.at for e in manager.timeline(idle.id) if e.kind is EventKind.STATUS_CHANGED]
+    assert changes == [paused_at, ended_at]
+
+
+def test_a_tick_stamps_heartbeats_with_its_now(
+    manager: SessionManager, idp: FakeIdP, clock: FakeClock
+) -> None:
+    ms = manager.create_session("alice", cc(idp), probe=lambda _ms: True)
+    at = clock.now() + 300
+    assert manager.tick(now=at).heartbeats == 1
+    assert ms.heartbeat_at == at
+    beats = [e.at for e in manager.timeline(ms.id) if e.kind is EventKind.HEARTBEAT]
+    assert beats == [at]
+
+
 def test_requests_count_as_activity(
     manager: SessionManager, idp: FakeIdP, clock: FakeClock
 ) -> None:

@@ -198,7 +198,7 @@ def apply_lifecycle(
     step = lifecycle_step(ms.record, ms.last_activity(), m.settings, now)
     if step is not None:
         error = ErrorDetails(step.error, "timeout", now) if step.error else None
-        yield from m._timeline.set_status(ms, step.status, reason=step.reason, error=error)
+        yield from m._timeline.set_status(ms, step.status, reason=step.reason, error=error, now=now)
         counts.n["timed_out" if step.status.terminal else "paused"] += 1
         if step.status.terminal:
             return
@@ -221,7 +221,7 @@ def refresh_one(m: SessionManager, ms: ManagedSession) -> Flow[bool]:
     return True
 
 
-def probe_one(m: SessionManager, ms: ManagedSession) -> Flow[bool]:
+def probe_one(m: SessionManager, ms: ManagedSession, now: float) -> Flow[bool]:
     probe = ms.probe
     try:
         ok = probe is None or bool(
@@ -230,12 +230,11 @@ def probe_one(m: SessionManager, ms: ManagedSession) -> Flow[bool]:
     except Exception as exc:
         _heartbeat_raised(ms, exc)
         ok = False
-    yield from heartbeat_done(m, ms, ok)
+    yield from heartbeat_done(m, ms, ok, now)
     return ok
 
 
-def heartbeat_done(m: SessionManager, ms: ManagedSession, ok: bool) -> Flow[None]:
-    now = m.clock.now()
+def heartbeat_done(m: SessionManager, ms: ManagedSession, ok: bool, now: float) -> Flow[None]:
     ms.heartbeat_ok, ms.heartbeat_at = ok, now
     yield from m._timeline.publish(EventKind.HEARTBEAT, ms.record, now, ok=ok)
 
@@ -272,7 +271,7 @@ def tick(m: SessionManager, now: float | None = None) -> Flow[TickReport]:
             counts.n["refresh_failures"] = len(results) - sum(results)
         if counts.probe:
             probes = yield from run_all(
-                [probe_one(m, ms) for ms in counts.probe], None, len(counts.probe)
+                [probe_one(m, ms, t) for ms in counts.probe], None, len(counts.probe)
             )
             counts.n["heartbeats"] = len(probes)
             counts.n["heartbeat_failures"] = len(probes) - sum(probes)
