@@ -1,5 +1,5 @@
 """A manager's lifecycle protocols, each written once as a flow (see
-``_fleet_flow``): create, find, list, change, close, recover and clean up
+``flow``): create, find, list, change, close, recover and clean up
 sessions. ``SessionManager`` binds each one as a sync and an awaited method.
 """
 

@@ -5,9 +5,14 @@ metadata, timestamps: what survives a restart) with a live part in this
 process: its token :class:`Session`, its auth :class:`StateMachine`, its
 request statistics and its last heartbeat.
 
-Lifecycle changes are pure record transformations (``_model``) applied with
+Lifecycle changes are pure record transformations (``_core.model``) applied with
 optimistic concurrency on the store. The worker keeps every deadline in a
 heap, so a tick costs O(sessions due), not O(sessions).
+
+``SessionManager`` is the facade: the live sessions are held by ``registry``,
+the store calls made by ``steps``, events published by ``timeline``, and each
+protocol (``lifecycle``, ``worker``) is one flow bound as a sync and an awaited
+method (``faces``).
 """
 
 from __future__ import annotations
