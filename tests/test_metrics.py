@@ -35,7 +35,7 @@ from authpulse import (
 from authpulse._core.signals import SessionEvent, SessionEventKind
 from authpulse.logging_config import LOGGERS, JsonFormatter, authpulse_fields, json_formatter
 from authpulse.metrics import METRICS, MissingExtraError, otel, prometheus
-from authpulse.metrics._core import SessionWatch
+from authpulse.metrics.watch import SessionWatch
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 CLIENT_SECRET = "cs_METRICS_SECRET_client_value"
@@ -778,7 +778,7 @@ def test_watch_forgets_refreshes_that_never_end(idp: FakeIdP, clock: FakeClock) 
 
 
 def test_upstream_labels_never_carry_user_info() -> None:
-    from authpulse.metrics._core import increments
+    from authpulse.metrics.labels import increments
 
     out = increments(
         _ev(

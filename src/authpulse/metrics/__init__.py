@@ -12,6 +12,8 @@ its package installed raises :class:`MissingExtraError`, a
 :class:`~authpulse.ConfigurationError` naming the extra to install.
 """
 
-from ._core import METRICS, Instrumentation, MetricSpec, MissingExtraError
+from .catalogue import METRICS, MetricSpec
+from .extras import MissingExtraError
+from .handles import Instrumentation
 
 __all__ = ["METRICS", "Instrumentation", "MetricSpec", "MissingExtraError"]
