@@ -12,8 +12,8 @@ its package installed raises :class:`MissingExtraError`, a
 :class:`~authpulse.ConfigurationError` naming the extra to install.
 """
 
-from .catalogue import METRICS, MetricSpec
-from .extras import MissingExtraError
-from .handles import Instrumentation
+from ._catalogue import METRICS, MetricSpec
+from ._extras import MissingExtraError
+from ._handles import Instrumentation
 
 __all__ = ["METRICS", "Instrumentation", "MetricSpec", "MissingExtraError"]

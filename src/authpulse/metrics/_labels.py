@@ -16,7 +16,7 @@ from .._core.signals import SessionEvent, SessionEventKind
 from .._fleet.manager import ManagedSession
 from .._runtime.events import Event, EventKind
 from .._sessions.session import Session
-from .catalogue import Labels
+from ._catalogue import Labels
 
 __all__ = [
     "MAX_LABEL",

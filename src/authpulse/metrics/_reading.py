@@ -12,9 +12,9 @@ from .._core.model import SessionKind
 from .._http.cache import ResponseCache
 from .._runtime.breakers import BreakerRegistry
 from .._sessions.session import Session
-from .catalogue import SPECS, Labels
-from .labels import label_value, upstream_label
-from .watch import ManagerWatch
+from ._catalogue import SPECS, Labels
+from ._labels import label_value, upstream_label
+from ._watch import ManagerWatch
 
 __all__ = ["BANDS", "State", "read_breakers", "read_cache", "read_manager", "read_sessions"]
 

@@ -7,9 +7,9 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from .catalogue import METRICS, Labels, MetricSpec
-from .counts import Durations
-from .reading import State
+from ._catalogue import METRICS, Labels, MetricSpec
+from ._counts import Durations
+from ._reading import State
 
 __all__ = ["Family", "exposition", "families"]
 

@@ -12,10 +12,10 @@ from .._fleet.manager import SessionManager
 from .._http.cache import ResponseCache
 from .._runtime.breakers import BreakerRegistry
 from .._sessions.session import Session
-from .handles import Instrumentation
-from .labels import MAX_LABEL, session_label
-from .reading import State, read_breakers, read_cache, read_manager, read_sessions
-from .watch import ManagerWatch, SessionWatch, Sink
+from ._handles import Instrumentation
+from ._labels import MAX_LABEL, session_label
+from ._reading import State, read_breakers, read_cache, read_manager, read_sessions
+from ._watch import ManagerWatch, SessionWatch, Sink
 
 __all__ = ["Hub"]
 

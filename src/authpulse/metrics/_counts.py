@@ -9,9 +9,9 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .catalogue import DURATION_BUCKETS, Labels
-from .labels import label_value
-from .watch import SessionWatch
+from ._catalogue import DURATION_BUCKETS, Labels
+from ._labels import label_value
+from ._watch import SessionWatch
 
 __all__ = ["Counts", "Durations", "Histogram"]
 

@@ -18,8 +18,8 @@ from .._core.signals import SessionEvent, SessionEventKind
 from .._fleet.manager import ManagedSession, SessionManager
 from .._runtime.events import Event, EventKind
 from .._sessions.session import Session
-from .catalogue import Labels
-from .labels import increments, label_value, manager_increments
+from ._catalogue import Labels
+from ._labels import increments, label_value, manager_increments
 
 __all__ = ["ManagerWatch", "SessionWatch", "Sink"]
 
