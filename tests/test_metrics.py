@@ -35,7 +35,7 @@ from authpulse import (
 from authpulse._core.signals import SessionEvent, SessionEventKind
 from authpulse.logging_config import LOGGERS, JsonFormatter, authpulse_fields, json_formatter
 from authpulse.metrics import METRICS, MissingExtraError, otel, prometheus
-from authpulse.metrics._core import SessionWatch
+from authpulse.metrics._watch import SessionWatch
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 CLIENT_SECRET = "cs_METRICS_SECRET_client_value"
@@ -778,7 +778,7 @@ def test_watch_forgets_refreshes_that_never_end(idp: FakeIdP, clock: FakeClock) 
 
 
 def test_upstream_labels_never_carry_user_info() -> None:
-    from authpulse.metrics._core import increments
+    from authpulse.metrics._labels import increments
 
     out = increments(
         _ev(
@@ -787,6 +787,43 @@ def test_upstream_labels_never_carry_user_info() -> None:
     )
     assert out == [("api_retries", ("https://api.test:443", "unknown"))]
     assert increments(_ev("refresh_started", {})) == []
+
+
+def test_public_metrics_names_show_the_public_module() -> None:
+    """``MetricSpec``, ``Instrumentation`` and ``MissingExtraError`` show
+    ``authpulse.metrics`` even when the private module that defines them is
+    imported first; a spec pickles by that name."""
+    import pickle
+    import subprocess
+
+    code = (
+        "import authpulse.metrics._catalogue as c, authpulse.metrics._handles as h\n"
+        "import authpulse.metrics._extras as e\n"
+        "print(c.MetricSpec.__module__, h.Instrumentation.__module__, "
+        "e.MissingExtraError.__module__)"
+    )
+    done = subprocess.run(  # noqa: S603 - this interpreter, our own code
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["authpulse.metrics"] * 3
+    data = pickle.dumps(METRICS[0])
+    assert b"authpulse.metrics" in data
+    assert b"_catalogue" not in data
+    assert pickle.loads(data) == METRICS[0]  # noqa: S301 - our own bytes
+
+
+def test_the_dashboard_reads_the_same_series_as_the_collector() -> None:
+    """The names the web dashboard imports from ``authpulse.metrics._core`` are the
+    ones the Prometheus collector and the OpenTelemetry hub are built on."""
+    from authpulse.metrics import _core, _counts, _exposition, _labels, _reading, _watch
+
+    assert _core.Counts is _counts.Counts
+    assert _core.ManagerWatch is _watch.ManagerWatch
+    assert _core.State is _reading.State
+    assert _core.read_breakers is _reading.read_breakers
+    assert _core.families is _exposition.families
+    assert _core.exposition is _exposition.exposition
+    assert _core.label_value is _labels.label_value
 
 
 # ------------------------------------------------------------------------- logging

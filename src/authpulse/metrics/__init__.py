@@ -12,6 +12,8 @@ its package installed raises :class:`MissingExtraError`, a
 :class:`~authpulse.ConfigurationError` naming the extra to install.
 """
 
-from ._core import METRICS, Instrumentation, MetricSpec, MissingExtraError
+from ._catalogue import METRICS, MetricSpec
+from ._extras import MissingExtraError
+from ._handles import Instrumentation
 
 __all__ = ["METRICS", "Instrumentation", "MetricSpec", "MissingExtraError"]

@@ -22,8 +22,11 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 
 from .._core.errors import ConfigurationError
 from .._version import __version__
-from ._core import DURATION_BUCKETS, METRICS, SPECS, Hub, Labels, SessionWatch, State
-from ._core import label_value as _label
+from ._catalogue import DURATION_BUCKETS, METRICS, SPECS, Labels
+from ._hub import Hub
+from ._labels import label_value as _label
+from ._reading import State
+from ._watch import SessionWatch
 
 __all__ = ["OtelHub", "OtelSink", "hub_for", "tracer_for"]
 

@@ -15,7 +15,10 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
 from .._core.errors import ConfigurationError
-from ._core import METRICS, Counts, Hub, Labels, MetricSpec, families
+from ._catalogue import METRICS, Labels, MetricSpec
+from ._counts import Counts
+from ._exposition import families
+from ._hub import Hub
 
 __all__ = ["AuthpulseCollector", "hub_for"]
 
@@ -27,7 +30,7 @@ class AuthpulseCollector(Counts, Hub, Collector):
     happen; everything else (health, breakers, caches, a manager's
     sessions) is read from the instrumented objects when the registry is
     scraped, and costs nothing in between. What is published is decided by
-    :func:`~authpulse.metrics._core.families`, as for the dashboard's
+    :func:`~authpulse.metrics._exposition.families`, as for the dashboard's
     ``/metrics``.
     """
 

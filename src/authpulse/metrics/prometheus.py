@@ -25,7 +25,8 @@ from .._fleet.manager import SessionManager
 from .._http.cache import ResponseCache
 from .._http.client import AsyncClient, Client
 from .._sessions.session import Session
-from ._core import Instrumentation, combined, require
+from ._extras import require
+from ._handles import Instrumentation, combined
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
