@@ -92,7 +92,8 @@ class TickCounts:
     probe: list[ManagedSession] = field(default_factory=list)
 
     def report(self, at: float) -> TickReport:
-        return TickReport(at, **{name: self.n[name] for name in COUNTS})
+        # only the counters that moved: an idle tick builds no mapping at all
+        return TickReport(at, **self.n) if self.n else TickReport(at)
 
 
 class Deadlines:
@@ -106,6 +107,12 @@ class Deadlines:
     def push(self, when: float, session_id: str, kind: Kind) -> None:
         with self._lock:
             heapq.heappush(self._heap, (when, next(self._seq), session_id, kind))
+
+    def any_due(self, now: float) -> bool:
+        """Whether an entry is due at ``now`` (O(1))."""
+        with self._lock:
+            heap = self._heap
+            return bool(heap) and heap[0][0] <= now
 
     def due_count(self, now: float) -> int:
         """How many entries are due at ``now`` (O(due))."""

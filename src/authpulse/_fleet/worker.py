@@ -239,12 +239,12 @@ def heartbeat_done(m: SessionManager, ms: ManagedSession, ok: bool, now: float) 
     yield from m._timeline.publish(EventKind.HEARTBEAT, ms.record, now, ok=ok)
 
 
-def finish(m: SessionManager, now: float, counts: TickCounts) -> TickReport:
+def finish(m: SessionManager, now: float, counts: TickCounts | None) -> TickReport:
     m.tick_count += 1
-    if counts.n["errors"]:
+    if counts is not None and counts.n["errors"]:
         m.tick_errors += 1
         m._last_tick_error_at = now
-    report = counts.report(now)
+    report = TickReport(now) if counts is None else counts.report(now)
     m.last_tick = report
     return report
 
@@ -258,6 +258,8 @@ def tick(m: SessionManager, now: float | None = None) -> Flow[TickReport]:
     are logged, counted and reflected in health; they never propagate.
     Awaited (:meth:`atick`), refreshes and probes run as coroutines."""
     t = m.clock.now() if now is None else now
+    if not m._registry.deadlines.any_due(t):
+        return finish(m, t, None)  # nothing due: no counters, no plan, no steps
     counts = TickCounts()
     try:
         yield from plan(m, t, counts)
