@@ -75,7 +75,7 @@ from .._stores.base import (
 )
 from .._stores.bounded import acall_within, call_within, start_and_forget
 from .._stores.crypto import DecryptionError
-from .sources import Fetched
+from .fetch import Fetched
 
 if TYPE_CHECKING:
     from .._runtime.clock import Clock

@@ -51,8 +51,8 @@ from .._runtime.breakers import BreakerPolicy, BreakerRegistry, CircuitBreaker
 from .._runtime.clock import Clock, SystemClock
 from .._stores.base import CorruptRecordError, SessionStore
 from .coordination import MAX_KEY_LENGTH, Coordinator
+from .fetch import FetchContext, Fetched, TokenSource
 from .single_flight import RefreshReason, SingleFlight, _Current
-from .sources import FetchContext, Fetched, TokenSource
 from .stats import RequestStats, RequestWindow
 from .verify import JWTVerifier
 

@@ -32,14 +32,14 @@ from pydantic import SecretStr
 from .._core.errors import RefreshError, UsageError
 from .._core.tokens import TokenSet
 from .._runtime.flow import Flow, Op, call, run_async, run_sync
-from .sources import Fetched, either_op
+from .fetch import Fetched, either_op
 
 if TYPE_CHECKING:
     from .._core.retry import TokenRetry
     from .._runtime.clock import Clock
     from .._stores.base import CorruptRecordError
     from .coordination import Coordinator
-    from .sources import FetchContext, TokenSource
+    from .fetch import FetchContext, TokenSource
     from .verify import JWTVerifier
 
 __all__ = ["RefreshReason", "SingleFlight"]
