@@ -13,8 +13,8 @@ from .._core.signals import SessionEventKind
 if TYPE_CHECKING:
     from .._stores.base import CorruptRecordError
     from .fetch import Fetched, TokenSource
+    from .flight_state import RefreshReason, _Current
     from .session_events import EventRelay
-    from .single_flight import RefreshReason, _Current
 
 __all__ = ["RefreshBook", "RefreshStats"]
 

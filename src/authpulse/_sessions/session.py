@@ -21,7 +21,6 @@ from them (:mod:`.session_config`).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import random
 import secrets
@@ -30,24 +29,20 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import (
-    AuthpulseError,
     ConfigurationError,
-    LoginRequiredError,
-    RefreshError,
-    TokenResponseError,
-    UsageError,
 )
 from .._core.health import HealthReport, HealthSignals, compute_health
-from .._core.policy import Freshness, RefreshPolicy, schedule
+from .._core.policy import Freshness, RefreshPolicy
 from .._core.retry import TokenRetry
 from .._core.signals import LegacyListener, SessionEventHook, SessionEventKind
 from .._core.tokens import TokenSet
 from .._runtime.backend import parse_origins
 from .._runtime.breakers import BreakerPolicy, BreakerRegistry
 from .._runtime.clock import Clock, SystemClock
-from .._stores.base import CorruptRecordError, SessionStore
+from .._stores.base import SessionStore
 from .coordination import Coordinator
-from .fetch import FetchContext, Fetched, TokenSource
+from .fetch import Fetched, TokenSource
+from .flight_state import RefreshReason, _Current
 from .refresh_book import RefreshBook, RefreshStats
 from .session_config import (
     DEFAULT_POLICY,
@@ -59,7 +54,7 @@ from .session_config import (
 )
 from .session_events import EventRelay
 from .session_signals import SessionSignals
-from .single_flight import RefreshReason, SingleFlight, _Current
+from .single_flight import SingleFlight
 from .stats import RequestWindow
 from .token_clients import TokenClients
 from .verify import JWTVerifier
@@ -95,16 +90,11 @@ class Session(SingleFlight):
         "__weakref__",
         "_book",
         "_clients",
-        "_closed",
         "_coord",
-        "_cur",
         "_events",
-        "_generation",
         "_hook",
-        "_lock",
         "_rng",
         "_signals",
-        "_skew",
         "_verifier",
         "clock",
         "identity",
@@ -139,26 +129,7 @@ class Session(SingleFlight):
         store_key: str | None = None,
         lock_ttl: float = 30.0,
     ) -> None:
-        check_arguments(
-            source=source,
-            token=token,
-            on_token_update=on_token_update,
-            policy=policy,
-            retry=retry,
-            clock=clock,
-            verifier=verifier,
-            transport=transport,
-            async_transport=async_transport,
-            seed=seed,
-            rng=rng,
-            name=name,
-            identity=identity,
-            store_key=store_key,
-            lock_ttl=lock_ttl,
-            breaker=breaker,
-            store=store,
-            request_window=request_window,
-        )
+        check_arguments(locals())
         self.source = source
         self.policy = policy or DEFAULT_POLICY
         self.retry = retry or DEFAULT_RETRY
@@ -191,17 +162,7 @@ class Session(SingleFlight):
         self._clients = TokenClients(transport, async_transport)
         # jitter, not cryptography; a manager shares one generator among its sessions
         self._rng = rng if rng is not None else random.Random(seed)  # noqa: S311
-        self._lock = threading.Lock()
-        self._cur: _Current | None = None
-        self._flight: concurrent.futures.Future[_Current] | None = None
-        self._flight_loop: asyncio.AbstractEventLoop | None = None
-        # created on first use: most sessions never start a background refresh
-        self._tasks: set[asyncio.Task[Any]] | None = None
-        self._threads: set[threading.Thread] | None = None
-        self._closed = False
-        self._skew = 0.0
-        self._generation = 0
-        self._next_bg_attempt = float("-inf")
+        super().__init__()
         #: called as ``on_request(ok, latency)`` after every request made through
         #: :meth:`auth` (a manager uses it to track activity)
         self.on_request: Callable[[bool, float], None] | None = None
@@ -466,160 +427,6 @@ class Session(SingleFlight):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    # ================================================================ internals
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise UsageError(f"session {self.name!r} is closed")
-
-    def _make_current(self, token: TokenSet) -> _Current:
-        sched = schedule(token, self.policy, skew=self._skew, u=self._rng.random())
-        access = token.access_token.get_secret_value()
-        self._generation += 1
-        return _Current(
-            token,
-            access,
-            f"{token.token_type} {access}",
-            sched.refresh_at,
-            sched.expires_at,
-            self._generation,
-        )
-
-    def _context(self, current: TokenSet | None, afresh: str | None = None) -> FetchContext:
-        def on_retry(attempt: int, sleep: float, exc: BaseException | None) -> None:
-            cls = getattr(exc, "error_class", None)
-            self._events.emit(
-                SessionEventKind.RETRY,
-                cause=type(exc) if exc is not None else None,
-                attempt=attempt,
-                sleep=sleep,
-                error_class=cls.value if cls is not None else None,
-                error=type(exc).__name__ if exc else None,
-            )
-
-        return FetchContext(
-            current=current,
-            clock=self.clock,
-            retry=self.retry,
-            rng=self._rng,
-            default_lifetime=self.policy.default_lifetime,
-            http=self._clients.sync,
-            ahttp=self._clients.async_,
-            on_retry=on_retry,
-            breaker=self._signals.token_breaker(self.source, self.name),
-            afresh=afresh,
-        )
-
-    # -- outcome bookkeeping (shared by both shells) ----------------------------------
-
-    def _accept(self, fetched: Fetched) -> TokenSet:
-        token = fetched.token
-        if self._verifier is not None and token.access_token.get_secret_value().count(".") == 2:
-            self._verifier.verify(
-                token.access_token.get_secret_value(), now=self.clock.now() + (fetched.skew or 0.0)
-            )
-        sched = schedule(
-            token, self.policy, skew=fetched.skew if fetched.skew is not None else self._skew
-        )
-        if sched.expires_at <= self.clock.now():
-            raise TokenResponseError("the token endpoint returned a token that has already expired")
-        return token
-
-    def _install(
-        self, fetched: Fetched, reason: RefreshReason, *, adopted: bool = False
-    ) -> _Current:
-        book = self._book
-        previous_level = book.fallback_level
-        with self._lock:
-            if fetched.skew is not None:
-                self._skew = fetched.skew
-            cur = self._cur = self._make_current(fetched.token)
-            self._flight = None
-            self._flight_loop = None
-            self._next_bg_attempt = float("-inf")
-            book.succeeded(fetched.level, self.clock.now())
-        book.report_installed(
-            fetched,
-            reason,
-            cur,
-            previous_level=previous_level,
-            adopted=adopted,
-            now=self.clock.now(),
-            source=self.source,
-        )
-        return cur
-
-    def _record_replaced(self, discarded: CorruptRecordError, *, written: bool) -> None:
-        self._book.report_replaced(discarded, written=written)
-
-    def _fail(self, exc: BaseException, reason: RefreshReason) -> None:
-        book = self._book
-        with self._lock:
-            self._flight = None
-            self._flight_loop = None
-            book.failed(exc, self.clock.now())
-            self._next_bg_attempt = (
-                float("inf")  # only a new login helps now
-                if isinstance(exc, LoginRequiredError)
-                else self.clock.monotonic()
-                + self.policy.stale_retry_delay(book.consecutive_failures)
-            )
-        book.report_failed(exc, reason, self._generation)
-
-    @staticmethod
-    def _as_waiter_error(exc: BaseException) -> BaseException:
-        if isinstance(exc, AuthpulseError | asyncio.CancelledError):
-            return exc
-        err = RefreshError(f"token refresh failed: {type(exc).__name__}")
-        err.__cause__ = exc
-        return err
-
-    def _hook_failed(self, exc: BaseException) -> None:
-        self._book.report_hook_failed(exc)
-
-    # -- claiming the flight ----------------------------------------------------------
-
-    def _claim(
-        self, reason: RefreshReason, rejected: int | None, loop: asyncio.AbstractEventLoop | None
-    ) -> tuple[concurrent.futures.Future[_Current] | _Current, bool]:
-        """Return (the current token, False) if no refresh is needed any more, else
-        (the flight future, is_leader)."""
-        with self._lock:
-            self._check_open()
-            if self._book.login_required is not None and reason != "forced":
-                raise self._book.login_required
-            cur = self._cur
-            if cur is not None:
-                if rejected is not None and cur.generation != rejected:
-                    return cur, False  # someone already replaced the rejected token
-                if reason == "expired" and self.clock.now() < cur.expires_at:
-                    return cur, False  # refreshed while we were getting here
-                if reason == "stale" and self.clock.now() < cur.refresh_at:
-                    return cur, False  # a background refresh finished meanwhile
-            fut = self._flight
-            if fut is not None:
-                return fut, False
-            fut = concurrent.futures.Future()
-            self._flight = fut
-            self._flight_loop = loop
-            self._book.token_requests += 1
-            return fut, True
-
-    def _claim_emit(
-        self,
-        reason: RefreshReason,
-        rejected: int | None,
-        loop: asyncio.AbstractEventLoop | None,
-    ) -> tuple[concurrent.futures.Future[_Current] | _Current, bool]:
-        claimed, leader = self._claim(reason, rejected, loop)
-        if leader:
-            self._events.emit(SessionEventKind.REFRESH_STARTED, reason=reason)
-        return claimed, leader
-
-    def _current_for_fetch(self) -> TokenSet | None:
-        cur = self._cur
-        return cur.token if cur else None
 
 
 # The public names defined here show the module they are imported from.

@@ -3,9 +3,10 @@ and the defaults and collaborators built from them."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from .._core.errors import ConfigurationError
@@ -40,7 +41,14 @@ _SYNC_TRANSPORTS = every("BaseTransport")
 _ASYNC_TRANSPORTS = every("AsyncBaseTransport")
 
 
-def check_arguments(
+def check_arguments(arguments: Mapping[str, object]) -> None:
+    """Refuse, where they are given, the arguments that would fail later, inside
+    a refresh (as ``token refresh failed: AttributeError``). ``arguments`` are
+    :class:`~authpulse.Session`'s, by name (its ``locals()``)."""
+    _check(**{name: arguments[name] for name in _CHECKED})
+
+
+def _check(
     *,
     source: object,
     token: object,
@@ -61,8 +69,6 @@ def check_arguments(
     store: object,
     request_window: object,
 ) -> None:
-    """Refuse, where they are given, the arguments that would fail later, inside
-    a refresh (as ``token refresh failed: AttributeError``)."""
     # duck-typed: isinstance() against a runtime Protocol is slow on this path
     if not (callable(getattr(source, "fetch", None)) and callable(getattr(source, "afetch", None))):
         raise ConfigurationError("source must be a token source (fetch/afetch)")
@@ -115,6 +121,9 @@ def check_arguments(
         or (request_window < 1)
     ):
         raise ConfigurationError("request_window must be a positive integer")
+
+
+_CHECKED = tuple(inspect.signature(_check).parameters)
 
 
 def make_breakers(

@@ -15,9 +15,9 @@ from .stats import RequestStats, RequestWindow
 
 if TYPE_CHECKING:
     from .._runtime.clock import Clock
+    from .flight_state import _Current
     from .refresh_book import RefreshBook
     from .session_events import EventRelay
-    from .single_flight import _Current
 
 __all__ = ["SessionSignals"]
 
