@@ -10,7 +10,8 @@ threads and coroutines alike. A STALE token starts a refresh in the
 background and keeps being served; only an EXPIRED token makes callers wait.
 This module holds the session's token state: claiming the flight,
 installing a token set, recording a failure. :class:`Session` is a facade
-over its collaborators, each in a module of its own: the event hooks
+over its collaborators, each in a module of its own (what it reports of
+them is :class:`~.session_observation.SessionObservation`): the event hooks
 (:mod:`.session_events`), the refresh counters and the reports of each
 outcome (:mod:`.refresh_book`), the health signals and request statistics
 (:mod:`.session_signals`), the token endpoint's HTTP clients
@@ -25,16 +26,15 @@ import logging
 import random
 import secrets
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from .._core.errors import (
     ConfigurationError,
 )
-from .._core.health import HealthReport, HealthSignals, compute_health
-from .._core.policy import Freshness, RefreshPolicy
+from .._core.policy import RefreshPolicy
 from .._core.retry import TokenRetry
-from .._core.signals import LegacyListener, SessionEventHook, SessionEventKind
+from .._core.signals import SessionEventKind
 from .._core.tokens import TokenSet
 from .._runtime.backend import parse_origins
 from .._runtime.breakers import BreakerPolicy, BreakerRegistry
@@ -47,15 +47,14 @@ from .refresh_book import RefreshBook, RefreshStats
 from .session_config import (
     DEFAULT_POLICY,
     DEFAULT_RETRY,
-    STORE_KINDS,
     check_arguments,
     make_breakers,
     make_coordinator,
 )
 from .session_events import EventRelay
+from .session_observation import SessionObservation
 from .session_signals import SessionSignals
 from .single_flight import SingleFlight
-from .stats import RequestWindow
 from .token_clients import TokenClients
 from .verify import JWTVerifier
 
@@ -70,7 +69,7 @@ log = logging.getLogger("authpulse.session")
 TokenUpdateHook = Callable[[TokenSet], None] | Callable[[TokenSet], Awaitable[None]]
 
 
-class Session(SingleFlight):
+class Session(SessionObservation, SingleFlight):
     """An authenticated session: a token source plus the rules that keep it fresh.
 
     >>> session = Session(ClientCredentials(url, "id", "secret"))
@@ -205,110 +204,6 @@ class Session(SingleFlight):
         """
         cur = self._cur
         return cur.expires_at if cur is not None else None
-
-    @property
-    def fallback_level(self) -> int:
-        """The level of the source chain that produced the current token (0: the primary).
-
-        .. versionadded:: unreleased
-        """
-        return self._book.fallback_level
-
-    @property
-    def api_retries(self) -> int:
-        """API requests of this session's clients retried so far.
-
-        .. versionadded:: unreleased
-        """
-        return self._signals.api_retries
-
-    def breaker_registries(self) -> tuple[BreakerRegistry, ...]:
-        """The breaker registries guarding this session: its token endpoint's, then
-        those of its API clients (read-only; for metrics and dashboards).
-
-        .. versionadded:: unreleased
-        """
-        return self._signals.registries()
-
-    def breaker_state(self) -> str | None:
-        """The worst state of the breakers guarding this session's upstreams
-        (the token endpoint and the API origins of its clients), or ``None``."""
-        return self._signals.breaker_state()
-
-    def _store_state(self, available: bool, error: str | None) -> None:
-        self._events.emit(STORE_KINDS[available], error=error)
-
-    def _watch_breakers(self, registry: BreakerRegistry) -> None:
-        """Count ``registry``'s breakers in this session's health (clients call this)."""
-        self._signals.watch(registry)
-
-    def _api_event(self, kind: str, fields: Mapping[str, Any]) -> None:
-        """Retry, breaker and cache events of this session's clients."""
-        self._signals.api_event(kind, fields)
-
-    def request_window(self) -> RequestWindow:
-        """Success rate, p95 latency and user-experience score of recent requests."""
-        return self._signals.request_window()
-
-    def _record_request(self, ok: bool, latency: float, ux_ok: bool) -> None:
-        self._signals.record_request(ok, latency, ux_ok, self.on_request)
-
-    def freshness(self, now: float | None = None) -> Freshness:
-        """FRESH, STALE or EXPIRED at ``now`` (default: the clock's now)."""
-        cur = self._cur
-        if cur is None:
-            return Freshness.EXPIRED
-        t = self.clock.now() if now is None else now
-        if t >= cur.expires_at:
-            return Freshness.EXPIRED
-        return Freshness.STALE if t >= cur.refresh_at else Freshness.FRESH
-
-    def stats(self) -> RefreshStats:
-        """Refresh counters."""
-        return self._book.stats(self._skew, self._generation)
-
-    def health_signals(self, now: float | None = None) -> HealthSignals:
-        """The signals this session knows about (token and refresh outcome)."""
-        t = self.clock.now() if now is None else now
-        store_ok = None if self._coord is None else self._coord.store_ok
-        signals, fresh = self._signals, self.freshness(t).value
-        return signals.gather(
-            t, self._cur, fresh, self._book, closed=self._closed, store_available=store_ok
-        )
-
-    def health(self, now: float | None = None) -> HealthReport:
-        """A 0–100 score with its band and the reasons for every point lost."""
-        return compute_health(self.health_signals(now))
-
-    def add_listener(self, fn: Callable[[str, dict[str, Any]], None]) -> None:
-        """Call ``fn(kind, fields)`` on refresh events (``refreshed``,
-        ``refresh_failed``, ``retry``). Fields never carry secrets.
-
-        ``kind`` is the value of a :class:`~authpulse.SessionEventKind`; for
-        typed events, use :meth:`add_event_hook`."""
-        self.add_event_hook(LegacyListener(fn))
-
-    def add_event_hook(self, hook: SessionEventHook) -> None:
-        """Call ``hook(event)`` with every :class:`~authpulse.SessionEvent` of this
-        session (refreshes, retries, fallbacks, store and API client events).
-
-        Events never carry secrets; a hook that raises is logged and the
-        others still run.
-
-        .. versionadded:: unreleased
-        """
-        if not callable(hook):
-            raise ConfigurationError("an event hook must be callable")
-        self._events.add(hook)
-
-    @property
-    def event_hooks(self) -> tuple[SessionEventHook, ...]:
-        """The hooks registered with :meth:`add_event_hook` and :meth:`add_listener`
-        (read-only; a listener appears as its adapter).
-
-        .. versionadded:: unreleased
-        """
-        return self._events.hooks
 
     # ------------------------------------------------------------------ sync API
 
