@@ -34,7 +34,8 @@ from authpulse import (
     SystemClock,
     TokenRetry,
 )
-from authpulse._sessions.coordination import _renewing, newest, stored_is_usable
+from authpulse._sessions.coordination import newest, stored_is_usable
+from authpulse._sessions.lock_renewal import renewing
 from authpulse.testing import FakeClock, FakeIdP
 
 StoreFactory = Callable[[], SessionStore]
@@ -637,7 +638,7 @@ def test_a_lock_renewal_follows_the_clock_of_the_store(tmp_path: Path) -> None:
         return ok
 
     lock.renew = counted  # type: ignore[method-assign]
-    with _renewing(lock, 30, clock):
+    with renewing(lock, 30, clock):
         for _ in range(4):  # 60 s of the clock: twice the TTL
             clock.advance(15)
             assert renewed.acquire(timeout=RETURNED)
@@ -689,7 +690,7 @@ async def test_a_refresh_stops_renewing_its_lock_before_releasing_it(
 ) -> None:
     """Sync and async alike: the renewal ends first, so it never renews a lock
     already released (and maybe taken by a peer)."""
-    import authpulse._sessions.coordination as coordination
+    import authpulse._sessions.lock_renewal as lock_renewal
 
     steps: list[str] = []
 
@@ -700,13 +701,13 @@ async def test_a_refresh_stops_renewing_its_lock_before_releasing_it(
 
         return stopped
 
-    real_start, real_astart = coordination._start_renewal, coordination._astart_renewal
+    real_start, real_astart = lock_renewal.start_renewal, lock_renewal.astart_renewal
 
     async def astart(*args: Any) -> Callable[[], None]:
         return wrap_stop(await real_astart(*args))
 
-    monkeypatch.setattr(coordination, "_start_renewal", lambda *a: wrap_stop(real_start(*a)))
-    monkeypatch.setattr(coordination, "_astart_renewal", astart)
+    monkeypatch.setattr(lock_renewal, "start_renewal", lambda *a: wrap_stop(real_start(*a)))
+    monkeypatch.setattr(lock_renewal, "astart_renewal", astart)
     real_release, real_arelease = authpulse.StoreLock.release, authpulse.StoreLock.arelease
 
     def release(self: authpulse.StoreLock) -> None:

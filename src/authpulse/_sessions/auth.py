@@ -32,8 +32,8 @@ from .._runtime.flow import Op, Relay, relay_async, relay_sync
 if TYPE_CHECKING:
     import httpx2
 
+    from .flight_state import _Current
     from .session import Session
-    from .single_flight import _Current
 
 __all__ = ["SessionAuth"]
 

@@ -12,9 +12,8 @@ EXPIRED token makes callers wait.
 The waiting and the refresh are flows (:mod:`authpulse._runtime.flow`): generators
 that yield their I/O steps (the token request, the store's protocol, the
 JWT check, the ``on_token_update`` hook) for the sync or the async driver.
-The session's own bookkeeping (claiming the flight, installing a token,
-recording a failure, events) stays in ``_session``; :class:`SingleFlight` is
-the mixin that drives it.
+The bookkeeping it drives (claiming the flight, installing a token,
+recording a failure) is its base, :class:`~.flight_state.FlightState`.
 """
 
 from __future__ import annotations
@@ -23,87 +22,47 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from .._core.errors import RefreshError, UsageError
 from .._core.tokens import TokenSet
 from .._runtime.flow import Flow, Op, call, run_async, run_sync
-from .sources import Fetched, either_op
+from .fetch import Fetched, either_op
+from .flight_state import FlightState, RefreshReason, _Current
 
 if TYPE_CHECKING:
-    from .._core.retry import TokenRetry
-    from .._runtime.clock import Clock
     from .._stores.base import CorruptRecordError
     from .coordination import Coordinator
-    from .sources import FetchContext, TokenSource
-    from .verify import JWTVerifier
 
 __all__ = ["RefreshReason", "SingleFlight"]
-
-RefreshReason = Literal["expired", "stale", "forced", "rejected", "initial"]
 
 #: how much longer than the refresh's deadline a waiter waits for it (real seconds)
 _WAIT_GRACE = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Current:
-    token: TokenSet
-    # raw, for the hot path; kept out of the repr (frames holding one print it)
-    access: str = field(repr=False)
-    header: str = field(repr=False)
-    refresh_at: float  # local clock
-    expires_at: float  # local clock
-    generation: int
+class SingleFlight(FlightState):
+    """The refresh machinery of :class:`~authpulse.Session`: the waiting, the
+    refresh flow, and the sync and async shells with their background
+    refreshes (a base of the session, over the token state of
+    :class:`~.flight_state.FlightState`)."""
 
+    __slots__ = ("_tasks", "_threads")
 
-class SingleFlight:
-    """The refresh machinery of :class:`~authpulse.Session` (a mixin: the
-    session holds the state and the bookkeeping declared below)."""
-
-    __slots__ = ("_flight", "_flight_loop", "_next_bg_attempt", "_tasks", "_threads")
-
-    _flight: concurrent.futures.Future[_Current] | None
-    _flight_loop: asyncio.AbstractEventLoop | None
-    #: monotonic time before which no background refresh starts (after a failure)
-    _next_bg_attempt: float
     # created on first use: most sessions never start a background refresh
     _tasks: set[asyncio.Task[Any]] | None
     _threads: set[threading.Thread] | None
 
     if TYPE_CHECKING:
-        source: TokenSource
-        retry: TokenRetry
-        clock: Clock
-        name: str
-        _cur: _Current | None
-        _closed: bool
         _coord: Coordinator | None
         _hook: Callable[[TokenSet], object] | None
-        _verifier: JWTVerifier | None
 
-        def _check_open(self) -> None: ...
-        def _claim_emit(
-            self,
-            reason: RefreshReason,
-            rejected: int | None,
-            loop: asyncio.AbstractEventLoop | None,
-        ) -> tuple[concurrent.futures.Future[_Current] | _Current, bool]: ...
-        def _current_for_fetch(self) -> TokenSet | None: ...
-        def _context(self, current: TokenSet | None, afresh: str | None = None) -> FetchContext: ...
-        def _accept(self, fetched: Fetched) -> TokenSet: ...
-        def _install(
-            self, fetched: Fetched, reason: RefreshReason, *, adopted: bool = False
-        ) -> _Current: ...
-        def _record_replaced(self, discarded: CorruptRecordError, *, written: bool) -> None: ...
-        def _fail(self, exc: BaseException, reason: RefreshReason) -> None: ...
-        @staticmethod
-        def _as_waiter_error(exc: BaseException) -> BaseException: ...
-        def _hook_failed(self, exc: BaseException) -> None: ...
+    def __init__(self) -> None:
+        super().__init__()
+        self._tasks = None
+        self._threads = None
 
     def _usable_now(self, background: Callable[[], None]) -> _Current | None:
         """The current token if it can be served now (starting a ``background``

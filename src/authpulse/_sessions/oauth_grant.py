@@ -1,0 +1,375 @@
+"""The OAuth 2.0 grants' shared token request flow: client authentication,
+the request, parsing the answer, and the retries, written once for both
+drivers (the grants themselves are in :mod:`.client_credentials` and
+:mod:`.refresh_grant`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import tenacity
+from pydantic import SecretStr
+
+from .._core.errors import ConfigurationError, ErrorClass, TokenEndpointError, TokenError
+from .._core.retry import classify_status, parse_retry_after
+from .._core.tokens import Redacted, TokenSet, estimate_skew, token_response_outcome
+from .._runtime.backend import (
+    REQUEST_ERRORS,
+    HttpModule,
+    backend,
+    backend_of,
+    check_endpoint_url,
+    endpoint_label,
+    httpx,
+)
+from .._runtime.flow import Flow, Op, run_async, run_sync
+from .._runtime.retrying import retrying_kwargs
+from .fetch import FetchContext, Fetched
+from .token_body import (
+    BodyReader,
+    abody_chunks,
+    body_chunks,
+    fetched_or_raise,
+    guarded,
+    iat_of,
+    request_error,
+)
+
+__all__ = ["ClientAuthMethod", "OAuthGrant", "as_secret"]
+
+_T = TypeVar("_T")
+
+ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+
+
+def _basic(client_id: str, secret: str) -> str:
+    # RFC 6749 §2.3.1: both parts are form-url-encoded before base64.
+    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def as_secret(value: object, what: str) -> SecretStr | None:
+    if value is None or isinstance(value, SecretStr):
+        secret = value
+    elif isinstance(value, str):
+        secret = SecretStr(value)
+    else:
+        raise ConfigurationError(f"{what} must be a string or a SecretStr")
+    if secret is not None and not isinstance(secret.get_secret_value(), str):
+        raise ConfigurationError(f"{what} must be a string or a SecretStr")
+    return secret
+
+
+def _check_params(extra_params: object) -> dict[str, str]:
+    if extra_params is None:
+        return {}
+    if not isinstance(extra_params, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in extra_params.items()
+    ):
+        raise ConfigurationError("extra_params must be a dict of strings to strings")
+    return dict(extra_params)
+
+
+def _check_scope(scope: object) -> str | None:
+    if scope is None or isinstance(scope, str):
+        return scope or None
+    if isinstance(scope, Iterable):
+        parts = list(scope)
+        if all(isinstance(p, str) for p in parts):
+            return " ".join(parts) or None
+    raise ConfigurationError("scope must be a string or a list of strings")
+
+
+class OAuthGrant:
+    """Base of the OAuth 2.0 grants: client authentication, request, parsing, retries.
+
+    ``token_url`` must be ``https://``; plain ``http://`` is accepted only to
+    a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``) or with
+    ``allow_insecure_http=True``, since the client secret and the refresh
+    token travel in the request.
+
+    .. versionchanged:: unreleased
+       ``allow_insecure_http``; every argument is checked here.
+    """
+
+    grant_type: str = ""
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str | SecretStr | None = None,
+        *,
+        auth_method: ClientAuthMethod | None = None,
+        scope: str | Iterable[str] | None = None,
+        extra_params: dict[str, str] | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        if not isinstance(allow_insecure_http, bool):
+            raise ConfigurationError("allow_insecure_http must be a boolean")
+        check_endpoint_url(token_url, what="token_url", allow_insecure_http=allow_insecure_http)
+        if not isinstance(client_id, str) or not client_id:
+            raise ConfigurationError("client_id must be a non-empty string")
+        secret = as_secret(client_secret, "client_secret")
+        method = auth_method or ("client_secret_basic" if secret is not None else "none")
+        if method not in ("client_secret_basic", "client_secret_post", "none"):
+            raise ConfigurationError(f"unsupported client auth method {method!r}")
+        if method != "none" and secret is None:
+            raise ConfigurationError(f"{method} needs a client_secret")
+        self.token_url = token_url
+        self.client_id = client_id
+        self._secret = secret
+        self.auth_method: ClientAuthMethod = method
+        self.allow_insecure_http = allow_insecure_http
+        self.scope = _check_scope(scope)
+        self._extra = _check_params(extra_params)
+        #: the endpoint as error messages name it (no query, no userinfo)
+        self.endpoint = endpoint_label(token_url)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(token_url={self.token_url!r}, client_id={self.client_id!r},"
+            f" auth_method={self.auth_method!r})"
+        )
+
+    # -- pure parts ------------------------------------------------------------------
+
+    def _grant_params(self, current: TokenSet | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _secrets(self, current: TokenSet | None) -> list[SecretStr]:
+        """What the request carries that must never be shown (wrapped)."""
+        if self._secret is None:
+            return []
+        out = [self._secret]
+        if self.auth_method == "client_secret_basic":
+            # the Basic credentials decode to the secret: an IdP echoing the header leaks it
+            basic = _basic(self.client_id, self._secret.get_secret_value())
+            out.append(SecretStr(basic[len("Basic ") :]))
+        return out
+
+    def build_request(
+        self, current: TokenSet | None, *, http: HttpModule | None = None
+    ) -> httpx.Request:
+        """The token request for this grant (no I/O), built with ``http`` (an
+        HTTP library module: ``httpx`` or ``httpx2``; default: the default backend)."""
+        hx = http if http is not None else backend()
+        form = {"grant_type": self.grant_type, **self._grant_params(current), **self._extra}
+        # encodings authpulse inflates itself, within the body size limit
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+        try:
+            if self.scope and "scope" not in form:
+                form["scope"] = self.scope
+            secret = self._secret
+            if self.auth_method == "client_secret_basic" and secret is not None:
+                headers["Authorization"] = _basic(self.client_id, secret.get_secret_value())
+            else:
+                form["client_id"] = self.client_id
+                if self.auth_method == "client_secret_post" and secret is not None:
+                    form["client_secret"] = secret.get_secret_value()
+            return hx.Request("POST", self.token_url, data=form, headers=headers)
+        finally:
+            # encoded into the request: no frame of an error keeps the values
+            form.clear()
+            headers.clear()
+
+    def parse(self, response: httpx.Response, ctx: FetchContext) -> Fetched:
+        """Turn an answer into a token set or raise a typed error (no I/O)."""
+        outcome = self._outcome(response.status_code, response.headers, response.content, ctx)
+        del response
+        if isinstance(outcome, TokenError):
+            raise outcome
+        return outcome
+
+    def _outcome(
+        self, status: int, headers: httpx.Headers, content: bytes, ctx: FetchContext
+    ) -> Fetched | TokenError:
+        """:meth:`parse` with the error returned, not raised: the caller raises
+        it from a frame that holds neither the body nor a secret."""
+        local_now = ctx.clock.now()
+        cls = classify_status(status, headers)
+        if cls in (ErrorClass.SERVER, ErrorClass.THROTTLED):
+            return TokenEndpointError(
+                f"token endpoint {self.endpoint} answered HTTP {status}",
+                error_class=cls,
+                status_code=status,
+                retry_after=parse_retry_after(
+                    headers.get("retry-after"), now=local_now, date=headers.get("date")
+                ),
+                endpoint=self.endpoint,
+            )
+        ctype = headers.get("content-type")
+        if cls is not None and "json" not in (ctype or ""):
+            return TokenEndpointError(
+                f"token endpoint {self.endpoint} answered HTTP {status} without an OAuth "
+                "error body",
+                error_class=ErrorClass.CLIENT,
+                status_code=status,
+                endpoint=self.endpoint,
+            )
+        # A JWT access token's iat is the IdP's clock to the second.
+        iat = iat_of(content) if status < 400 else None
+        skew = estimate_skew(local_now=local_now, date_header=headers.get("date"), iat=iat)
+        token = token_response_outcome(
+            status,
+            content,
+            now=local_now + skew,
+            content_type=ctype,
+            default_lifetime=ctx.default_lifetime,
+            secrets=self._secrets(ctx.current),
+        )
+        if isinstance(token, TokenError):
+            return token
+        return Fetched(self._carry_over(token, ctx.current), skew)
+
+    def _carry_over(self, token: TokenSet, current: TokenSet | None) -> TokenSet:
+        return token
+
+    # -- shells ------------------------------------------------------------------------
+
+    def _request_with_timeout(
+        self, ctx: FetchContext, deadline: float, http: HttpModule | None
+    ) -> httpx.Request:
+        request = self.build_request(ctx.current, http=http)
+        remaining = max(deadline - ctx.clock.monotonic(), 0.001)
+        request.extensions["timeout"] = httpx.Timeout(
+            min(ctx.retry.attempt_timeout, remaining)
+        ).as_dict()
+        return request
+
+    def _on_retry(self, ctx: FetchContext) -> Callable[[tenacity.RetryCallState], None]:
+        def hook(state: tenacity.RetryCallState) -> None:
+            if ctx.on_retry is not None:
+                exc = state.outcome.exception() if state.outcome else None
+                ctx.on_retry(state.attempt_number, state.upcoming_sleep or 0.0, exc)
+
+        return hook
+
+    def _failed(self, exc: BaseException, ctx: FetchContext) -> TokenError:
+        """The typed error for an httpx error of one attempt (built, not raised:
+        its cause is a copy of ``exc`` without the request)."""
+        return request_error(exc, self.endpoint, Redacted(self._secrets(ctx.current)))
+
+    def fetch(self, ctx: FetchContext) -> Fetched:
+        return run_sync(self._fetch(ctx))
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        return await run_async(self._fetch(ctx))
+
+    def _fetch(self, ctx: FetchContext) -> Flow[Fetched]:
+        """The token request with its retries, written once: the sync driver
+        sends it with the session's ``httpx.Client`` and sleeps on the clock,
+        the async one with its ``AsyncClient`` and ``asleep``."""
+        deadline = ctx.clock.monotonic() + ctx.retry.deadline
+        client: Any = yield Op(ctx.http, partial(_async_value, ctx.ahttp))
+        http = backend_of(client)
+        sleeps: list[float] = []  # tenacity asks; the driver sleeps
+        retrying = tenacity.Retrying(
+            sleep=sleeps.append,
+            **retrying_kwargs(
+                ctx.retry,
+                clock=ctx.clock,
+                deadline=deadline,
+                rng=ctx.rng,
+                on_retry=self._on_retry(ctx),
+            ),
+        )
+        fetched: Fetched | None = None
+        try:
+            for attempt in retrying:
+                if sleeps:
+                    pause = sleeps.pop()
+                    yield Op(partial(ctx.clock.sleep, pause), partial(ctx.clock.asleep, pause))
+                ctx.attempts += 1
+                permit = ctx.breaker.before_call() if ctx.breaker is not None else None
+                exchange = Op(
+                    partial(self._exchange_sync, client, ctx, deadline, http),
+                    partial(self._exchange_async, client, ctx, deadline, http),
+                )
+                failure: Exception | None = None
+                try:
+                    with guarded(permit):
+                        fetched = fetched_or_raise((yield exchange))
+                except Exception as exc:  # judged by tenacity, below
+                    failure = exc
+                with attempt:
+                    if failure is not None:
+                        raise failure
+        except TokenEndpointError as exc:
+            exc.attempts = ctx.attempts
+            raise
+        if fetched is None:  # pragma: no cover - tenacity returns only after a success
+            raise TokenError("the token request ended without an answer")
+        return fetched
+
+    def _exchange_sync(
+        self, client: httpx.Client, ctx: FetchContext, deadline: float, http: HttpModule | None
+    ) -> Fetched | TokenError:
+        return run_sync(self._exchange(client, ctx, deadline, http))
+
+    async def _exchange_async(
+        self,
+        client: httpx.AsyncClient,
+        ctx: FetchContext,
+        deadline: float,
+        http: HttpModule | None,
+    ) -> Fetched | TokenError:
+        """The whole async attempt also runs under an ``asyncio`` timeout of what
+        the deadline leaves."""
+        try:
+            async with asyncio.timeout(max(deadline - ctx.clock.monotonic(), 0.001)):
+                return await run_async(self._exchange(client, ctx, deadline, http))
+        except TimeoutError:
+            return BodyReader(self.endpoint, ctx).timed_out()
+
+    def _exchange(
+        self, client: Any, ctx: FetchContext, deadline: float, http: HttpModule | None
+    ) -> Flow[Fetched | TokenError]:
+        """One attempt: send, read the body (bounded in size and by the deadline),
+        parse. Errors are returned, to be raised where no secret is in scope.
+        ``client`` is the driver's own: an ``httpx.Client`` or ``AsyncClient``."""
+        reader = BodyReader(self.endpoint, ctx)
+        request = self._request_with_timeout(ctx, deadline, http)
+        try:
+            response: httpx.Response = yield Op(
+                partial(client.send, request, stream=True),
+                partial(client.send, request, stream=True),
+            )
+        except REQUEST_ERRORS as exc:
+            return self._failed(exc, ctx)
+        finally:
+            del request
+        body: bytes | TokenError | None
+        try:
+            body = reader.start(response)
+            if body is None:
+                chunks = yield Op(
+                    partial(body_chunks, response, reader.raw),
+                    partial(abody_chunks, response, reader.raw),
+                )
+                while (
+                    chunk := (yield Op(partial(next, chunks, None), partial(anext, chunks, None)))
+                ) is not None:
+                    body = reader.feed(chunk, deadline)
+                    if body is not None:
+                        break
+                else:
+                    body = reader.finish()
+        except REQUEST_ERRORS as exc:
+            return self._failed(exc, ctx)
+        finally:
+            yield Op(response.close, response.aclose)
+        if not isinstance(body, bytes):
+            return body if body is not None else reader.timed_out()
+        return self._outcome(response.status_code, response.headers, body, ctx)
+
+
+async def _async_value(fn: Callable[[], _T]) -> _T:
+    """``fn()`` as an async op's side (for the few steps that do no I/O)."""
+    return fn()
