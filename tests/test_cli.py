@@ -607,7 +607,7 @@ def test_bulk_operations_show_progress_on_a_terminal(
 
     import rich.progress
 
-    monkeypatch.setattr("authpulse._surfaces.cli._stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("authpulse._surfaces.commands.output.stderr_is_terminal", lambda: True)
     monkeypatch.setattr(rich.progress, "Progress", Recorder)
     assert run("sessions", "cleanup", "--max-age", "1d")[0] == 0
     assert updates[-1] == (20, 20)
@@ -629,7 +629,7 @@ def test_bulk_operations_show_progress_on_a_terminal(
 def test_real_progress_bar_renders_on_a_terminal(
     db: Populated, run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("authpulse._surfaces.cli._stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("authpulse._surfaces.commands.output.stderr_is_terminal", lambda: True)
     code, out, _ = run("sessions", "cleanup", "--max-age", "1h")
     assert code == 0
     assert "marked TIMEOUT" in out
