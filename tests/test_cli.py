@@ -800,3 +800,21 @@ def test_console_script_smoke(db: Populated) -> None:
     for command in ("demo", "sessions", "health", "refresh", "serve"):
         assert command in done.stdout
     db.assert_no_secrets(done.stdout, done.stderr)
+
+
+def test_the_command_import_paths_are_kept() -> None:
+    """The entry point ``authpulse._surfaces.cli:main`` and the names of ``cli.__all__``
+    stay where they were, whichever module now defines them."""
+    import authpulse._surfaces.cli as cli
+    from authpulse._surfaces.commands.exits import CliError
+
+    assert cli.main is main
+    assert cli.CliError is CliError
+    assert (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_NOT_FOUND, cli.EXIT_STORE) == (
+        0,
+        1,
+        2,
+        3,
+        4,
+    )
+    assert set(cli.__all__) >= {"main", "build_parser", "CliError"}
