@@ -35,9 +35,6 @@ OVER: dict[str, int] = {
     "authpulse._stores.redis": 531,
     "authpulse._stores.redis.RedisStore": 438,
     "authpulse._stores.sqlite.SQLiteStore": 370,
-    "authpulse._surfaces.cli": 1029,
-    "authpulse._surfaces.web": 1066,
-    "authpulse._surfaces.web.Dashboard": 446,
 }
 
 

@@ -607,7 +607,7 @@ def test_bulk_operations_show_progress_on_a_terminal(
 
     import rich.progress
 
-    monkeypatch.setattr("authpulse._surfaces.cli._stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("authpulse._surfaces.commands.output.stderr_is_terminal", lambda: True)
     monkeypatch.setattr(rich.progress, "Progress", Recorder)
     assert run("sessions", "cleanup", "--max-age", "1d")[0] == 0
     assert updates[-1] == (20, 20)
@@ -629,7 +629,7 @@ def test_bulk_operations_show_progress_on_a_terminal(
 def test_real_progress_bar_renders_on_a_terminal(
     db: Populated, run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("authpulse._surfaces.cli._stderr_is_terminal", lambda: True)
+    monkeypatch.setattr("authpulse._surfaces.commands.output.stderr_is_terminal", lambda: True)
     code, out, _ = run("sessions", "cleanup", "--max-age", "1h")
     assert code == 0
     assert "marked TIMEOUT" in out
@@ -800,3 +800,21 @@ def test_console_script_smoke(db: Populated) -> None:
     for command in ("demo", "sessions", "health", "refresh", "serve"):
         assert command in done.stdout
     db.assert_no_secrets(done.stdout, done.stderr)
+
+
+def test_the_command_import_paths_are_kept() -> None:
+    """The entry point ``authpulse._surfaces.cli:main`` and the names of ``cli.__all__``
+    stay where they were, whichever module now defines them."""
+    import authpulse._surfaces.cli as cli
+    from authpulse._surfaces.commands.exits import CliError
+
+    assert cli.main is main
+    assert cli.CliError is CliError
+    assert (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_NOT_FOUND, cli.EXIT_STORE) == (
+        0,
+        1,
+        2,
+        3,
+        4,
+    )
+    assert set(cli.__all__) >= {"main", "build_parser", "CliError"}

@@ -17,7 +17,8 @@ import pytest
 
 import authpulse
 from authpulse import SessionManager
-from authpulse._surfaces.cli import _log_to_stderr, main
+from authpulse._surfaces.cli import main
+from authpulse._surfaces.commands.output import log_to_stderr
 from authpulse._surfaces.terminal import console, safe_text
 from authpulse.testing import FakeClock, FakeIdP, LoopbackServer
 
@@ -229,7 +230,7 @@ def test_console_keeps_its_own_styles_on_a_terminal(monkeypatch: pytest.MonkeyPa
 
 
 def test_log_lines_are_made_safe(capsys: pytest.CaptureFixture[str]) -> None:
-    with _log_to_stderr("WARNING"):
+    with log_to_stderr("WARNING"):
         logging.getLogger("authpulse.test").warning("owner %s", EVIL)
     err = capsys.readouterr().err
     assert "owner \\x1b]0;PWNED" in err

@@ -996,3 +996,19 @@ def test_an_unreadable_stored_token_gets_the_managers_estimate_everywhere(
     finally:
         admin.shutdown()
         writer.shutdown()
+
+
+def test_the_dashboard_import_paths_are_kept() -> None:
+    """``authpulse._surfaces.web`` (a package of small modules) still offers its names,
+    lazily importable by name, with the public ``__module__``."""
+    import importlib
+
+    import authpulse
+
+    web = importlib.import_module("authpulse._surfaces.web")
+    assert web.Dashboard is authpulse.Dashboard is Dashboard
+    assert web.DashboardServer is authpulse.DashboardServer is DashboardServer
+    assert callable(web.serve)
+    assert web.BAND_COLOURS is BAND_COLOURS
+    assert set(web.__all__) == {"BAND_COLOURS", "Dashboard", "DashboardServer", "serve"}
+    assert Dashboard.__module__ == DashboardServer.__module__ == "authpulse"
