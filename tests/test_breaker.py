@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authpulse import AuthpulseError, ConfigurationError, ErrorClass
+from authpulse._core.breaker import _Window, should_open
 from authpulse._runtime.backend import httpx
 from authpulse._runtime.breakers import (
     BreakerPolicy,
@@ -18,8 +19,6 @@ from authpulse._runtime.breakers import (
     CircuitBreaker,
     CircuitOpenError,
     Permit,
-    _Window,
-    should_open,
     upstream_key,
 )
 from authpulse.testing import FakeClock
