@@ -926,7 +926,7 @@ def test_json_formatter_never_prints_secret_values() -> None:
 
 def test_logger_names_are_one_per_layer() -> None:
     import authpulse._fleet.manager
-    import authpulse._http.cache
+    import authpulse._http.cache_core
     import authpulse._http.retry
     import authpulse._runtime.breakers
     import authpulse._runtime.events
@@ -943,7 +943,7 @@ def test_logger_names_are_one_per_layer() -> None:
         "authpulse.fallback": authpulse._sessions.fallback,
         "authpulse.resilience": authpulse._http.retry,
         "authpulse.breaker": authpulse._runtime.breakers,
-        "authpulse.cache": authpulse._http.cache,
+        "authpulse.cache": authpulse._http.cache_core,
         "authpulse.events": authpulse._runtime.events,
     }
     for name, module in modules.items():
