@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authpulse import AuthpulseError, ConfigurationError, ErrorClass
+from authpulse._core.breaker import _BreakerCore, _Outcome, _Window, should_open
 from authpulse._runtime.backend import httpx
 from authpulse._runtime.breakers import (
     BreakerPolicy,
@@ -18,8 +19,6 @@ from authpulse._runtime.breakers import (
     CircuitBreaker,
     CircuitOpenError,
     Permit,
-    _Window,
-    should_open,
     upstream_key,
 )
 from authpulse.testing import FakeClock
@@ -531,3 +530,22 @@ class TestRegistry:
         assert upstream_key("http://[::1]:8080/") == "http://[::1]:8080"
         assert BreakerRegistry.key("https://") == "https://"
         assert BreakerRegistry.key("https://[zz]") == "https://[zz]"
+
+
+def test_the_state_machine_is_driven_by_now_alone() -> None:
+    """The core (``_core/breaker.py``) needs no clock and no lock: given ``now``,
+    it admits, records and reports each transition it made."""
+    core = _BreakerCore(BreakerPolicy(minimum_calls=2, failure_rate=0.5, open_for=10.0))
+    out: list[tuple[BreakerState, BreakerState]] = []
+    for t in (1.0, 2.0):
+        admitted = core.admit(t, out)
+        assert isinstance(admitted, tuple)
+        core.record(*admitted, _Outcome.FAILURE, t, out)
+    assert out == [(CLOSED, OPEN)]
+    assert core.admit(5.0, out) == 7.0  # refused: seconds until a probe
+    admitted = core.admit(12.0, out)
+    assert isinstance(admitted, tuple)
+    assert admitted[1]  # a half-open probe
+    core.record(*admitted, _Outcome.SUCCESS, 12.0, out)
+    assert out == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
+    assert (core.opens, core.rejected) == (1, 1)

@@ -1614,3 +1614,51 @@ async def _aget_and_close(store: RedisStore, sid: str) -> SessionRecord | None:
         return await store.aget(sid)
     finally:
         await store.aclose()
+
+
+def test_redis_operations_are_flows_that_need_no_server() -> None:
+    """Each Redis operation is one generator of wire steps (records, timeline, locks),
+    driven here by hand: what it sends, and what it makes of the replies."""
+    from authpulse._stores.redis_locks import lock_try
+    from authpulse._stores.redis_records import put_record
+    from authpulse._stores.redis_timeline import append_event, read_events
+    from authpulse._stores.redis_wire import LOCK_TRY, PUT, Call, Eval, Keys, Pipe
+
+    keys = Keys("app:")
+    flow = append_event(keys, 3, "s1", event("s1", 1))
+    step = next(flow)
+    assert isinstance(step, Pipe)
+    assert step.transaction
+    assert [(c.name, c.args[0]) for c in step.calls] == [
+        ("rpush", "app:ev:s1"),
+        ("ltrim", "app:ev:s1"),
+    ]
+    assert step.calls[1].args[1:] == (-3, -1)
+    with pytest.raises(StopIteration):
+        flow.send([1, True])
+
+    record = rec("s1")
+    flow_r = put_record(keys, record, None)
+    step = next(flow_r)
+    assert isinstance(step, Eval)
+    assert step.script is PUT
+    assert step.keys == ["app:s:s1"]
+    with pytest.raises(StopIteration) as done:
+        flow_r.send([1, 1])
+    assert done.value.value == replace(record, version=1)
+
+    flow_l = lock_try(keys, "refresh", "holder-1", 2.5)
+    step = next(flow_l)
+    assert isinstance(step, Eval)
+    assert step.script is LOCK_TRY
+    assert list(step.keys) == ["app:lock:refresh", "app:lockfence:refresh"]
+    assert list(step.args) == ["holder-1", 2500]
+    with pytest.raises(StopIteration) as taken:
+        flow_l.send(0)  # the server says another holder has it
+    assert taken.value.value is None
+
+    flow_e = read_events(keys, "s1")
+    assert next(flow_e) == Call("lrange", ("app:ev:s1", 0, -1))
+    with pytest.raises(StopIteration) as read:
+        flow_e.send([])
+    assert read.value.value == []

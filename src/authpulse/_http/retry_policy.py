@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .._core.errors import AuthpulseError, ConfigurationError, ErrorClass
 from .._core.retry import backoff, classify_status, parse_retry_after
 from .._runtime.backend import TIMEOUT_ERRORS, TRANSPORT_ERRORS, TransportErrorBase, every, httpx
-from .._runtime.breakers import _UpstreamRegistry
+from .._runtime.upstreams import _UpstreamRegistry
 
 __all__ = [
     "IDEMPOTENT_METHODS",

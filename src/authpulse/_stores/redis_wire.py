@@ -1,9 +1,9 @@
 """What the Redis store sends: its Lua scripts, the steps its flows yield, its URL rules.
 
-Nothing here talks to a server. Every store operation in ``_redis_store`` is
-one generator (a :data:`Flow`) that yields :class:`Call`, :class:`Pipe` and
-:class:`Eval` steps and is sent their replies; the store runs it on
-``redis.Redis`` or on ``redis.asyncio.Redis``.
+Nothing here talks to a server. Every store operation (``redis_records``,
+``redis_timeline``, ``redis_locks``) is one generator (a :data:`Flow`) that
+yields :class:`Call`, :class:`Pipe` and :class:`Eval` steps and is sent their
+replies; the store runs it on ``redis.Redis`` or on ``redis.asyncio.Redis``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "Call",
     "Eval",
     "Flow",
+    "Keys",
     "Pipe",
     "Script",
     "Step",
@@ -190,6 +191,16 @@ Step = Call | Pipe | Eval
 _T = TypeVar("_T")
 #: an operation written once: yields steps, is sent their replies, returns its result
 Flow = Generator[Step, Any, _T]
+
+
+class Keys(NamedTuple):
+    """The store's key names (see ``redis``'s module docstring): all start with ``prefix``."""
+
+    prefix: str  #: ``<namespace>:``
+
+    def of(self, kind: str, name: str) -> str:
+        """The key of ``name`` among the keys of ``kind`` (``s``, ``ev``, ``lock`` ...)."""
+        return f"{self.prefix}{kind}:{name}"
 
 
 def text(value: object) -> str | None:

@@ -8,6 +8,9 @@ makes the store safe for many threads (one connection behind a lock) and
 for many processes on one host (SQLite's file locking). Optimistic
 concurrency is ``UPDATE ... WHERE version = ?``; a lock is a row
 ``(name, holder, fence, expires_at)`` whose TTL runs on the wall clock.
+
+The file itself (the schema, creating it private, opening it while other
+connections hold it, and what a ``sqlite3`` error means) is ``sqlite_file``.
 """
 
 from __future__ import annotations
@@ -35,78 +38,18 @@ from .base import (
     RecordQuery,
     StoredToken,
     StoreError,
-    StoreUnavailableError,
     VersionConflictError,
     check_timeline_limit,
 )
 from .codec import decode_event, decode_record, encode_record
 from .crypto import EncryptionKeys, TokenCipher, decode_token_set, encode_token_set
 from .lock import LockRecord, lock_taken
+from .sqlite_file import create_private_file, setup_when_free, translate
 
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    status TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    version INTEGER NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_created ON sessions (created_at, id);
-CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner, created_at, id);
-CREATE INDEX IF NOT EXISTS sessions_status ON sessions (status, created_at, id);
-CREATE INDEX IF NOT EXISTS sessions_kind ON sessions (kind, created_at, id);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_session ON events (session_id, seq);
-CREATE TABLE IF NOT EXISTS tokens (
-    session_id TEXT PRIMARY KEY,
-    blob BLOB NOT NULL,
-    skew REAL NOT NULL,
-    version INTEGER NOT NULL,
-    fence INTEGER,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS token_fences (
-    session_id TEXT PRIMARY KEY,
-    highest INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS locks (
-    name TEXT PRIMARY KEY,
-    holder TEXT,
-    fence INTEGER NOT NULL,
-    expires_at REAL NOT NULL
-);
-"""
-
-#: backoff between tries of the setup while another connection holds the file
-#: (real seconds, doubling), as StoreLock.acquire polls
-_RETRY_MIN = 0.005
-_RETRY_MAX = 0.1
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    """Whether ``exc`` says another connection holds the database (busy or locked)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-        return True
-    return "locked" in str(exc)
-
-
-def _busy_ms(seconds: float) -> int:
-    """``seconds`` as SQLite's busy timeout: whole milliseconds that fit its int."""
-    return int(max(0.0, min(seconds, 2_000_000.0)) * 1000)
 
 
 def _num(session_id: str, what: str, value: object, *, integer: bool = False) -> Any:
@@ -145,7 +88,7 @@ class SQLiteStore(OffloadedStore):
         self._cipher = TokenCipher.coerce(encryption_keys)
         self._clock = clock if clock is not None else SystemClock()
         self._lock = threading.RLock()
-        self._create_private_file()
+        create_private_file(self.path)
         # real seconds, not the injected clock: ``timeout`` is SQLite's busy
         # timeout, which SQLite itself counts in real time
         started = time.monotonic()
@@ -157,7 +100,7 @@ class SQLiteStore(OffloadedStore):
             raise self._translate(exc, time.monotonic() - started) from exc
         self._db: sqlite3.Connection | None = db
         try:
-            self._setup_when_free(db, started)
+            setup_when_free(db, self.path, self.timeout, started, self._lock)
         except BaseException:
             db.close()
             self._db = None
@@ -170,91 +113,9 @@ class SQLiteStore(OffloadedStore):
 
     # ----------------------------------------------------------------- plumbing
 
-    def _create_private_file(self) -> None:
-        """Create the database file readable by its owner only (0600). An existing
-        file keeps its mode; SQLite gives the -wal and -shm files the same."""
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        except OSError as exc:
-            raise StoreUnavailableError(
-                f"cannot create the SQLite database {str(self.path)!r}: {exc.strerror}"
-            ) from None
-        os.close(fd)
-
-    def _setup_when_free(self, db: sqlite3.Connection, started: float) -> None:
-        """Run :meth:`_setup`, trying again while another connection holds the file,
-        until ``timeout`` seconds have passed since ``started``.
-
-        SQLite's busy timeout does not cover all of the setup: switching a file
-        to WAL mode while another connection writes to it (another process
-        creating the same new file) fails at once, without waiting. Every try
-        gets the time that is left as its busy timeout, so the whole open waits
-        at most ``timeout`` seconds.
-        """
-        delay = _RETRY_MIN
-        while True:
-            waited = time.monotonic() - started
-            remaining = self.timeout - waited
-            try:
-                db.execute(f"PRAGMA busy_timeout = {_busy_ms(remaining)}")
-                self._setup(db)
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
-                waited = time.monotonic() - started
-                remaining = self.timeout - waited
-                if not _is_busy(exc) or remaining <= 0:
-                    raise self._translate(exc, waited) from exc
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, _RETRY_MAX)
-            else:
-                break
-        try:
-            db.execute(f"PRAGMA busy_timeout = {_busy_ms(self.timeout)}")
-        except sqlite3.Error as exc:
-            raise self._translate(exc, time.monotonic() - started) from exc
-
-    def _setup(self, db: sqlite3.Connection) -> None:
-        """WAL mode, then the schema: idempotent, so a try that found the file
-        busy can run again. Raises the ``sqlite3`` errors as they are."""
-        with self._lock:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()
-            if not mode or str(mode[0]).lower() != "wal":
-                raise StoreError(f"SQLite database {str(self.path)!r} cannot use WAL mode")
-            db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == SCHEMA_VERSION:
-                return
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"SQLite database {str(self.path)!r} has schema version {version}; "
-                    f"this authpulse knows version {SCHEMA_VERSION} at most"
-                )
-            db.execute("BEGIN IMMEDIATE")
-            if db.execute("PRAGMA user_version").fetchone()[0] == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            db.execute("COMMIT")
-
-    def _locked(self, waited: float) -> StoreUnavailableError:
-        return StoreUnavailableError(
-            f"SQLite database {str(self.path)!r} stayed locked by another connection: "
-            f"waited {waited:.2f} s (timeout {self.timeout:g} s)"
-        )
-
     def _translate(self, exc: sqlite3.Error, waited: float) -> StoreError:
         """The store's error for ``exc``, raised after ``waited`` seconds."""
-        where = repr(str(self.path))
-        if _is_busy(exc):
-            return self._locked(waited)
-        if isinstance(exc, sqlite3.OperationalError):
-            return StoreUnavailableError(f"SQLite database {where} is unavailable: {exc}")
-        return StoreError(f"SQLite database {where} failed: {type(exc).__name__}: {exc}")
+        return translate(exc, waited, self.path, self.timeout)
 
     @contextlib.contextmanager
     def _conn(self) -> Iterator[sqlite3.Connection]:
