@@ -26,16 +26,9 @@ PACKAGE = "authpulse"
 MAX_MODULE_LINES = 500
 MAX_CLASS_LINES = 300
 
-#: Modules and classes still over the limits, with the most lines each may have.
-OVER: dict[str, int] = {
-    "authpulse._http.cache": 663,
-    "authpulse._http.cache._CacheCore": 388,
-    "authpulse._http.retry": 623,
-    "authpulse._runtime.breakers": 571,
-    "authpulse._stores.redis": 531,
-    "authpulse._stores.redis.RedisStore": 438,
-    "authpulse._stores.sqlite.SQLiteStore": 370,
-}
+#: Modules and classes still over the limits, with the most lines each may have
+#: (empty: every module and class is within them; keep it so).
+OVER: dict[str, int] = {}
 
 
 def modules() -> Iterator[tuple[str, Path]]:
