@@ -9,18 +9,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authpulse import AuthpulseError, ConfigurationError, ErrorClass
-from authpulse._core.breaker import _BreakerCore, _Outcome, _Window, should_open
-from authpulse._runtime.backend import httpx
-from authpulse._runtime.breakers import (
+from authpulse import (
+    AuthpulseError,
     BreakerPolicy,
     BreakerRegistry,
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
+    ConfigurationError,
+    ErrorClass,
     Permit,
-    upstream_key,
 )
+from authpulse._core.breaker import _BreakerCore, _Outcome, _Window, should_open
+from authpulse._runtime.backend import httpx
+from authpulse._runtime.breakers import upstream_key
 from authpulse.testing import FakeClock
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN

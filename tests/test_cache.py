@@ -20,18 +20,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _support import assert_no_secret
-from authpulse import AuthpulseError, ConfigurationError, ErrorClass, TokenEndpointError, UsageError
-from authpulse._http.cache import (
+from authpulse import (
     AsyncCacheTransport,
-    CacheFreshness,
+    AuthpulseError,
     CachePolicy,
     CacheStats,
     CacheTransport,
+    ConfigurationError,
+    ErrorClass,
     ResponseCache,
+    TokenEndpointError,
+    UsageError,
     authorization_identity,
-    cache_freshness,
-    parse_cache_control,
 )
+from authpulse._http.cache import CacheFreshness, cache_freshness, parse_cache_control
 from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeClock
 

@@ -13,17 +13,18 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from authpulse._core.errors import AuthpulseError, ConfigurationError, UsageError
-from authpulse._runtime.events import (
+from authpulse import (
+    AuthpulseError,
+    ConfigurationError,
     Event,
     EventBus,
     EventKind,
     JournalError,
     JsonlJournal,
-    Label,
-    labels_for,
+    UsageError,
     read_journal,
 )
+from authpulse._runtime.events import Label, labels_for
 
 
 def ev(kind: EventKind = EventKind.ACTIVITY, at: float = 1000.0, **kw: object) -> Event:

@@ -7,6 +7,7 @@ import authpulse
 from authpulse import (
     ConfigurationError,
     CredentialsUnavailableError,
+    EventKind,
     FallbackChain,
     LoginRequired,
     LoginRequiredError,
@@ -21,7 +22,6 @@ from authpulse import (
     TokenSet,
     moves_to_next_level,
 )
-from authpulse._runtime.events import EventKind
 from authpulse.testing import FakeClock, FakeIdP, Fault
 
 

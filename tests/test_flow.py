@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from authpulse._core.errors import UsageError
+from authpulse import UsageError
 from authpulse._runtime.flow import Op, call, run_async, run_sync
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from authpulse._http.retry import AsyncRetryTransport, RetryPolicy, RetryTransport
+from authpulse import AsyncRetryTransport, RetryPolicy, RetryTransport
 from authpulse._runtime.backend import httpx
 from authpulse._runtime.flow_http import Close, Flow, Read, Sleep, adrive, drive
 from authpulse.testing import FakeClock

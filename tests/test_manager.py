@@ -19,6 +19,8 @@ import authpulse
 from authpulse import (
     ClientCredentials,
     ConfigurationError,
+    EventKind,
+    InvalidStatusChangeError,
     ManagerSettings,
     PermissionDenied,
     SessionClosedError,
@@ -27,9 +29,8 @@ from authpulse import (
     SessionNotFoundError,
     SessionStatus,
     TokenSet,
+    read_journal,
 )
-from authpulse._core.model import InvalidStatusChangeError
-from authpulse._runtime.events import EventKind, read_journal
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 
@@ -318,7 +319,7 @@ def test_failed_proactive_refresh_degrades_and_lowers_health(
 def test_stuck_refreshing_state_is_recovered(
     manager: SessionManager, idp: FakeIdP, clock: FakeClock
 ) -> None:
-    from authpulse._core.state import AuthEvent
+    from authpulse import AuthEvent
 
     ms = manager.create_session("alice", cc(idp))
     ms.session.token()

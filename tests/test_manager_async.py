@@ -19,10 +19,15 @@ import pytest
 
 import authpulse
 from _redis import RedisServer, redis_server_fixture  # noqa: F401 - the fixture
-from authpulse import ManagerSettings, SessionManager, SessionStatus, StoreLock
-from authpulse._runtime.events import EventKind
-from authpulse._stores.redis import RedisStore
-from authpulse._stores.sqlite import SQLiteStore
+from authpulse import (
+    EventKind,
+    ManagerSettings,
+    RedisStore,
+    SessionManager,
+    SessionStatus,
+    SQLiteStore,
+    StoreLock,
+)
 from authpulse.testing import FakeClock, FakeIdP
 
 SYNC_METHODS = frozenset(

@@ -37,9 +37,11 @@ from hypothesis.stateful import (
 
 from authpulse import (
     AuthpulseError,
+    AuthState,
     ClientCredentials,
     ConfigurationError,
     ErrorClass,
+    EventKind,
     InvalidStatusChangeError,
     ManagedSession,
     ManagerSettings,
@@ -56,8 +58,6 @@ from authpulse import (
     UsageError,
 )
 from authpulse._core.model import validate_labels
-from authpulse._core.state import AuthState
-from authpulse._runtime.events import EventKind
 from authpulse.testing import FakeClock, FakeIdP
 
 ACTIVE, PAUSED, TIMEOUT = SessionStatus.ACTIVE, SessionStatus.PAUSED, SessionStatus.TIMEOUT

@@ -29,10 +29,11 @@ from authpulse import (
     OAuthError,
     ResponseCache,
     Session,
+    SessionEvent,
+    SessionEventKind,
     SessionManager,
     TokenRetry,
 )
-from authpulse._core.signals import SessionEvent, SessionEventKind
 from authpulse.logging_config import LOGGERS, JsonFormatter, authpulse_fields, json_formatter
 from authpulse.metrics import METRICS, MissingExtraError, otel, prometheus
 from authpulse.metrics._watch import SessionWatch
@@ -1014,7 +1015,7 @@ def test_serve_and_the_prometheus_collector_publish_the_same_series(
     idp: FakeIdP, clock: FakeClock
 ) -> None:
     """``authpulse serve``'s /metrics and ``authpulse.metrics.prometheus`` use one catalogue."""
-    from authpulse._surfaces.web import Dashboard
+    from authpulse import Dashboard
 
     reg = CollectorRegistry()
     m = SessionManager(clock=clock, transport=idp.transport)

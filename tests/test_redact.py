@@ -14,17 +14,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import authpulse
-from authpulse import ClientCredentials, ConfigurationError, SessionManager
+from authpulse import (
+    ClientCredentials,
+    ConfigurationError,
+    DashboardServer,
+    Event,
+    EventKind,
+    SessionManager,
+    is_secret_name,
+)
 from authpulse._core.redact import (
     DESCRIPTOR_WORDS,
     REDACTED,
     SECRET_PAIRS,
     SECRET_WORDS,
-    is_secret_name,
     name_words,
 )
-from authpulse._runtime.events import Event, EventKind
-from authpulse._surfaces.web import DashboardServer
 from authpulse.logging_config import JsonFormatter
 from authpulse.testing import FakeClock, FakeIdP
 

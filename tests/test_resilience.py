@@ -13,32 +13,34 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authpulse import AuthpulseError, ConfigurationError, ErrorClass
-from authpulse._http.retry import (
+from authpulse import (
     AsyncRetryTransport,
+    AuthpulseError,
+    BreakerPolicy,
+    BreakerRegistry,
+    BreakerState,
     BudgetRegistry,
-    Failure,
-    Plan,
+    CircuitOpenError,
+    ConfigurationError,
+    ErrorClass,
     RequestFailedError,
     RetryBudget,
     RetryBudgetExhaustedError,
     RetryInfo,
     RetryPolicy,
     RetryTransport,
+    is_testing,
+    set_testing,
+)
+from authpulse._http.retry import (
+    Failure,
+    Plan,
     Step,
     classify_exception,
     classify_response,
-    is_testing,
     plan_retry,
-    set_testing,
 )
 from authpulse._runtime.backend import httpx
-from authpulse._runtime.breakers import (
-    BreakerPolicy,
-    BreakerRegistry,
-    BreakerState,
-    CircuitOpenError,
-)
 from authpulse.testing import FakeClock
 
 URL = "https://api.test/v1/items"

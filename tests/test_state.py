@@ -14,20 +14,18 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from authpulse._core.errors import AuthpulseError, ConfigurationError, UsageError
-from authpulse._core.state import (
-    STATE_LIMITS,
-    TRANSITIONS,
+from authpulse import (
     AuthEvent,
+    AuthpulseError,
     AuthState,
+    ConfigurationError,
     Guards,
     IllegalTransition,
     StateMachine,
-    Target,
     Transition,
-    mermaid,
-    next_state,
+    UsageError,
 )
+from authpulse._core.state import STATE_LIMITS, TRANSITIONS, Target, mermaid, next_state
 
 ROOT = Path(__file__).resolve().parent.parent
 VALID = Guards(token_valid=True)

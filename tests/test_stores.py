@@ -38,26 +38,33 @@ from _redis import (
     redis_server_fixture,  # noqa: F401 - registers the ``redis_server`` fixture
     require_redis_server,
 )
-from authpulse import Clock, SystemClock
-from authpulse._core.errors import ConfigurationError, UsageError
-from authpulse._core.model import SessionKind, SessionRecord, SessionStatus
-from authpulse._core.tokens import TokenSet
-from authpulse._runtime.events import Event, EventKind
-from authpulse._stores.base import (
+from authpulse import (
+    Clock,
+    ConfigurationError,
     CorruptRecordError,
+    DecryptionError,
+    Event,
+    EventKind,
     FencingError,
     MemoryStore,
+    RedisStore,
+    SessionKind,
+    SessionRecord,
+    SessionStatus,
     SessionStore,
+    SQLiteStore,
     StoredToken,
     StoreError,
     StoreLock,
     StoreUnavailableError,
+    SystemClock,
+    TokenCipher,
+    TokenSet,
+    UnauthenticatedRecordError,
+    UsageError,
     VersionConflictError,
+    open_store,
 )
-from authpulse._stores.crypto import DecryptionError, TokenCipher, UnauthenticatedRecordError
-from authpulse._stores.open import open_store
-from authpulse._stores.redis import RedisStore
-from authpulse._stores.sqlite import SQLiteStore
 from authpulse.testing import FakeClock
 
 ACCESS = "at-0123456789-secret-access"

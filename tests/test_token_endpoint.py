@@ -18,13 +18,13 @@ from authpulse import (
     JWTVerifier,
     RefreshTokenGrant,
     Session,
+    StoredCredentials,
     TokenEndpointError,
     TokenResponseError,
     TokenRetry,
     TokenVerificationError,
 )
 from authpulse._runtime.backend import check_endpoint_url, endpoint_label, httpx
-from authpulse._sessions.fallback import StoredCredentials
 from authpulse.testing import FakeClock, FakeIdP, Fault
 
 LIMIT = 1024 * 1024

@@ -23,6 +23,8 @@ from authpulse import (
     BreakerPolicy,
     ClientCredentials,
     ConfigurationError,
+    Dashboard,
+    DashboardServer,
     MemoryStore,
     RefreshPolicy,
     RefreshTokenGrant,
@@ -34,7 +36,7 @@ from authpulse import (
     open_store,
 )
 from authpulse._runtime.backend import httpx
-from authpulse._surfaces.web import BAND_COLOURS, Dashboard, DashboardServer, serve
+from authpulse._surfaces.web import BAND_COLOURS, serve
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 CLIENT_ID = "dash-client"

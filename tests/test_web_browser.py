@@ -21,8 +21,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
-from authpulse import AuthpulseError, ClientCredentials, ManagedSession, SessionManager
-from authpulse._surfaces.web import DashboardServer
+from authpulse import (
+    AuthpulseError,
+    ClientCredentials,
+    DashboardServer,
+    ManagedSession,
+    SessionManager,
+)
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
 
 if TYPE_CHECKING:
