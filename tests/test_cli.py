@@ -560,7 +560,7 @@ def test_an_encrypted_store_without_its_key_fails_clearly(
     m.shutdown()
     monkeypatch.setenv("AUTHPULSE_STORE_URL", url)
     code, _, err = run("health", ms.id)
-    assert code == 1
+    assert code == 1, err
     assert "AUTHPULSE_ENCRYPTION_KEYS" in err
     data = run_json(run, "sessions", "export", ms.id)
     assert data["token_error"] == "DecryptionError"

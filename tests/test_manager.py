@@ -875,3 +875,17 @@ async def test_apurge_honours_now_and_progress(clock: FakeClock, idp: FakeIdP) -
     assert await m.apurge(3600, now=clock.now() + 3600, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(1, 1)]
     assert m.list() == []
+
+
+def test_a_generated_session_id_never_starts_with_a_dash(
+    monkeypatch: pytest.MonkeyPatch, idp: FakeIdP
+) -> None:
+    """An id such as ``-AbC…`` would be read as an option by ``authpulse health ID``."""
+    import secrets
+
+    drawn = iter(["-startsWithDash1", "_fineUnderscore1"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(drawn))
+    m = SessionManager()
+    ms = m.create_session("alice", cc(idp))
+    assert ms.id == "_fineUnderscore1"
+    m.shutdown()

@@ -59,6 +59,15 @@ log = logging.getLogger("authpulse.manager")
 Progress = Callable[[int, int], object]
 
 
+def new_session_id() -> str:
+    """A random session id: 16 URL-safe characters (96 bits) that never start with
+    ``-``, so a command line never reads one as an option."""
+    while True:
+        sid = secrets.token_urlsafe(12)
+        if not sid.startswith("-"):
+            return sid
+
+
 def create_session(
     m: SessionManager,
     owner: str,
@@ -86,7 +95,7 @@ def create_session(
         raise ConfigurationError(
             f"kind must be one of {[k.value for k in SessionKind]}, not {kind!r}"
         ) from None
-    sid = secrets.token_urlsafe(12) if session_id is None else check_id(session_id, "session_id")
+    sid = new_session_id() if session_id is None else check_id(session_id, "session_id")
     now = m.clock.now()
     record = SessionRecord(
         id=sid,
