@@ -43,12 +43,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True, slots=True)
 class Op(Generic[T]):
-    """One I/O step of a flow: how to do it in sync code and in async code."""
+    """One I/O step of a flow: how to do it in sync code and in async code.
 
-    sync: Callable[[], T]
-    async_: Callable[[], Awaitable[T]]
+    A plain class, not a dataclass: a refresh builds a dozen of them."""
+
+    __slots__ = ("async_", "sync")
+
+    def __init__(self, sync: Callable[[], T], async_: Callable[[], Awaitable[T]]) -> None:
+        self.sync = sync
+        self.async_ = async_
+
+    def __repr__(self) -> str:
+        return f"Op({self.sync!r}, {self.async_!r})"
 
 
 #: a flow yields ops, is sent their results, and returns ``R``
@@ -82,26 +89,34 @@ def advance(flow: Generator[Any, Any, Any], value: Any, error: BaseException | N
 
 def run_sync(flow: Flow[R]) -> R:
     """Run ``flow`` to its end in this thread, doing each op's ``sync`` side."""
-    step = advance(flow, None, None)
-    while isinstance(step, Op):
+    send, throw = flow.send, flow.throw
+    value: Any = None
+    error: BaseException | None = None
+    while True:  # advance() inlined: every refresh runs through here
+        try:
+            step = send(value) if error is None else throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
         try:
             value, error = step.sync(), None
         except BaseException as exc:  # thrown into the flow, which decides
             value, error = None, exc
-        step = advance(flow, value, error)
-    return step.value  # type: ignore[no-any-return]
 
 
 async def run_async(flow: Flow[R]) -> R:
     """Run ``flow`` to its end, awaiting each op's ``async_`` side."""
-    step = advance(flow, None, None)
-    while isinstance(step, Op):
+    send, throw = flow.send, flow.throw
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = send(value) if error is None else throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
         try:
             value, error = await step.async_(), None
         except BaseException as exc:
             value, error = None, exc
-        step = advance(flow, value, error)
-    return step.value  # type: ignore[no-any-return]
 
 
 def relay_sync(flow: Relay[T]) -> Generator[T, Any, None]:

@@ -92,7 +92,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_KEY_LENGTH",
     "Coordinator",
-    "FetchOp",
+    "FetchFlow",
     "newest",
     "stored_is_usable",
 ]
@@ -100,9 +100,9 @@ __all__ = [
 log = logging.getLogger("authpulse.coordination")
 
 
-#: ``fetch(current, afresh)``: the op of the session's call of its source; ``afresh``
+#: ``fetch(current, afresh)``: the flow of the session's call of its source; ``afresh``
 #: is the reason the stored set is unusable (then ``current`` is ``None``), else ``None``
-FetchOp = Callable[[TokenSet | None, str | None], Op[Fetched]]
+FetchFlow = Callable[[TokenSet | None, str | None], Flow[Fetched]]
 #: the refresh lock of a store key is named LOCK_PREFIX + key
 LOCK_PREFIX = "refresh:"
 #: the longest store key: its lock name must fit the store's limit
@@ -116,7 +116,7 @@ _POLL_MAX = 0.1
 class Coordinator:
     """Runs the protocol for one session against one store.
 
-    :meth:`flow` is the protocol; ``fetch(current, afresh)`` gives the op of
+    :meth:`flow` is the protocol; ``fetch(current, afresh)`` gives the flow of
     the actual IdP call (the session passes it in). ``store_ok`` tells whether the last store
     operation worked (for health and events). ``deadline`` bounds the time a
     run spends in store calls (``None``: unbounded); a run is never
@@ -216,14 +216,14 @@ class Coordinator:
         reason: Reason,
         local: TokenSet | None,
         rejected_access: SecretStr | None,
-        fetch: FetchOp,
+        fetch: FetchFlow,
     ) -> Flow[Outcome]:
         """One coordinated refresh (see the module's docstring), for the sync or
         the async driver."""
         self.calls.spent = 0.0
         if self.calls.skip_store():
             defer_local_refresh(reason, local, None)
-            return Outcome((yield from call(fetch(local, None))), False, None)
+            return Outcome((yield from fetch(local, None)), False, None)
         try:
             lock: StoreLock = self.store.lock(LOCK_PREFIX + self.key, ttl=self.lock_ttl)
             acquired = yield from self._acquire(lock, reason, local, rejected_access)
@@ -231,13 +231,13 @@ class Coordinator:
             raise_if_unreadable(exc)
             self.calls.failed(exc)
             defer_local_refresh(reason, local, exc)
-            return Outcome((yield from call(fetch(local, None))), False, None)
+            return Outcome((yield from fetch(local, None)), False, None)
         if isinstance(acquired, Outcome):
             return acquired  # a peer refreshed while we waited for the lock
         if not acquired:
             self.calls.failed(StoreError("timed out waiting for the refresh lock"))
             defer_local_refresh(reason, local, None)
-            return Outcome((yield from call(fetch(local, None))), False, None)
+            return Outcome((yield from fetch(local, None)), False, None)
         stop_renewal: Callable[[], None] | None = None
         if self._renew:
             stop_renewal = yield from call(
@@ -259,7 +259,7 @@ class Coordinator:
         reason: Reason,
         local: TokenSet | None,
         rejected_access: SecretStr | None,
-        fetch: FetchOp,
+        fetch: FetchFlow,
     ) -> Flow[Outcome]:
         """Steps 2 to 4, under the lock."""
         try:
@@ -269,10 +269,10 @@ class Coordinator:
             raise_if_unreadable(exc)
             self.calls.failed(exc)
             defer_local_refresh(reason, local, exc)
-            return Outcome((yield from call(fetch(local, None))), False, None)
+            return Outcome((yield from fetch(local, None)), False, None)
         if unusable is not None:
             try:
-                fetched = yield from call(fetch(None, afresh_reason(unusable)))
+                fetched = yield from fetch(None, afresh_reason(unusable))
             except NoRefreshTokenError:
                 raise login_required_for(unusable) from None
             out = yield from self._write(fetched, lock.fence)
@@ -284,7 +284,7 @@ class Coordinator:
             return adopted
         current = newest(stored.token if stored else None, local)
         try:
-            fetched = yield from call(fetch(current, None))
+            fetched = yield from fetch(current, None)
         except OAuthError as exc:
             again = yield from self._reread_after_invalid_grant(exc, stored)
             if again is not None:

@@ -15,7 +15,6 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Literal
 
 from pydantic import SecretStr
@@ -29,15 +28,17 @@ from .._core.errors import (
     TokenError,
 )
 from .._core.tokens import TokenSet
-from .._runtime.flow import Flow, Op, call, run_async, run_sync
+from .._runtime.flow import Flow
 from .sources import (
     ClientAuthMethod,
     FetchContext,
     Fetched,
+    FlowSource,
     FunctionSource,
     OAuthGrant,
     TokenSource,
     either_op,
+    fetch_flow,
 )
 
 __all__ = [
@@ -191,7 +192,7 @@ class SilentReauth(FunctionSource):
 LoginHook = Callable[[LoginRequiredError], None] | Callable[[LoginRequiredError], Awaitable[None]]
 
 
-class LoginRequired:
+class LoginRequired(FlowSource):
     """The last resort: nothing can produce a token without the user.
 
     Calls ``on_login_required(error)`` (sync or async) and raises
@@ -221,13 +222,7 @@ class LoginRequired:
             reason = "every fallback level failed"
         return LoginRequiredError(self.login_url, reason=reason)
 
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        return run_sync(self._flow(ctx))
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        return await run_async(self._flow(ctx))
-
-    def _flow(self, ctx: FetchContext) -> Flow[Fetched]:
+    def _fetch_flow(self, ctx: FetchContext) -> Flow[Fetched]:
         err = self._error(ctx)
         if self._hook is not None:
             try:
@@ -237,7 +232,7 @@ class LoginRequired:
         raise err
 
 
-class FallbackChain:
+class FallbackChain(FlowSource):
     """Token sources tried in order until one produces a token.
 
     >>> FallbackChain([
@@ -318,13 +313,7 @@ class FallbackChain:
         with self._lock:
             self._since = ctx.clock.monotonic()  # wait another period before retrying
 
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        return run_sync(self._flow(ctx))
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        return await run_async(self._flow(ctx))
-
-    def _flow(self, ctx: FetchContext) -> Flow[Fetched]:
+    def _fetch_flow(self, ctx: FetchContext) -> Flow[Fetched]:
         """The chain, written once: each level is asked through its ``fetch``
         (sync driver) or ``afetch`` (async driver)."""
         order = self._order(ctx)
@@ -332,9 +321,7 @@ class FallbackChain:
         for i, level in enumerate(order):
             source = self.levels[level]
             try:
-                fetched = yield from call(
-                    Op(partial(source.fetch, ctx), partial(source.afetch, ctx))
-                )
+                fetched = yield from fetch_flow(source, ctx)
             except Exception as exc:
                 if i == 0 and level == 0 and self._level > 0:
                     self._failed_primary_retry(ctx)  # a quiet retry of the primary

@@ -3,7 +3,8 @@
 :class:`TokenSource` (``fetch`` / ``afetch``), the :class:`FetchContext` a
 session builds for each fetch, the :class:`Fetched` answer, and
 :func:`either_op`, which calls a plain or a coroutine function from either
-driver.
+driver; :class:`FlowSource`, the base of the sources whose fetch is a flow, and
+:func:`fetch_flow`, which makes a fetch one step of the session's refresh flow.
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ from .._core.tokens import TokenSet
 from .._runtime.backend import httpx
 from .._runtime.breakers import CircuitBreaker
 from .._runtime.clock import Clock
-from .._runtime.flow import Op
+from .._runtime.flow import Flow, Op, run_async, run_sync
 
-__all__ = ["FetchContext", "Fetched", "TokenSource", "either_op", "run_coroutine_blocking"]
+__all__ = [
+    "FetchContext",
+    "Fetched",
+    "FlowSource",
+    "TokenSource",
+    "either_op",
+    "fetch_flow",
+    "run_coroutine_blocking",
+]
 
 _T = TypeVar("_T")
 _A = TypeVar("_A")
@@ -116,6 +125,46 @@ class TokenSource(Protocol):
     def fetch(self, ctx: FetchContext) -> Fetched: ...
 
     async def afetch(self, ctx: FetchContext) -> Fetched: ...
+
+
+class FlowSource:
+    """A source whose fetch is a flow (:mod:`authpulse._runtime.flow`), run by
+    ``fetch`` with the sync driver and by ``afetch`` with the async one.
+
+    A session's refresh runs that flow inside its own (:func:`fetch_flow`)
+    rather than through another driver, unless a subclass overrides
+    ``fetch`` or ``afetch``: then those are what it calls.
+    """
+
+    __slots__ = ()
+
+    def _fetch_flow(self, ctx: FetchContext) -> Flow[Fetched]:
+        raise NotImplementedError  # pragma: no cover - every subclass defines it
+
+    def fetch(self, ctx: FetchContext) -> Fetched:
+        return run_sync(self._fetch_flow(ctx))
+
+    async def afetch(self, ctx: FetchContext) -> Fetched:
+        return await run_async(self._fetch_flow(ctx))
+
+
+def fetch_flow(source: TokenSource, ctx: FetchContext) -> Flow[Fetched]:
+    """``fetched = yield from fetch_flow(source, ctx)``: the source's fetch as
+    steps of the calling flow: its own flow when it is a :class:`FlowSource`
+    that keeps the base's ``fetch`` and ``afetch``, else one op of them."""
+    cls = type(source)
+    if (
+        isinstance(source, FlowSource)
+        and cls.fetch is FlowSource.fetch
+        and cls.afetch is FlowSource.afetch
+    ):
+        return source._fetch_flow(ctx)
+    return _fetch_op(source, ctx)
+
+
+def _fetch_op(source: TokenSource, ctx: FetchContext) -> Flow[Fetched]:
+    fetched: Fetched = yield Op(partial(source.fetch, ctx), partial(source.afetch, ctx))
+    return fetched
 
 
 # The public names defined here show the module they are imported from.

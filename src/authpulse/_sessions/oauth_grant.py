@@ -28,9 +28,9 @@ from .._runtime.backend import (
     endpoint_label,
     httpx,
 )
-from .._runtime.flow import Flow, Op, run_async, run_sync
+from .._runtime.flow import Flow, Op, run_async
 from .._runtime.retrying import retrying_kwargs
-from .fetch import FetchContext, Fetched
+from .fetch import FetchContext, Fetched, FlowSource
 from .token_body import (
     BodyReader,
     abody_chunks,
@@ -86,7 +86,7 @@ def _check_scope(scope: object) -> str | None:
     raise ConfigurationError("scope must be a string or a list of strings")
 
 
-class OAuthGrant:
+class OAuthGrant(FlowSource):
     """Base of the OAuth 2.0 grants: client authentication, request, parsing, retries.
 
     ``token_url`` must be ``https://``; plain ``http://`` is accepted only to
@@ -256,51 +256,50 @@ class OAuthGrant:
         its cause is a copy of ``exc`` without the request)."""
         return request_error(exc, self.endpoint, Redacted(self._secrets(ctx.current)))
 
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        return run_sync(self._fetch(ctx))
+    def _check_context(self, ctx: FetchContext) -> None:
+        """Refuse a fetch this grant cannot make (raise a typed error); none here."""
 
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        return await run_async(self._fetch(ctx))
-
-    def _fetch(self, ctx: FetchContext) -> Flow[Fetched]:
+    def _fetch_flow(self, ctx: FetchContext) -> Flow[Fetched]:
         """The token request with its retries, written once: the sync driver
         sends it with the session's ``httpx.Client`` and sleeps on the clock,
         the async one with its ``AsyncClient`` and ``asleep``."""
+        self._check_context(ctx)
         deadline = ctx.clock.monotonic() + ctx.retry.deadline
-        client: Any = yield Op(ctx.http, partial(_async_value, ctx.ahttp))
+        client: Any
+        is_async: bool
+        client, is_async = yield Op(partial(_paired, ctx.http, False), partial(_apaired, ctx.ahttp))
         http = backend_of(client)
-        sleeps: list[float] = []  # tenacity asks; the driver sleeps
-        retrying = tenacity.Retrying(
-            sleep=sleeps.append,
-            **retrying_kwargs(
-                ctx.retry,
-                clock=ctx.clock,
-                deadline=deadline,
-                rng=ctx.rng,
-                on_retry=self._on_retry(ctx),
-            ),
-        )
-        fetched: Fetched | None = None
         try:
-            for attempt in retrying:
-                if sleeps:
-                    pause = sleeps.pop()
-                    yield Op(partial(ctx.clock.sleep, pause), partial(ctx.clock.asleep, pause))
-                ctx.attempts += 1
-                permit = ctx.breaker.before_call() if ctx.breaker is not None else None
-                exchange = Op(
-                    partial(self._exchange_sync, client, ctx, deadline, http),
-                    partial(self._exchange_async, client, ctx, deadline, http),
-                )
-                failure: Exception | None = None
-                try:
-                    with guarded(permit):
-                        fetched = fetched_or_raise((yield exchange))
-                except Exception as exc:  # judged by tenacity, below
-                    failure = exc
+            outcome = yield from self._attempt(client, is_async, ctx, deadline, http)
+            if isinstance(outcome, Fetched):
+                return outcome  # the first attempt worked: no retry machinery is built
+            failure: Exception | None = outcome
+            fetched: Fetched | None = None
+            sleeps: list[float] = []  # tenacity asks; the driver sleeps
+            retrying = tenacity.Retrying(
+                sleep=sleeps.append,
+                **retrying_kwargs(
+                    ctx.retry,
+                    clock=ctx.clock,
+                    deadline=deadline,
+                    rng=ctx.rng,
+                    on_retry=self._on_retry(ctx),
+                ),
+            )
+            for attempt in retrying:  # tenacity judges the first attempt's failure too
+                if failure is None:
+                    if sleeps:
+                        pause = sleeps.pop()
+                        yield Op(partial(ctx.clock.sleep, pause), partial(ctx.clock.asleep, pause))
+                    outcome = yield from self._attempt(client, is_async, ctx, deadline, http)
+                    if isinstance(outcome, Fetched):
+                        fetched = outcome
+                    else:
+                        failure = outcome
                 with attempt:
                     if failure is not None:
-                        raise failure
+                        exc, failure = failure, None
+                        raise exc
         except TokenEndpointError as exc:
             exc.attempts = ctx.attempts
             raise
@@ -308,10 +307,29 @@ class OAuthGrant:
             raise TokenError("the token request ended without an answer")
         return fetched
 
-    def _exchange_sync(
-        self, client: httpx.Client, ctx: FetchContext, deadline: float, http: HttpModule | None
-    ) -> Fetched | TokenError:
-        return run_sync(self._exchange(client, ctx, deadline, http))
+    def _attempt(
+        self,
+        client: Any,
+        is_async: bool,
+        ctx: FetchContext,
+        deadline: float,
+        http: HttpModule | None,
+    ) -> Flow[Fetched | Exception]:
+        """One attempt, counted and reported to the token endpoint's breaker:
+        its token set, or the failure for the retry rules to judge."""
+        ctx.attempts += 1
+        permit = ctx.breaker.before_call() if ctx.breaker is not None else None
+        try:
+            with guarded(permit):
+                if is_async:  # one asyncio timeout over the whole attempt
+                    answer = yield Op(
+                        _no_sync_side, partial(self._exchange_async, client, ctx, deadline, http)
+                    )
+                else:
+                    answer = yield from self._exchange(client, ctx, deadline, http)
+                return fetched_or_raise(answer)
+        except Exception as exc:  # judged by the retry rules
+            return exc
 
     async def _exchange_async(
         self,
@@ -353,9 +371,8 @@ class OAuthGrant:
                     partial(body_chunks, response, reader.raw),
                     partial(abody_chunks, response, reader.raw),
                 )
-                while (
-                    chunk := (yield Op(partial(next, chunks, None), partial(anext, chunks, None)))
-                ) is not None:
+                step = Op(partial(next, chunks, None), partial(anext, chunks, None))
+                while (chunk := (yield step)) is not None:
                     body = reader.feed(chunk, deadline)
                     if body is not None:
                         break
@@ -370,6 +387,15 @@ class OAuthGrant:
         return self._outcome(response.status_code, response.headers, body, ctx)
 
 
-async def _async_value(fn: Callable[[], _T]) -> _T:
-    """``fn()`` as an async op's side (for the few steps that do no I/O)."""
-    return fn()
+def _paired(fn: Callable[[], _T], is_async: bool) -> tuple[_T, bool]:
+    return fn(), is_async
+
+
+async def _apaired(fn: Callable[[], _T]) -> tuple[_T, bool]:
+    """``(fn(), True)`` as an async op's side: the async driver's client, and
+    that it is the async driver's."""
+    return fn(), True
+
+
+def _no_sync_side() -> Any:  # pragma: no cover - only the async driver is given this op
+    raise AssertionError("an async-only step reached the sync driver")

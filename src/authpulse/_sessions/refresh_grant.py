@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from .._core.errors import NoRefreshTokenError
 from .._core.tokens import TokenSet
-from .fetch import FetchContext, Fetched
+from .fetch import FetchContext
 from .oauth_grant import ClientAuthMethod, OAuthGrant, as_secret
 
 __all__ = ["RefreshTokenGrant"]
@@ -74,20 +74,11 @@ class RefreshTokenGrant(OAuthGrant):
             return token.with_refresh_token(self.refresh_token_for(current))
         return token
 
-    @staticmethod
-    def _refuse_afresh(ctx: FetchContext) -> None:
+    def _check_context(self, ctx: FetchContext) -> None:
         if ctx.afresh is not None:
             raise NoRefreshTokenError(
                 f"no usable refresh token: {ctx.afresh}, and the refresh token it held is lost"
             )
-
-    def fetch(self, ctx: FetchContext) -> Fetched:
-        self._refuse_afresh(ctx)
-        return super().fetch(ctx)
-
-    async def afetch(self, ctx: FetchContext) -> Fetched:
-        self._refuse_afresh(ctx)
-        return await super().afetch(ctx)
 
 
 # The public names defined here show the module they are imported from.

@@ -29,8 +29,8 @@ from pydantic import SecretStr
 
 from .._core.errors import RefreshError, UsageError
 from .._core.tokens import TokenSet
-from .._runtime.flow import Flow, Op, call, run_async, run_sync
-from .fetch import Fetched, either_op
+from .._runtime.flow import Flow, Op, run_async, run_sync
+from .fetch import Fetched, either_op, fetch_flow
 from .flight_state import FlightState, RefreshReason, _Current
 
 if TYPE_CHECKING:
@@ -95,10 +95,11 @@ class SingleFlight(FlightState):
         if isinstance(claimed, _Current):
             return claimed
         if leader:
-            yield Op(
-                partial(self._run_sync, claimed, reason),
-                partial(self._aspawn, claimed, reason, loop),
-            )
+            if loop is None:  # the sync driver: the refresh runs in place, in this flow
+                yield from self._refresh(claimed, reason)
+                return claimed.result()  # set by the refresh: no wait
+            else:
+                yield Op(_no_sync_side, partial(self._aspawn, claimed, reason, loop))
         else:
             yield Op(self._check_not_on_flight_loop, _nothing)
         timeout = self.retry.deadline + _WAIT_GRACE
@@ -129,17 +130,19 @@ class SingleFlight(FlightState):
             discarded: CorruptRecordError | None = None
             written = False
             if coord is None:
-                fetched = yield from call(self._fetch_op(self._current_for_fetch(), None))
+                fetched = yield from self._fetching(self._current_for_fetch(), None)
                 adopted = False
             else:
                 out = yield from coord.flow(
-                    reason, self._current_for_fetch(), self._rejected_access(reason), self._fetch_op
+                    reason, self._current_for_fetch(), self._rejected_access(reason), self._fetching
                 )
                 fetched, adopted = out.fetched, out.adopted
                 discarded, written = out.discarded, out.version is not None
-            token: TokenSet = yield Op(
-                partial(self._accept, fetched), partial(self._aaccept, fetched)
-            )
+            token: TokenSet
+            if self._verifier is None:  # no I/O: no step for the driver
+                token = self._accept(fetched)
+            else:
+                token = yield Op(partial(self._accept, fetched), partial(self._aaccept, fetched))
             if self._hook is not None and not adopted:
                 try:
                     yield either_op(self._hook, token, offload=False)
@@ -156,15 +159,12 @@ class SingleFlight(FlightState):
         else:
             fut.set_result(cur)
 
-    def _fetch_op(self, current: TokenSet | None, afresh: str | None) -> Op[Fetched]:
-        ctx = self._context(current, afresh)
-        return Op(partial(self.source.fetch, ctx), partial(self.source.afetch, ctx))
+    def _fetching(self, current: TokenSet | None, afresh: str | None) -> Flow[Fetched]:
+        return fetch_flow(self.source, self._context(current, afresh))
 
     async def _aaccept(self, fetched: Fetched) -> TokenSet:
         # verification may fetch the JWKS over blocking HTTP: keep it off the event loop
-        if self._verifier is not None:
-            return await asyncio.to_thread(self._accept, fetched)
-        return self._accept(fetched)
+        return await asyncio.to_thread(self._accept, fetched)
 
     def _rejected_access(self, reason: RefreshReason) -> SecretStr | None:
         cur = self._cur
@@ -283,3 +283,7 @@ async def _aresult(fut: concurrent.futures.Future[_Current], seconds: float) -> 
 
 async def _nothing() -> None:
     return None
+
+
+def _no_sync_side() -> None:  # pragma: no cover - only the async driver is given this op
+    raise AssertionError("an async-only step reached the sync driver")

@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from .callable_source import CallableSource, FunctionSource
 from .client_credentials import ClientCredentials
-from .fetch import FetchContext, Fetched, TokenSource, either_op, run_coroutine_blocking
+from .fetch import (
+    FetchContext,
+    Fetched,
+    FlowSource,
+    TokenSource,
+    either_op,
+    fetch_flow,
+    run_coroutine_blocking,
+)
 from .oauth_grant import ClientAuthMethod, OAuthGrant
 from .refresh_grant import RefreshTokenGrant
 
@@ -26,10 +34,12 @@ __all__ = [
     "ClientCredentials",
     "FetchContext",
     "Fetched",
+    "FlowSource",
     "FunctionSource",
     "OAuthGrant",
     "RefreshTokenGrant",
     "TokenSource",
     "either_op",
+    "fetch_flow",
     "run_coroutine_blocking",
 ]
