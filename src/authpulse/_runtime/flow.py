@@ -89,34 +89,26 @@ def advance(flow: Generator[Any, Any, Any], value: Any, error: BaseException | N
 
 def run_sync(flow: Flow[R]) -> R:
     """Run ``flow`` to its end in this thread, doing each op's ``sync`` side."""
-    send, throw = flow.send, flow.throw
-    value: Any = None
-    error: BaseException | None = None
-    while True:  # advance() inlined: every refresh runs through here
-        try:
-            step = send(value) if error is None else throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+    step = advance(flow, None, None)
+    while isinstance(step, Op):
         try:
             value, error = step.sync(), None
         except BaseException as exc:  # thrown into the flow, which decides
             value, error = None, exc
+        step = advance(flow, value, error)
+    return step.value  # type: ignore[no-any-return]
 
 
 async def run_async(flow: Flow[R]) -> R:
     """Run ``flow`` to its end, awaiting each op's ``async_`` side."""
-    send, throw = flow.send, flow.throw
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = send(value) if error is None else throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+    step = advance(flow, None, None)
+    while isinstance(step, Op):
         try:
             value, error = await step.async_(), None
         except BaseException as exc:
             value, error = None, exc
+        step = advance(flow, value, error)
+    return step.value  # type: ignore[no-any-return]
 
 
 def relay_sync(flow: Relay[T]) -> Generator[T, Any, None]:
