@@ -118,7 +118,8 @@ def check_id(value: object, what: str, max_length: int = MAX_ID_LENGTH) -> str:
         raise ConfigurationError(
             f"{rule}; it has {len(value)} characters (starting {_excerpt(value)})"
         )
-    if value.isprintable() and not any(char.isspace() for char in value):
+    # a printable character is whitespace only if it is the ASCII space
+    if value.isprintable() and " " not in value:
         return value
     at, char = next((i, c) for i, c in enumerate(value) if _unfit(c))
     kind = (

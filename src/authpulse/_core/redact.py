@@ -135,6 +135,20 @@ def name_words(name: str) -> tuple[str, ...]:
 
 def is_secret_name(name: str) -> bool:
     """Whether ``name`` (a field, key or header name) looks like it holds a secret."""
+    known = _SECRET_NAMES.get(name)
+    if known is None:
+        known = _is_secret_name(name)
+        if len(_SECRET_NAMES) < _SECRET_NAMES_KEPT:  # names are few: events reuse them
+            _SECRET_NAMES[name] = known
+    return known
+
+
+#: the answers of :func:`is_secret_name` so far, by name (bounded)
+_SECRET_NAMES: dict[str, bool] = {}
+_SECRET_NAMES_KEPT: Final = 4096
+
+
+def _is_secret_name(name: str) -> bool:
     words = name_words(name)
     if not words:
         return False

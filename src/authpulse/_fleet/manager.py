@@ -128,7 +128,8 @@ class SessionManager:
 
     def admin_get(self, session_id: str) -> ManagedSession:
         """The session ``session_id`` whoever owns it (for operators and tools)."""
-        return drive(self._registry.lookup(session_id))
+        ms = self._registry.live.get(session_id) if isinstance(session_id, str) else None
+        return ms if ms is not None else drive(self._registry.lookup(session_id))
 
     def live_sessions(self) -> tuple[ManagedSession, ...]:
         """A snapshot of the sessions loaded in this process (created or recovered

@@ -3,7 +3,6 @@ and the defaults and collaborators built from them."""
 
 from __future__ import annotations
 
-import inspect
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -41,34 +40,33 @@ _SYNC_TRANSPORTS = every("BaseTransport")
 _ASYNC_TRANSPORTS = every("AsyncBaseTransport")
 
 
+_CLOCK_METHODS = ("now", "monotonic", "sleep", "asleep")
+#: the clock classes whose methods were found (a manager's sessions share one clock)
+_CLOCK_TYPES: set[type] = set()
+
+
 def check_arguments(arguments: Mapping[str, object]) -> None:
     """Refuse, where they are given, the arguments that would fail later, inside
     a refresh (as ``token refresh failed: AttributeError``). ``arguments`` are
     :class:`~authpulse.Session`'s, by name (its ``locals()``)."""
-    _check(**{name: arguments[name] for name in _CHECKED})
-
-
-def _check(
-    *,
-    source: object,
-    token: object,
-    on_token_update: object,
-    policy: object,
-    retry: object,
-    clock: object,
-    verifier: object,
-    transport: object,
-    async_transport: object,
-    seed: object,
-    rng: object,
-    name: object,
-    identity: object,
-    store_key: object,
-    lock_ttl: object,
-    breaker: object,
-    store: object,
-    request_window: object,
-) -> None:
+    source = arguments["source"]
+    token = arguments["token"]
+    on_token_update = arguments["on_token_update"]
+    policy = arguments["policy"]
+    retry = arguments["retry"]
+    clock = arguments["clock"]
+    verifier = arguments["verifier"]
+    transport = arguments["transport"]
+    async_transport = arguments["async_transport"]
+    seed = arguments["seed"]
+    rng = arguments["rng"]
+    name = arguments["name"]
+    identity = arguments["identity"]
+    store_key = arguments["store_key"]
+    lock_ttl = arguments["lock_ttl"]
+    breaker = arguments["breaker"]
+    store = arguments["store"]
+    request_window = arguments["request_window"]
     # duck-typed: isinstance() against a runtime Protocol is slow on this path
     if not (callable(getattr(source, "fetch", None)) and callable(getattr(source, "afetch", None))):
         raise ConfigurationError("source must be a token source (fetch/afetch)")
@@ -80,10 +78,11 @@ def _check(
         raise ConfigurationError("policy must be a RefreshPolicy")
     if retry is not None and not isinstance(retry, TokenRetry):
         raise ConfigurationError("retry must be a TokenRetry")
-    if clock is not None and not all(
-        callable(getattr(clock, m, None)) for m in ("now", "monotonic", "sleep", "asleep")
-    ):
-        raise ConfigurationError("clock must be a Clock (now, monotonic, sleep, asleep)")
+    if clock is not None and type(clock) not in _CLOCK_TYPES:
+        if not all(callable(getattr(clock, m, None)) for m in _CLOCK_METHODS):
+            raise ConfigurationError("clock must be a Clock (now, monotonic, sleep, asleep)")
+        if all(callable(getattr(type(clock), m, None)) for m in _CLOCK_METHODS):
+            _CLOCK_TYPES.add(type(clock))  # its methods are the class's: one check per class
     if verifier is not None and not callable(getattr(verifier, "verify", None)):
         raise ConfigurationError("verifier must be a JWTVerifier")
     if transport is not None and not isinstance(transport, _SYNC_TRANSPORTS):
@@ -121,9 +120,6 @@ def _check(
         or (request_window < 1)
     ):
         raise ConfigurationError("request_window must be a positive integer")
-
-
-_CHECKED = tuple(inspect.signature(_check).parameters)
 
 
 def make_breakers(
