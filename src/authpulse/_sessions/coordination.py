@@ -42,7 +42,7 @@ The protocol is written once, as a flow (:mod:`authpulse._runtime.flow`) that
 yields its store calls, sleeps and IdP call; the session's sync or async
 driver does them. The decisions are pure functions (:mod:`.stored_records`);
 the store calls, each bounded by the deadline, and the store's availability
-are :class:`~.store_calls.StoreCalls`; the lock's renewal is in
+are its base, :class:`~.store_calls.StoreCalls`; the lock's renewal is in
 :mod:`.lock_renewal`.
 """
 
@@ -113,7 +113,7 @@ _POLL_MIN = 0.005
 _POLL_MAX = 0.1
 
 
-class Coordinator:
+class Coordinator(StoreCalls):
     """Runs the protocol for one session against one store.
 
     :meth:`flow` is the protocol; ``fetch(current, afresh)`` gives the flow of
@@ -127,17 +127,7 @@ class Coordinator:
     refused here, named as ``what``, rather than at every refresh.
     """
 
-    __slots__ = (
-        "_renew",
-        "calls",
-        "clock",
-        "key",
-        "known_version",
-        "lock_ttl",
-        "policy",
-        "store",
-        "wait",
-    )
+    __slots__ = ("_renew", "known_version", "lock_ttl", "policy", "wait")
 
     def __init__(
         self,
@@ -152,45 +142,37 @@ class Coordinator:
         deadline: float | None = None,
         what: str = "store key",
     ) -> None:
-        self.store = store
-        self.key = check_id(key, what, MAX_KEY_LENGTH)
-        self.clock = clock
-        self.policy = policy
-        self.lock_ttl = lock_ttl
-        self.wait = wait
-        self.known_version: int | None = None
         in_process = isinstance(store, MemoryStore)
-        #: the store calls, each within what the deadline leaves; an in-process
-        #: store cannot hang: its calls need no helper thread or task
-        self.calls = StoreCalls(
+        # the store calls, each within what the deadline leaves (the base); an
+        # in-process store cannot hang: its calls need no helper thread or task
+        super().__init__(
             store,
-            self.key,
+            check_id(key, what, MAX_KEY_LENGTH),
             clock=clock,
             budget=None if in_process else deadline,
             on_store_state=on_store_state,
         )
+        self.policy = policy
+        self.lock_ttl = lock_ttl
+        self.wait = wait
+        self.known_version: int | None = None
         # nor can its lock expire under a live holder: the holder is in this
         # process and releases it when the refresh ends, so it needs no renewal
         self._renew = not in_process
 
-    @property
-    def store_ok(self) -> bool:
-        """Whether the last store operation worked."""
-        return self.calls.store_ok
-
     def _read(self) -> Flow[tuple[StoredToken | None, CorruptRecordError | None]]:
         """The stored set, or ``None`` and why it cannot be used."""
         try:
-            stored = yield from call(self.calls.get_op())
+            stored = yield from call(self.get_op())
         except CorruptRecordError as exc:
-            return None, self.calls.unusable(exc)
+            return None, self.unusable(exc)
         return stored, None
 
     def _peek(self) -> Flow[StoredToken | None]:
         """The stored set while waiting for the lock (an unusable one is none:
         the holder may be replacing it)."""
         try:
-            return (yield from call(self.calls.get_op()))
+            return (yield from call(self.get_op()))
         except CorruptRecordError:
             return None
 
@@ -200,13 +182,13 @@ class Coordinator:
         try:
             saved = call_within(
                 lambda: self.store.put_token(self.key, token, skew=skew),
-                self.calls.budget,
+                self.budget,
                 "write the token",
             )
         except StoreError as exc:
-            self.calls.failed(exc)
+            self.failed(exc)
             return
-        self.calls.worked()
+        self.worked()
         self.known_version = saved.version
 
     # -- the protocol -------------------------------------------------------
@@ -220,8 +202,8 @@ class Coordinator:
     ) -> Flow[Outcome]:
         """One coordinated refresh (see the module's docstring), for the sync or
         the async driver."""
-        self.calls.spent = 0.0
-        if self.calls.skip_store():
+        self.spent = 0.0
+        if self.skip_store():
             defer_local_refresh(reason, local, None)
             return Outcome((yield from fetch(local, None)), False, None)
         try:
@@ -229,13 +211,13 @@ class Coordinator:
             acquired = yield from self._acquire(lock, reason, local, rejected_access)
         except StoreError as exc:
             raise_if_unreadable(exc)
-            self.calls.failed(exc)
+            self.failed(exc)
             defer_local_refresh(reason, local, exc)
             return Outcome((yield from fetch(local, None)), False, None)
         if isinstance(acquired, Outcome):
             return acquired  # a peer refreshed while we waited for the lock
         if not acquired:
-            self.calls.failed(StoreError("timed out waiting for the refresh lock"))
+            self.failed(StoreError("timed out waiting for the refresh lock"))
             defer_local_refresh(reason, local, None)
             return Outcome((yield from fetch(local, None)), False, None)
         stop_renewal: Callable[[], None] | None = None
@@ -251,7 +233,7 @@ class Coordinator:
         finally:
             if stop_renewal is not None:
                 stop_renewal()  # not joined: a renewal stuck on a silent store must not wait
-            yield Op(partial(self.calls.release, lock), partial(self.calls.arelease, lock))
+            yield Op(partial(self.release, lock), partial(self.arelease, lock))
 
     def _locked(
         self,
@@ -264,10 +246,10 @@ class Coordinator:
         """Steps 2 to 4, under the lock."""
         try:
             stored, unusable = yield from self._read()
-            self.calls.worked()
+            self.worked()
         except StoreError as exc:
             raise_if_unreadable(exc)
-            self.calls.failed(exc)
+            self.failed(exc)
             defer_local_refresh(reason, local, exc)
             return Outcome((yield from fetch(local, None)), False, None)
         if unusable is not None:
@@ -327,11 +309,11 @@ class Coordinator:
         clock = self.clock
         deadline = clock.monotonic() + self.wait
         delay = _POLL_MIN
-        take = Op(partial(self.calls.try_lock, lock), partial(self.calls.atry_lock, lock))
+        take = Op(partial(self.try_lock, lock), partial(self.atry_lock, lock))
         while not (yield from call(take)):
             adopted = self._usable((yield from self._peek()), reason, local, rejected_access)
             if adopted is not None:
-                self.calls.worked()
+                self.worked()
                 return adopted
             remaining = deadline - clock.monotonic()
             if remaining <= 0:
@@ -347,7 +329,7 @@ class Coordinator:
         if exc.error != "invalid_grant":
             return None
         try:
-            again = yield from call(self.calls.get_op())
+            again = yield from call(self.get_op())
         except StoreError:
             return None
         return self._adopt_if_newer(again, before)
@@ -367,7 +349,7 @@ class Coordinator:
     def _write(self, fetched: Fetched, fence: int) -> Flow[Outcome]:
         store, key = self.store, self.key
         skew = fetched.skew or 0.0
-        put = self.calls.op(
+        put = self.op(
             partial(store.put_token, key, fetched.token, skew=skew, fence=fence),
             partial(store.aput_token, key, fetched.token, skew=skew, fence=fence),
             "write the token",
@@ -377,7 +359,7 @@ class Coordinator:
         except FencingError:
             # our lock expired and a newer holder wrote: theirs is the live grant
             try:
-                again = yield from call(self.calls.get_op())
+                again = yield from call(self.get_op())
             except StoreError:
                 again = None  # keep the set we fetched rather than lose it
             adopted = self._adopt_if_newer(again, None)
@@ -385,7 +367,7 @@ class Coordinator:
                 return adopted
             return Outcome(fetched, False, None)
         except StoreError as exc:
-            self.calls.failed(exc)  # keep the new token in memory; the store catches up later
+            self.failed(exc)  # keep the new token in memory; the store catches up later
             return Outcome(fetched, False, None)
         self.known_version = saved.version
         return Outcome(fetched, False, saved.version)
