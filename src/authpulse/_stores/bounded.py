@@ -2,7 +2,9 @@
 
 A store that answers late, or never, must not hold a refresh past its
 deadline. Blocking store calls run in a helper thread that the caller waits
-for no longer than the time left; coroutine store calls run as a task that is
+for no longer than the time left (helpers are kept for the next calls and
+leave after :data:`_HELPER_IDLE` idle seconds; a call stuck in one never
+delays another, which gets a helper of its own); coroutine store calls run as a task that is
 cancelled when the time is up. Either way the caller gets
 :class:`StoreUnavailableError` and goes on (the refresh falls back to
 process-local, see ``_coordination``); the abandoned call finishes, or fails,
@@ -18,6 +20,9 @@ which a fake clock standing still would never give up on.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import queue
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -27,6 +32,8 @@ from .base import StoreUnavailableError
 __all__ = ["acall_within", "call_within", "start_and_forget"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("authpulse.store")
 
 #: coroutine calls given up on, kept referenced until they unwind
 _ABANDONED: set[asyncio.Task[Any]] = set()
@@ -38,6 +45,63 @@ def _late(what: str, seconds: float) -> StoreUnavailableError:
     return StoreUnavailableError(
         f"the store did not {what} within the {seconds:.3g} s the refresh deadline left"
     )
+
+
+#: real seconds an idle helper thread waits for another call before it ends
+_HELPER_IDLE = 30.0
+
+
+class _Helpers:
+    """Daemon threads that run blocking store calls, reused from call to call.
+
+    A call goes to an idle helper if there is one, else to a new helper: a
+    call stuck on a silent store holds only its own helper.
+    """
+
+    __slots__ = ("_idle", "_jobs", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        #: helpers waiting for a job and not yet promised one
+        self._idle = 0
+
+    def run(self, job: Callable[[], None], name: str) -> None:
+        """Start ``job`` (which must not raise) in a helper."""
+        with self._lock:
+            reuse = self._idle > 0
+            if reuse:
+                self._idle -= 1  # promised this job
+        self._jobs.put(job)
+        if not reuse:
+            threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            try:
+                job = jobs.get(timeout=_HELPER_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # no job is promised to this helper: leave
+                        self._idle -= 1
+                        return
+                continue  # a job was promised just now: it is on its way
+            job()
+            del job
+            with self._lock:
+                self._idle += 1
+
+    def forked(self) -> None:
+        """In a forked child, where the parent's helpers do not run."""
+        self._lock = threading.Lock()
+        self._jobs = queue.SimpleQueue()
+        self._idle = 0
+
+
+_HELPERS = _Helpers()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_HELPERS.forked)
 
 
 def call_within(fn: Callable[[], T], seconds: float | None, what: str) -> T:
@@ -52,16 +116,19 @@ def call_within(fn: Callable[[], T], seconds: float | None, what: str) -> T:
         raise _late(what, seconds)
     box: list[T] = []
     failure: list[BaseException] = []
+    done = threading.Lock()
+    done.acquire()
 
     def run() -> None:
         try:
             box.append(fn())
         except BaseException as exc:  # handed to the caller below
             failure.append(exc)
+        finally:
+            done.release()
 
-    t = threading.Thread(target=run, name="authpulse-store-call", daemon=True)
-    t.start()
-    t.join(seconds)
+    _HELPERS.run(run, "authpulse-store-call")
+    done.acquire(timeout=seconds)
     if box:
         return box[0]
     if failure:
@@ -74,9 +141,24 @@ def call_within(fn: Callable[[], T], seconds: float | None, what: str) -> T:
 
 
 def start_and_forget(fn: Callable[[], object], what: str) -> None:
-    """Run ``fn`` in a daemon thread without waiting (a lock release when no time
+    """Run ``fn`` in a helper thread without waiting (a lock release when no time
     is left: the lock expires by its TTL if the release never lands)."""
-    threading.Thread(target=fn, name=f"authpulse-store-{what}", daemon=True).start()
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception as exc:  # nobody waits for it: the lock expires by its TTL
+            log.warning(
+                "the store could not %s (%s); the lock expires by its TTL",
+                what,
+                type(exc).__name__,
+                extra={
+                    "authpulse_event": "store_call_failed",
+                    "authpulse_error": type(exc).__name__,
+                },
+            )
+
+    _HELPERS.run(run, f"authpulse-store-{what}")
 
 
 async def acall_within(make: Callable[[], Awaitable[T]], seconds: float | None, what: str) -> T:
