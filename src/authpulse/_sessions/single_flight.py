@@ -100,7 +100,7 @@ class SingleFlight(FlightState):
                 return claimed.result()  # set by the refresh: no wait
             else:
                 yield Op(_no_sync_side, partial(self._aspawn, claimed, reason, loop))
-        else:
+        elif loop is None:  # only a sync waiter can block the flight's own loop
             yield Op(self._check_not_on_flight_loop, _nothing)
         timeout = self.retry.deadline + _WAIT_GRACE
         cur: _Current = yield Op(
