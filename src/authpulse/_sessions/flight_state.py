@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from .._stores.base import CorruptRecordError
     from .fetch import TokenSource
     from .refresh_book import RefreshBook
-    from .session_events import EventRelay
     from .session_signals import SessionSignals
     from .token_clients import TokenClients
     from .verify import JWTVerifier
@@ -80,7 +79,6 @@ class FlightState:
         name: str
         _rng: random.Random
         _verifier: JWTVerifier | None
-        _events: EventRelay
         _book: RefreshBook
         _signals: SessionSignals
         _clients: TokenClients
@@ -116,7 +114,7 @@ class FlightState:
     def _context(self, current: TokenSet | None, afresh: str | None = None) -> FetchContext:
         def on_retry(attempt: int, sleep: float, exc: BaseException | None) -> None:
             cls = getattr(exc, "error_class", None)
-            self._events.emit(
+            self._book.emit(
                 SessionEventKind.RETRY,
                 cause=type(exc) if exc is not None else None,
                 attempt=attempt,
@@ -241,7 +239,7 @@ class FlightState:
     ) -> tuple[concurrent.futures.Future[_Current] | _Current, bool]:
         claimed, leader = self._claim(reason, rejected, loop)
         if leader:
-            self._events.emit(SessionEventKind.REFRESH_STARTED, reason=reason)
+            self._book.emit(SessionEventKind.REFRESH_STARTED, reason=reason)
         return claimed, leader
 
     def _current_for_fetch(self) -> TokenSet | None:

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from .._core.errors import AuthpulseError, LoginRequiredError
 from .._core.signals import SessionEventKind
+from .session_events import EventRelay
 
 if TYPE_CHECKING:
     from .._stores.base import CorruptRecordError
     from .fetch import Fetched, TokenSource
     from .flight_state import RefreshReason, _Current
-    from .session_events import EventRelay
 
 __all__ = ["RefreshBook", "RefreshStats"]
 
@@ -48,8 +48,9 @@ class RefreshStats:
         return self.refreshes + self.failures
 
 
-class RefreshBook:
-    """Counts a session's refreshes and reports their outcomes.
+class RefreshBook(EventRelay):
+    """Counts a session's refreshes and reports their outcomes, to the session's
+    event hooks (its base, :class:`~.session_events.EventRelay`) and its log.
 
     :meth:`succeeded` and :meth:`failed` update the counters (the session
     calls them under its lock); the ``report_*`` methods send the events and
@@ -57,7 +58,6 @@ class RefreshBook:
     """
 
     __slots__ = (
-        "_events",
         "consecutive_failures",
         "failures",
         "fallback_level",
@@ -66,14 +66,12 @@ class RefreshBook:
         "last_failure_at",
         "last_refresh_at",
         "login_required",
-        "name",
         "refreshes",
         "token_requests",
     )
 
-    def __init__(self, name: str, events: EventRelay) -> None:
-        self.name = name
-        self._events = events
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
         self.refreshes = 0
         self.failures = 0
         self.consecutive_failures = 0
@@ -133,7 +131,7 @@ class RefreshBook:
         now: float,
         source: TokenSource,
     ) -> None:
-        emit = self._events.emit
+        emit = self.emit
         emit(
             SessionEventKind.REFRESHED,
             reason=reason,
@@ -165,13 +163,13 @@ class RefreshBook:
 
     def report_failed(self, exc: BaseException, reason: RefreshReason, generation: int) -> None:
         if isinstance(exc, LoginRequiredError):
-            self._events.emit(
+            self.emit(
                 SessionEventKind.LOGIN_REQUIRED,
                 cause=type(exc),
                 has_login_url=exc.login_url is not None,
                 reason=exc.reason,
             )
-        self._events.emit(
+        self.emit(
             SessionEventKind.REFRESH_FAILED,
             cause=type(exc),
             reason=reason,
@@ -195,7 +193,7 @@ class RefreshBook:
 
     def report_replaced(self, discarded: CorruptRecordError, *, written: bool) -> None:
         """Report that the unusable stored set was replaced by a fetched one."""
-        self._events.emit(
+        self.emit(
             SessionEventKind.TOKEN_RECORD_REPLACED,
             cause=type(discarded),
             error=type(discarded).__name__,
@@ -215,7 +213,7 @@ class RefreshBook:
         )
 
     def report_hook_failed(self, exc: BaseException) -> None:
-        self._events.emit(SessionEventKind.HOOK_FAILED, cause=type(exc), error=type(exc).__name__)
+        self.emit(SessionEventKind.HOOK_FAILED, cause=type(exc), error=type(exc).__name__)
         log.error(
             "on_token_update hook raised %s; the new token is installed anyway",
             type(exc).__name__,

@@ -11,12 +11,12 @@ background and keeps being served; only an EXPIRED token makes callers wait.
 This module holds the session's token state: claiming the flight,
 installing a token set, recording a failure. :class:`Session` is a facade
 over its collaborators, each in a module of its own (what it reports of
-them is :class:`~.session_observation.SessionObservation`): the event hooks
-(:mod:`.session_events`), the refresh counters and the reports of each
-outcome (:mod:`.refresh_book`), the health signals and request statistics
-(:mod:`.session_signals`), the token endpoint's HTTP clients
-(:mod:`.token_clients`), and the arguments with the store binding built
-from them (:mod:`.session_config`).
+them is :class:`~.session_observation.SessionObservation`): the refresh
+counters and the reports of each outcome (:mod:`.refresh_book`, sent to
+the event hooks of its base, :mod:`.session_events`), the health signals
+and request statistics (:mod:`.session_signals`), the token endpoint's HTTP
+clients (:mod:`.token_clients`), and the arguments with the store binding
+built from them (:mod:`.session_config`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ from .session_config import (
     make_breakers,
     make_coordinator,
 )
-from .session_events import EventRelay
 from .session_observation import SessionObservation
 from .session_signals import SessionSignals
 from .single_flight import SingleFlight
@@ -90,7 +89,6 @@ class Session(SessionObservation, SingleFlight):
         "_book",
         "_clients",
         "_coord",
-        "_events",
         "_hook",
         "_rng",
         "_signals",
@@ -136,14 +134,13 @@ class Session(SessionObservation, SingleFlight):
         self.name = name or type(source).__name__
         #: who the tokens belong to, for cache keys; unique per session unless given
         self.identity = identity or f"session-{secrets.token_hex(8)}"
-        self._events = EventRelay(self.name)
-        self._book = RefreshBook(self.name, self._events)
+        self._book = RefreshBook(self.name)  # the counters, and the event hooks
         self._signals = SessionSignals(
             make_breakers(breaker, self.clock),
             clock=self.clock,
             window=request_window,
             name=self.name,
-            events=self._events,
+            events=self._book,
         )
         self._coord: Coordinator | None = make_coordinator(
             store,
@@ -234,7 +231,7 @@ class Session(SessionObservation, SingleFlight):
         self._install(Fetched(token, None), "initial")
         if self._coord is not None:
             self._coord.put(token, self._skew)
-        self._events.emit(SessionEventKind.LOGIN_COMPLETED, generation=self._generation)
+        self._book.emit(SessionEventKind.LOGIN_COMPLETED, generation=self._generation)
 
     def refresh_if_due(self, *, lead: float = 0.0) -> TokenSet:
         """Refresh now, in this thread, if the token is STALE or EXPIRED (or will be

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from .coordination import Coordinator
     from .flight_state import _Current
     from .refresh_book import RefreshBook
-    from .session_events import EventRelay
     from .session_signals import SessionSignals
 
 __all__ = ["SessionObservation"]
@@ -41,7 +40,6 @@ class SessionObservation:
         _coord: Coordinator | None
         _skew: float
         _generation: int
-        _events: EventRelay
         _book: RefreshBook
         _signals: SessionSignals
 
@@ -75,7 +73,7 @@ class SessionObservation:
         return self._signals.breaker_state()
 
     def _store_state(self, available: bool, error: str | None) -> None:
-        self._events.emit(STORE_KINDS[available], error=error)
+        self._book.emit(STORE_KINDS[available], error=error)
 
     def _watch_breakers(self, registry: BreakerRegistry) -> None:
         """Count ``registry``'s breakers in this session's health (clients call this)."""
@@ -138,7 +136,7 @@ class SessionObservation:
         """
         if not callable(hook):
             raise ConfigurationError("an event hook must be callable")
-        self._events.add(hook)
+        self._book.add(hook)
 
     @property
     def event_hooks(self) -> tuple[SessionEventHook, ...]:
@@ -147,4 +145,4 @@ class SessionObservation:
 
         .. versionadded:: unreleased
         """
-        return self._events.hooks
+        return self._book.hooks

@@ -114,7 +114,8 @@ class _Bucket:
     by_status: Counter[str] = field(default_factory=Counter)
     ended: int = 0
     duration_sum: float = 0.0
-    failures: Counter[str] = field(default_factory=Counter)
+    #: created with the first failed session: most owners never have one
+    failures: Counter[str] | None = None
     requests: int = 0
     latency_sum: float = 0.0
 
@@ -184,7 +185,7 @@ class Aggregates:
             if r.status.terminal and r.ended_at is not None:
                 b.ended -= 1
                 b.duration_sum -= r.ended_at - r.created_at
-                if r.status is not SessionStatus.COMPLETED:
+                if r.status is not SessionStatus.COMPLETED and b.failures is not None:
                     b.failures[self._failure_key(r)] -= 1
 
     def request(self, r: SessionRecord, latency: float) -> None:
@@ -204,6 +205,8 @@ class Aggregates:
         if r.ended_at is not None:
             b.duration_sum += r.ended_at - r.created_at
         if r.status is not SessionStatus.COMPLETED:
+            if b.failures is None:
+                b.failures = Counter()
             b.failures[self._failure_key(r)] += 1
 
     def stats(self, *, owner: str | None = None, kind: SessionKind | None = None) -> SessionStats:
@@ -221,7 +224,8 @@ class Aggregates:
                 requests += b.requests
                 lat += b.latency_sum
                 by_status.update(b.by_status)
-                failures.update(b.failures)
+                if b.failures:
+                    failures.update(b.failures)
         completed = by_status.get(SessionStatus.COMPLETED.value, 0)
         return SessionStats(
             total=total,
