@@ -81,7 +81,8 @@ class FlightState:
         _verifier: JWTVerifier | None
         _book: RefreshBook
         _signals: SessionSignals
-        _clients: TokenClients
+
+        def _token_clients(self) -> TokenClients: ...
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -129,8 +130,8 @@ class FlightState:
             retry=self.retry,
             rng=self._rng,
             default_lifetime=self.policy.default_lifetime,
-            http=self._clients.sync,
-            ahttp=self._clients.async_,
+            http=self._token_clients().sync,
+            ahttp=self._token_clients().async_,
             on_retry=on_retry,
             breaker=self._signals.token_breaker(self.source, self.name),
             afresh=afresh,

@@ -86,12 +86,14 @@ class Session(SessionObservation, SingleFlight):
 
     __slots__ = (
         "__weakref__",
+        "_async_transport",
         "_book",
         "_clients",
         "_coord",
         "_hook",
         "_rng",
         "_signals",
+        "_transport",
         "_verifier",
         "clock",
         "identity",
@@ -155,7 +157,10 @@ class Session(SessionObservation, SingleFlight):
         self.origins = parse_origins(origins)
         self._hook = on_token_update
         self._verifier = verifier
-        self._clients = TokenClients(transport, async_transport)
+        # made by the first token request: most managed sessions start with a token
+        self._clients: TokenClients | None = None
+        self._transport = transport
+        self._async_transport = async_transport
         # jitter, not cryptography; a manager shares one generator among its sessions
         self._rng = rng if rng is not None else random.Random(seed)  # noqa: S311
         super().__init__()
@@ -290,7 +295,14 @@ class Session(SessionObservation, SingleFlight):
         self._closed = True
         if wait:
             self.join_background(self.retry.deadline + 1)
-        self._clients.close()
+        if self._clients is not None:
+            self._clients.close()
+
+    def _token_clients(self) -> TokenClients:
+        clients = self._clients
+        if clients is None:  # in a refresh: one at a time (the single flight)
+            clients = self._clients = TokenClients(self._transport, self._async_transport)
+        return clients
 
     def join_background(self, timeout: float | None = None) -> None:
         """Wait for background refresh threads started by sync callers."""
@@ -305,7 +317,8 @@ class Session(SessionObservation, SingleFlight):
         tasks = [t for t in self._tasks or () if not t.done()]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._clients.aclose()
+        if self._clients is not None:
+            await self._clients.aclose()
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Session:
