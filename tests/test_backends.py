@@ -145,7 +145,7 @@ def test_the_token_client_follows_the_transport_library(clock: FakeClock, idp: F
         transport=httpx2.MockTransport(idp.handle),
     )
     assert session.token()
-    assert isinstance(session._clients.sync(), httpx2.Client)
+    assert isinstance(session._token_clients().sync(), httpx2.Client)
     assert idp.token_calls == 1
     session.close()
 
