@@ -94,9 +94,11 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         session = self.session
         outcome = _Outcome(session)
         try:
-            before = session._cur
-            cur = cast("_Current", (yield self._token))
-            outcome.waited = cur is not before
+            cur = session._fresh()
+            if cur is None:  # not FRESH: the driver gets it (a wait, or a background refresh)
+                before = session._cur
+                cur = cast("_Current", (yield self._token))
+                outcome.waited = cur is not before
             request.headers["Authorization"] = cur.header
             response = cast(httpx.Response, (yield request))
             outcome.status = response.status_code

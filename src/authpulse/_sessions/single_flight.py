@@ -178,6 +178,14 @@ class SingleFlight(FlightState):
 
     # -- sync shell ---------------------------------------------------------------------
 
+    def _fresh(self) -> _Current | None:
+        """The current token if it is FRESH, else ``None`` (the auth flow's hot
+        path: no step for the driver)."""
+        cur = self._cur
+        if cur is not None and not self._closed and self.clock.now() < cur.refresh_at:
+            return cur
+        return None
+
     def _get_sync(self) -> _Current:
         cur = self._cur
         if cur is not None and not self._closed and self.clock.now() < cur.refresh_at:
