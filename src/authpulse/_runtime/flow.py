@@ -89,7 +89,10 @@ def advance(flow: Generator[Any, Any, Any], value: Any, error: BaseException | N
 
 def run_sync(flow: Flow[R]) -> R:
     """Run ``flow`` to its end in this thread, doing each op's ``sync`` side."""
-    step = advance(flow, None, None)
+    try:
+        step: Any = flow.send(None)
+    except StopIteration as stop:  # a flow that needed no step (an idle tick, a lookup)
+        return stop.value  # type: ignore[no-any-return]
     while isinstance(step, Op):
         try:
             value, error = step.sync(), None
@@ -101,7 +104,10 @@ def run_sync(flow: Flow[R]) -> R:
 
 async def run_async(flow: Flow[R]) -> R:
     """Run ``flow`` to its end, awaiting each op's ``async_`` side."""
-    step = advance(flow, None, None)
+    try:
+        step: Any = flow.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
     while isinstance(step, Op):
         try:
             value, error = await step.async_(), None
