@@ -18,6 +18,7 @@ from rich.text import Text
 
 from .._sessions.stats import refresh_counts
 from .demo import DemoFrame, DemoIntro, DemoSummary, summary_items
+from .terminal import BAND_STYLES
 
 __all__ = [
     "AUTH_STATE_STYLES",
@@ -28,13 +29,6 @@ __all__ = [
     "render_summary",
 ]
 
-BAND_STYLES = {
-    "excellent": "bold green",
-    "good": "green",
-    "fair": "yellow",
-    "poor": "dark_orange",
-    "critical": "bold red",
-}
 AUTH_STATE_STYLES = {
     "fresh": "green",
     "refreshing": "cyan",

@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from rich.segment import Segment
     from rich.text import Text
 
-__all__ = ["console", "safe_text"]
+__all__ = ["BAND_STYLES", "console", "safe_text"]
+
+#: the rich style of each health band, wherever a band is printed
+BAND_STYLES = {
+    "excellent": "bold green",
+    "good": "green",
+    "fair": "yellow",
+    "poor": "dark_orange",
+    "critical": "bold red",
+}
 
 # C0 controls but tab and newline, DEL, C1 controls (0x9b is a one-byte CSI), and the
 # bidirectional marks, embeddings, overrides and isolates

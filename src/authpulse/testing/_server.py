@@ -13,10 +13,11 @@ import contextlib
 import logging
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 
 from .._runtime.backend import httpx
+from .._runtime.http_server import TrackedHTTPServer
 
 __all__ = ["LoopbackServer"]
 
@@ -130,39 +131,18 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # close() shuts the connections down and joins the threads itself
+class _Server(TrackedHTTPServer):
     request_queue_size = 1024  # a burst of new connections must not overflow the backlog
 
     def __init__(self, address: tuple[str, int], app: App | None) -> None:
         self.app = app
-        self._conns: dict[socket.socket, threading.Thread] = {}
-        self._conns_lock = threading.Lock()
         super().__init__(address, _Handler)
         self.port: int = self.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns[request] = threading.current_thread()
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._conns_lock:
-                self._conns.pop(request, None)
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client that went away (a killed worker, a closed pool) is not an error here
         log.debug("loopback %s: connection from %s ended badly", self.url, client_address)
-
-    def drop_connections(self, timeout: float) -> None:
-        with self._conns_lock:
-            conns = list(self._conns.items())
-        for sock, _ in conns:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for _, thread in conns:
-            thread.join(timeout)
 
 
 class LoopbackServer:

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..terminal import BAND_STYLES
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
@@ -84,13 +86,6 @@ def fields_text(fields: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-BAND_STYLES = {
-    "excellent": "bold green",
-    "good": "green",
-    "fair": "yellow",
-    "poor": "dark_orange",
-    "critical": "bold red",
-}
 STATUS_STYLES = {
     "ACTIVE": "green",
     "PAUSED": "yellow",

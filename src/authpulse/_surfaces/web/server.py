@@ -9,12 +9,12 @@ import logging
 import socket
 import sys
 import threading
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from ..._core.errors import ConfigurationError
 from ..._fleet.manager import SessionManager
 from ..._runtime.clock import Clock
+from ..._runtime.http_server import TrackedHTTPServer
 from ..._stores.base import SessionStore
 from ..._stores.open import open_store
 from .dashboard import Dashboard
@@ -27,8 +27,7 @@ log = logging.getLogger("authpulse.web")
 _MIN_ADMIN_TOKEN = 16
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # close() drops the connections and joins the threads itself
+class _Server(TrackedHTTPServer):
     allow_reuse_address = True
 
     def __init__(
@@ -42,32 +41,12 @@ class _Server(ThreadingHTTPServer):
         self.admin_token = admin_token
         self.assets = assets
         self.loopback_only = is_loopback(address[0])
-        self._conns: dict[socket.socket, threading.Thread] = {}
-        self._conns_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns[request] = threading.current_thread()
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._conns_lock:
-                self._conns.pop(request, None)
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("dashboard: connection from %s ended badly", client_address, exc_info=True)
-
-    def drop_connections(self, timeout: float) -> None:
-        with self._conns_lock:
-            conns = list(self._conns.items())
-        for sock, _ in conns:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for _, thread in conns:
-            thread.join(timeout)
 
 
 def _check_admin_token(token: str | None) -> str | None:
