@@ -1,0 +1,1 @@
+"""Getting tokens: provider discovery and the login flows that sign a user in."""
