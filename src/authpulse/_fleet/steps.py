@@ -1,5 +1,7 @@
 """The store steps of a manager's flows: each one store call, made sync or
 awaited by the driver (see ``flow``), and the optimistic write built on them.
+Each step yields its :class:`Op` itself (no helper generator between: a
+session's creation makes two of them).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from .._core.errors import UsageError
 from .._core.model import SessionRecord, SessionStatus
 from .._stores.base import VersionConflictError
 from .errors import SessionNotFoundError
-from .flow import Flow, one_step
+from .flow import Flow, Op
 from .managed import ManagedSession
 
 if TYPE_CHECKING:
@@ -37,32 +39,36 @@ class StoreSteps:
 
     def get(self, session_id: str) -> Flow[SessionRecord | None]:
         store = self.store
-        return (yield from one_step(lambda: store.get(session_id), lambda: store.aget(session_id)))
+        record: SessionRecord | None = yield Op(
+            lambda: store.get(session_id), lambda: store.aget(session_id)
+        )
+        return record
 
     def put(self, record: SessionRecord, expected: int | None) -> Flow[SessionRecord]:
         store = self.store
-        return (
-            yield from one_step(
-                lambda: store.put(record, expected_version=expected),
-                lambda: store.aput(record, expected_version=expected),
-            )
+        stored: SessionRecord = yield Op(
+            lambda: store.put(record, expected_version=expected),
+            lambda: store.aput(record, expected_version=expected),
         )
+        return stored
 
     def delete(self, session_id: str) -> Flow[bool]:
         store = self.store
-        return (
-            yield from one_step(lambda: store.delete(session_id), lambda: store.adelete(session_id))
+        deleted: bool = yield Op(
+            lambda: store.delete(session_id), lambda: store.adelete(session_id)
         )
+        return deleted
 
     def query_status(self, statuses: Iterable[SessionStatus]) -> Flow[list[SessionRecord]]:
         store, st = self.store, [*statuses]
-        return (
-            yield from one_step(lambda: store.query(status=st), lambda: store.aquery(status=st))
+        records: list[SessionRecord] = yield Op(
+            lambda: store.query(status=st), lambda: store.aquery(status=st)
         )
+        return records
 
     def append_event(self, session_id: str, event: Event) -> Flow[None]:
         store = self.store
-        yield from one_step(
+        yield Op(
             lambda: store.append_event(session_id, event),
             lambda: store.aappend_event(session_id, event),
         )

@@ -336,6 +336,23 @@ def parse_origins(origins: Iterable[str] | None) -> frozenset[Origin] | None:
     return frozenset(out)
 
 
+#: endpoint URLs parsed so far (bounded): a manager's sessions share their IdP's few URLs
+_PARSED: dict[str, httpx.URL] = {}
+_PARSED_KEPT = 1024
+
+
+def _endpoint(url: httpx.URL | str) -> httpx.URL:
+    """:func:`as_url`, remembering what it parsed from a string."""
+    if not isinstance(url, str):
+        return as_url(url)
+    parsed = _PARSED.get(url)
+    if parsed is None:
+        parsed = as_url(url)
+        if len(_PARSED) < _PARSED_KEPT:
+            _PARSED[url] = parsed
+    return parsed
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower().rstrip(".") == "localhost":
         return True
@@ -360,7 +377,7 @@ def check_endpoint_url(url: object, *, what: str, allow_insecure_http: bool = Fa
     if not isinstance(url, str):
         raise ConfigurationError(f"{what} must be an absolute http(s) URL")
     try:
-        parsed = as_url(url)
+        parsed = _endpoint(url)
     except INVALID_URL_ERRORS:
         parsed = None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
@@ -378,7 +395,7 @@ def endpoint_label(url: httpx.URL | str) -> str:
     """``scheme://host[:port]/path`` of ``url``, for messages: no userinfo, no query,
     no fragment (they may carry credentials)."""
     try:
-        u = as_url(url)
+        u = _endpoint(url)
     except INVALID_URL_ERRORS:
         return "<invalid URL>"
     host = f"[{u.host}]" if ":" in u.host else u.host

@@ -41,8 +41,12 @@ _ASYNC_TRANSPORTS = every("AsyncBaseTransport")
 
 
 _CLOCK_METHODS = ("now", "monotonic", "sleep", "asleep")
-#: the clock classes whose methods were found (a manager's sessions share one clock)
+#: the classes found to have the methods a clock, a source or a store needs (a
+#: manager's sessions share one clock and store and often one kind of source):
+#: each class is looked at once
 _CLOCK_TYPES: set[type] = set()
+_SOURCE_TYPES: set[type] = set()
+_STORE_TYPES: set[type] = set()
 
 
 def check_arguments(arguments: Mapping[str, object]) -> None:
@@ -68,8 +72,15 @@ def check_arguments(arguments: Mapping[str, object]) -> None:
     store = arguments["store"]
     request_window = arguments["request_window"]
     # duck-typed: isinstance() against a runtime Protocol is slow on this path
-    if not (callable(getattr(source, "fetch", None)) and callable(getattr(source, "afetch", None))):
-        raise ConfigurationError("source must be a token source (fetch/afetch)")
+    if type(source) not in _SOURCE_TYPES:
+        if not (
+            callable(getattr(source, "fetch", None)) and callable(getattr(source, "afetch", None))
+        ):
+            raise ConfigurationError("source must be a token source (fetch/afetch)")
+        if callable(getattr(type(source), "fetch", None)) and callable(
+            getattr(type(source), "afetch", None)
+        ):
+            _SOURCE_TYPES.add(type(source))
     if token is not None and not isinstance(token, TokenSet):
         raise ConfigurationError("token must be a TokenSet")
     if on_token_update is not None and not callable(on_token_update):
@@ -110,10 +121,15 @@ def check_arguments(arguments: Mapping[str, object]) -> None:
         raise ConfigurationError("lock_ttl must be a positive number of seconds")
     if breaker is not None and not isinstance(breaker, BreakerPolicy | BreakerRegistry):
         raise ConfigurationError("breaker must be a BreakerPolicy or a BreakerRegistry")
-    if store is not None and not (
-        callable(getattr(store, "lock", None)) and callable(getattr(store, "get_token", None))
-    ):
-        raise ConfigurationError("store must be a SessionStore (see authpulse.open_store)")
+    if store is not None and type(store) not in _STORE_TYPES:
+        if not (
+            callable(getattr(store, "lock", None)) and callable(getattr(store, "get_token", None))
+        ):
+            raise ConfigurationError("store must be a SessionStore (see authpulse.open_store)")
+        if callable(getattr(type(store), "lock", None)) and callable(
+            getattr(type(store), "get_token", None)
+        ):
+            _STORE_TYPES.add(type(store))
     if (
         isinstance(request_window, bool)
         or not isinstance(request_window, int)
