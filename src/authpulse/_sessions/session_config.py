@@ -49,6 +49,20 @@ _SOURCE_TYPES: set[type] = set()
 _STORE_TYPES: set[type] = set()
 
 
+def _has_methods(value: object, names: tuple[str, ...], known: set[type]) -> bool:
+    """Whether ``value`` has callable ``names`` (duck-typed: ``isinstance`` against a
+    runtime Protocol is slow here). A class whose own attributes have them is
+    remembered in ``known``, so it is looked at once."""
+    cls = type(value)
+    if cls in known:
+        return True
+    if not all(callable(getattr(value, n, None)) for n in names):
+        return False
+    if all(callable(getattr(cls, n, None)) for n in names):
+        known.add(cls)
+    return True
+
+
 def check_arguments(arguments: Mapping[str, object]) -> None:
     """Refuse, where they are given, the arguments that would fail later, inside
     a refresh (as ``token refresh failed: AttributeError``). ``arguments`` are
@@ -71,16 +85,8 @@ def check_arguments(arguments: Mapping[str, object]) -> None:
     breaker = arguments["breaker"]
     store = arguments["store"]
     request_window = arguments["request_window"]
-    # duck-typed: isinstance() against a runtime Protocol is slow on this path
-    if type(source) not in _SOURCE_TYPES:
-        if not (
-            callable(getattr(source, "fetch", None)) and callable(getattr(source, "afetch", None))
-        ):
-            raise ConfigurationError("source must be a token source (fetch/afetch)")
-        if callable(getattr(type(source), "fetch", None)) and callable(
-            getattr(type(source), "afetch", None)
-        ):
-            _SOURCE_TYPES.add(type(source))
+    if not _has_methods(source, ("fetch", "afetch"), _SOURCE_TYPES):
+        raise ConfigurationError("source must be a token source (fetch/afetch)")
     if token is not None and not isinstance(token, TokenSet):
         raise ConfigurationError("token must be a TokenSet")
     if on_token_update is not None and not callable(on_token_update):
@@ -89,11 +95,8 @@ def check_arguments(arguments: Mapping[str, object]) -> None:
         raise ConfigurationError("policy must be a RefreshPolicy")
     if retry is not None and not isinstance(retry, TokenRetry):
         raise ConfigurationError("retry must be a TokenRetry")
-    if clock is not None and type(clock) not in _CLOCK_TYPES:
-        if not all(callable(getattr(clock, m, None)) for m in _CLOCK_METHODS):
-            raise ConfigurationError("clock must be a Clock (now, monotonic, sleep, asleep)")
-        if all(callable(getattr(type(clock), m, None)) for m in _CLOCK_METHODS):
-            _CLOCK_TYPES.add(type(clock))  # its methods are the class's: one check per class
+    if clock is not None and not _has_methods(clock, _CLOCK_METHODS, _CLOCK_TYPES):
+        raise ConfigurationError("clock must be a Clock (now, monotonic, sleep, asleep)")
     if verifier is not None and not callable(getattr(verifier, "verify", None)):
         raise ConfigurationError("verifier must be a JWTVerifier")
     if transport is not None and not isinstance(transport, _SYNC_TRANSPORTS):
@@ -121,15 +124,8 @@ def check_arguments(arguments: Mapping[str, object]) -> None:
         raise ConfigurationError("lock_ttl must be a positive number of seconds")
     if breaker is not None and not isinstance(breaker, BreakerPolicy | BreakerRegistry):
         raise ConfigurationError("breaker must be a BreakerPolicy or a BreakerRegistry")
-    if store is not None and type(store) not in _STORE_TYPES:
-        if not (
-            callable(getattr(store, "lock", None)) and callable(getattr(store, "get_token", None))
-        ):
-            raise ConfigurationError("store must be a SessionStore (see authpulse.open_store)")
-        if callable(getattr(type(store), "lock", None)) and callable(
-            getattr(type(store), "get_token", None)
-        ):
-            _STORE_TYPES.add(type(store))
+    if store is not None and not _has_methods(store, ("lock", "get_token"), _STORE_TYPES):
+        raise ConfigurationError("store must be a SessionStore (see authpulse.open_store)")
     if (
         isinstance(request_window, bool)
         or not isinstance(request_window, int)
