@@ -4,7 +4,6 @@ store knows), store-wide statistics and the JSON export. Reads only.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import ConfigurationError
@@ -29,7 +28,6 @@ def health(m: SessionManager, session_id: str, now: float | None) -> HealthRepor
         record = m.record(session_id)
         return stored_health(record, m.store.get_token(session_id), t, m.policy)
     ms = m.admin_get(session_id)
-    s = ms.session.health_signals(t)
     state = ms.machine.health_state(t)
     if ms.record.status.terminal:
         state = "closed"
@@ -41,9 +39,7 @@ def health(m: SessionManager, session_id: str, now: float | None) -> HealthRepor
         )
         else 0
     )
-    return compute_health(
-        replace(s, auth_state=state, heartbeat_ok=ms.heartbeat_ok, worker_errors=worker_errors)
-    )
+    return compute_health(ms.session._health_signals(t, (state, ms.heartbeat_ok, worker_errors)))
 
 
 def stored_health(

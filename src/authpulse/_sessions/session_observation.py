@@ -106,11 +106,22 @@ class SessionObservation:
 
     def health_signals(self, now: float | None = None) -> HealthSignals:
         """The signals this session knows about (token and refresh outcome)."""
-        t = self.clock.now() if now is None else now
+        return self._health_signals(self.clock.now() if now is None else now, None)
+
+    def _health_signals(
+        self, t: float, observed: tuple[str, bool | None, int] | None
+    ) -> HealthSignals:
+        """:meth:`health_signals` at ``t``, with what a manager observed besides
+        (``(auth_state, heartbeat_ok, worker_errors)``) when it asks."""
         store_ok = None if self._coord is None else self._coord.store_ok
-        signals, fresh = self._signals, self.freshness(t).value
-        return signals.gather(
-            t, self._cur, fresh, self._book, closed=self._closed, store_available=store_ok
+        return self._signals.gather(
+            t,
+            self._cur,
+            self.freshness(t).value,
+            self._book,
+            closed=self._closed,
+            store_available=store_ok,
+            observed=observed,
         )
 
     def health(self, now: float | None = None) -> HealthReport:

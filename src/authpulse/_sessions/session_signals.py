@@ -148,8 +148,10 @@ class SessionSignals:
         *,
         closed: bool,
         store_available: bool | None,
+        observed: tuple[str, bool | None, int] | None = None,
     ) -> HealthSignals:
-        """The session's health signals at ``t``."""
+        """The session's health signals at ``t``. ``observed`` is what a manager
+        knows besides: ``(auth_state, heartbeat_ok, worker_errors)``."""
         remaining = None
         if cur is not None:
             life = cur.token.lifetime
@@ -167,7 +169,9 @@ class SessionSignals:
             seconds_since_refresh_failure=(
                 None if book.last_failure_at is None else t - book.last_failure_at
             ),
-            auth_state="closed"
+            auth_state=observed[0]
+            if observed is not None
+            else "closed"
             if closed
             else "login_required"
             if book.login_required is not None
@@ -180,4 +184,6 @@ class SessionSignals:
             success_rate=w.success_rate,
             p95_latency=w.p95_latency,
             baseline_latency=w.baseline_latency,
+            heartbeat_ok=None if observed is None else observed[1],
+            worker_errors=0 if observed is None else observed[2],
         )
