@@ -24,6 +24,7 @@ from authpulse import (
     MemoryStore,
     OAuthError,
     RefreshTokenGrant,
+    TokenEndpointError,
     TokenResponseError,
     TokenSet,
     UsageError,
@@ -464,3 +465,39 @@ class TestResultSession:
         clock.advance(61)
         with pytest.raises(LoginRequiredError):
             session.token()
+
+
+class TestMore:
+    def test_start_on_a_server_error_is_typed(self, clock: FakeClock) -> None:
+        fake = DeviceIdP(clock, [])
+        login = DeviceCodeLogin(
+            DEVICE_URL,
+            fake.idp.token_url,
+            "client",
+            "secret",
+            clock=clock,
+            transport=httpx.MockTransport(lambda request: httpx.Response(503)),
+        )
+        with pytest.raises(TokenEndpointError) as info:
+            login.start()
+        assert info.value.status_code == 503
+        assert login.started is None
+
+    @pytest.mark.anyio
+    async def test_an_async_wait_is_cancelled_with_its_task(self, clock: FakeClock) -> None:
+        fake = DeviceIdP(clock, [oauth("authorization_pending")] * 10)
+        login = fake.login()
+        await login.astart()
+        waiting = asyncio.Event()
+
+        async def asleep(seconds: float) -> None:
+            waiting.set()
+            await asyncio.Event().wait()  # a long wait, cut by the cancel
+
+        clock.asleep = asleep  # type: ignore[method-assign]
+        task = asyncio.create_task(login.await_session())
+        await waiting.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert login.polls == 0
