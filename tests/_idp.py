@@ -7,7 +7,9 @@ client credentials, refresh-token rotation, revocation, introspection and
 resource indicators (JWT access tokens for ``urn:authpulse:api*``, opaque
 ones otherwise). Its test-only interaction route signs the user in and
 consents at once, so :meth:`OIDCProvider.login` gets a refresh token without
-a browser.
+a browser. A public client (``device_client_id``) has the device
+authorization grant (``deviceFlow``); :meth:`OIDCProvider.approve_device`
+is its user, headless.
 
 The session-scoped ``oidc_provider`` fixture runs ``npm ci`` in
 ``tests/idp`` when ``node_modules`` is missing or was not installed from the

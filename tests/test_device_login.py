@@ -261,6 +261,22 @@ class TestStart:
         with pytest.raises(ConfigurationError):
             DeviceCodeLogin("not a url", f"{ISSUER}/token", "client")
 
+    @pytest.mark.parametrize(
+        ("argument", "value"),
+        [
+            ("clock", object()),
+            ("on_token_update", "not callable"),
+            ("transport", object()),
+            ("retry", 5),
+        ],
+    )
+    def test_session_arguments_are_checked_before_the_login(
+        self, argument: str, value: object
+    ) -> None:
+        kwargs: dict[str, Any] = {argument: value}
+        with pytest.raises(ConfigurationError, match=argument):
+            DeviceCodeLogin(DEVICE_URL, f"{ISSUER}/token", "client", **kwargs)
+
     def test_repr_shows_no_secret(self, clock: FakeClock) -> None:
         login = DeviceIdP(clock, []).login(client_secret=SECRET)
         assert SECRET not in repr(login)

@@ -46,6 +46,7 @@ from .._sessions.fetch import FetchContext, Fetched, either_op
 from .._sessions.oauth_grant import ClientAuthMethod, OAuthGrant, as_secret
 from .._sessions.refresh_grant import RefreshTokenGrant
 from .._sessions.session import Session, TokenUpdateHook
+from .._sessions.session_config import check_arguments
 from .._sessions.token_body import BodyReader, abody_chunks, body_chunks, request_error
 from .._sessions.token_clients import TokenClients
 
@@ -58,6 +59,20 @@ __all__ = ["DeviceCodeLogin"]
 log = logging.getLogger("authpulse.login")
 
 _T = TypeVar("_T")
+
+#: the session's other arguments, as :class:`Session` defaults them
+_SESSION_DEFAULTS: dict[str, object] = {
+    "token": None,
+    "policy": None,
+    "verifier": None,
+    "seed": None,
+    "rng": None,
+    "name": None,
+    "identity": None,
+    "lock_ttl": 30.0,
+    "breaker": None,
+    "request_window": 100,
+}
 
 
 class _DeviceAuthorizationRequest(OAuthGrant):
@@ -191,6 +206,20 @@ class DeviceCodeLogin:
             allow_insecure_http=allow_insecure_http,
         )
         self._secret = as_secret(client_secret, "client_secret")
+        # what the session will be given, refused now rather than after the user signed in
+        check_arguments(
+            {
+                **_SESSION_DEFAULTS,
+                "source": self._poll,
+                "on_token_update": on_token_update,
+                "retry": retry,
+                "clock": clock,
+                "transport": transport,
+                "async_transport": async_transport,
+                "store": store,
+                "store_key": store_key,
+            }
+        )
         self._clock_arg = clock
         self.clock: Clock = clock or SystemClock()
         self._transport = transport
@@ -310,6 +339,11 @@ class DeviceCodeLogin:
                     raise step
                 if step.failed:
                     self.failed_polls += 1
+                    log.warning(
+                        "device login poll failed: %s; polling again in %g s",
+                        outcome,
+                        step.interval,
+                    )
                 else:
                     interval = step.interval
                 pause = step.interval
