@@ -42,6 +42,15 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "Signing users in",
+        "Logins that get a user's first tokens and return a `Session`; see "
+        "[device-login.md](device-login.md).",
+        (
+            "DeviceCodeLogin",
+            "DeviceAuthorization",
+        ),
+    ),
+    (
         "Tokens and freshness",
         "Token sets, their parsing and verification, and when they are due.",
         (
@@ -177,6 +186,9 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "NoRefreshTokenError",
             "CredentialsUnavailableError",
             "LoginRequiredError",
+            "AccessDeniedError",
+            "DeviceCodeExpiredError",
+            "LoginCancelledError",
             "RequestFailedError",
             "RetryBudgetExhaustedError",
             "CircuitOpenError",

@@ -7,7 +7,9 @@ client credentials, refresh-token rotation, revocation, introspection and
 resource indicators (JWT access tokens for ``urn:authpulse:api*``, opaque
 ones otherwise). Its test-only interaction route signs the user in and
 consents at once, so :meth:`OIDCProvider.login` gets a refresh token without
-a browser.
+a browser. A public client (``device_client_id``) has the device
+authorization grant (``deviceFlow``); :meth:`OIDCProvider.approve_device`
+is its user, headless.
 
 The session-scoped ``oidc_provider`` fixture runs ``npm ci`` in
 ``tests/idp`` when ``node_modules`` is missing or was not installed from the
@@ -225,6 +227,8 @@ class OIDCProvider:
         self.access_ttl: int = ready["access_ttl"]
         self.resources: list[str] = ready["resources"]
         self.node_version: str = ready["node"]
+        #: the public client of the device authorization grant (no secret)
+        self.device_client_id: str = ready["device_client_id"]
         self.clients = {
             name: IdPClient(
                 name, c["client_id"], c["client_secret"], c["token_endpoint_auth_method"]
@@ -327,6 +331,10 @@ class OIDCProvider:
         return str(self.metadata["userinfo_endpoint"])
 
     @property
+    def device_authorization_url(self) -> str:
+        return str(self.metadata["device_authorization_endpoint"])
+
+    @property
     def basic(self) -> IdPClient:
         return self.clients["basic"]
 
@@ -405,6 +413,36 @@ class OIDCProvider:
             )
         return refresh_token
 
+    def approve_device(
+        self, verification_uri_complete: str, *, user: str = "alice", abort: bool = False
+    ) -> None:
+        """Be the user of a device login (RFC 8628 §3.3), headless: open the
+        verification URI with the user code, submit the code and confirm it (or
+        abort: the device is then refused with ``access_denied``), and let the
+        interaction route sign ``user`` in and consent. Each call is a new browser."""
+        with httpx.Client(timeout=10.0, follow_redirects=False) as browser:
+            # the page with the code auto-submits a form (xsrf, user_code)
+            page = browser.get(verification_uri_complete)
+            fields = _hidden_fields(page, "device code page")
+            # the confirmation page: the same form, with confirm=yes
+            page = browser.post(page.url.join(_form_action(page)), data=fields)
+            fields = _hidden_fields(page, "device confirmation page")
+            if abort:
+                fields = {k: v for k, v in fields.items() if k != "confirm"} | {"abort": "yes"}
+            response = browser.post(page.url.join(_form_action(page)), data=fields)
+            for _ in range(10):
+                if response.status_code not in (302, 303) or "location" not in response.headers:
+                    break
+                response = browser.get(response.url.join(response.headers["location"]))
+            else:
+                raise IdPError("device login: more than 10 redirects")
+            done = "Sign-in Success" if not abort else "interrupted"
+            if done not in response.text:
+                raise IdPError(
+                    f"device login: HTTP {response.status_code} at {response.url.path}: "
+                    f"{response.text[:300]}\n{self.log_tail(1500)}"
+                )
+
     def introspect(self, token: str, client: IdPClient | None = None) -> dict[str, Any]:
         """The provider's introspection answer (RFC 7662) for ``token``."""
         response = self._post(
@@ -445,6 +483,20 @@ class OIDCProvider:
         )
         body: dict[str, Any] = response.json()
         return response.status_code, body
+
+
+def _hidden_fields(page: httpx.Response, what: str) -> dict[str, str]:
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+    if page.status_code != 200 or "xsrf" not in fields:
+        raise IdPError(f"{what}: HTTP {page.status_code} without its form: {page.text[:300]}")
+    return fields
+
+
+def _form_action(page: httpx.Response) -> str:
+    match = re.search(r'<form[^>]*action="([^"]+)"', page.text)
+    if match is None:
+        raise IdPError(f"no form on the page at {page.url.path}")
+    return match.group(1)
 
 
 def _tail(path: Path, chars: int = 4000) -> str:

@@ -12,10 +12,15 @@ from importlib import import_module as _import_module
 from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
+    from ._acquire.device import DeviceCodeLogin as DeviceCodeLogin
+    from ._core.device import DeviceAuthorization as DeviceAuthorization
+    from ._core.errors import AccessDeniedError as AccessDeniedError
     from ._core.errors import AuthpulseError as AuthpulseError
     from ._core.errors import ConfigurationError as ConfigurationError
     from ._core.errors import CredentialsUnavailableError as CredentialsUnavailableError
+    from ._core.errors import DeviceCodeExpiredError as DeviceCodeExpiredError
     from ._core.errors import ErrorClass as ErrorClass
+    from ._core.errors import LoginCancelledError as LoginCancelledError
     from ._core.errors import LoginRequiredError as LoginRequiredError
     from ._core.errors import MissingExtraError as MissingExtraError
     from ._core.errors import NoRefreshTokenError as NoRefreshTokenError
@@ -156,10 +161,15 @@ _EXPORTS: dict[str, str] = {
     "DecryptionError": "._stores.crypto",
     "TokenCipher": "._stores.crypto",
     "UnauthenticatedRecordError": "._stores.crypto",
+    "AccessDeniedError": "._core.errors",
     "AuthpulseError": "._core.errors",
     "ConfigurationError": "._core.errors",
     "CredentialsUnavailableError": "._core.errors",
+    "DeviceAuthorization": "._core.device",
+    "DeviceCodeExpiredError": "._core.errors",
+    "DeviceCodeLogin": "._acquire.device",
     "ErrorClass": "._core.errors",
+    "LoginCancelledError": "._core.errors",
     "LoginRequiredError": "._core.errors",
     "MissingExtraError": "._core.errors",
     "NoRefreshTokenError": "._core.errors",
@@ -258,6 +268,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "AccessDeniedError",
     "ApiEventKind",
     "AsyncCacheTransport",
     "AsyncClient",
@@ -287,6 +298,9 @@ __all__ = [
     "Dashboard",
     "DashboardServer",
     "DecryptionError",
+    "DeviceAuthorization",
+    "DeviceCodeExpiredError",
+    "DeviceCodeLogin",
     "ErrorClass",
     "ErrorDetails",
     "Event",
@@ -307,6 +321,7 @@ __all__ = [
     "JWTVerifier",
     "JournalError",
     "JsonlJournal",
+    "LoginCancelledError",
     "LoginRequired",
     "LoginRequiredError",
     "ManagedSession",

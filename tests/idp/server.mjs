@@ -87,6 +87,17 @@ const clients = {
   },
 };
 
+// A public client of the device authorization grant (RFC 8628), as a CLI is:
+// no secret, the device code and refresh token grants only.
+const deviceClient = {
+  client_id: 'authpulse-device',
+  token_endpoint_auth_method: 'none',
+  grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token'],
+  response_types: [],
+  redirect_uris: [],
+  scope: CLIENT_SCOPE,
+};
+
 const keys = [
   signingKey('rsa-1', 'rsa', { modulusLength: 2048 }),
   signingKey('ec-1', 'ec', { namedCurve: 'P-256' }),
@@ -95,13 +106,16 @@ const keys = [
 
 function buildProvider(issuer) {
   return new Provider(issuer, {
-    clients: Object.values(clients).map((client) => ({
-      ...client,
-      grant_types: ['client_credentials', 'authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      redirect_uris: [REDIRECT_URI],
-      scope: CLIENT_SCOPE,
-    })),
+    clients: [
+      ...Object.values(clients).map((client) => ({
+        ...client,
+        grant_types: ['client_credentials', 'authorization_code', 'refresh_token'],
+        response_types: ['code'],
+        redirect_uris: [REDIRECT_URI],
+        scope: CLIENT_SCOPE,
+      })),
+      deviceClient,
+    ],
     scopes: SCOPES,
     jwks: { keys },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
@@ -117,6 +131,8 @@ function buildProvider(issuer) {
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
+      // the user's side (the /device pages) is driven headless by tests/_idp.py
+      deviceFlow: { enabled: true },
       introspection: {
         enabled: true,
         allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId,
@@ -221,6 +237,7 @@ server.listen(PORT, HOST, () => {
     issuer,
     port,
     clients,
+    device_client_id: deviceClient.client_id,
     redirect_uri: REDIRECT_URI,
     access_ttl: ACCESS_TTL,
     refresh_ttl: REFRESH_TTL,

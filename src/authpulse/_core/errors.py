@@ -10,10 +10,13 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "AccessDeniedError",
     "AuthpulseError",
     "ConfigurationError",
     "CredentialsUnavailableError",
+    "DeviceCodeExpiredError",
     "ErrorClass",
+    "LoginCancelledError",
     "LoginRequiredError",
     "MissingExtraError",
     "NoRefreshTokenError",
@@ -227,12 +230,50 @@ class LoginRequiredError(TokenError):
         super().__init__(f"login required: {reason}")
 
 
+class AccessDeniedError(OAuthError):
+    """The user (or the server's policy) refused the login: the token endpoint
+    answered ``access_denied`` (RFC 8628 §3.5). Asking again cannot succeed.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(self, description: str | None = None, *, status_code: int | None = None) -> None:
+        super().__init__("access_denied", description, status_code=status_code)
+
+
+class DeviceCodeExpiredError(LoginRequiredError):
+    """A device login's code expired before the user finished signing in: the
+    server answered ``expired_token``, or its ``expires_in`` passed on the
+    login's clock. Start a new login (``login_url``: the verification URI).
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(self, login_url: str | None = None) -> None:
+        super().__init__(
+            login_url, reason="the device code expired before the user finished signing in"
+        )
+
+
+class LoginCancelledError(LoginRequiredError):
+    """A login was cancelled (``cancel()``) before the user finished signing in.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(self, login_url: str | None = None) -> None:
+        super().__init__(login_url, reason="the login was cancelled")
+
+
 # The public names defined here show the module they are imported from.
 for _public in (
+    AccessDeniedError,
     AuthpulseError,
     ConfigurationError,
     CredentialsUnavailableError,
+    DeviceCodeExpiredError,
     ErrorClass,
+    LoginCancelledError,
     LoginRequiredError,
     MissingExtraError,
     NoRefreshTokenError,
