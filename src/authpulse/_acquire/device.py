@@ -39,15 +39,14 @@ from .._core.errors import (
 )
 from .._core.retry import TokenRetry, classify_status
 from .._core.tokens import Redacted, TokenSet
-from .._runtime.backend import REQUEST_ERRORS, HttpModule, backend, backend_of, httpx
+from .._runtime.backend import HttpModule, backend, backend_of, httpx
 from .._runtime.clock import Clock, SystemClock
 from .._runtime.flow import Flow, Op, run_async, run_sync
 from .._sessions.fetch import FetchContext, Fetched, either_op
-from .._sessions.oauth_grant import ClientAuthMethod, OAuthGrant, as_secret
+from .._sessions.oauth_grant import ClientAuthMethod, OAuthGrant, as_secret, send_and_read
 from .._sessions.refresh_grant import RefreshTokenGrant
 from .._sessions.session import Session, TokenUpdateHook
 from .._sessions.session_config import check_arguments
-from .._sessions.token_body import BodyReader, abody_chunks, body_chunks, request_error
 from .._sessions.token_clients import TokenClients
 
 if TYPE_CHECKING:
@@ -393,42 +392,14 @@ def _answer(
 ) -> Flow[tuple[int, bytes] | TokenError]:
     """One request to ``request_maker``'s endpoint: its status and body (bounded
     like a token answer's), or the typed error of a failure."""
-    endpoint = request_maker.endpoint
-    reader = BodyReader(endpoint, ctx)
-    request = request_maker._request_with_timeout(ctx, deadline, backend_of(client))
-    secrets = Redacted(request_maker._secrets(None))
-    try:
-        response: httpx.Response = yield Op(
-            partial(client.send, request, stream=True), partial(client.send, request, stream=True)
-        )
-    except REQUEST_ERRORS as exc:
-        return request_error(exc, endpoint, secrets)
-    finally:
-        del request
-    body: bytes | TokenError | None
-    try:
-        body = reader.start(response)
-        if body is None:
-            chunks = yield Op(
-                partial(body_chunks, response, reader.raw),
-                partial(abody_chunks, response, reader.raw),
-            )
-            step = Op(partial(next, chunks, None), partial(anext, chunks, None))
-            while (chunk := (yield step)) is not None:
-                body = reader.feed(chunk, deadline)
-                if body is not None:
-                    break
-            else:
-                body = reader.finish()
-    except REQUEST_ERRORS as exc:
-        return request_error(exc, endpoint, secrets)
-    finally:
-        yield Op(response.close, response.aclose)
-    if not isinstance(body, bytes):
-        return body if body is not None else reader.timed_out()
+    answer = yield from send_and_read(request_maker, client, ctx, deadline, backend_of(client))
+    if isinstance(answer, TokenError):
+        return answer
+    response, body = answer
     status = response.status_code
     cls = classify_status(status, response.headers)
     if cls in (ErrorClass.SERVER, ErrorClass.THROTTLED):
+        endpoint = request_maker.endpoint
         return TokenEndpointError(
             f"device authorization endpoint {endpoint} answered HTTP {status}",
             error_class=cls,

@@ -41,7 +41,7 @@ from .token_body import (
     request_error,
 )
 
-__all__ = ["ClientAuthMethod", "OAuthGrant", "as_secret"]
+__all__ = ["ClientAuthMethod", "OAuthGrant", "as_secret", "send_and_read"]
 
 _T = TypeVar("_T")
 
@@ -352,39 +352,52 @@ class OAuthGrant(FlowSource):
         """One attempt: send, read the body (bounded in size and by the deadline),
         parse. Errors are returned, to be raised where no secret is in scope.
         ``client`` is the driver's own: an ``httpx.Client`` or ``AsyncClient``."""
-        reader = BodyReader(self.endpoint, ctx)
-        request = self._request_with_timeout(ctx, deadline, http)
-        try:
-            response: httpx.Response = yield Op(
-                partial(client.send, request, stream=True),
-                partial(client.send, request, stream=True),
-            )
-        except REQUEST_ERRORS as exc:
-            return self._failed(exc, ctx)
-        finally:
-            del request
-        body: bytes | TokenError | None
-        try:
-            body = reader.start(response)
-            if body is None:
-                chunks = yield Op(
-                    partial(body_chunks, response, reader.raw),
-                    partial(abody_chunks, response, reader.raw),
-                )
-                step = Op(partial(next, chunks, None), partial(anext, chunks, None))
-                while (chunk := (yield step)) is not None:
-                    body = reader.feed(chunk, deadline)
-                    if body is not None:
-                        break
-                else:
-                    body = reader.finish()
-        except REQUEST_ERRORS as exc:
-            return self._failed(exc, ctx)
-        finally:
-            yield Op(response.close, response.aclose)
-        if not isinstance(body, bytes):
-            return body if body is not None else reader.timed_out()
+        answer = yield from send_and_read(self, client, ctx, deadline, http)
+        if isinstance(answer, TokenError):
+            return answer
+        response, body = answer
         return self._outcome(response.status_code, response.headers, body, ctx)
+
+
+def send_and_read(
+    grant: OAuthGrant, client: Any, ctx: FetchContext, deadline: float, http: HttpModule | None
+) -> Flow[tuple[httpx.Response, bytes] | TokenError]:
+    """Send ``grant``'s request to its endpoint and read the answer's body
+    (bounded in size and by the deadline): the response and its body, or
+    the typed error of the failure (built, not raised)."""
+    reader = BodyReader(grant.endpoint, ctx)
+    request = grant._request_with_timeout(ctx, deadline, http)
+    try:
+        response: httpx.Response = yield Op(
+            partial(client.send, request, stream=True),
+            partial(client.send, request, stream=True),
+        )
+    except REQUEST_ERRORS as exc:
+        return grant._failed(exc, ctx)
+    finally:
+        del request
+    body: bytes | TokenError | None
+    try:
+        body = reader.start(response)
+        if body is None:
+            chunks = yield Op(
+                partial(body_chunks, response, reader.raw),
+                partial(abody_chunks, response, reader.raw),
+            )
+            step = Op(partial(next, chunks, None), partial(anext, chunks, None))
+            while (chunk := (yield step)) is not None:
+                body = reader.feed(chunk, deadline)
+                if body is not None:
+                    break
+            else:
+                body = reader.finish()
+    except REQUEST_ERRORS as exc:
+        return grant._failed(exc, ctx)
+    finally:
+        yield Op(response.close, response.aclose)
+    if not isinstance(body, bytes):
+        return body if body is not None else reader.timed_out()
+    return response, body
 
 
 def _paired(fn: Callable[[], _T], is_async: bool) -> tuple[_T, bool]:
