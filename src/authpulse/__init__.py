@@ -26,6 +26,7 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import NoRefreshTokenError as NoRefreshTokenError
     from ._core.errors import OAuthError as OAuthError
     from ._core.errors import RefreshError as RefreshError
+    from ._core.errors import RevocationError as RevocationError
     from ._core.errors import TokenEndpointError as TokenEndpointError
     from ._core.errors import TokenError as TokenError
     from ._core.errors import TokenResponseError as TokenResponseError
@@ -175,6 +176,7 @@ _EXPORTS: dict[str, str] = {
     "NoRefreshTokenError": "._core.errors",
     "OAuthError": "._core.errors",
     "RefreshError": "._core.errors",
+    "RevocationError": "._core.errors",
     "TokenEndpointError": "._core.errors",
     "TokenError": "._core.errors",
     "TokenResponseError": "._core.errors",
@@ -346,6 +348,7 @@ __all__ = [
     "RetryInfo",
     "RetryPolicy",
     "RetryTransport",
+    "RevocationError",
     "SQLiteStore",
     "Session",
     "SessionClosedError",

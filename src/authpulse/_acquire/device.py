@@ -164,7 +164,8 @@ class DeviceCodeLogin:
     The session carries the refresh token of the answer, ``store`` /
     ``store_key`` (the login's token set is written there) and
     ``on_token_update`` (called with the login's token set, then with every
-    rotated one). Without a refresh token in the answer the session works
+    rotated one), and ``revocation_url`` for :meth:`Session.revoke
+    <authpulse.Session.revoke>`. Without a refresh token in the answer the session works
     until the access token expires, then raises
     :class:`~authpulse.LoginRequiredError`.
 
@@ -188,6 +189,7 @@ class DeviceCodeLogin:
         on_token_update: TokenUpdateHook | None = None,
         retry: TokenRetry | None = None,
         allow_insecure_http: bool = False,
+        revocation_url: str | None = None,
     ) -> None:
         self._authorize = _DeviceAuthorizationRequest(
             device_authorization_url,
@@ -203,6 +205,7 @@ class DeviceCodeLogin:
             client_secret,
             auth_method=auth_method,
             allow_insecure_http=allow_insecure_http,
+            revocation_url=revocation_url,
         )
         self._secret = as_secret(client_secret, "client_secret")
         # what the session will be given, refused now rather than after the user signed in
@@ -359,6 +362,7 @@ class DeviceCodeLogin:
             refresh_token=token.refresh_token,
             auth_method=self._poll.auth_method,
             allow_insecure_http=self._poll.allow_insecure_http,
+            revocation_url=self._poll.revocation_url,
         )
         if isinstance(grant, _WithoutRefreshToken):
             grant.login_url = login_url

@@ -265,6 +265,32 @@ class LoginCancelledError(LoginRequiredError):
         super().__init__(login_url, reason="the login was cancelled")
 
 
+class RevocationError(TokenError):
+    """The revocation endpoint (RFC 7009) did not confirm a revocation.
+
+    ``error`` is the OAuth error code it answered (``invalid_client``,
+    ``unsupported_token_type``, ...) or ``None`` (a network failure, a 5xx,
+    an answer without an OAuth error body); ``status_code`` the HTTP status,
+    ``endpoint`` the endpoint without query or userinfo. The message never
+    holds the token or a client secret.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        status_code: int | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.error = error
+        self.status_code = status_code
+        self.endpoint = endpoint
+        super().__init__(message)
+
+
 # The public names defined here show the module they are imported from.
 for _public in (
     AccessDeniedError,
@@ -279,6 +305,7 @@ for _public in (
     NoRefreshTokenError,
     OAuthError,
     RefreshError,
+    RevocationError,
     TokenEndpointError,
     TokenError,
     TokenResponseError,

@@ -17,6 +17,7 @@ import jwt
 
 from .._runtime.backend import BACKEND_NAMES, backend_for, backend_of, httpx
 from .._runtime.clock import Clock, SystemClock
+from . import _idp_revocation
 
 if TYPE_CHECKING:
     import httpx2
@@ -192,6 +193,11 @@ class FakeIdP(_FakeServer):
     rotated and single-use by default; presenting a used one answers
     ``invalid_grant`` and revokes the whole grant, new tokens included (as
     oidc-provider does). Time comes from ``clock``.
+
+    ``POST /revoke`` (RFC 7009) revokes a refresh token's grant or one access
+    token; ``POST /introspect`` (RFC 7662) answers whether a token is active.
+    With ``refresh_ttl`` refresh tokens expire after that many seconds and the
+    answers carry ``refresh_expires_in``.
     """
 
     def __init__(
@@ -209,8 +215,13 @@ class FakeIdP(_FakeServer):
         send_date: bool = True,
         clock_offset: float = 0.0,
         users: dict[str, str] | None = None,
+        refresh_ttl: float | None = None,
     ) -> None:
         super().__init__(latency)
+        self.refresh_ttl = refresh_ttl
+        self._refresh_exp: dict[str, float] = {}  # refresh token -> expiry, with refresh_ttl
+        self.revocations = 0
+        self.introspections = 0
         #: resource owners for the password grant (username -> password)
         self.users = dict(users or {"alice": "wonderland"})
         self.clock: Clock = clock or SystemClock()
@@ -237,6 +248,14 @@ class FakeIdP(_FakeServer):
     def token_url(self) -> str:
         return f"{self.issuer}/token"
 
+    @property
+    def revocation_url(self) -> str:
+        return f"{self.issuer}/revoke"
+
+    @property
+    def introspection_url(self) -> str:
+        return f"{self.issuer}/introspect"
+
     def _now(self) -> float:
         return self.clock.now() + self.clock_offset
 
@@ -248,6 +267,8 @@ class FakeIdP(_FakeServer):
         rt = "rt_" + secrets.token_urlsafe(24)
         with self._lock:
             self._refresh[rt] = (grant, False)
+            if self.refresh_ttl is not None:
+                self._refresh_exp[rt] = self._now() + self.refresh_ttl
         return rt
 
     def revoke(self, token: str) -> None:
@@ -312,9 +333,12 @@ class FakeIdP(_FakeServer):
         return cid if ok else None
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
-        if request.method != "POST" or request.url.path != "/token":
+        endpoint = _ENDPOINTS.get(request.url.path)
+        if request.method != "POST" or (endpoint is None and request.url.path != "/token"):
             return httpx.Response(404, text="not found")
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        if endpoint is not None:
+            return endpoint(self, request, form)
         with self._lock:
             self.token_calls += 1
             self.requests.append(
@@ -345,6 +369,8 @@ class FakeIdP(_FakeServer):
                     return self._error("invalid_grant")
                 grant, used = entry
                 if grant.client_id != client_id or grant.revoked:
+                    return self._error("invalid_grant")
+                if self._refresh_exp.get(rt, float("inf")) <= self._now():
                     return self._error("invalid_grant")
                 if used and self.single_use:
                     grant.revoked = True  # reuse detected: the whole grant dies
@@ -385,7 +411,16 @@ class FakeIdP(_FakeServer):
                 new_rt = "rt_" + secrets.token_urlsafe(24)
                 self._refresh[new_rt] = (grant, False)
                 body["refresh_token"] = new_rt
+                if self.refresh_ttl is not None:
+                    self._refresh_exp[new_rt] = now + self.refresh_ttl
+                    body["refresh_expires_in"] = int(self.refresh_ttl)
         return httpx.Response(200, json=body, headers=self._headers())
+
+
+_ENDPOINTS: dict[str, Callable[[FakeIdP, httpx.Request, dict[str, str]], httpx.Response]] = {
+    "/revoke": _idp_revocation.revoke,
+    "/introspect": _idp_revocation.introspect,
+}
 
 
 class FakeAPI(_FakeServer):
