@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._core.health import HealthSignals
+from .._core.health import HealthSignals, refresh_token_remaining
 from .._core.signals import ApiEventKind, SessionEvent, api_kind
 from .._runtime.breakers import BreakerRegistry, CircuitBreaker
 from .stats import RequestStats, RequestWindow
@@ -152,10 +152,11 @@ class SessionSignals:
     ) -> HealthSignals:
         """The session's health signals at ``t``. ``observed`` is what a manager
         knows besides: ``(auth_state, heartbeat_ok, worker_errors)``."""
-        remaining = None
+        remaining = rt_left = None
         if cur is not None:
             life = cur.token.lifetime
             remaining = max(cur.expires_at - t, 0.0) / life if life > 0 else 0.0
+            rt_left = refresh_token_remaining(cur.token, cur.expires_at, t)
         w = self.request_window()
         stale = self._stale_served
         if stale:
@@ -186,4 +187,5 @@ class SessionSignals:
             baseline_latency=w.baseline_latency,
             heartbeat_ok=None if observed is None else observed[1],
             worker_errors=0 if observed is None else observed[2],
+            refresh_token_remaining=rt_left,
         )
