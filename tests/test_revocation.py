@@ -18,6 +18,7 @@ from authpulse import (
     RefreshTokenGrant,
     RevocationError,
     Session,
+    TokenError,
     TokenSet,
 )
 from authpulse._runtime.backend import httpx
@@ -88,7 +89,7 @@ class TestRevoke:
         assert idp.validate(session.token())
         session.close()
 
-    def test_the_store_entry_is_deleted(
+    def test_the_stored_set_is_cleared(
         self, idp: FakeIdP, clock: FakeClock, use_async: bool
     ) -> None:
         store = MemoryStore()
@@ -96,9 +97,23 @@ class TestRevoke:
         session.token()
         assert store.get_token("alice") is not None
         revoke(session, use_async)
-        assert store.get_token("alice") is None
+        stored = store.get_token("alice")
+        assert stored is not None
+        assert stored.token.refresh_token is None
+        assert stored.token.expires_at <= clock.now()
         with pytest.raises(LoginRequiredError):
             session.token()
+        # a peer sharing the store has nothing to use or refresh either
+        peer = Session(
+            RefreshTokenGrant(idp.token_url, "client", SECRET, refresh_token=None),
+            clock=clock,
+            transport=idp.transport,
+            store=store,
+            store_key="alice",
+        )
+        with pytest.raises(TokenError):
+            peer.token()
+        assert idp.token_calls == 1
         session.close()
 
     def test_a_refused_revocation_raises_and_keeps_everything(

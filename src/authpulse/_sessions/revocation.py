@@ -25,11 +25,15 @@ from .._runtime.flow import Flow, Op
 from .fetch import FetchContext
 from .oauth_grant import OAuthGrant, _apaired, _paired, send_and_read
 from .refresh_grant import RefreshTokenGrant
+from .token_clients import TokenClients
 
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["RevocationRequest", "revocation_targets", "revoke_flow"]
+__all__ = ["REVOKED", "RevocationRequest", "revocation_targets", "revoke_flow", "revoked_token_set"]
+
+#: the access token of the set that replaces a revoked session's in its store
+REVOKED = "revoked"
 
 
 class RevocationRequest(OAuthGrant):
@@ -106,6 +110,17 @@ def _revoke_one(
     )
 
 
+def revoked_token_set(now: float) -> TokenSet:
+    """What the store holds for a revoked session: expired at ``now``, with no
+    refresh token, so that no peer sharing the store uses or refreshes it."""
+    return TokenSet(access_token=SecretStr(REVOKED), issued_at=now, expires_at=now)
+
+
+async def _aclose_both(clients: TokenClients) -> None:
+    clients.close()
+    await clients.aclose()
+
+
 def revoke_flow(session: Session) -> Flow[int]:
     """Revoke the session's grant, then forget its token set (in memory and in
     its store); how many tokens were revoked. A failure raises
@@ -116,29 +131,45 @@ def revoke_flow(session: Session) -> Flow[int]:
         raise ConfigurationError(
             f"session {session.name!r} cannot revoke: its source has no revocation_url"
         )
-    session._check_open()
     current = session.token_set
     targets = revocation_targets(grant, current)
-    clients = session._token_clients()
+    # a closed session has closed its token clients: a revocation after the end
+    # (a manager's purge) uses its own, closed again at once
+    own = TokenClients(session._transport, session._async_transport) if session.closed else None
+    clients = own if own is not None else session._token_clients()
     ctx = session._context(current)
-    client, _ = yield Op(partial(_paired, clients.sync, False), partial(_apaired, clients.async_))
+    ctx.http, ctx.ahttp = clients.sync, clients.async_
     revoked = 0
     late: RevocationError | None = None
-    for token, hint in targets:
-        failure = yield from _revoke_one(RevocationRequest(grant, url, token, hint), client, ctx)
-        if failure is not None and revoked == 0:
-            raise failure  # the grant is intact: keep everything
-        if failure is not None:
-            late = failure
-        else:
-            revoked += 1
+    try:
+        client, _ = yield Op(
+            partial(_paired, clients.sync, False), partial(_apaired, clients.async_)
+        )
+        for token, hint in targets:
+            request = RevocationRequest(grant, url, token, hint)
+            failure = yield from _revoke_one(request, client, ctx)
+            if failure is not None and revoked == 0:
+                raise failure  # the grant is intact: keep everything
+            if failure is not None:
+                late = failure
+            else:
+                revoked += 1
+    finally:
+        if own is not None:
+            yield Op(own.close, partial(_aclose_both, own))
     del targets, current
     if isinstance(grant, RefreshTokenGrant):
         grant.forget()
     coord = session._coord
     session._forget()
     if coord is not None:
-        yield Op(partial(coord.store.delete, coord.key), partial(coord.store.adelete, coord.key))
+        # the store keeps a manager's record under the same key: the token set is
+        # replaced by an expired one without a refresh token, not deleted
+        tomb = revoked_token_set(session.clock.now() + session._skew)
+        yield Op(
+            partial(coord.store.put_token, coord.key, tomb),
+            partial(coord.store.aput_token, coord.key, tomb),
+        )
     if late is not None:
         raise late
     return revoked
