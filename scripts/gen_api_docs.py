@@ -54,7 +54,7 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "Revocation and introspection",
         "Ending a grant at the IdP and asking it about a token; see "
         "[revocation.md](revocation.md).",
-        ("RevocationError",),
+        ("RevocationError", "IntrospectionProbe", "Introspection", "IntrospectionError"),
     ),
     (
         "Tokens and freshness",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -30,13 +29,6 @@ def make_manager(clock: FakeClock, idp: FakeIdP, **settings: object) -> SessionM
         seed=1,
         settings=ManagerSettings(**settings),  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-def manager(clock: FakeClock, idp: FakeIdP) -> Iterator[SessionManager]:
-    m = make_manager(clock, idp)
-    yield m
-    m.shutdown()
 
 
 def user_grant(idp: FakeIdP, *, revocation: bool = True) -> RefreshTokenGrant:

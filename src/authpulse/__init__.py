@@ -20,6 +20,7 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import CredentialsUnavailableError as CredentialsUnavailableError
     from ._core.errors import DeviceCodeExpiredError as DeviceCodeExpiredError
     from ._core.errors import ErrorClass as ErrorClass
+    from ._core.errors import IntrospectionError as IntrospectionError
     from ._core.errors import LoginCancelledError as LoginCancelledError
     from ._core.errors import LoginRequiredError as LoginRequiredError
     from ._core.errors import MissingExtraError as MissingExtraError
@@ -39,6 +40,7 @@ if _typing.TYPE_CHECKING:
     from ._core.health import HealthReport as HealthReport
     from ._core.health import HealthSignals as HealthSignals
     from ._core.health import compute_health as compute_health
+    from ._core.introspection import Introspection as Introspection
     from ._core.model import ErrorDetails as ErrorDetails
     from ._core.model import InvalidStatusChangeError as InvalidStatusChangeError
     from ._core.model import SessionKind as SessionKind
@@ -62,6 +64,7 @@ if _typing.TYPE_CHECKING:
     from ._core.state import Transition as Transition
     from ._core.tokens import TokenSet as TokenSet
     from ._core.tokens import parse_token_response as parse_token_response
+    from ._fleet.introspection import IntrospectionProbe as IntrospectionProbe
     from ._fleet.manager import HttpProbe as HttpProbe
     from ._fleet.manager import ManagedSession as ManagedSession
     from ._fleet.manager import ManagerSettings as ManagerSettings
@@ -177,6 +180,9 @@ _EXPORTS: dict[str, str] = {
     "OAuthError": "._core.errors",
     "RefreshError": "._core.errors",
     "RevocationError": "._core.errors",
+    "IntrospectionError": "._core.errors",
+    "Introspection": "._core.introspection",
+    "IntrospectionProbe": "._fleet.introspection",
     "TokenEndpointError": "._core.errors",
     "TokenError": "._core.errors",
     "TokenResponseError": "._core.errors",
@@ -319,6 +325,9 @@ __all__ = [
     "HealthSignals",
     "HttpProbe",
     "IllegalTransition",
+    "Introspection",
+    "IntrospectionError",
+    "IntrospectionProbe",
     "InvalidStatusChangeError",
     "JWTVerifier",
     "JournalError",

@@ -291,6 +291,23 @@ class RevocationError(TokenError):
         super().__init__(message)
 
 
+class IntrospectionError(TokenError):
+    """The introspection endpoint (RFC 7662) gave no usable answer: a network
+    failure, an HTTP error, or a body without a boolean ``active``.
+    ``status_code`` and ``endpoint`` as for :class:`RevocationError`; the
+    message never holds the token or a client secret.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, endpoint: str | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.endpoint = endpoint
+        super().__init__(message)
+
+
 # The public names defined here show the module they are imported from.
 for _public in (
     AccessDeniedError,
@@ -299,6 +316,7 @@ for _public in (
     CredentialsUnavailableError,
     DeviceCodeExpiredError,
     ErrorClass,
+    IntrospectionError,
     LoginCancelledError,
     LoginRequiredError,
     MissingExtraError,

@@ -30,25 +30,42 @@ from .token_clients import TokenClients
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["REVOKED", "RevocationRequest", "revocation_targets", "revoke_flow", "revoked_token_set"]
+__all__ = [
+    "REVOKED",
+    "TokenPost",
+    "aclose_clients",
+    "revocation_targets",
+    "revoke_flow",
+    "revoked_token_set",
+]
 
 #: the access token of the set that replaces a revoked session's in its store
 REVOKED = "revoked"
 
 
-class RevocationRequest(OAuthGrant):
-    """One revocation request: ``token`` with its ``token_type_hint``, sent to
-    ``url`` with ``grant``'s client authentication (no ``grant_type``)."""
+class TokenPost(OAuthGrant):
+    """A request about one token (revocation, RFC 7009; introspection, RFC 7662):
+    ``token`` with its ``token_type_hint``, sent to ``url`` with ``grant``'s
+    client authentication, without a ``grant_type``."""
 
     grant_type = ""
 
-    def __init__(self, grant: OAuthGrant, url: str, token: SecretStr, hint: str) -> None:
+    def __init__(
+        self,
+        grant: OAuthGrant,
+        url: str,
+        token: SecretStr,
+        hint: str,
+        *,
+        allow_insecure_http: bool | None = None,
+    ) -> None:
+        insecure = grant.allow_insecure_http if allow_insecure_http is None else allow_insecure_http
         super().__init__(
             url,
             grant.client_id,
             grant._secret,
             auth_method=grant.auth_method,
-            allow_insecure_http=grant.allow_insecure_http,
+            allow_insecure_http=insecure,
         )
         self._token = token
         self._hint = hint
@@ -78,7 +95,7 @@ def revocation_targets(grant: OAuthGrant, token: TokenSet | None) -> list[tuple[
     return out
 
 
-def _refused(request: RevocationRequest, status: int, body: bytes, ctx: FetchContext) -> str:
+def _refused(request: TokenPost, status: int, body: bytes, ctx: FetchContext) -> str:
     """The OAuth error code of a refused revocation ("" without one)."""
     outcome = token_response_outcome(
         status,
@@ -90,9 +107,7 @@ def _refused(request: RevocationRequest, status: int, body: bytes, ctx: FetchCon
     return getattr(outcome, "error", "") if isinstance(outcome, TokenError) else ""
 
 
-def _revoke_one(
-    request: RevocationRequest, client: Any, ctx: FetchContext
-) -> Flow[RevocationError | None]:
+def _revoke_one(request: TokenPost, client: Any, ctx: FetchContext) -> Flow[RevocationError | None]:
     deadline = ctx.clock.monotonic() + ctx.retry.deadline
     answer = yield from send_and_read(request, client, ctx, deadline, backend_of(client))
     endpoint = request.endpoint
@@ -116,7 +131,7 @@ def revoked_token_set(now: float) -> TokenSet:
     return TokenSet(access_token=SecretStr(REVOKED), issued_at=now, expires_at=now)
 
 
-async def _aclose_both(clients: TokenClients) -> None:
+async def aclose_clients(clients: TokenClients) -> None:
     clients.close()
     await clients.aclose()
 
@@ -146,7 +161,7 @@ def revoke_flow(session: Session) -> Flow[int]:
             partial(_paired, clients.sync, False), partial(_apaired, clients.async_)
         )
         for token, hint in targets:
-            request = RevocationRequest(grant, url, token, hint)
+            request = TokenPost(grant, url, token, hint)
             failure = yield from _revoke_one(request, client, ctx)
             if failure is not None and revoked == 0:
                 raise failure  # the grant is intact: keep everything
@@ -156,7 +171,7 @@ def revoke_flow(session: Session) -> Flow[int]:
                 revoked += 1
     finally:
         if own is not None:
-            yield Op(own.close, partial(_aclose_both, own))
+            yield Op(own.close, partial(aclose_clients, own))
     del targets, current
     if isinstance(grant, RefreshTokenGrant):
         grant.forget()
