@@ -72,7 +72,8 @@ def test_revoke_makes_the_next_refresh_need_a_login(
     assert session.token_set is None
     # the provider itself refuses the revoked refresh token
     status, body = idp.refresh(current_rt, client)
-    assert status == 400 and body["error"] == "invalid_grant"
+    assert status == 400
+    assert body["error"] == "invalid_grant"
     with (
         Session(grant(idp, client, current_rt)) as other,
         pytest.raises(OAuthError, match="invalid_grant"),
@@ -113,7 +114,8 @@ def test_introspection_probe_in_the_health_report(idp: OIDCProvider, use_async: 
     verdict = probe.last[ms.id]
     assert verdict.active is True
     assert verdict.client_id == client.client_id
-    assert verdict.exp is not None and verdict.exp > time.time()
+    assert verdict.exp is not None
+    assert verdict.exp > time.time()
     assert "introspection" not in {c.name for c in manager.health(ms.id).components}
     # revoked outside the session (an admin, another device): the IdP says so
     idp.revoke(token.refresh_token.get_secret_value(), client)  # type: ignore[union-attr]
@@ -130,7 +132,8 @@ def test_refresh_token_expiry_as_the_provider_sends_it(idp: OIDCProvider) -> Non
     client = idp.basic
     status, body = idp.refresh(idp.login(client), client)
     assert status == 200
-    assert "refresh_expires_in" not in body and "refresh_token_expires_in" not in body
+    assert "refresh_expires_in" not in body
+    assert "refresh_token_expires_in" not in body
     session = Session(grant(idp, client, idp.login(client)))
     assert session.force_refresh().refresh_expires_at is None
     assert "refresh_token" not in {c.name for c in session.health().components}
