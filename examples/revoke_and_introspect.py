@@ -19,6 +19,17 @@ from authpulse.testing import FakeClock, FakeIdP
 DAY = 86400
 
 
+def user_grant(idp: FakeIdP) -> authpulse.RefreshTokenGrant:
+    """A user's grant, as a sign-in would start it, revocable at the IdP."""
+    return authpulse.RefreshTokenGrant(
+        idp.token_url,
+        "integration",
+        "app-secret",
+        refresh_token=idp.issue_refresh_token("integration"),
+        revocation_url=idp.revocation_url,
+    )
+
+
 def main() -> None:
     clock = FakeClock()
     idp = FakeIdP(
@@ -36,14 +47,7 @@ def main() -> None:
         async_transport=idp.async_transport,
         probe=probe,
     )
-    grant = authpulse.RefreshTokenGrant(
-        idp.token_url,
-        "integration",
-        "app-secret",
-        refresh_token=idp.issue_refresh_token("integration"),
-        revocation_url=idp.revocation_url,
-    )
-    ms = manager.create_session("alice", grant)
+    ms = manager.create_session("alice", user_grant(idp))
     token = ms.session.force_refresh()
     left = (token.refresh_expires_at or 0) - clock.now()
     print(f"signed in; the refresh token expires in {left / DAY:.0f} days")
@@ -62,14 +66,7 @@ def main() -> None:
         print(f"  -{worst.penalty} {worst.name}: {worst.reason}")
 
     # a second user disconnects: closing the session revokes its grant
-    grant2 = authpulse.RefreshTokenGrant(
-        idp.token_url,
-        "integration",
-        "app-secret",
-        refresh_token=idp.issue_refresh_token("integration"),
-        revocation_url=idp.revocation_url,
-    )
-    bob = manager.create_session("bob", grant2)
+    bob = manager.create_session("bob", user_grant(idp))
     bob.session.token()
     manager.close(bob.id)
     kinds = [e.kind.value for e in manager.timeline(bob.id)]
@@ -77,13 +74,7 @@ def main() -> None:
 
     # a session on its own revokes with revoke() / await arevoke()
     solo = authpulse.Session(
-        authpulse.RefreshTokenGrant(
-            idp.token_url,
-            "integration",
-            "app-secret",
-            refresh_token=idp.issue_refresh_token("integration"),
-            revocation_url=idp.revocation_url,
-        ),
+        user_grant(idp),
         clock=clock,
         transport=idp.transport,
     )
