@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import stat
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,6 +189,21 @@ def test_headless_falls_back_to_the_encrypted_file_and_says_so(
     assert str(data) in message
     assert "keyring.backends.fail.Keyring" in message
     assert "key file" in message
+    key = (private_home / "default.store.key").read_text()
+    assert key not in message
+    assert key not in repr(store) + store.describe()
+
+
+@settings(max_examples=25, deadline=None)
+@given(namespace=st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True))
+def test_any_namespace_gets_its_own_service(namespace: str) -> None:
+    chain = MemoryKeyring()
+    for _ in _use(chain):
+        with tempfile.TemporaryDirectory() as tmp:
+            store = KeyringStore(namespace=namespace, path=Path(tmp) / "s.store")
+            store.put(rec("s1"), expected_version=None)
+            assert {service for service, _ in chain.items} == {f"authpulse:{namespace}"}
+            assert store.get("s1") is not None
 
 
 @pytest.mark.parametrize("chain", ["broken", "empty-chainer"])
@@ -277,6 +294,43 @@ def test_the_key_comes_from_the_environment(
     with pytest.raises(ConfigurationError, match="AUTHPULSE_KEYRING_KEY") as err:
         KeyringStore(path=path, keychain=False)
     assert "not-a-key" not in str(err.value)
+
+
+_WORKER = """
+import sys
+from dataclasses import replace
+from authpulse import KeyringStore, VersionConflictError
+store = KeyringStore(path=sys.argv[1], keychain=False)
+for _ in range(15):
+    while True:
+        current = store.get("shared")
+        nxt = replace(current, step=str(int(current.step) + 1))
+        try:
+            store.put(nxt, expected_version=current.version)
+            break
+        except VersionConflictError:
+            continue
+"""
+
+
+def test_writers_in_other_processes_lose_no_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three processes bump one record 15 times each through the file: the lock
+    file serialises their read-modify-write of the whole file."""
+    monkeypatch.setenv("AUTHPULSE_KEYRING_KEY", KEY)
+    path = tmp_path / "shared.store"
+    KeyringStore(path=path, keychain=False).put(rec("shared"), expected_version=None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _WORKER, str(path)], env=env)  # noqa: S603
+        for _ in range(3)
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0, 0]
+    final = KeyringStore(path=path, keychain=False).get("shared")
+    assert final is not None
+    assert final.step == "45"
+    assert final.version == 46
 
 
 def test_a_wrong_key_raises_decryption_error(tmp_path: Path) -> None:
