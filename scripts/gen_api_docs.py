@@ -151,6 +151,8 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "MemoryStore",
             "SQLiteStore",
             "RedisStore",
+            "KeyringStore",
+            "KeychainUnavailableError",
             "StoredToken",
             "StoreLock",
             "TokenCipher",

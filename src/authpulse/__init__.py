@@ -129,6 +129,8 @@ if _typing.TYPE_CHECKING:
     from ._stores.crypto import DecryptionError as DecryptionError
     from ._stores.crypto import TokenCipher as TokenCipher
     from ._stores.crypto import UnauthenticatedRecordError as UnauthenticatedRecordError
+    from ._stores.keyring_store import KeychainUnavailableError as KeychainUnavailableError
+    from ._stores.keyring_store import KeyringStore as KeyringStore
     from ._stores.lock import StoreLock as StoreLock
     from ._stores.open import open_store as open_store
     from ._stores.redis import RedisStore as RedisStore
@@ -217,6 +219,8 @@ _EXPORTS: dict[str, str] = {
     "is_secret_name": "._core.redact",
     "redact_mapping": "._core.redact",
     "RedisStore": "._stores.redis",
+    "KeychainUnavailableError": "._stores.keyring_store",
+    "KeyringStore": "._stores.keyring_store",
     "AsyncRetryTransport": "._http.retry",
     "BudgetRegistry": "._http.retry",
     "RequestFailedError": "._http.retry",
@@ -321,6 +325,8 @@ __all__ = [
     "JWTVerifier",
     "JournalError",
     "JsonlJournal",
+    "KeychainUnavailableError",
+    "KeyringStore",
     "LoginCancelledError",
     "LoginRequired",
     "LoginRequiredError",
