@@ -267,8 +267,9 @@ class LoginCancelledError(LoginRequiredError):
 
 
 class SubjectTokenError(TokenError):
-    """A token exchange (RFC 8693) has no subject or actor token to present:
-    its source gave ``None``, an empty string or something not a string.
+    """A token exchange (RFC 8693) has no subject or actor token to present.
+
+    Its source gave ``None``, an empty string or something not a string.
     ``role`` is ``"subject"`` or ``"actor"``. The message never quotes a token.
 
     .. versionadded:: unreleased
