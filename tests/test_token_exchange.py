@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from authpulse import (
+    AsyncClient,
+    Client,
     ClientCredentials,
     ConfigurationError,
     OAuthError,
@@ -23,6 +25,7 @@ from authpulse import (
     TokenExchange,
     TokenResponseError,
     TokenSet,
+    UsageError,
 )
 from authpulse._runtime.backend import httpx
 from authpulse._stores.crypto import decode_token_set, encode_token_set
@@ -306,6 +309,30 @@ def test_a_non_access_token_is_accepted_when_asked_for(clock: FakeClock) -> None
     assert session.token_set is not None
     assert (session.token_set.token_type, session.token_set.issued_token_type) == ("N_A", SAML2)
     assert server.forms[0]["requested_token_type"] == [SAML2]
+
+
+@pytest.mark.anyio
+async def test_a_non_access_token_never_goes_in_an_authorization_header(clock: FakeClock) -> None:
+    answer = {"access_token": "saml-assertion-b64", "token_type": "N_A", "issued_token_type": SAML2}
+    session = Recorder(answer).session(exchange(requested_token_type=SAML2), clock)
+    sent: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    async def aapi(request: httpx.Request) -> httpx.Response:
+        return api(request)
+
+    with (
+        Client(session, transport=httpx.MockTransport(api)) as client,
+        pytest.raises(UsageError, match="not an access token"),
+    ):
+        client.get("https://api.test/")
+    async with AsyncClient(session, transport=httpx.MockTransport(aapi)) as aclient:
+        with pytest.raises(UsageError, match="not an access token"):
+            await aclient.get("https://api.test/")
+    assert sent == []
 
 
 @pytest.mark.parametrize("requested", [None, ACCESS])
