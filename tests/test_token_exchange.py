@@ -4,6 +4,7 @@ checks, refresh by exchanging again, and no secret in what it shows."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -13,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from _support import assert_no_secret
 from authpulse import (
     AsyncClient,
     Client,
@@ -30,6 +32,7 @@ from authpulse import (
 from authpulse._runtime.backend import httpx
 from authpulse._stores.crypto import decode_token_set, encode_token_set
 from authpulse.testing import FakeClock, FakeIdP
+from test_secrets import get_token, scan_error
 
 URL = "https://idp.test/token"
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -464,3 +467,30 @@ def test_no_token_in_the_errors_of_a_subject_source(clock: FakeClock) -> None:
     with pytest.raises(SubjectTokenError) as info:
         server.session(exchange(subject_token=lambda: 12345), clock).token()
     assert "12345" not in str(info.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_no_token_in_logs_events_frames_or_chained_errors(
+    mode: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    echo = Recorder(
+        {"error": "invalid_grant", "error_description": f"{SUBJECT} {ACTOR} {CLIENT_SECRET}"},
+        status=400,
+    )
+
+    async def actor() -> SecretStr:
+        return SecretStr(ACTOR)
+
+    session = echo.session(exchange(subject_token=lambda: SUBJECT, actor_token=actor), clock)
+    events: list[tuple[str, dict[str, Any]]] = []
+    session.add_listener(lambda kind, fields: events.append((kind, fields)))
+    with caplog.at_level(logging.DEBUG), pytest.raises(OAuthError) as info:
+        await get_token(session, mode)
+    secrets = [SUBJECT, ACTOR, CLIENT_SECRET]
+    assert scan_error(info.value, secrets) >= 1
+    assert events
+    texts = [caplog.text, repr(events), repr(session), repr(session.stats())]
+    texts += [repr(vars(record)) for record in caplog.records]
+    for text in texts:
+        assert_no_secret(text, secrets)
