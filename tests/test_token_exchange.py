@@ -494,3 +494,34 @@ async def test_no_token_in_logs_events_frames_or_chained_errors(
     texts += [repr(vars(record)) for record in caplog.records]
     for text in texts:
         assert_no_secret(text, secrets)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"subject_token_type": "urn:ietf:params:oauth:token-type:jwt"},
+        {"requested_token_type": SAML2},
+    ],
+)
+def test_the_fake_idp_refuses_what_it_cannot_exchange(
+    fake: FakeIdP, clock: FakeClock, kwargs: dict[str, Any]
+) -> None:
+    subject = cc_session(fake, clock)
+    with pytest.raises(OAuthError) as info:
+        exchanged_session(fake, clock, subject, **kwargs).token()
+    assert info.value.error == "invalid_request"
+    assert fake.exchanges == 0
+
+
+def test_one_grant_shared_by_sessions_exchanges_each_subjects_token(
+    fake: FakeIdP, clock: FakeClock
+) -> None:
+    subjects = [cc_session(fake, clock), cc_session(fake, clock)]
+    current = iter(subjects)
+    grant = TokenExchange(
+        fake.token_url, "ex", "ex-secret", subject_token=lambda: next(current).token()
+    )
+    tokens = [Session(grant, clock=clock, transport=fake.transport).token() for _ in subjects]
+    assert len(set(tokens)) == 2
+    assert fake.exchanges == 2
+    assert grant._tokens is None  # the source itself never holds a subject token
