@@ -26,6 +26,7 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import NoRefreshTokenError as NoRefreshTokenError
     from ._core.errors import OAuthError as OAuthError
     from ._core.errors import RefreshError as RefreshError
+    from ._core.errors import SubjectTokenError as SubjectTokenError
     from ._core.errors import TokenEndpointError as TokenEndpointError
     from ._core.errors import TokenError as TokenError
     from ._core.errors import TokenResponseError as TokenResponseError
@@ -117,6 +118,7 @@ if _typing.TYPE_CHECKING:
     from ._sessions.sources import TokenSource as TokenSource
     from ._sessions.stats import RequestWindow as RequestWindow
     from ._sessions.stats import SessionStats as SessionStats
+    from ._sessions.token_exchange import TokenExchange as TokenExchange
     from ._sessions.verify import JWTVerifier as JWTVerifier
     from ._stores.base import CorruptRecordError as CorruptRecordError
     from ._stores.base import FencingError as FencingError
@@ -269,6 +271,8 @@ _EXPORTS: dict[str, str] = {
     "parse_token_response": "._core.tokens",
     "Dashboard": "._surfaces.web",
     "DashboardServer": "._surfaces.web",
+    "SubjectTokenError": "._core.errors",
+    "TokenExchange": "._sessions.token_exchange",
 }
 
 __all__ = [
@@ -372,11 +376,13 @@ __all__ = [
     "StoreUnavailableError",
     "StoredCredentials",
     "StoredToken",
+    "SubjectTokenError",
     "SystemClock",
     "TickReport",
     "TokenCipher",
     "TokenEndpointError",
     "TokenError",
+    "TokenExchange",
     "TokenResponseError",
     "TokenRetry",
     "TokenSet",
