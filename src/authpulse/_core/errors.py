@@ -22,6 +22,7 @@ __all__ = [
     "NoRefreshTokenError",
     "OAuthError",
     "RefreshError",
+    "SubjectTokenError",
     "TokenEndpointError",
     "TokenError",
     "TokenResponseError",
@@ -265,6 +266,22 @@ class LoginCancelledError(LoginRequiredError):
         super().__init__(login_url, reason="the login was cancelled")
 
 
+class SubjectTokenError(TokenError):
+    """A token exchange (RFC 8693) has no subject or actor token to present.
+
+    Its source gave ``None``, an empty string or something not a string.
+    ``role`` is ``"subject"`` or ``"actor"``. The message never quotes a token.
+
+    .. versionadded:: unreleased
+    """
+
+    error_class = ErrorClass.AUTH
+
+    def __init__(self, role: str, reason: str) -> None:
+        self.role = role
+        super().__init__(f"token exchange has no usable {role} token: {reason}")
+
+
 class RevocationError(TokenError):
     """The revocation endpoint (RFC 7009) did not confirm a revocation.
 
@@ -324,6 +341,7 @@ for _public in (
     OAuthError,
     RefreshError,
     RevocationError,
+    SubjectTokenError,
     TokenEndpointError,
     TokenError,
     TokenResponseError,

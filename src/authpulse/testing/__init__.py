@@ -11,8 +11,9 @@
   127.0.0.1, so that other processes can reach it.
 """
 
+from ._api import FakeAPI
 from ._clock import FakeClock
-from ._idp import FakeAPI, FakeIdP, Fault
+from ._idp import FakeIdP, Fault
 from ._server import LoopbackServer
 
 __all__ = ["FakeAPI", "FakeClock", "FakeIdP", "Fault", "LoopbackServer"]

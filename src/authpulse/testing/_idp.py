@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote
 
 import jwt
 
+from .._core.exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from .._runtime.backend import BACKEND_NAMES, backend_for, backend_of, httpx
 from .._runtime.clock import Clock, SystemClock
 from . import _idp_revocation
@@ -22,7 +23,7 @@ from . import _idp_revocation
 if TYPE_CHECKING:
     import httpx2
 
-__all__ = ["FakeAPI", "FakeIdP", "Fault"]
+__all__ = ["FakeIdP", "Fault"]
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,9 @@ class _FakeServer:
 class FakeIdP(_FakeServer):
     """An OAuth 2.0 authorization server for tests, on ``httpx.MockTransport``.
 
-    Grants: ``client_credentials``, ``refresh_token`` and ``password`` (``users``); client auth:
+    Grants: ``client_credentials``, ``refresh_token``, ``password`` (``users``) and token
+    exchange (RFC 8693: an access token issued here for another, of the ``audience`` or
+    ``resource`` asked for; ``exchanges`` counts them); client auth:
     ``client_secret_basic`` and ``client_secret_post``. Refresh tokens are
     rotated and single-use by default; presenting a used one answers
     ``invalid_grant`` and revokes the whole grant, new tokens included (as
@@ -243,6 +246,7 @@ class FakeIdP(_FakeServer):
         self.grants_issued = 0
         self.reuse_detected = 0
         self.requests: list[dict[str, str]] = []  # form fields of each call, secrets removed
+        self.exchanges = 0  # token exchanges answered with a token
 
     @property
     def token_url(self) -> str:
@@ -345,7 +349,14 @@ class FakeIdP(_FakeServer):
                 {
                     k: v
                     for k, v in form.items()
-                    if k not in ("client_secret", "refresh_token", "password")
+                    if k
+                    not in (
+                        "client_secret",
+                        "refresh_token",
+                        "password",
+                        "subject_token",
+                        "actor_token",
+                    )
                 }
             )
         client_id = self._client_auth(request, form)
@@ -379,10 +390,33 @@ class FakeIdP(_FakeServer):
                 if self.rotate:
                     self._refresh[rt] = (grant, True)
             return self._issue(grant, refresh=True, keep=None if self.rotate else rt)
+        if grant_type == TOKEN_EXCHANGE_GRANT:
+            return self._exchange(client_id, form)
         return self._error("unsupported_grant_type")
 
+    def _exchange(self, client_id: str, form: dict[str, str]) -> httpx.Response:
+        for role in ("subject", "actor"):
+            if role == "subject" or f"{role}_token" in form:
+                if form.get(f"{role}_token_type") != ACCESS_TOKEN_TYPE:
+                    return self._error("invalid_request")
+                if not self.validate(form.get(f"{role}_token", "")):
+                    return self._error("invalid_grant")
+        requested = form.get("requested_token_type", ACCESS_TOKEN_TYPE)
+        if requested != ACCESS_TOKEN_TYPE:
+            return self._error("invalid_request")
+        with self._lock:
+            self.exchanges += 1
+        grant = _Grant(client_id, form.get("scope"))
+        return self._issue(grant, refresh=False, extra={"issued_token_type": ACCESS_TOKEN_TYPE})
+
     def _issue(
-        self, grant: _Grant, *, refresh: bool, keep: str | None = None, new_grant: bool = False
+        self,
+        grant: _Grant,
+        *,
+        refresh: bool,
+        keep: str | None = None,
+        new_grant: bool = False,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         now = self._now()
         if self.jwt_access_tokens:
@@ -404,6 +438,7 @@ class FakeIdP(_FakeServer):
             body["expires_in"] = int(self.access_ttl)
         if grant.scope:
             body["scope"] = grant.scope
+        body.update(extra or {})
         with self._lock:
             self._access[at] = (now + self.access_ttl, grant)
             self.grants_issued += 1
@@ -423,56 +458,8 @@ _ENDPOINTS: dict[str, Callable[[FakeIdP, httpx.Request, dict[str, str]], httpx.R
 }
 
 
-class FakeAPI(_FakeServer):
-    """A resource server that accepts bearer tokens issued by ``idp``.
-
-    Every path answers ``200 {"ok": true, "path": ...}`` to a valid token,
-    ``401`` otherwise. ``/redirect?to=URL`` answers ``302`` to ``URL``.
-    ``handler`` replaces the 200 answer when given.
-    """
-
-    def __init__(
-        self,
-        idp: FakeIdP,
-        *,
-        base_url: str = "https://api.test",
-        latency: float = 0.0,
-        handler: Callable[[httpx.Request], httpx.Response] | None = None,
-    ) -> None:
-        super().__init__(latency)
-        self.idp = idp
-        self.base_url = base_url
-        self.handler = handler
-        self._lock = threading.Lock()
-        self.calls = 0
-        self.unauthorized = 0
-        self.authorization_seen: list[bool] = []
-
-    def _answer(self, request: httpx.Request) -> httpx.Response:
-        header = request.headers.get("authorization")
-        with self._lock:
-            self.calls += 1
-            self.authorization_seen.append(header is not None)
-        if request.url.path == "/redirect":
-            return httpx.Response(302, headers={"location": request.url.params.get("to", "/")})
-        if request.url.path == "/public":
-            return httpx.Response(200, json={"ok": True, "public": True})
-        if not header or not header.startswith("Bearer ") or not self.idp.validate(header[7:]):
-            with self._lock:
-                self.unauthorized += 1
-            return httpx.Response(
-                401,
-                headers={"www-authenticate": 'Bearer error="invalid_token"'},
-                json={"error": "invalid_token"},
-            )
-        if self.handler is not None:
-            return self.handler(request)
-        return httpx.Response(200, json={"ok": True, "path": request.url.path})
-
-
 # The public names defined here show the module they are imported from.
 for _public in (
-    FakeAPI,
     FakeIdP,
     Fault,
 ):
