@@ -98,6 +98,18 @@ const deviceClient = {
   scope: CLIENT_SCOPE,
 };
 
+// A public native client of the authorization code grant with PKCE (RFC 8252):
+// no secret; as a native client its loopback redirect URI may use any port.
+const nativeClient = {
+  client_id: 'authpulse-native',
+  application_type: 'native',
+  token_endpoint_auth_method: 'none',
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1/callback'],
+  scope: CLIENT_SCOPE,
+};
+
 const keys = [
   signingKey('rsa-1', 'rsa', { modulusLength: 2048 }),
   signingKey('ec-1', 'ec', { namedCurve: 'P-256' }),
@@ -115,6 +127,7 @@ function buildProvider(issuer) {
         scope: CLIENT_SCOPE,
       })),
       deviceClient,
+      nativeClient,
     ],
     scopes: SCOPES,
     jwks: { keys },
@@ -238,6 +251,7 @@ server.listen(PORT, HOST, () => {
     port,
     clients,
     device_client_id: deviceClient.client_id,
+    native_client: nativeClient.client_id,
     redirect_uri: REDIRECT_URI,
     access_ttl: ACCESS_TTL,
     refresh_ttl: REFRESH_TTL,
