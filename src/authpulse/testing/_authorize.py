@@ -137,3 +137,9 @@ class FakeAuthorizationServer(_FakeServer):
             claims["nonce"] = nonce
         body["id_token"] = jwt.encode(claims, self.idp.jwt_key, algorithm="HS256")
         return httpx.Response(200, json=body, headers=self.idp._headers())
+
+
+# The public names defined here show the module they are imported from.
+for _public in (FakeAuthorizationServer,):
+    _public.__module__ = "authpulse.testing"
+del _public
