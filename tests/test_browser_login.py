@@ -27,6 +27,7 @@ from authpulse import (
     TokenSet,
     UsageError,
 )
+from authpulse._acquire.loopback import RedirectListener
 from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeAPI, FakeAuthorizationServer, FakeClock, FakeIdP
 
@@ -348,3 +349,61 @@ def test_a_wrong_verifier_is_refused_by_the_server() -> None:
     with pytest.raises(OAuthError) as caught:
         login.wait()
     assert caught.value.error == "invalid_grant"
+
+
+def test_the_exchange_sends_code_redirect_uri_and_verifier_but_no_scope() -> None:
+    world = World()
+    forms: list[dict[str, str]] = []
+    inner = world.server.handle
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        forms.append(dict(httpx.QueryParams(request.content.decode())))
+        return inner(request)
+
+    login = world.login(transport=httpx.MockTransport(recording))
+    started = login.start()
+    login.wait().close()
+    (form,) = forms
+    assert set(form) == {"grant_type", "code", "redirect_uri", "code_verifier", "client_id"}
+    assert form["grant_type"] == "authorization_code"
+    assert form["redirect_uri"] == started.redirect_uri
+    assert 43 <= len(form["code_verifier"]) <= 128
+
+
+def test_secrets_echoed_by_the_token_endpoint_are_scrubbed() -> None:
+    world = World()
+
+    def echoing(request: httpx.Request) -> httpx.Response:
+        form = dict(httpx.QueryParams(request.content.decode()))
+        text = f"bad code {form['code']} for verifier {form['code_verifier']}"
+        return httpx.Response(400, json={"error": "invalid_grant", "error_description": text})
+
+    login = world.login(transport=httpx.MockTransport(echoing))
+    login.start()
+    code = dict(httpx.URL(world.server.last_redirect or "").params)["code"]
+    with pytest.raises(OAuthError) as caught:
+        login.wait()
+    assert caught.value.error == "invalid_grant"
+    assert "bad code" in str(caught.value.description)
+    assert code not in str(caught.value.description)
+    assert code not in repr(caught.value)
+
+
+def test_the_listener_takes_one_redirect_only() -> None:
+    state = SecretStr("s" * 22)
+    listener = RedirectListener(state, path="/done").open()
+    try:
+        with httpx.Client(timeout=5.0) as browser:
+            first = browser.get(listener.redirect_uri, params={"code": "a", "state": "s" * 22})
+            second = browser.get(listener.redirect_uri, params={"code": "b", "state": "s" * 22})
+        assert (first.status_code, second.status_code) == (200, 400)
+        assert "close this window" in first.text
+        assert first.headers["cache-control"] == "no-store"
+        assert listener.take() == "code=a&state=" + "s" * 22
+        assert listener.refused == 1
+        assert listener.redirect_uri.endswith("/done")
+    finally:
+        listener.close()
+        listener.close()  # a second close is harmless
+    assert refused(listener.redirect_uri)
+    assert "s" * 22 not in repr(listener)

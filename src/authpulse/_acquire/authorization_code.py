@@ -180,6 +180,8 @@ class AuthorizationCodeLogin(LoginBase):
             scope=scope,
             allow_insecure_http=allow_insecure_http,
         )
+        # the scope goes in the authorization request; the code exchange names none
+        self._scope, self._grant.scope = self._grant.scope, None
         self.authorization_url = check_endpoint_url(
             authorization_url, what="authorization_url", allow_insecure_http=allow_insecure_http
         )
@@ -291,7 +293,7 @@ class AuthorizationCodeLogin(LoginBase):
         self.close()
         verifier = code_verifier(self._random(32))
         state = random_value(self._random(16))
-        scope = self._grant.scope
+        scope = self._scope
         wants_id = scope is not None and "openid" in scope.split()
         nonce = random_value(self._random(16)) if wants_id else None
         listener = RedirectListener(state, path=self._redirect_path).open()
