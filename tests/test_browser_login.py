@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -407,3 +408,48 @@ def test_the_listener_takes_one_redirect_only() -> None:
         listener.close()  # a second close is harmless
     assert refused(listener.redirect_uri)
     assert "s" * 22 not in repr(listener)
+
+
+class CancellingClock(FakeClock):
+    """Calls ``on_sleep`` at its first wait: something happening mid-wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_sleep: Callable[[], None] = lambda: None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if len(self.sleeps) == 1:
+            self.on_sleep()
+
+
+def test_cancel_from_another_thread_ends_a_wait_in_progress() -> None:
+    world = World()
+    clock = CancellingClock()
+    login = world.login(lambda url: None, clock=clock)
+
+    def cancel_elsewhere() -> None:
+        thread = threading.Thread(target=login.cancel)
+        thread.start()
+        thread.join()
+
+    clock.on_sleep = cancel_elsewhere
+    started = login.start()
+    with pytest.raises(LoginCancelledError):
+        login.wait()
+    assert clock.sleeps == [0.05]  # cancelled at the next look
+    assert refused(started.redirect_uri)
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_task_closes_the_listener() -> None:
+    world = World()
+    login = world.login(lambda url: None, clock=None, timeout=60)
+    started = await login.astart()
+    task = asyncio.create_task(login.await_session())
+    for _ in range(3):  # let the wait begin
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert refused(started.redirect_uri)
