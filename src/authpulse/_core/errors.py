@@ -24,6 +24,7 @@ __all__ = [
     "NoRefreshTokenError",
     "OAuthError",
     "RefreshError",
+    "SubjectTokenError",
     "TokenEndpointError",
     "TokenError",
     "TokenResponseError",
@@ -267,6 +268,22 @@ class LoginCancelledError(LoginRequiredError):
         super().__init__(login_url, reason="the login was cancelled")
 
 
+class SubjectTokenError(TokenError):
+    """A token exchange (RFC 8693) has no subject or actor token to present.
+
+    Its source gave ``None``, an empty string or something not a string.
+    ``role`` is ``"subject"`` or ``"actor"``. The message never quotes a token.
+
+    .. versionadded:: unreleased
+    """
+
+    error_class = ErrorClass.AUTH
+
+    def __init__(self, role: str, reason: str) -> None:
+        self.role = role
+        super().__init__(f"token exchange has no usable {role} token: {reason}")
+
+
 class AuthorizationError(LoginRequiredError):
     """The authorization server's redirect ended a browser login: an ``error``
     answer other than ``access_denied`` (``error``, ``description``: the
@@ -319,6 +336,7 @@ for _public in (
     NoRefreshTokenError,
     OAuthError,
     RefreshError,
+    SubjectTokenError,
     TokenEndpointError,
     TokenError,
     TokenResponseError,

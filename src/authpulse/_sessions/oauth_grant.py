@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -140,7 +140,7 @@ class OAuthGrant(FlowSource):
 
     # -- pure parts ------------------------------------------------------------------
 
-    def _grant_params(self, current: TokenSet | None) -> dict[str, str]:
+    def _grant_params(self, current: TokenSet | None) -> Mapping[str, str | list[str]]:
         raise NotImplementedError
 
     def _secrets(self, current: TokenSet | None) -> list[SecretStr]:

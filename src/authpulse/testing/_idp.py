@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, unquote
 
 import jwt
 
+from .._core.exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from .._runtime.backend import BACKEND_NAMES, backend_for, backend_of, httpx
 from .._runtime.clock import Clock, SystemClock
 
@@ -187,7 +188,9 @@ class _FakeServer:
 class FakeIdP(_FakeServer):
     """An OAuth 2.0 authorization server for tests, on ``httpx.MockTransport``.
 
-    Grants: ``client_credentials``, ``refresh_token`` and ``password`` (``users``); client auth:
+    Grants: ``client_credentials``, ``refresh_token``, ``password`` (``users``) and token
+    exchange (RFC 8693: an access token issued here for another, of the ``audience`` or
+    ``resource`` asked for; ``exchanges`` counts them); client auth:
     ``client_secret_basic`` and ``client_secret_post``. Refresh tokens are
     rotated and single-use by default; presenting a used one answers
     ``invalid_grant`` and revokes the whole grant, new tokens included (as
@@ -232,6 +235,7 @@ class FakeIdP(_FakeServer):
         self.grants_issued = 0
         self.reuse_detected = 0
         self.requests: list[dict[str, str]] = []  # form fields of each call, secrets removed
+        self.exchanges = 0  # token exchanges answered with a token
 
     @property
     def token_url(self) -> str:
@@ -321,7 +325,14 @@ class FakeIdP(_FakeServer):
                 {
                     k: v
                     for k, v in form.items()
-                    if k not in ("client_secret", "refresh_token", "password")
+                    if k
+                    not in (
+                        "client_secret",
+                        "refresh_token",
+                        "password",
+                        "subject_token",
+                        "actor_token",
+                    )
                 }
             )
         client_id = self._client_auth(request, form)
@@ -353,10 +364,33 @@ class FakeIdP(_FakeServer):
                 if self.rotate:
                     self._refresh[rt] = (grant, True)
             return self._issue(grant, refresh=True, keep=None if self.rotate else rt)
+        if grant_type == TOKEN_EXCHANGE_GRANT:
+            return self._exchange(client_id, form)
         return self._error("unsupported_grant_type")
 
+    def _exchange(self, client_id: str, form: dict[str, str]) -> httpx.Response:
+        for role in ("subject", "actor"):
+            if role == "subject" or f"{role}_token" in form:
+                if form.get(f"{role}_token_type") != ACCESS_TOKEN_TYPE:
+                    return self._error("invalid_request")
+                if not self.validate(form.get(f"{role}_token", "")):
+                    return self._error("invalid_grant")
+        requested = form.get("requested_token_type", ACCESS_TOKEN_TYPE)
+        if requested != ACCESS_TOKEN_TYPE:
+            return self._error("invalid_request")
+        with self._lock:
+            self.exchanges += 1
+        grant = _Grant(client_id, form.get("scope"))
+        return self._issue(grant, refresh=False, extra={"issued_token_type": ACCESS_TOKEN_TYPE})
+
     def _issue(
-        self, grant: _Grant, *, refresh: bool, keep: str | None = None, new_grant: bool = False
+        self,
+        grant: _Grant,
+        *,
+        refresh: bool,
+        keep: str | None = None,
+        new_grant: bool = False,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         now = self._now()
         if self.jwt_access_tokens:
@@ -378,6 +412,7 @@ class FakeIdP(_FakeServer):
             body["expires_in"] = int(self.access_ttl)
         if grant.scope:
             body["scope"] = grant.scope
+        body.update(extra or {})
         with self._lock:
             self._access[at] = (now + self.access_ttl, grant)
             self.grants_issued += 1
