@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from authpulse import (
+    AuthorizationCodeLogin,
     ClientCredentials,
     ConfigurationError,
     DeviceCodeLogin,
@@ -22,6 +23,7 @@ from authpulse import (
     TokenSet,
 )
 from authpulse._runtime.backend import httpx
+from authpulse._runtime.flow import run_sync
 from authpulse._sessions.revocation import revocation_targets
 from authpulse.testing import FakeClock, FakeIdP, Fault
 
@@ -267,11 +269,23 @@ class TestTargets:
         assert form["token_type_hint"] == ["refresh_token"]
         assert "grant_type" not in form
 
-    def test_the_device_login_passes_the_url_to_its_session(self, idp: FakeIdP) -> None:
-        login = DeviceCodeLogin(
-            "https://idp.test/device",
+    @pytest.mark.parametrize("kind", [DeviceCodeLogin, AuthorizationCodeLogin])
+    def test_a_login_passes_the_url_to_its_session(
+        self, idp: FakeIdP, kind: type[DeviceCodeLogin | AuthorizationCodeLogin]
+    ) -> None:
+        login = kind(
+            f"{idp.issuer}/authorize",
             idp.token_url,
             "client",
+            SECRET,
             revocation_url=idp.revocation_url,
+            transport=idp.transport,
         )
-        assert login._poll.revocation_url == idp.revocation_url
+        token = TokenSet(
+            access_token="at",  # type: ignore[arg-type]
+            refresh_token="rt",  # type: ignore[arg-type]
+            issued_at=0,
+            expires_at=60,
+        )
+        session = run_sync(login._session_flow(token, f"{idp.issuer}/authorize"))
+        assert getattr(session.source, "revocation_url", None) == idp.revocation_url

@@ -12,9 +12,11 @@ from importlib import import_module as _import_module
 from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
+    from ._acquire.authorization_code import AuthorizationCodeLogin as AuthorizationCodeLogin
     from ._acquire.device import DeviceCodeLogin as DeviceCodeLogin
     from ._core.device import DeviceAuthorization as DeviceAuthorization
     from ._core.errors import AccessDeniedError as AccessDeniedError
+    from ._core.errors import AuthorizationError as AuthorizationError
     from ._core.errors import AuthpulseError as AuthpulseError
     from ._core.errors import ConfigurationError as ConfigurationError
     from ._core.errors import CredentialsUnavailableError as CredentialsUnavailableError
@@ -23,6 +25,7 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import IntrospectionError as IntrospectionError
     from ._core.errors import LoginCancelledError as LoginCancelledError
     from ._core.errors import LoginRequiredError as LoginRequiredError
+    from ._core.errors import LoginTimeoutError as LoginTimeoutError
     from ._core.errors import MissingExtraError as MissingExtraError
     from ._core.errors import NoRefreshTokenError as NoRefreshTokenError
     from ._core.errors import OAuthError as OAuthError
@@ -48,6 +51,7 @@ if _typing.TYPE_CHECKING:
     from ._core.model import SessionMetadata as SessionMetadata
     from ._core.model import SessionRecord as SessionRecord
     from ._core.model import SessionStatus as SessionStatus
+    from ._core.pkce import AuthorizationRequest as AuthorizationRequest
     from ._core.policy import Freshness as Freshness
     from ._core.policy import RefreshPolicy as RefreshPolicy
     from ._core.policy import freshness as freshness
@@ -176,6 +180,10 @@ _EXPORTS: dict[str, str] = {
     "DeviceAuthorization": "._core.device",
     "DeviceCodeExpiredError": "._core.errors",
     "DeviceCodeLogin": "._acquire.device",
+    "AuthorizationCodeLogin": "._acquire.authorization_code",
+    "AuthorizationRequest": "._core.pkce",
+    "AuthorizationError": "._core.errors",
+    "LoginTimeoutError": "._core.errors",
     "ErrorClass": "._core.errors",
     "LoginCancelledError": "._core.errors",
     "LoginRequiredError": "._core.errors",
@@ -291,6 +299,9 @@ __all__ = [
     "AsyncRetryTransport",
     "AuthEvent",
     "AuthState",
+    "AuthorizationCodeLogin",
+    "AuthorizationError",
+    "AuthorizationRequest",
     "AuthpulseError",
     "AuthpulseSettings",
     "Band",
@@ -345,6 +356,7 @@ __all__ = [
     "LoginCancelledError",
     "LoginRequired",
     "LoginRequiredError",
+    "LoginTimeoutError",
     "ManagedSession",
     "ManagerSettings",
     "MemoryStore",
