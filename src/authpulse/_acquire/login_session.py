@@ -158,6 +158,7 @@ class LoginBase:
             refresh_token=token.refresh_token,
             auth_method=grant_of.auth_method,
             allow_insecure_http=grant_of.allow_insecure_http,
+            revocation_url=grant_of.revocation_url,
         )
         if isinstance(grant, _WithoutRefreshToken):
             grant.login_url = login_url

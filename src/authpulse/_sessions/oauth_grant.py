@@ -94,8 +94,12 @@ class OAuthGrant(FlowSource):
     ``allow_insecure_http=True``, since the client secret and the refresh
     token travel in the request.
 
+    ``revocation_url`` is the IdP's revocation endpoint (RFC 7009), used by
+    :meth:`Session.revoke <authpulse.Session.revoke>` with this grant's
+    client authentication.
+
     .. versionchanged:: unreleased
-       ``allow_insecure_http``; every argument is checked here.
+       ``allow_insecure_http``, ``revocation_url``; every argument is checked here.
     """
 
     grant_type: str = ""
@@ -110,10 +114,17 @@ class OAuthGrant(FlowSource):
         scope: str | Iterable[str] | None = None,
         extra_params: dict[str, str] | None = None,
         allow_insecure_http: bool = False,
+        revocation_url: str | None = None,
     ) -> None:
         if not isinstance(allow_insecure_http, bool):
             raise ConfigurationError("allow_insecure_http must be a boolean")
         check_endpoint_url(token_url, what="token_url", allow_insecure_http=allow_insecure_http)
+        if revocation_url is not None:
+            check_endpoint_url(
+                revocation_url, what="revocation_url", allow_insecure_http=allow_insecure_http
+            )
+        #: the revocation endpoint (RFC 7009) of :meth:`Session.revoke`, if any
+        self.revocation_url = revocation_url
         if not isinstance(client_id, str) or not client_id:
             raise ConfigurationError("client_id must be a non-empty string")
         secret = as_secret(client_secret, "client_secret")
@@ -160,7 +171,8 @@ class OAuthGrant(FlowSource):
         """The token request for this grant (no I/O), built with ``http`` (an
         HTTP library module: ``httpx`` or ``httpx2``; default: the default backend)."""
         hx = http if http is not None else backend()
-        form = {"grant_type": self.grant_type, **self._grant_params(current), **self._extra}
+        grant = {"grant_type": self.grant_type} if self.grant_type else {}
+        form = {**grant, **self._grant_params(current), **self._extra}
         # encodings authpulse inflates itself, within the body size limit
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         try:
