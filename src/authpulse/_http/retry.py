@@ -56,14 +56,13 @@ if TYPE_CHECKING:
 
     from .._runtime.backend import AnyAsyncTransport, AnyTransport  # noqa: F401 - the twins' quoted bases
 from .retry_call import (
-    _AsyncDeadlineStream,
     _Call,
     _retry_flow,
-    _SyncDeadlineStream,
     _Upstream,
     is_testing,
     set_testing,
 )
+from .retry_stream import _AsyncDeadlineStream, _SyncDeadlineStream
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -4,8 +4,6 @@
   permit, last response) and the one tenacity configuration both twins use
   (``retry`` / ``stop`` / ``wait`` read the plan; ``before_sleep`` charges
   the retry budget);
-- the deadline-bound body of the answer returned (``_SyncDeadlineStream``,
-  ``_AsyncDeadlineStream``);
 - ``_retry_flow``: the call as a generator that yields its I/O (send, close,
   sleep; see ``_runtime/flow_http``);
 - the process-wide testing mode (:func:`set_testing`), which every call reads.
@@ -14,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -25,7 +22,6 @@ from .._core.signals import ApiEventKind
 from .._runtime.backend import (
     BYTE_STREAM_TYPES,
     TRANSPORT_ERRORS,
-    bases,
     httpx,
 )
 from .._runtime.breakers import (
@@ -397,53 +393,6 @@ class _Call:
     def restore(self) -> None:
         """Give the request its own extensions back (a replay starts afresh)."""
         self.request.extensions = self._extensions
-
-
-_SyncStreamBase, _Sync2StreamBase = bases("SyncByteStream")
-_AsyncStreamBase, _Async2StreamBase = bases("AsyncByteStream")
-
-
-class _DeadlineStream:
-    """The returned answer's body, read within the call's deadline.
-
-    A server that trickles a body a few bytes at a time never trips a read
-    timeout; the deadline is checked between chunks, and each read is bounded
-    by its timeout (cut to what the deadline left when the attempt began).
-    """
-
-    __slots__ = ("_call", "_inner")
-
-    def __init__(self, inner: Any, call: _Call) -> None:
-        self._inner = inner
-        self._call = call
-
-
-class _SyncDeadlineStream(_DeadlineStream, _SyncStreamBase, _Sync2StreamBase):  # type: ignore[misc,valid-type]
-    __slots__ = ()
-
-    def __iter__(self) -> Iterator[bytes]:
-        clock, deadline = self._call.clock, self._call.deadline
-        for chunk in self._inner:
-            if clock.monotonic() >= deadline:
-                raise self._call.late()
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class _AsyncDeadlineStream(_DeadlineStream, _AsyncStreamBase, _Async2StreamBase):  # type: ignore[misc,valid-type]
-    __slots__ = ()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        clock, deadline = self._call.clock, self._call.deadline
-        async for chunk in self._inner:
-            if clock.monotonic() >= deadline:
-                raise self._call.late()
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def _attempt(call: _Call) -> Flow[httpx.Response]:
