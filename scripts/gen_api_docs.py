@@ -51,6 +51,20 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "Provider discovery and client authentication",
+        "Provider metadata found from an issuer, and the ways a client proves who it is; "
+        "see [discovery.md](discovery.md).",
+        (
+            "discover",
+            "adiscover",
+            "ProviderMetadata",
+            "ClientAuth",
+            "PrivateKeyJWT",
+            "ClientSecretJWT",
+            "TLSClientAuth",
+        ),
+    ),
+    (
         "Tokens and freshness",
         "Token sets, their parsing and verification, and when they are due.",
         (
@@ -189,6 +203,7 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "AccessDeniedError",
             "DeviceCodeExpiredError",
             "LoginCancelledError",
+            "DiscoveryError",
             "RequestFailedError",
             "RetryBudgetExhaustedError",
             "CircuitOpenError",

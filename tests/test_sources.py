@@ -82,7 +82,7 @@ class TestConfiguration:
 
     def test_unknown_auth_method(self) -> None:
         with pytest.raises(ConfigurationError, match="unsupported"):
-            ClientCredentials(URL, "client", "secret", auth_method="private_key_jwt")  # type: ignore[arg-type]
+            ClientCredentials(URL, "client", "secret", auth_method="client_secret_magic")  # type: ignore[arg-type]
 
     def test_default_method_follows_the_secret(self) -> None:
         assert ClientCredentials(URL, "c", "s").auth_method == "client_secret_basic"
