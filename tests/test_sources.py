@@ -68,7 +68,7 @@ class TestConfiguration:
 
     def test_token_url_must_be_a_string(self) -> None:
         with pytest.raises(ConfigurationError):
-            ClientCredentials(None, "client", "secret")  # type: ignore[arg-type]
+            ClientCredentials(None, "client", "secret")
 
     @pytest.mark.parametrize("client_id", ["", None, 5])
     def test_bad_client_id(self, client_id: Any) -> None:

@@ -188,7 +188,10 @@ class FakeIdP(_FakeServer):
     """An OAuth 2.0 authorization server for tests, on ``httpx.MockTransport``.
 
     Grants: ``client_credentials``, ``refresh_token`` and ``password`` (``users``); client auth:
-    ``client_secret_basic`` and ``client_secret_post``. Refresh tokens are
+    ``client_secret_basic``, ``client_secret_post``, ``client_secret_jwt`` and, for the
+    clients of ``client_keys`` (client id -> public key, PEM or JWK), ``private_key_jwt``
+    (a replayed ``jti`` is refused). It serves its metadata at
+    ``/.well-known/openid-configuration`` (``discovery_calls`` counts them). Refresh tokens are
     rotated and single-use by default; presenting a used one answers
     ``invalid_grant`` and revokes the whole grant, new tokens included (as
     oidc-provider does). Time comes from ``clock``.
@@ -209,8 +212,12 @@ class FakeIdP(_FakeServer):
         send_date: bool = True,
         clock_offset: float = 0.0,
         users: dict[str, str] | None = None,
+        client_keys: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(latency)
+        self.client_keys = dict(client_keys or {})
+        self.discovery_calls = 0
+        self._jtis: set[str] = set()
         #: resource owners for the password grant (username -> password)
         self.users = dict(users or {"alice": "wonderland"})
         self.clock: Clock = clock or SystemClock()
@@ -294,7 +301,48 @@ class FakeIdP(_FakeServer):
             h["date"] = formatdate(self._now(), usegmt=True)
         return h
 
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document this IdP serves."""
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_url,
+            "grant_types_supported": ["client_credentials", "refresh_token", "password"],
+            "token_endpoint_auth_methods_supported": [
+                *(f"client_secret_{m}" for m in ("basic", "post", "jwt")),
+                "private_key_jwt",
+            ],
+        }
+
+    def _assertion_client(self, form: dict[str, str]) -> str | None:
+        token = form.get("client_assertion", "")
+        try:
+            cid = str(jwt.decode(token, options={"verify_signature": False}).get("iss"))
+            alg = str(jwt.get_unverified_header(token).get("alg", ""))
+            key: Any = self.client_keys.get(cid)
+            if alg.startswith("HS"):
+                key = self.clients[cid].encode()
+            elif isinstance(key, dict):
+                key = jwt.PyJWK(key).key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=[self.token_url, self.issuer],
+                issuer=cid,
+                options={"require": ["exp", "jti"], "verify_exp": False, "verify_iat": False},
+            )
+        except Exception:  # any failure is invalid_client
+            return None
+        if claims.get("sub") != cid or claims["exp"] < self._now() or claims["jti"] in self._jtis:
+            return None
+        if form.get("client_id", cid) != cid:
+            return None
+        self._jtis.add(claims["jti"])
+        return str(cid)
+
     def _client_auth(self, request: httpx.Request, form: dict[str, str]) -> str | None:
+        if "client_assertion" in form:
+            return self._assertion_client(form)
         header = request.headers.get("authorization", "")
         if header.lower().startswith("basic "):
             try:
@@ -312,6 +360,9 @@ class FakeIdP(_FakeServer):
         return cid if ok else None
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/.well-known/openid-configuration":
+            self.discovery_calls += 1
+            return httpx.Response(200, json=self.metadata())
         if request.method != "POST" or request.url.path != "/token":
             return httpx.Response(404, text="not found")
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
@@ -321,7 +372,7 @@ class FakeIdP(_FakeServer):
                 {
                     k: v
                     for k, v in form.items()
-                    if k not in ("client_secret", "refresh_token", "password")
+                    if k not in ("client_secret", "refresh_token", "password", "client_assertion")
                 }
             )
         client_id = self._client_auth(request, form)
