@@ -166,7 +166,7 @@ class TestPrivateKeyJWT:
         ("kwargs", "match"),
         [
             ({"alg": "HS256"}, "alg must be"),
-            ({"alg": "ES256"}, "does not fit|cannot sign"),
+            ({"alg": "ES256"}, "cannot sign with ES256"),
             ({"kid": ""}, "kid"),
             ({"assertion_audience": "anyone"}, "assertion_audience"),
             ({"jti": "fixed"}, "jti"),

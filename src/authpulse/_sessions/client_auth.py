@@ -255,8 +255,6 @@ class PrivateKeyJWT(_Assertion):
         chosen = alg or jwk_alg or _alg_of_key(loaded)
         if chosen not in _ALGS:
             raise ConfigurationError(f"alg must be one of {', '.join(_ALGS)}")
-        if alg is not None and alg.startswith(("RS", "PS")) != chosen.startswith(("RS", "PS")):
-            raise ConfigurationError(f"alg {alg} does not fit the key")
         self.__key = loaded
         self._alg = chosen
         self._kid = kid or jwk_kid
