@@ -239,6 +239,11 @@ class OIDCProvider:
             )
             for name, c in ready["clients"].items()
         }
+        #: the confidential client allowed the token exchange grant (RFC 8693)
+        ex = ready["exchange_client"]
+        self.exchange_client = IdPClient(
+            "exchange", ex["client_id"], ex["client_secret"], ex["token_endpoint_auth_method"]
+        )
         self._http = httpx.Client(timeout=10.0, follow_redirects=False)
         try:
             response = self._http.get(f"{self.issuer}/.well-known/openid-configuration")

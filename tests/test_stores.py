@@ -46,6 +46,7 @@ from authpulse import (
     Event,
     EventKind,
     FencingError,
+    KeyringStore,
     MemoryStore,
     RedisStore,
     SessionKind,
@@ -199,6 +200,11 @@ def _open_backend(
             url=server.url,
             namespace=namespace,
         )
+    yield from serve(backend)
+
+
+def serve(backend: Backend) -> Iterator[Backend]:
+    """Open the backend's first store, yield the backend, close every store it opened."""
     backend.store = backend.make()
     try:
         yield backend
@@ -709,7 +715,7 @@ def test_a_lock_whose_ttl_ran_out_has_nothing_to_release(backend: Backend) -> No
     store (the memory and SQLite stores released an expired lock and said so)."""
     ttl = backend.short_ttl
     store = backend.store
-    assert isinstance(store, MemoryStore | SQLiteStore | RedisStore)
+    assert isinstance(store, MemoryStore | SQLiteStore | RedisStore | KeyringStore)
     fence = store.lock_try("gone", "holder-1", ttl)
     assert fence is not None
     assert store.lock_renew("gone", "holder-2", ttl) is False

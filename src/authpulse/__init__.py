@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import NoRefreshTokenError as NoRefreshTokenError
     from ._core.errors import OAuthError as OAuthError
     from ._core.errors import RefreshError as RefreshError
+    from ._core.errors import SubjectTokenError as SubjectTokenError
     from ._core.errors import TokenEndpointError as TokenEndpointError
     from ._core.errors import TokenError as TokenError
     from ._core.errors import TokenResponseError as TokenResponseError
@@ -125,6 +126,7 @@ if _typing.TYPE_CHECKING:
     from ._sessions.sources import TokenSource as TokenSource
     from ._sessions.stats import RequestWindow as RequestWindow
     from ._sessions.stats import SessionStats as SessionStats
+    from ._sessions.token_exchange import TokenExchange as TokenExchange
     from ._sessions.verify import JWTVerifier as JWTVerifier
     from ._stores.base import CorruptRecordError as CorruptRecordError
     from ._stores.base import FencingError as FencingError
@@ -137,6 +139,8 @@ if _typing.TYPE_CHECKING:
     from ._stores.crypto import DecryptionError as DecryptionError
     from ._stores.crypto import TokenCipher as TokenCipher
     from ._stores.crypto import UnauthenticatedRecordError as UnauthenticatedRecordError
+    from ._stores.keyring_store import KeychainUnavailableError as KeychainUnavailableError
+    from ._stores.keyring_store import KeyringStore as KeyringStore
     from ._stores.lock import StoreLock as StoreLock
     from ._stores.open import open_store as open_store
     from ._stores.redis import RedisStore as RedisStore
@@ -234,6 +238,8 @@ _EXPORTS: dict[str, str] = {
     "is_secret_name": "._core.redact",
     "redact_mapping": "._core.redact",
     "RedisStore": "._stores.redis",
+    "KeychainUnavailableError": "._stores.keyring_store",
+    "KeyringStore": "._stores.keyring_store",
     "AsyncRetryTransport": "._http.retry",
     "BudgetRegistry": "._http.retry",
     "RequestFailedError": "._http.retry",
@@ -282,6 +288,8 @@ _EXPORTS: dict[str, str] = {
     "parse_token_response": "._core.tokens",
     "Dashboard": "._surfaces.web",
     "DashboardServer": "._surfaces.web",
+    "SubjectTokenError": "._core.errors",
+    "TokenExchange": "._sessions.token_exchange",
 }
 
 __all__ = [
@@ -341,6 +349,8 @@ __all__ = [
     "JWTVerifier",
     "JournalError",
     "JsonlJournal",
+    "KeychainUnavailableError",
+    "KeyringStore",
     "LoginCancelledError",
     "LoginRequired",
     "LoginRequiredError",
@@ -388,12 +398,14 @@ __all__ = [
     "StoreUnavailableError",
     "StoredCredentials",
     "StoredToken",
+    "SubjectTokenError",
     "SystemClock",
     "TLSClientAuth",
     "TickReport",
     "TokenCipher",
     "TokenEndpointError",
     "TokenError",
+    "TokenExchange",
     "TokenResponseError",
     "TokenRetry",
     "TokenSet",

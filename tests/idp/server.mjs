@@ -141,6 +141,70 @@ const assertionClients = [
   scope: CLIENT_SCOPE,
 }));
 // -- end of the assertion clients ---------------------------------------------------
+// -- token exchange (RFC 8693) --------------------------------------------------------
+// oidc-provider has no token exchange of its own: this registered grant checks the
+// subject (and actor) token by looking it up, an opaque access token issued here,
+// and issues a client-credentials access token for the one resource or audience
+// asked for. A bad token is invalid_grant; another token type is invalid_request.
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const exchangeClient = {
+  client_id: 'authpulse-exchange',
+  client_secret: clientSecret(),
+  token_endpoint_auth_method: 'client_secret_basic',
+  grant_types: [TOKEN_EXCHANGE, 'client_credentials'],
+  response_types: [],
+  redirect_uris: [],
+  scope: CLIENT_SCOPE,
+};
+
+async function exchangedToken(p, value, type, what) {
+  if (type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest(`${what}_token_type must be ${ACCESS_TOKEN_TYPE}`);
+  }
+  const token = (await p.AccessToken.find(value)) ?? (await p.ClientCredentials.find(value));
+  if (!token) throw new errors.InvalidGrant(`${what} token is invalid`);
+  return token;
+}
+
+function registerTokenExchange(p) {
+  const parameters = [
+    'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type',
+    'resource', 'audience', 'scope', 'requested_token_type',
+  ];
+  p.registerGrantType(TOKEN_EXCHANGE, async (ctx) => {
+    const { params, client } = ctx.oidc;
+    if (!params.subject_token) throw new errors.InvalidRequest('missing subject_token');
+    if (params.requested_token_type && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+      throw new errors.InvalidRequest('only access tokens are issued');
+    }
+    await exchangedToken(p, params.subject_token, params.subject_token_type, 'subject');
+    if (params.actor_token) {
+      await exchangedToken(p, params.actor_token, params.actor_token_type, 'actor');
+    }
+    const targets = [params.resource, params.audience].flat().filter(Boolean);
+    if (targets.length !== 1 || !RESOURCES[targets[0]]) {
+      throw new errors.InvalidTarget('exactly one known resource or audience is needed');
+    }
+    const rs = RESOURCES[targets[0]];
+    const token = new p.ClientCredentials({ client, scope: 'api:read' });
+    token.resourceServer = new p.ResourceServer(targets[0], {
+      audience: targets[0],
+      scope: 'api:read api:write',
+      accessTokenTTL: ACCESS_TTL,
+      accessTokenFormat: rs.format,
+      ...(rs.alg ? { jwt: { sign: { alg: rs.alg } } } : {}),
+    });
+    ctx.oidc.entity('ClientCredentials', token);
+    ctx.body = {
+      access_token: await token.save(),
+      issued_token_type: ACCESS_TOKEN_TYPE,
+      token_type: 'Bearer',
+      expires_in: token.expiration,
+      scope: token.scope,
+    };
+  }, parameters, ['resource', 'audience']);
+}
 
 const keys = [
   signingKey('rsa-1', 'rsa', { modulusLength: 2048 }),
@@ -160,6 +224,7 @@ function buildProvider(issuer) {
       })),
       deviceClient,
       ...assertionClients,
+      exchangeClient,
     ],
     scopes: SCOPES,
     jwks: { keys },
@@ -277,6 +342,7 @@ server.listen(PORT, HOST, () => {
   const { port } = server.address();
   const issuer = `http://${HOST}:${port}`;
   provider = buildProvider(issuer);
+  registerTokenExchange(provider);
   handler = provider.callback();
   process.stdout.write(`${JSON.stringify({
     issuer,
@@ -284,6 +350,7 @@ server.listen(PORT, HOST, () => {
     clients,
     device_client_id: deviceClient.client_id,
     jwt_clients: jwtClients,
+    exchange_client: exchangeClient,
     redirect_uri: REDIRECT_URI,
     access_ttl: ACCESS_TTL,
     refresh_ttl: REFRESH_TTL,

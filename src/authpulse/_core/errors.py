@@ -23,6 +23,7 @@ __all__ = [
     "NoRefreshTokenError",
     "OAuthError",
     "RefreshError",
+    "SubjectTokenError",
     "TokenEndpointError",
     "TokenError",
     "TokenResponseError",
@@ -294,6 +295,22 @@ class LoginCancelledError(LoginRequiredError):
         super().__init__(login_url, reason="the login was cancelled")
 
 
+class SubjectTokenError(TokenError):
+    """A token exchange (RFC 8693) has no subject or actor token to present.
+
+    Its source gave ``None``, an empty string or something not a string.
+    ``role`` is ``"subject"`` or ``"actor"``. The message never quotes a token.
+
+    .. versionadded:: unreleased
+    """
+
+    error_class = ErrorClass.AUTH
+
+    def __init__(self, role: str, reason: str) -> None:
+        self.role = role
+        super().__init__(f"token exchange has no usable {role} token: {reason}")
+
+
 # The public names defined here show the module they are imported from.
 for _public in (
     AccessDeniedError,
@@ -309,6 +326,7 @@ for _public in (
     NoRefreshTokenError,
     OAuthError,
     RefreshError,
+    SubjectTokenError,
     TokenEndpointError,
     TokenError,
     TokenResponseError,

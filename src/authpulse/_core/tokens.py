@@ -11,7 +11,7 @@ from typing import Any, Literal
 from urllib.parse import quote, quote_plus
 
 import jwt
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 
 from .errors import (
     OAuthError,
@@ -43,6 +43,11 @@ _REDACTED = "[redacted]"
 
 ExpirySource = Literal["expires_in", "jwt", "default"]
 
+#: RFC 8693 §3: an OAuth 2.0 access token, as a token exchange names it
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+#: RFC 8693 §2.2.1: the ``token_type`` of an issued token that is not an access token
+NOT_APPLICABLE = "N_A"
+
 
 class TokenSet(BaseModel):
     """One answer of a token endpoint.
@@ -52,10 +57,13 @@ class TokenSet(BaseModel):
     print as ``'**********'`` and are revealed only by
     ``get_secret_value()``. ``token_type`` is ``"Bearer"`` (given in any
     case); another type is refused with a validation error, as the token
-    endpoint parser refuses it (RFC 6749 §7.1).
+    endpoint parser refuses it (RFC 6749 §7.1). The one exception is a token
+    exchange's (RFC 8693 §2.2.1): ``issued_token_type`` names what was
+    issued, and a token that is not an access token (a SAML assertion, an ID
+    token) has the type ``"N_A"``.
 
     .. versionchanged:: unreleased
-       Token types other than Bearer are refused.
+       Token types other than Bearer are refused; ``issued_token_type``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -68,12 +76,16 @@ class TokenSet(BaseModel):
     issued_at: float
     expires_at: float
     expires_at_source: ExpirySource = "expires_in"
+    #: what a token exchange issued (RFC 8693 §3), ``None`` for the other grants
+    issued_token_type: str | None = None
 
     @field_validator("token_type")
     @classmethod
     def _understood_type(cls, value: str) -> str:
         # the token endpoint parser's rule (RFC 6749 §7.1), so a stored or
         # hand-made set of another type is refused like an answer carrying one
+        if value == NOT_APPLICABLE:
+            return value  # checked against issued_token_type below
         scheme = check_token_type(value)
         if isinstance(scheme, TokenResponseError):
             raise ValueError("only Bearer tokens are supported")  # noqa: TRY004 - pydantic wants ValueError
@@ -85,6 +97,15 @@ class TokenSet(BaseModel):
         if not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         return value
+
+    @model_validator(mode="after")
+    def _not_applicable_only_if_issued(self) -> TokenSet:
+        if self.token_type == NOT_APPLICABLE and self.issued_token_type in (
+            None,
+            ACCESS_TOKEN_TYPE,
+        ):
+            raise ValueError("token_type 'N_A' is only for a token exchange's non-access token")
+        return self
 
     @property
     def lifetime(self) -> float:
@@ -405,7 +426,11 @@ def _parse(
     if bad is not None:
         return bad
     token_type = _optional_str(body, "token_type", status_code) or "Bearer"
-    scheme = check_token_type(secrets.scrub(token_type, 64), status_code)
+    issued = _optional_str(body, "issued_token_type", status_code)
+    if token_type == NOT_APPLICABLE and issued not in (None, ACCESS_TOKEN_TYPE):
+        scheme: str | TokenError = NOT_APPLICABLE  # RFC 8693 §2.2.1: not an access token
+    else:
+        scheme = check_token_type(secrets.scrub(token_type, 64), status_code)
     if isinstance(scheme, TokenError):
         return scheme
     refresh = _optional_str(body, "refresh_token", status_code)
@@ -433,6 +458,7 @@ def _parse(
         issued_at=now,
         expires_at=expires_at,
         expires_at_source=source,
+        issued_token_type=secrets.scrub(issued, 256) if issued else None,
     )
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast, overload
+from typing import TYPE_CHECKING, Any, NoReturn, cast, overload
 
-from .._core.errors import ErrorClass
+from .._core.errors import ErrorClass, UsageError
 from .._core.retry import classify_status
+from .._core.tokens import NOT_APPLICABLE
 from .._runtime.backend import (
     BYTE_STREAM_TYPES,
     REQUEST_NOT_READ_ERRORS,
@@ -99,6 +100,8 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
                 before = session._cur
                 cur = cast("_Current", (yield self._token))
                 outcome.waited = cur is not before
+            if cur.token.token_type == NOT_APPLICABLE:
+                _not_for_requests()
             request.headers["Authorization"] = cur.header
             response = cast(httpx.Response, (yield request))
             outcome.status = response.status_code
@@ -179,3 +182,10 @@ class _Outcome:
         )
         clean = ok and not self.waited and not self.replayed
         session._record_request(ok, session.clock.monotonic() - self.start, clean)
+
+
+def _not_for_requests() -> NoReturn:
+    raise UsageError(
+        "the session's token is not an access token (token_type 'N_A', from a token "
+        "exchange): it cannot authenticate HTTP requests"
+    )

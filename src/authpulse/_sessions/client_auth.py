@@ -367,7 +367,7 @@ def apply_client_auth(
     auth: ClientAuth,
     client_id: str,
     headers: dict[str, str],
-    form: dict[str, str],
+    form: dict[str, Any],
     *,
     endpoint: str,
     issuer: str | None,

@@ -7,7 +7,7 @@ drivers (the grants themselves are in :mod:`.client_credentials` and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
@@ -160,7 +160,7 @@ class OAuthGrant(FlowSource):
 
     # -- pure parts ------------------------------------------------------------------
 
-    def _grant_params(self, current: TokenSet | None) -> dict[str, str]:
+    def _grant_params(self, current: TokenSet | None) -> Mapping[str, str | list[str]]:
         raise NotImplementedError
 
     def _secrets(self, current: TokenSet | None) -> list[SecretStr]:

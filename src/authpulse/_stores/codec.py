@@ -18,7 +18,7 @@ from .._runtime.events import Event
 from .base import CorruptRecordError
 from .rules import short_repr
 
-__all__ = ["decode_event", "decode_record", "encode_record", "json_object"]
+__all__ = ["decode_event", "decode_record", "encode_record", "json_object", "token_number"]
 
 _STATUSES = frozenset(s.value for s in SessionStatus)
 _KINDS = frozenset(k.value for k in SessionKind)
@@ -80,3 +80,12 @@ def decode_event(session_id: str, data: object) -> Event:
         return Event.from_dict(obj)
     except (ConfigurationError, TypeError, ValueError) as exc:
         raise CorruptRecordError(session_id, "event", _reason(exc)) from None
+
+
+def token_number(session_id: str, what: str, value: object, *, integer: bool = False) -> Any:
+    """A stored token set's number ``what`` (an int if ``integer``), or
+    :class:`CorruptRecordError`."""
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok:
+        raise CorruptRecordError(session_id, "token set", f"{what} is not a number")
+    return value

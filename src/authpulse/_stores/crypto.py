@@ -166,6 +166,8 @@ def encode_token_set(token: TokenSet, cipher: TokenCipher | None) -> bytes:
         "expires_at": token.expires_at,
         "expires_at_source": token.expires_at_source,
     }
+    if token.issued_token_type is not None:  # absent from older records: stays absent
+        data["issued_token_type"] = token.issued_token_type
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")
     return cipher.encrypt(blob) if cipher is not None else blob
 

@@ -16,12 +16,12 @@ from .base import MemoryStore, SessionStore
 
 if TYPE_CHECKING:
     from .._runtime.clock import Clock
-    from .crypto import EncryptionKeys
+    from .crypto import EncryptionKeys, TokenCipher
 
 __all__ = ["open_store"]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}$")
-_URL_HELP = "use memory://, sqlite:///path/to/file.db or redis://host:port/db"
+_URL_HELP = "use memory://, sqlite:///path/to/file.db, redis://host:port/db or keyring://"
 
 
 def _url_params(query: str, scheme: str, allowed: frozenset[str]) -> dict[str, str]:
@@ -67,7 +67,13 @@ def open_store(
       ``timeline_limit``);
     - ``redis://[user:password@]host:port/db``, ``rediss://...`` —
       :class:`~authpulse.RedisStore` (needs ``authpulse[redis]``; query
-      parameters ``namespace``, ``timeline_limit`` and redis-py's own).
+      parameters ``namespace``, ``timeline_limit`` and redis-py's own);
+    - ``keyring://`` — :class:`~authpulse.KeyringStore`: the OS keychain, or the
+      encrypted file in the per-user data directory without one;
+      ``keyring:///relative/file``, ``keyring:////absolute/file`` always use the
+      encrypted file at that path
+      (needs ``authpulse[keyring]``; query parameters ``namespace`` and
+      ``timeline_limit``; ``encryption_keys`` become its ``key``).
 
     A URL that cannot be used raises :class:`ConfigurationError` naming the
     scheme, never the rest of the URL (it may hold a password).
@@ -109,7 +115,32 @@ def open_store(
         from .redis import RedisStore
 
         return RedisStore(url, encryption_keys=cipher, clock=clock)
+    if scheme == "keyring":
+        return _open_keyring(rest, cipher, clock)
     raise ConfigurationError(f"unsupported store URL scheme {scheme!r}; {_URL_HELP}")
+
+
+def _open_keyring(rest: str, cipher: TokenCipher | None, clock: Clock | None) -> SessionStore:
+    from .keyring_store import KeyringStore
+
+    path, _, query = rest.partition("?")
+    params = _url_params(query, "keyring", frozenset({"namespace", "timeline_limit"}))
+    if path and not path.startswith("/"):
+        raise ConfigurationError(
+            "keyring store URL must have no host: keyring://, keyring:///relative/file or "
+            "keyring:////absolute/file"
+        )
+    kwargs: dict[str, Any] = {}
+    if "namespace" in params:
+        kwargs["namespace"] = params["namespace"]
+    if "timeline_limit" in params:
+        kwargs["timeline_limit"] = _number(params, "timeline_limit", "keyring", int)
+    file = unquote(path[1:]) if path else ""
+    if file:
+        kwargs.update(path=file, keychain=False)
+    elif path:
+        raise ConfigurationError("keyring store URL has an empty file path after 'keyring:///'")
+    return KeyringStore(key=cipher, clock=clock, **kwargs)
 
 
 # The public names defined here show the module they are imported from.

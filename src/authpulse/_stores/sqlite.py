@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from .._core.errors import ConfigurationError, UsageError
 from .._core.model import SessionRecord
@@ -32,7 +32,6 @@ from .._core.tokens import TokenSet
 from .._runtime.clock import Clock, SystemClock
 from .._runtime.events import Event
 from .base import (
-    CorruptRecordError,
     FencingError,
     OffloadedStore,
     RecordQuery,
@@ -42,6 +41,7 @@ from .base import (
     check_timeline_limit,
 )
 from .codec import decode_event, decode_record, encode_record
+from .codec import token_number as _num
 from .crypto import EncryptionKeys, TokenCipher, decode_token_set, encode_token_set
 from .lock import LockRecord, lock_taken
 from .sqlite_file import create_private_file, setup_when_free, translate
@@ -50,13 +50,6 @@ __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
-
-
-def _num(session_id: str, what: str, value: object, *, integer: bool = False) -> Any:
-    ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok:
-        raise CorruptRecordError(session_id, "token set", f"{what} is not a number")
-    return value
 
 
 class SQLiteStore(OffloadedStore):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import secrets
 import threading
@@ -11,12 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, overload
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import jwt
 
+from .._core.exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from .._runtime.backend import BACKEND_NAMES, backend_for, backend_of, httpx
 from .._runtime.clock import Clock, SystemClock
+from ._client_auth import authenticated_client
 
 if TYPE_CHECKING:
     import httpx2
@@ -187,7 +188,9 @@ class _FakeServer:
 class FakeIdP(_FakeServer):
     """An OAuth 2.0 authorization server for tests, on ``httpx.MockTransport``.
 
-    Grants: ``client_credentials``, ``refresh_token`` and ``password`` (``users``); client auth:
+    Grants: ``client_credentials``, ``refresh_token``, ``password`` (``users``) and token
+    exchange (RFC 8693: an access token issued here for another, of the ``audience`` or
+    ``resource`` asked for; ``exchanges`` counts them); client auth:
     ``client_secret_basic``, ``client_secret_post``, ``client_secret_jwt`` and, for the
     clients of ``client_keys`` (client id -> public key, PEM or JWK), ``private_key_jwt``
     (a replayed ``jti`` is refused). It serves its metadata at
@@ -239,6 +242,7 @@ class FakeIdP(_FakeServer):
         self.grants_issued = 0
         self.reuse_detected = 0
         self.requests: list[dict[str, str]] = []  # form fields of each call, secrets removed
+        self.exchanges = 0  # token exchanges answered with a token
 
     @property
     def token_url(self) -> str:
@@ -313,51 +317,16 @@ class FakeIdP(_FakeServer):
             ],
         }
 
-    def _assertion_client(self, form: dict[str, str]) -> str | None:
-        token = form.get("client_assertion", "")
-        try:
-            cid = str(jwt.decode(token, options={"verify_signature": False}).get("iss"))
-            alg = str(jwt.get_unverified_header(token).get("alg", ""))
-            key: Any = self.client_keys.get(cid)
-            if alg.startswith("HS"):
-                key = self.clients[cid].encode()
-            elif isinstance(key, dict):
-                key = jwt.PyJWK(key).key
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[alg],
-                audience=[self.token_url, self.issuer],
-                issuer=cid,
-                options={"require": ["exp", "jti"], "verify_exp": False, "verify_iat": False},
-            )
-        except Exception:  # any failure is invalid_client
-            return None
-        if claims.get("sub") != cid or claims["exp"] < self._now() or claims["jti"] in self._jtis:
-            return None
-        if form.get("client_id", cid) != cid:
-            return None
-        self._jtis.add(claims["jti"])
-        return str(cid)
-
     def _client_auth(self, request: httpx.Request, form: dict[str, str]) -> str | None:
-        if "client_assertion" in form:
-            return self._assertion_client(form)
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                raw = base64.b64decode(header[6:]).decode()
-                cid, _, sec = raw.partition(":")
-                cid, sec = unquote(cid), unquote(sec)
-            except (ValueError, UnicodeDecodeError):
-                return None
-        else:
-            cid, sec = form.get("client_id", ""), form.get("client_secret", "")
-        # compare bytes: compare_digest refuses str with non-ASCII characters
-        ok = cid in self.clients and secrets.compare_digest(
-            self.clients[cid].encode(), sec.encode()
+        return authenticated_client(
+            request.headers.get("authorization", ""),
+            form,
+            clients=self.clients,
+            client_keys=self.client_keys,
+            audiences=[self.token_url, self.issuer],
+            now=self._now(),
+            seen=self._jtis,
         )
-        return cid if ok else None
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET" and request.url.path == "/.well-known/openid-configuration":
@@ -372,7 +341,15 @@ class FakeIdP(_FakeServer):
                 {
                     k: v
                     for k, v in form.items()
-                    if k not in ("client_secret", "refresh_token", "password", "client_assertion")
+                    if k
+                    not in (
+                        "client_secret",
+                        "refresh_token",
+                        "password",
+                        "subject_token",
+                        "actor_token",
+                        "client_assertion",
+                    )
                 }
             )
         client_id = self._client_auth(request, form)
@@ -404,10 +381,33 @@ class FakeIdP(_FakeServer):
                 if self.rotate:
                     self._refresh[rt] = (grant, True)
             return self._issue(grant, refresh=True, keep=None if self.rotate else rt)
+        if grant_type == TOKEN_EXCHANGE_GRANT:
+            return self._exchange(client_id, form)
         return self._error("unsupported_grant_type")
 
+    def _exchange(self, client_id: str, form: dict[str, str]) -> httpx.Response:
+        for role in ("subject", "actor"):
+            if role == "subject" or f"{role}_token" in form:
+                if form.get(f"{role}_token_type") != ACCESS_TOKEN_TYPE:
+                    return self._error("invalid_request")
+                if not self.validate(form.get(f"{role}_token", "")):
+                    return self._error("invalid_grant")
+        requested = form.get("requested_token_type", ACCESS_TOKEN_TYPE)
+        if requested != ACCESS_TOKEN_TYPE:
+            return self._error("invalid_request")
+        with self._lock:
+            self.exchanges += 1
+        grant = _Grant(client_id, form.get("scope"))
+        return self._issue(grant, refresh=False, extra={"issued_token_type": ACCESS_TOKEN_TYPE})
+
     def _issue(
-        self, grant: _Grant, *, refresh: bool, keep: str | None = None, new_grant: bool = False
+        self,
+        grant: _Grant,
+        *,
+        refresh: bool,
+        keep: str | None = None,
+        new_grant: bool = False,
+        extra: dict[str, str] | None = None,
     ) -> httpx.Response:
         now = self._now()
         if self.jwt_access_tokens:
@@ -429,6 +429,7 @@ class FakeIdP(_FakeServer):
             body["expires_in"] = int(self.access_ttl)
         if grant.scope:
             body["scope"] = grant.scope
+        body.update(extra or {})
         with self._lock:
             self._access[at] = (now + self.access_ttl, grant)
             self.grants_issued += 1
