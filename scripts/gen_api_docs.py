@@ -45,10 +45,12 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "Signing users in",
         "Logins that get a user's first tokens and return a `Session`; see "
-        "[device-login.md](device-login.md).",
+        "[device-login.md](device-login.md) and [browser-login.md](browser-login.md).",
         (
             "DeviceCodeLogin",
             "DeviceAuthorization",
+            "AuthorizationCodeLogin",
+            "AuthorizationRequest",
         ),
     ),
     (
@@ -207,6 +209,8 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "DeviceCodeExpiredError",
             "LoginCancelledError",
             "DiscoveryError",
+            "AuthorizationError",
+            "LoginTimeoutError",
             "SubjectTokenError",
             "RequestFailedError",
             "RetryBudgetExhaustedError",

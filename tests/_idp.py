@@ -9,7 +9,9 @@ ones otherwise). Its test-only interaction route signs the user in and
 consents at once, so :meth:`OIDCProvider.login` gets a refresh token without
 a browser. A public client (``device_client_id``) has the device
 authorization grant (``deviceFlow``); :meth:`OIDCProvider.approve_device`
-is its user, headless.
+is its user, headless. A public native client (``native_client_id``) has the
+authorization code grant with PKCE and a loopback redirect URI on any port;
+:meth:`OIDCProvider.browse` is its user's browser, headless.
 
 The session-scoped ``oidc_provider`` fixture runs ``npm ci`` in
 ``tests/idp`` when ``node_modules`` is missing or was not installed from the
@@ -39,7 +41,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
@@ -233,6 +235,8 @@ class OIDCProvider:
         #: ``private_key_jwt`` (``client_id``, ``private_jwk``) and
         #: ``client_secret_jwt`` (``client_id``, ``client_secret``)
         self.jwt_clients: dict[str, dict[str, Any]] = ready["jwt_clients"]
+        #: the public native client of the browser login with PKCE (no secret)
+        self.native_client_id: str = ready["native_client"]
         self.clients = {
             name: IdPClient(
                 name, c["client_id"], c["client_secret"], c["token_endpoint_auth_method"]
@@ -388,18 +392,9 @@ class OIDCProvider:
         callback = httpx.URL(self.redirect_uri)
         with httpx.Client(timeout=10.0, follow_redirects=False) as browser:
             response = browser.get(self.authorization_url, params=params)
-            for _ in range(10):
-                if response.status_code not in (302, 303) or "location" not in response.headers:
-                    raise IdPError(
-                        f"login: HTTP {response.status_code} at {response.url.path}: "
-                        f"{response.text[:300]}\n{self.log_tail(1500)}"
-                    )
-                target = response.url.join(response.headers["location"])
-                if target.copy_with(query=None) == callback:
-                    break
-                response = browser.get(target)
-            else:
-                raise IdPError("login: more than 10 redirects")
+            target = self._follow(
+                browser, response, lambda url: url.copy_with(query=None) == callback, "login"
+            )
         query = {k: v[0] for k, v in parse_qs(target.query.decode()).items()}
         if "error" in query or query.get("state") != state or "code" not in query:
             raise IdPError(f"login: unexpected callback {sorted(query)}: {query.get('error')}")
@@ -421,6 +416,43 @@ class OIDCProvider:
                 f"token: {body.get('error')}\n{self.log_tail(1500)}"
             )
         return refresh_token
+
+    def _follow(
+        self,
+        browser: httpx.Client,
+        response: httpx.Response,
+        stop: Callable[[httpx.URL], bool],
+        what: str,
+    ) -> httpx.URL:
+        """Follow the provider's redirects (its interaction route signs the user
+        in and consents) up to the first one ``stop`` accepts: its URL."""
+        for _ in range(10):
+            if response.status_code not in (302, 303) or "location" not in response.headers:
+                raise IdPError(
+                    f"{what}: HTTP {response.status_code} at {response.url.path}: "
+                    f"{response.text[:300]}\n{self.log_tail(1500)}"
+                )
+            target = response.url.join(response.headers["location"])
+            if stop(target):
+                return target
+            response = browser.get(target)
+        raise IdPError(f"{what}: more than 10 redirects")
+
+    def browse(self, url: str) -> httpx.Response:
+        """Be the user's browser for a browser login, headless: open the
+        authorization ``url``, let the interaction route sign the user in and
+        consent, follow the redirects to the first one off the provider (the
+        app's loopback redirect URI) and GET it. The loopback listener's answer.
+        Each call is a new browser."""
+        own = httpx.URL(self.issuer)
+        with httpx.Client(timeout=10.0, follow_redirects=False) as browser:
+            target = self._follow(
+                browser,
+                browser.get(url),
+                lambda target: (target.host, target.port) != (own.host, own.port),
+                "browser login",
+            )
+            return browser.get(target)
 
     def approve_device(
         self, verification_uri_complete: str, *, user: str = "alice", abort: bool = False

@@ -12,10 +12,12 @@ from importlib import import_module as _import_module
 from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
+    from ._acquire.authorization_code import AuthorizationCodeLogin as AuthorizationCodeLogin
     from ._acquire.device import DeviceCodeLogin as DeviceCodeLogin
     from ._core.device import DeviceAuthorization as DeviceAuthorization
     from ._core.discovery import ProviderMetadata as ProviderMetadata
     from ._core.errors import AccessDeniedError as AccessDeniedError
+    from ._core.errors import AuthorizationError as AuthorizationError
     from ._core.errors import AuthpulseError as AuthpulseError
     from ._core.errors import ConfigurationError as ConfigurationError
     from ._core.errors import CredentialsUnavailableError as CredentialsUnavailableError
@@ -24,6 +26,7 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import ErrorClass as ErrorClass
     from ._core.errors import LoginCancelledError as LoginCancelledError
     from ._core.errors import LoginRequiredError as LoginRequiredError
+    from ._core.errors import LoginTimeoutError as LoginTimeoutError
     from ._core.errors import MissingExtraError as MissingExtraError
     from ._core.errors import NoRefreshTokenError as NoRefreshTokenError
     from ._core.errors import OAuthError as OAuthError
@@ -47,6 +50,7 @@ if _typing.TYPE_CHECKING:
     from ._core.model import SessionMetadata as SessionMetadata
     from ._core.model import SessionRecord as SessionRecord
     from ._core.model import SessionStatus as SessionStatus
+    from ._core.pkce import AuthorizationRequest as AuthorizationRequest
     from ._core.policy import Freshness as Freshness
     from ._core.policy import RefreshPolicy as RefreshPolicy
     from ._core.policy import freshness as freshness
@@ -189,6 +193,10 @@ _EXPORTS: dict[str, str] = {
     "PrivateKeyJWT": "._sessions.client_auth",
     "ClientSecretJWT": "._sessions.client_auth",
     "TLSClientAuth": "._sessions.client_auth",
+    "AuthorizationCodeLogin": "._acquire.authorization_code",
+    "AuthorizationRequest": "._core.pkce",
+    "AuthorizationError": "._core.errors",
+    "LoginTimeoutError": "._core.errors",
     "ErrorClass": "._core.errors",
     "LoginCancelledError": "._core.errors",
     "LoginRequiredError": "._core.errors",
@@ -300,6 +308,9 @@ __all__ = [
     "AsyncRetryTransport",
     "AuthEvent",
     "AuthState",
+    "AuthorizationCodeLogin",
+    "AuthorizationError",
+    "AuthorizationRequest",
     "AuthpulseError",
     "AuthpulseSettings",
     "Band",
@@ -354,6 +365,7 @@ __all__ = [
     "LoginCancelledError",
     "LoginRequired",
     "LoginRequiredError",
+    "LoginTimeoutError",
     "ManagedSession",
     "ManagerSettings",
     "MemoryStore",

@@ -141,6 +141,18 @@ const assertionClients = [
   scope: CLIENT_SCOPE,
 }));
 // -- end of the assertion clients ---------------------------------------------------
+// A public native client of the authorization code grant with PKCE (RFC 8252):
+// no secret; as a native client its loopback redirect URI may use any port.
+const nativeClient = {
+  client_id: 'authpulse-native',
+  application_type: 'native',
+  token_endpoint_auth_method: 'none',
+  grant_types: ['authorization_code', 'refresh_token'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1/callback'],
+  scope: CLIENT_SCOPE,
+};
+
 // -- token exchange (RFC 8693) --------------------------------------------------------
 // oidc-provider has no token exchange of its own: this registered grant checks the
 // subject (and actor) token by looking it up, an opaque access token issued here,
@@ -224,6 +236,7 @@ function buildProvider(issuer) {
       })),
       deviceClient,
       ...assertionClients,
+      nativeClient,
       exchangeClient,
     ],
     scopes: SCOPES,
@@ -350,6 +363,7 @@ server.listen(PORT, HOST, () => {
     clients,
     device_client_id: deviceClient.client_id,
     jwt_clients: jwtClients,
+    native_client: nativeClient.client_id,
     exchange_client: exchangeClient,
     redirect_uri: REDIRECT_URI,
     access_ttl: ACCESS_TTL,

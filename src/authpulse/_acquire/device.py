@@ -11,13 +11,10 @@ the sync and the async driver.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -33,7 +30,6 @@ from .._core.errors import (
     DeviceCodeExpiredError,
     ErrorClass,
     LoginCancelledError,
-    LoginRequiredError,
     TokenEndpointError,
     TokenError,
     UsageError,
@@ -41,15 +37,14 @@ from .._core.errors import (
 from .._core.retry import TokenRetry, classify_status
 from .._core.tokens import Redacted, TokenSet
 from .._runtime.backend import HttpModule, backend, backend_of, httpx
-from .._runtime.clock import Clock, SystemClock
+from .._runtime.clock import Clock
 from .._runtime.flow import Flow, Op, run_async, run_sync
 from .._sessions.client_auth import ClientAuth, ClientAuthMethod
-from .._sessions.fetch import FetchContext, Fetched, either_op
+from .._sessions.fetch import FetchContext, Fetched
 from .._sessions.oauth_grant import OAuthGrant, send_and_read
-from .._sessions.refresh_grant import RefreshTokenGrant
 from .._sessions.session import Session, TokenUpdateHook
-from .._sessions.session_config import check_arguments
 from .._sessions.token_clients import TokenClients
+from .login_session import LoginBase, aclose_all, apaired, paired
 
 if TYPE_CHECKING:
     from .._runtime.backend import AnyAsyncTransport, AnyTransport
@@ -58,22 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["DeviceCodeLogin"]
 
 log = logging.getLogger("authpulse.login")
-
-_T = TypeVar("_T")
-
-#: the session's other arguments, as :class:`Session` defaults them
-_SESSION_DEFAULTS: dict[str, object] = {
-    "token": None,
-    "policy": None,
-    "verifier": None,
-    "seed": None,
-    "rng": None,
-    "name": None,
-    "identity": None,
-    "lock_ttl": 30.0,
-    "breaker": None,
-    "request_window": 100,
-}
 
 
 class _DeviceAuthorizationRequest(OAuthGrant):
@@ -120,35 +99,7 @@ class _DeviceCodeGrant(OAuthGrant):
         return super()._secrets(current) + ([code] if code is not None else [])
 
 
-class _WithoutRefreshToken(RefreshTokenGrant):
-    """The grant of a login whose answer had no refresh token: once the access
-    token expires, a new login is needed (:class:`LoginRequiredError`)."""
-
-    login_url: str | None = None
-
-    def _check_context(self, ctx: FetchContext) -> None:
-        super()._check_context(ctx)
-        if self.refresh_token_for(ctx.current) is None:
-            raise LoginRequiredError(
-                self.login_url,
-                reason="the login gave no refresh token and its access token has expired",
-            )
-
-
-def _paired(fn: Callable[[], _T]) -> tuple[_T, bool]:
-    return fn(), False
-
-
-async def _apaired(fn: Callable[[], _T]) -> tuple[_T, bool]:
-    return fn(), True
-
-
-async def _aclose_all(clients: TokenClients) -> None:
-    clients.close()
-    await clients.aclose()
-
-
-class DeviceCodeLogin:
+class DeviceCodeLogin(LoginBase):
     """Sign a user in with the device authorization grant (RFC 8628).
 
     >>> login = DeviceCodeLogin(device_authorization_url=..., token_url=..., client_id="cli")
@@ -224,29 +175,17 @@ class DeviceCodeLogin:
             client_auth=self._authorize.client_auth,
             allow_insecure_http=allow_insecure_http,
         )
-        # what the session will be given, refused now rather than after the user signed in
-        check_arguments(
-            {
-                **_SESSION_DEFAULTS,
-                "source": self._poll,
-                "on_token_update": on_token_update,
-                "retry": retry,
-                "clock": clock,
-                "transport": transport,
-                "async_transport": async_transport,
-                "store": store,
-                "store_key": store_key,
-            }
+        self._setup_session(
+            self._poll,
+            client_secret,
+            clock=clock,
+            transport=transport,
+            async_transport=async_transport,
+            store=store,
+            store_key=store_key,
+            on_token_update=on_token_update,
+            retry=retry,
         )
-        self._clock_arg = clock
-        self.clock: Clock = clock or SystemClock()
-        self._transport = transport
-        self._async_transport = async_transport
-        self._store = store
-        self._store_key = store_key
-        self._hook = on_token_update
-        self._retry = retry or TokenRetry()
-        self._cancelled = threading.Event()
         #: the answer of the last :meth:`start`, ``None`` before
         self.started: DeviceAuthorization | None = None
         #: token requests made by the last wait, and how many of them failed (network,
@@ -274,38 +213,17 @@ class DeviceCodeLogin:
         """Poll until the user signed in; the session (see the class for the errors)."""
         return run_sync(self._wait_flow())
 
-    async def await_session(self) -> Session:
-        """:meth:`wait` for async code."""
-        return await run_async(self._wait_flow())
-
-    def cancel(self) -> None:
-        """Stop a :meth:`wait` (from another thread or task): it raises
-        :class:`~authpulse.LoginCancelledError` at its next step. A new
-        :meth:`start` clears it."""
-        self._cancelled.set()
-
     # -- the flows ---------------------------------------------------------------------
-
-    def _context(self, clients: TokenClients) -> FetchContext:
-        return FetchContext(
-            current=None,
-            clock=self.clock,
-            retry=self._retry,
-            rng=random.Random(),  # noqa: S311 - no retries here, nothing random is drawn
-            default_lifetime=3600.0,
-            http=clients.sync,
-            ahttp=clients.async_,
-        )
 
     def _start_flow(self) -> Flow[DeviceAuthorization]:
         clients = TokenClients(self._transport, self._async_transport)
         try:
             ctx = self._context(clients)
-            client, _ = yield Op(partial(_paired, clients.sync), partial(_apaired, clients.async_))
+            client, _ = yield Op(partial(paired, clients.sync), partial(apaired, clients.async_))
             deadline = self.clock.monotonic() + self._retry.deadline
             answer = yield from _answer(self._authorize, client, ctx, deadline)
         finally:
-            yield Op(clients.close, partial(_aclose_all, clients))
+            yield Op(clients.close, partial(aclose_all, clients))
         if isinstance(answer, TokenError):
             raise answer
         status, body = answer
@@ -335,7 +253,7 @@ class DeviceCodeLogin:
         clients = TokenClients(self._transport, self._async_transport)
         try:
             ctx = self._context(clients)
-            client, _ = yield Op(partial(_paired, clients.sync), partial(_apaired, clients.async_))
+            client, _ = yield Op(partial(paired, clients.sync), partial(apaired, clients.async_))
             http = backend_of(client)
             while True:
                 self._check(started)
@@ -366,46 +284,8 @@ class DeviceCodeLogin:
                     interval = step.interval
                 pause = step.interval
         finally:
-            yield Op(clients.close, partial(_aclose_all, clients))
+            yield Op(clients.close, partial(aclose_all, clients))
         return (yield from self._session_flow(token, started.verification_uri))
-
-    def _session_flow(self, token: TokenSet, login_url: str) -> Flow[Session]:
-        kind = RefreshTokenGrant if token.refresh_token is not None else _WithoutRefreshToken
-        poll = self._poll
-        grant = kind(
-            None if poll.issuer else poll.token_url,
-            poll.client_id,
-            refresh_token=token.refresh_token,
-            issuer=poll.issuer,
-            client_auth=poll.client_auth,
-            allow_insecure_http=poll.allow_insecure_http,
-        )
-        grant.token_url, grant.endpoint = poll.token_url, poll.endpoint  # already discovered
-        if isinstance(grant, _WithoutRefreshToken):
-            grant.login_url = login_url
-        session = Session(
-            grant,
-            name="RefreshTokenGrant",
-            token=token if self._store is None else None,
-            clock=self._clock_arg,
-            transport=self._transport,
-            async_transport=self._async_transport,
-            store=self._store,
-            store_key=self._store_key,
-            on_token_update=self._hook,
-            retry=self._retry,
-        )
-        if self._store is not None:  # installed and written for the peers sharing the store
-            yield Op(
-                partial(session.set_token, token),
-                partial(asyncio.to_thread, session.set_token, token),
-            )
-        if self._hook is not None:
-            try:
-                yield either_op(self._hook, token, offload=False)
-            except Exception:
-                log.exception("on_token_update hook failed for the login's token set")
-        return session
 
 
 def _answer(

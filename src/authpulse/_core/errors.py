@@ -11,6 +11,7 @@ import enum
 
 __all__ = [
     "AccessDeniedError",
+    "AuthorizationError",
     "AuthpulseError",
     "ConfigurationError",
     "CredentialsUnavailableError",
@@ -19,6 +20,7 @@ __all__ = [
     "ErrorClass",
     "LoginCancelledError",
     "LoginRequiredError",
+    "LoginTimeoutError",
     "MissingExtraError",
     "NoRefreshTokenError",
     "OAuthError",
@@ -311,9 +313,46 @@ class SubjectTokenError(TokenError):
         super().__init__(f"token exchange has no usable {role} token: {reason}")
 
 
+class AuthorizationError(LoginRequiredError):
+    """The authorization server's redirect ended a browser login: an ``error``
+    answer other than ``access_denied`` (``error``, ``description``: the
+    server's code and text, sanitised), or a redirect authpulse refuses (a
+    ``state`` or ``iss`` that does not match, no ``code``; ``error`` is then
+    ``None``). Start a new login (``login_url``: the authorization endpoint).
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        error: str | None = None,
+        description: str | None = None,
+        login_url: str | None = None,
+    ) -> None:
+        self.error = error
+        self.description = description
+        super().__init__(login_url, reason=reason)
+
+
+class LoginTimeoutError(LoginRequiredError):
+    """A browser login was not finished within its ``timeout``: no redirect came
+    back to the loopback listener in time. Start a new login.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(self, login_url: str | None = None, *, timeout: float | None = None) -> None:
+        self.timeout = timeout
+        within = f" within {timeout:g} s" if timeout is not None else ""
+        super().__init__(login_url, reason=f"the browser login did not finish{within}")
+
+
 # The public names defined here show the module they are imported from.
 for _public in (
     AccessDeniedError,
+    AuthorizationError,
     AuthpulseError,
     ConfigurationError,
     CredentialsUnavailableError,
@@ -322,6 +361,7 @@ for _public in (
     LoginCancelledError,
     LoginRequiredError,
     DiscoveryError,
+    LoginTimeoutError,
     MissingExtraError,
     NoRefreshTokenError,
     OAuthError,

@@ -7,12 +7,15 @@
   detection (reuse revokes the whole grant), latency and scripted faults.
 - :class:`FakeAPI`: a resource server that accepts only tokens the fake IdP
   issued and that are still valid.
+- :class:`FakeAuthorizationServer`: the authorization endpoint of a fake IdP
+  and its user's browser, for browser logins (authorization code with PKCE).
 - :class:`LoopbackServer`: serves any of the fakes over real HTTP on
   127.0.0.1, so that other processes can reach it.
 """
 
+from ._authorize import FakeAuthorizationServer
 from ._clock import FakeClock
 from ._idp import FakeAPI, FakeIdP, Fault
 from ._server import LoopbackServer
 
-__all__ = ["FakeAPI", "FakeClock", "FakeIdP", "Fault", "LoopbackServer"]
+__all__ = ["FakeAPI", "FakeAuthorizationServer", "FakeClock", "FakeIdP", "Fault", "LoopbackServer"]
