@@ -68,6 +68,12 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "Revocation and introspection",
+        "Ending a grant at the IdP and asking it about a token; see "
+        "[revocation.md](revocation.md).",
+        ("RevocationError", "IntrospectionProbe", "Introspection", "IntrospectionError"),
+    ),
+    (
         "Tokens and freshness",
         "Token sets, their parsing and verification, and when they are due.",
         (

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from authpulse import SessionManager
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP
 
 
@@ -23,3 +26,13 @@ def api(idp: FakeIdP) -> FakeAPI:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def manager(clock: FakeClock, idp: FakeIdP) -> Iterator[SessionManager]:
+    """A manager on the fake IdP and clock, shut down after the test."""
+    m = SessionManager(
+        clock=clock, transport=idp.transport, async_transport=idp.async_transport, seed=1
+    )
+    yield m
+    m.shutdown()

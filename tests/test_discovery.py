@@ -309,6 +309,9 @@ class TestIssuerArgument:
         session = Session(grant, clock=clock, async_transport=idp.async_transport)
         assert idp.validate(await session.atoken())
         assert idp.discovery_calls == 1
+        assert grant.revocation_url == idp.revocation_url  # discovered with the token endpoint
+        await session.arevoke()
+        assert idp.revocations == 1
 
     def test_missing_token_endpoint_is_a_discovery_error(self) -> None:
         server = Server({"/.well-known/openid-configuration": (200, {"issuer": ISSUER})})

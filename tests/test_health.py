@@ -100,6 +100,8 @@ signals = st.builds(
     stale_served=st.integers(min_value=0, max_value=100),
     store_available=st.none() | st.booleans(),
     worker_errors=st.integers(min_value=0, max_value=3),
+    refresh_token_remaining=st.none() | st.floats(min_value=-1e9, max_value=1e9),
+    token_active=st.none() | st.booleans(),
 )
 
 

@@ -5,7 +5,6 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +31,6 @@ from authpulse import (
     read_journal,
 )
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP, Fault
-
-
-@pytest.fixture
-def manager(clock: FakeClock, idp: FakeIdP) -> Iterator[SessionManager]:
-    m = SessionManager(
-        clock=clock, transport=idp.transport, async_transport=idp.async_transport, seed=1
-    )
-    yield m
-    m.shutdown()
 
 
 def cc(idp: FakeIdP) -> ClientCredentials:

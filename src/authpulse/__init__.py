@@ -24,6 +24,7 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import DeviceCodeExpiredError as DeviceCodeExpiredError
     from ._core.errors import DiscoveryError as DiscoveryError
     from ._core.errors import ErrorClass as ErrorClass
+    from ._core.errors import IntrospectionError as IntrospectionError
     from ._core.errors import LoginCancelledError as LoginCancelledError
     from ._core.errors import LoginRequiredError as LoginRequiredError
     from ._core.errors import LoginTimeoutError as LoginTimeoutError
@@ -31,6 +32,7 @@ if _typing.TYPE_CHECKING:
     from ._core.errors import NoRefreshTokenError as NoRefreshTokenError
     from ._core.errors import OAuthError as OAuthError
     from ._core.errors import RefreshError as RefreshError
+    from ._core.errors import RevocationError as RevocationError
     from ._core.errors import SubjectTokenError as SubjectTokenError
     from ._core.errors import TokenEndpointError as TokenEndpointError
     from ._core.errors import TokenError as TokenError
@@ -44,6 +46,7 @@ if _typing.TYPE_CHECKING:
     from ._core.health import HealthReport as HealthReport
     from ._core.health import HealthSignals as HealthSignals
     from ._core.health import compute_health as compute_health
+    from ._core.introspection import Introspection as Introspection
     from ._core.model import ErrorDetails as ErrorDetails
     from ._core.model import InvalidStatusChangeError as InvalidStatusChangeError
     from ._core.model import SessionKind as SessionKind
@@ -68,6 +71,7 @@ if _typing.TYPE_CHECKING:
     from ._core.state import Transition as Transition
     from ._core.tokens import TokenSet as TokenSet
     from ._core.tokens import parse_token_response as parse_token_response
+    from ._fleet.introspection import IntrospectionProbe as IntrospectionProbe
     from ._fleet.manager import HttpProbe as HttpProbe
     from ._fleet.manager import ManagedSession as ManagedSession
     from ._fleet.manager import ManagerSettings as ManagerSettings
@@ -204,6 +208,10 @@ _EXPORTS: dict[str, str] = {
     "NoRefreshTokenError": "._core.errors",
     "OAuthError": "._core.errors",
     "RefreshError": "._core.errors",
+    "RevocationError": "._core.errors",
+    "IntrospectionError": "._core.errors",
+    "Introspection": "._core.introspection",
+    "IntrospectionProbe": "._fleet.introspection",
     "TokenEndpointError": "._core.errors",
     "TokenError": "._core.errors",
     "TokenResponseError": "._core.errors",
@@ -356,6 +364,9 @@ __all__ = [
     "HealthSignals",
     "HttpProbe",
     "IllegalTransition",
+    "Introspection",
+    "IntrospectionError",
+    "IntrospectionProbe",
     "InvalidStatusChangeError",
     "JWTVerifier",
     "JournalError",
@@ -390,6 +401,7 @@ __all__ = [
     "RetryInfo",
     "RetryPolicy",
     "RetryTransport",
+    "RevocationError",
     "SQLiteStore",
     "Session",
     "SessionClosedError",

@@ -136,6 +136,9 @@ class AuthorizationCodeLogin(LoginBase):
     check: it is read straight from the token endpoint (OpenID Connect Core
     §3.1.3.7), so nothing but the nonce is taken from it.
 
+    ``revocation_url`` goes to the session's grant, for :meth:`Session.revoke
+    <authpulse.Session.revoke>`.
+
     .. versionadded:: unreleased
     """
 
@@ -171,6 +174,7 @@ class AuthorizationCodeLogin(LoginBase):
         retry: TokenRetry | None = None,
         allow_insecure_http: bool = False,
         random_bytes: Callable[[int], bytes] | None = None,
+        revocation_url: str | None = None,
     ) -> None:
         self._grant = _AuthorizationCodeGrant(
             token_url,
@@ -179,6 +183,7 @@ class AuthorizationCodeLogin(LoginBase):
             auth_method=auth_method,
             scope=scope,
             allow_insecure_http=allow_insecure_http,
+            revocation_url=revocation_url,
         )
         # the scope goes in the authorization request; the code exchange names none
         self._scope, self._grant.scope = self._grant.scope, None

@@ -126,7 +126,8 @@ class DeviceCodeLogin(LoginBase):
     The session carries the refresh token of the answer, ``store`` /
     ``store_key`` (the login's token set is written there) and
     ``on_token_update`` (called with the login's token set, then with every
-    rotated one). Without a refresh token in the answer the session works
+    rotated one), and ``revocation_url`` for :meth:`Session.revoke
+    <authpulse.Session.revoke>`. Without a refresh token in the answer the session works
     until the access token expires, then raises
     :class:`~authpulse.LoginRequiredError`.
 
@@ -152,6 +153,7 @@ class DeviceCodeLogin(LoginBase):
         on_token_update: TokenUpdateHook | None = None,
         retry: TokenRetry | None = None,
         allow_insecure_http: bool = False,
+        revocation_url: str | None = None,
     ) -> None:
         if issuer is not None and (device_authorization_url or token_url):
             raise ConfigurationError(
@@ -174,6 +176,7 @@ class DeviceCodeLogin(LoginBase):
             issuer=issuer,
             client_auth=self._authorize.client_auth,
             allow_insecure_http=allow_insecure_http,
+            revocation_url=revocation_url,
         )
         self._setup_session(
             self._poll,

@@ -158,6 +158,7 @@ class LoginBase:
             issuer=grant_of.issuer,
             client_auth=grant_of.client_auth,  # the login's own client authentication
             allow_insecure_http=grant_of.allow_insecure_http,
+            revocation_url=grant_of.revocation_url,
         )
         grant.token_url, grant.endpoint = grant_of.token_url, grant_of.endpoint  # discovered
         if isinstance(grant, _WithoutRefreshToken):

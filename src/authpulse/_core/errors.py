@@ -349,6 +349,49 @@ class LoginTimeoutError(LoginRequiredError):
         super().__init__(login_url, reason=f"the browser login did not finish{within}")
 
 
+class RevocationError(TokenError):
+    """The revocation endpoint (RFC 7009) did not confirm a revocation.
+
+    ``error`` is the OAuth error code it answered (``invalid_client``,
+    ``unsupported_token_type``, ...) or ``None`` (a network failure, a 5xx,
+    an answer without an OAuth error body); ``status_code`` the HTTP status,
+    ``endpoint`` the endpoint without query or userinfo. The message never
+    holds the token or a client secret.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        status_code: int | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.error = error
+        self.status_code = status_code
+        self.endpoint = endpoint
+        super().__init__(message)
+
+
+class IntrospectionError(TokenError):
+    """The introspection endpoint (RFC 7662) gave no usable answer: a network
+    failure, an HTTP error, or a body without a boolean ``active``.
+    ``status_code`` and ``endpoint`` as for :class:`RevocationError`; the
+    message never holds the token or a client secret.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, endpoint: str | None = None
+    ) -> None:
+        self.status_code = status_code
+        self.endpoint = endpoint
+        super().__init__(message)
+
+
 # The public names defined here show the module they are imported from.
 for _public in (
     AccessDeniedError,
@@ -358,6 +401,7 @@ for _public in (
     CredentialsUnavailableError,
     DeviceCodeExpiredError,
     ErrorClass,
+    IntrospectionError,
     LoginCancelledError,
     LoginRequiredError,
     DiscoveryError,
@@ -366,6 +410,7 @@ for _public in (
     NoRefreshTokenError,
     OAuthError,
     RefreshError,
+    RevocationError,
     SubjectTokenError,
     TokenEndpointError,
     TokenError,

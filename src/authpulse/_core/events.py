@@ -49,6 +49,8 @@ class EventKind(enum.StrEnum):
     HEARTBEAT = "heartbeat"
     ARCHIVED = "archived"
     PURGED = "purged"  #: deleted by the retention purge
+    REVOKED = "revoked"  #: the grant was revoked at the IdP when the session ended
+    REVOCATION_FAILED = "revocation_failed"  #: the IdP did not confirm the revocation
 
 
 class Label(enum.StrEnum):
@@ -64,9 +66,17 @@ class Label(enum.StrEnum):
 
 
 _ERROR_KINDS: Final = frozenset(
-    {EventKind.ERROR, EventKind.REFRESH_FAILED, EventKind.LOGIN_REQUIRED, EventKind.STUCK}
+    {
+        EventKind.ERROR,
+        EventKind.REFRESH_FAILED,
+        EventKind.LOGIN_REQUIRED,
+        EventKind.STUCK,
+        EventKind.REVOCATION_FAILED,
+    }
 )
-_COMPLETED_KINDS: Final = frozenset({EventKind.CLOSED, EventKind.ARCHIVED, EventKind.PURGED})
+_COMPLETED_KINDS: Final = frozenset(
+    {EventKind.CLOSED, EventKind.ARCHIVED, EventKind.PURGED, EventKind.REVOKED}
+)
 
 
 def labels_for(kind: EventKind) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ __all__ = [
     "HealthSignals",
     "band_for",
     "compute_health",
+    "refresh_token_remaining",
     "stored_health",
 ]
 
@@ -73,6 +74,10 @@ class HealthSignals:
     worker_errors: int = 0  #: ticks that raised, recently
     #: ``False``: a token set is stored but cannot be read (wrong key, corrupt)
     token_readable: bool | None = None
+    #: seconds until the refresh token expires (``None``: the IdP did not say)
+    refresh_token_remaining: float | None = None
+    #: what the IdP's introspection endpoint said of the access token at the last probe
+    token_active: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +138,38 @@ RULES: tuple[tuple[str, str, int], ...] = (
     ("cache", "stale responses served in the window: 5", 5),
     ("store", "shared store unavailable: 10", 10),
     ("worker", "a maintenance tick failed recently: 5", 5),
+    (
+        "refresh_token",
+        "refresh token expired: 40; expires within 1 day: 20; within 2 days: 10; within 7 days: 5",
+        40,
+    ),
+    ("introspection", "the IdP says the token is inactive: 30", 30),
 )
+
+_DAY = 86400.0
+#: (seconds left below which, penalty) for the refresh token, tightest first
+_REFRESH_TOKEN_STEPS = ((0.0, 40), (_DAY, 20), (2 * _DAY, 10), (7 * _DAY, 5))
+
+
+def _in_words(seconds: float) -> str:
+    if seconds >= _DAY:
+        return f"{seconds / _DAY:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{max(seconds, 0.0) / 60:.0f} minutes"
+
+
+def _refresh_token_part(left: float) -> HealthComponent | None:
+    for limit, penalty in _REFRESH_TOKEN_STEPS:
+        if left <= limit:
+            why = (
+                "the refresh token has expired: a new login is needed"
+                if limit == 0.0
+                else f"the refresh token expires in {_in_words(left)}"
+            )
+            return HealthComponent("refresh_token", penalty, why)
+    return None
+
 
 _STATE_PENALTY = {
     "degraded": (10, "refresh is failing; the current token is still valid"),
@@ -217,6 +253,14 @@ def compute_health(s: HealthSignals) -> HealthReport:
     if s.worker_errors > 0:
         add(HealthComponent("worker", 5, "a maintenance tick failed recently"))
 
+    if s.refresh_token_remaining is not None:
+        part = _refresh_token_part(s.refresh_token_remaining)
+        if part is not None:
+            add(part)
+
+    if s.token_active is False:
+        add(HealthComponent("introspection", 30, "the IdP says the token is inactive"))
+
     score = max(0, 100 - sum(c.penalty for c in parts))
     parts.sort(key=lambda c: -c.penalty)
     return HealthReport(score=score, band=band_for(score), components=tuple(parts), signals=s)
@@ -261,8 +305,19 @@ def stored_health(
             has_token=True,
             remaining_fraction=max(expires_at - now, 0.0) / life if life > 0 else 0.0,
             auth_state=state,
+            refresh_token_remaining=refresh_token_remaining(token, expires_at, now),
         )
     )
+
+
+def refresh_token_remaining(token: TokenSet, expires_local: float, now: float) -> float | None:
+    """Seconds from local time ``now`` until ``token``'s refresh token expires
+    (``None`` if the IdP did not say), given the access token's local expiry
+    ``expires_local``: both expiries are on the IdP's clock, so their
+    difference carries over."""
+    if token.refresh_expires_at is None or token.refresh_token is None:
+        return None
+    return token.refresh_expires_at - token.expires_at + expires_local - now
 
 
 # The public names defined here show the module they are imported from.

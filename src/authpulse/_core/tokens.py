@@ -76,6 +76,9 @@ class TokenSet(BaseModel):
     issued_at: float
     expires_at: float
     expires_at_source: ExpirySource = "expires_in"
+    #: when the refresh token expires (the IdP's ``refresh_expires_in`` or
+    #: ``refresh_token_expires_in``), ``None`` when the IdP does not say
+    refresh_expires_at: float | None = None
     #: what a token exchange issued (RFC 8693 §3), ``None`` for the other grants
     issued_token_type: str | None = None
 
@@ -91,10 +94,10 @@ class TokenSet(BaseModel):
             raise ValueError("only Bearer tokens are supported")  # noqa: TRY004 - pydantic wants ValueError
         return scheme
 
-    @field_validator("issued_at", "expires_at")
+    @field_validator("issued_at", "expires_at", "refresh_expires_at")
     @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number of seconds")
         return value
 
@@ -117,9 +120,18 @@ class TokenSet(BaseModel):
         """The granted scopes as a set."""
         return frozenset(self.scope.split()) if self.scope else frozenset()
 
-    def with_refresh_token(self, refresh_token: SecretStr | None) -> TokenSet:
-        """A copy carrying ``refresh_token`` (used when a refresh answer omits one)."""
-        return self.model_copy(update={"refresh_token": refresh_token})
+    def with_refresh_token(
+        self, refresh_token: SecretStr | None, refresh_expires_at: float | None = None
+    ) -> TokenSet:
+        """A copy carrying ``refresh_token`` (used when a refresh answer omits one)
+        and ``refresh_expires_at`` unless this set says when its refresh token expires."""
+        expiry = self.refresh_expires_at
+        return self.model_copy(
+            update={
+                "refresh_token": refresh_token,
+                "refresh_expires_at": refresh_expires_at if expiry is None else expiry,
+            }
+        )
 
 
 # --------------------------------------------------------------------------- JWT
@@ -238,7 +250,7 @@ def _optional_str(body: Mapping[str, Any], name: str, status: int) -> str | None
     return value
 
 
-def _parse_expires_in(value: Any, status: int) -> float | None:
+def _parse_expires_in(value: Any, status: int, name: str = "expires_in") -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
@@ -247,7 +259,7 @@ def _parse_expires_in(value: Any, status: int) -> float | None:
         text = value.strip()
         if not (text.isascii() and text.isdigit()):
             raise TokenResponseError(
-                "token response field 'expires_in' must be a number of seconds, got a "
+                f"token response field {name!r} must be a number of seconds, got a "
                 "non-numeric string",
                 status_code=status,
             )
@@ -255,19 +267,19 @@ def _parse_expires_in(value: Any, status: int) -> float | None:
         value = int(text) if len(text) <= 18 else float(text)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenResponseError(
-            "token response field 'expires_in' must be a number of seconds, got "
+            f"token response field {name!r} must be a number of seconds, got "
             f"{type(value).__name__}",
             status_code=status,
         )
     # Compare ints directly: math.isfinite() overflows on a huge JSON integer.
     if (isinstance(value, float) and not math.isfinite(value)) or value <= 0:
         raise TokenResponseError(
-            "token response field 'expires_in' must be a positive number of seconds",
+            f"token response field {name!r} must be a positive number of seconds",
             status_code=status,
         )
     if value > MAX_EXPIRES_IN:
         raise TokenResponseError(
-            f"token response field 'expires_in' is absurdly large (more than {MAX_EXPIRES_IN} s)",
+            f"token response field {name!r} is absurdly large (more than {MAX_EXPIRES_IN} s)",
             status_code=status,
         )
     return float(value)
@@ -437,6 +449,7 @@ def _parse(
     id_token = _optional_str(body, "id_token", status_code)
     scope = _optional_str(body, "scope", status_code)
     expires_in = _parse_expires_in(body.get("expires_in"), status_code)
+    refresh_in = _refresh_expires_in(body, status_code)
 
     source: ExpirySource
     if expires_in is not None:
@@ -458,8 +471,23 @@ def _parse(
         issued_at=now,
         expires_at=expires_at,
         expires_at_source=source,
+        refresh_expires_at=None if refresh_in is None or not refresh else now + refresh_in,
         issued_token_type=secrets.scrub(issued, 256) if issued else None,
     )
+
+
+def _refresh_expires_in(body: Mapping[str, Any], status: int) -> float | None:
+    """The refresh token's lifetime: ``refresh_expires_in`` (Keycloak) or
+    ``refresh_token_expires_in`` (Entra ID, GitHub), seconds; ``None`` if absent.
+    0 is "does not expire" (Keycloak's offline tokens)."""
+    for name in ("refresh_expires_in", "refresh_token_expires_in"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, bool) and value in (0, "0"):
+            return None
+        return _parse_expires_in(value, status, name)
+    return None
 
 
 # The public names defined here show the module they are imported from.

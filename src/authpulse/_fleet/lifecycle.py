@@ -25,6 +25,7 @@ from .._runtime.events import EventKind
 from .._stores.base import StoreUnavailableError, VersionConflictError, check_page
 from .errors import PermissionDenied, SessionClosedError, SessionNotFoundError
 from .flow import Flow, drive, one_step
+from .revocation import revoke_ended
 
 if TYPE_CHECKING:
     from .._core.tokens import TokenSet
@@ -275,6 +276,7 @@ def close(
     if not st.terminal:
         raise ConfigurationError(f"close() needs a terminal status, not {st.value}")
     ms = yield from _owned(m, session_id, owner)
+    yield from revoke_ended(m, ms, ms.record)
     return (yield from m._timeline.set_status(ms, st, error=error_details(error, m.clock.now())))
 
 
@@ -284,6 +286,7 @@ def cancel(
     """End the session as CANCELLED."""
     ms = yield from _owned(m, session_id, owner)
     details = ErrorDetails(reason, None, m.clock.now()) if reason else None
+    yield from revoke_ended(m, ms, ms.record)
     return (yield from m._timeline.set_status(ms, SessionStatus.CANCELLED, error=details))
 
 
@@ -420,6 +423,9 @@ def purge(
     candidates = yield from ended_before(m, older_than, now=t)
     deleted = 0
     for done, r in enumerate(candidates, 1):
+        live = m._registry.live.get(r.id)
+        if live is not None:  # ended without a revocation (a timeout, or the setting was off)
+            yield from revoke_ended(m, live, r)
         yield from m._timeline.publish(EventKind.PURGED, r, t)
         if (yield from m._steps.delete(r.id)):
             m._agg.removed(r)

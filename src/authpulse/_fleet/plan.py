@@ -52,6 +52,8 @@ class ManagerSettings:
     refresh_lead: float = 0.0  #: refresh this much before the token turns stale
     request_window: int = 100  #: requests kept per session for success rate and p95
     worker_error_memory: float = 600.0  #: a failed tick lowers health this long
+    #: close, cancel and purge revoke the grant at the IdP (a grant with a revocation_url)
+    revoke_on_close: bool = True
 
     def __post_init__(self) -> None:
         for name in ("tick_interval", "heartbeat_interval"):
@@ -62,6 +64,8 @@ class ManagerSettings:
             raise ConfigurationError("refresh_concurrency and request_window must be >= 1")
         if self.refresh_lead < 0:
             raise ConfigurationError("refresh_lead must be >= 0")
+        if not isinstance(self.revoke_on_close, bool):
+            raise ConfigurationError("ManagerSettings.revoke_on_close must be a boolean")
 
 
 @dataclass(frozen=True, slots=True)

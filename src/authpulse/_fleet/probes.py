@@ -1,5 +1,6 @@
 """Heartbeat probes: a callable that says whether a managed session is healthy,
-or :class:`HttpProbe`, a cheap authenticated request. Sync or async.
+:class:`HttpProbe`, a cheap authenticated request, or
+:class:`~.introspection.IntrospectionProbe`, the IdP's word on the token. Sync or async.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._runtime.backend import async_client_for, check_endpoint_url, client_for
 from .._sessions.sources import run_coroutine_blocking
+from .introspection import IntrospectionProbe
 
 if TYPE_CHECKING:
     from .._runtime.backend import AnyAsyncTransport, AnyTransport
@@ -77,7 +79,7 @@ class HttpProbe:
 
 
 def probe_sync(probe: Probe, ms: ManagedSession) -> bool:
-    if isinstance(probe, HttpProbe):
+    if isinstance(probe, HttpProbe | IntrospectionProbe):
         return probe(ms)
     if inspect.iscoroutinefunction(probe):
         return bool(run_coroutine_blocking(probe, ms))
@@ -85,7 +87,7 @@ def probe_sync(probe: Probe, ms: ManagedSession) -> bool:
 
 
 async def probe_async(probe: Probe, ms: ManagedSession) -> bool:
-    if isinstance(probe, HttpProbe):
+    if isinstance(probe, HttpProbe | IntrospectionProbe):
         return await probe.acall(ms)
     r = probe(ms)
     return bool(await r) if inspect.isawaitable(r) else bool(r)

@@ -89,23 +89,22 @@ def _check_scope(scope: object) -> str | None:
 class OAuthGrant(FlowSource):
     """Base of the OAuth 2.0 grants: client authentication, request, parsing, retries.
 
-    Give ``token_url``, or ``issuer`` to find the token endpoint in the
-    provider's metadata (:func:`~authpulse.discover`) at the first token
-    request, in the sync or the async fetch. The client authenticates with
-    ``auth_method`` (``client_secret_basic`` by default with a
-    ``client_secret``, else ``none``; ``client_secret_post``,
-    ``client_secret_jwt``, ``tls_client_auth``, ``self_signed_tls_client_auth``)
-    or ``client_auth`` (a :class:`~authpulse.ClientAuth` such as
-    :class:`~authpulse.PrivateKeyJWT`).
+    Give ``token_url``, or ``issuer`` to discover it (:func:`~authpulse.discover`)
+    at the first token request. The client authenticates by ``auth_method``
+    with ``client_secret``, or by ``client_auth`` (e.g. :class:`~authpulse.PrivateKeyJWT`).
 
     ``token_url`` must be ``https://``; plain ``http://`` is accepted only to
     a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``) or with
     ``allow_insecure_http=True``, since the client secret and the refresh
     token travel in the request.
 
+    ``revocation_url`` is the IdP's revocation endpoint (RFC 7009), used by
+    :meth:`Session.revoke <authpulse.Session.revoke>` with this grant's
+    client authentication.
+
     .. versionchanged:: unreleased
-       ``allow_insecure_http``; every argument is checked here; ``issuer`` and
-       ``client_auth``.
+       ``allow_insecure_http``, ``revocation_url``; every argument is checked here;
+       ``issuer`` and ``client_auth``.
     """
 
     grant_type: str = ""
@@ -124,8 +123,15 @@ class OAuthGrant(FlowSource):
         scope: str | Iterable[str] | None = None,
         extra_params: dict[str, str] | None = None,
         allow_insecure_http: bool = False,
+        revocation_url: str | None = None,
     ) -> None:
         _check_where(token_url, issuer, self._url_argument, allow_insecure_http)
+        if revocation_url is not None:
+            check_endpoint_url(
+                revocation_url, what="revocation_url", allow_insecure_http=allow_insecure_http
+            )
+        #: the revocation endpoint (RFC 7009) of :meth:`Session.revoke`, if any
+        self.revocation_url = revocation_url
         if not isinstance(client_id, str) or not client_id:
             raise ConfigurationError("client_id must be a non-empty string")
         secret = as_secret(client_secret, "client_secret")
@@ -135,6 +141,8 @@ class OAuthGrant(FlowSource):
         self.client_id = client_id
         self._secret = secret
         self._auth = auth
+        #: how this grant authenticates the client (shared by every request it makes)
+        self.client_auth: ClientAuth = auth
         self.auth_method: ClientAuthMethod = auth.method
         self.allow_insecure_http = allow_insecure_http
         self.scope = _check_scope(scope)
@@ -152,11 +160,6 @@ class OAuthGrant(FlowSource):
             f"{type(self).__name__}({where}, client_id={self.client_id!r},"
             f" auth_method={self.auth_method!r})"
         )
-
-    @property
-    def client_auth(self) -> ClientAuth:
-        """How this grant authenticates the client."""
-        return self._auth
 
     # -- pure parts ------------------------------------------------------------------
 
@@ -181,7 +184,8 @@ class OAuthGrant(FlowSource):
         hx = http if http is not None else backend()
         if not self.token_url:
             raise ConfigurationError("the endpoint is not discovered yet (issuer=)")
-        form = {"grant_type": self.grant_type, **self._grant_params(current), **self._extra}
+        grant = {"grant_type": self.grant_type} if self.grant_type else {}
+        form = {**grant, **self._grant_params(current), **self._extra}
         # encodings authpulse inflates itself, within the body size limit
         headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
         try:
@@ -384,8 +388,9 @@ class OAuthGrant(FlowSource):
 
 
 def resolve_flow(grant: OAuthGrant, client: Any, clock: Clock) -> Flow[None]:
-    """With ``issuer=``: find ``grant``'s endpoint in the provider's metadata
-    (cached per issuer), fetched with ``client``; nothing once it is known."""
+    """With ``issuer=``: find ``grant``'s endpoint (and, unless given, its
+    revocation endpoint) in the provider's metadata (cached per issuer),
+    fetched with ``client``; nothing once it is known."""
     if grant.token_url or grant.issuer is None:
         return
     meta = yield from discovery_flow(
@@ -400,6 +405,8 @@ def resolve_flow(grant: OAuthGrant, client: Any, clock: Clock) -> Flow[None]:
         )
     grant.endpoint = endpoint_label(url)
     grant.token_url = url
+    if grant.revocation_url is None and meta.revocation_endpoint is not None:
+        grant.revocation_url = meta.revocation_endpoint  # for Session.revoke
 
 
 def _check_where(

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from pydantic import SecretStr
 
-from .._core.errors import NoRefreshTokenError
+from .._core.errors import LoginRequiredError, NoRefreshTokenError
 from .._core.tokens import TokenSet
 from .client_auth import ClientAuth, ClientAuthMethod
 from .fetch import FetchContext
@@ -43,6 +43,7 @@ class RefreshTokenGrant(OAuthGrant):
         scope: str | Iterable[str] | None = None,
         extra_params: dict[str, str] | None = None,
         allow_insecure_http: bool = False,
+        revocation_url: str | None = None,
     ) -> None:
         super().__init__(
             token_url,
@@ -54,9 +55,18 @@ class RefreshTokenGrant(OAuthGrant):
             scope=scope,
             extra_params=extra_params,
             allow_insecure_http=allow_insecure_http,
+            revocation_url=revocation_url,
         )
         rt = as_secret(refresh_token, "refresh_token")
         self._initial = rt if rt is None or rt.get_secret_value() else None
+        self._revoked = False
+
+    def forget(self) -> None:
+        """Drop the refresh token given here: the grant was revoked. Until a new
+        token set with a refresh token is installed, a refresh raises
+        :class:`LoginRequiredError`."""
+        self._initial = None
+        self._revoked = True
 
     def refresh_token_for(self, current: TokenSet | None) -> SecretStr | None:
         """The refresh token the next request will use."""
@@ -75,11 +85,18 @@ class RefreshTokenGrant(OAuthGrant):
         return super()._secrets(current) + ([rt] if rt else [])
 
     def _carry_over(self, token: TokenSet, current: TokenSet | None) -> TokenSet:
+        # an answer that does not say when the refresh token expires keeps the
+        # expiry known so far (an IdP's absolute grant lifetime does not move)
+        expiry = current.refresh_expires_at if current is not None else None
         if token.refresh_token is None:
-            return token.with_refresh_token(self.refresh_token_for(current))
+            return token.with_refresh_token(self.refresh_token_for(current), expiry)
+        if token.refresh_expires_at is None and expiry is not None:
+            return token.with_refresh_token(token.refresh_token, expiry)
         return token
 
     def _check_context(self, ctx: FetchContext) -> None:
+        if self._revoked and self.refresh_token_for(ctx.current) is None:
+            raise LoginRequiredError(None, reason="the grant was revoked; sign in again")
         if ctx.afresh is not None:
             raise NoRefreshTokenError(
                 f"no usable refresh token: {ctx.afresh}, and the refresh token it held is lost"

@@ -39,11 +39,13 @@ from .._core.tokens import TokenSet
 from .._runtime.backend import parse_origins
 from .._runtime.breakers import BreakerPolicy, BreakerRegistry
 from .._runtime.clock import Clock, SystemClock
+from .._runtime.flow import run_async, run_sync
 from .._stores.base import SessionStore
 from .coordination import Coordinator
 from .fetch import Fetched, TokenSource
 from .flight_state import RefreshReason, _Current
 from .refresh_book import RefreshBook, RefreshStats
+from .revocation import revoke_flow
 from .session_config import (
     DEFAULT_POLICY,
     DEFAULT_RETRY,
@@ -268,6 +270,25 @@ class Session(SessionObservation, SingleFlight):
         if cur is not None and self.clock.now() + lead < cur.refresh_at:
             return cur.token
         return (await self._wait_async(self._due_reason(cur, lead))).token
+
+    def revoke(self) -> int:
+        """Revoke the grant at the IdP (RFC 7009: the refresh token, then an opaque
+        access token) and forget the token set, here and in the store; how many
+        tokens were revoked. Needs the source's ``revocation_url``; a refusal or
+        failure raises :class:`~authpulse.RevocationError`. Without a way to get a
+        new token, the next :meth:`token` raises :class:`~authpulse.LoginRequiredError`.
+
+        .. versionadded:: unreleased
+        """
+        return run_sync(revoke_flow(self))
+
+    async def arevoke(self) -> int:
+        """Async twin of :meth:`revoke`."""
+        return await run_async(revoke_flow(self))
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._cur = None
 
     # -------------------------------------------------------------- httpx glue
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._core.health import HealthSignals
+from .._core.health import HealthSignals, refresh_token_remaining
 from .._core.signals import ApiEventKind, SessionEvent, api_kind
 from .._runtime.breakers import BreakerRegistry, CircuitBreaker
 from .stats import RequestStats, RequestWindow
@@ -45,6 +45,7 @@ class SessionSignals:
         "api_retries",
         "breakers",
         "clock",
+        "introspected",
         "name",
     )
 
@@ -67,6 +68,9 @@ class SessionSignals:
         self.api_retries = 0
         self._stale_served: list[float] | None = None
         self._requests: RequestStats | None = None
+        #: ``(generation, active)``: what the IdP's introspection endpoint said of the
+        #: access token of that generation (an introspection probe sets it)
+        self.introspected: tuple[int, bool] | None = None
 
     # -- breakers ------------------------------------------------------------------
 
@@ -152,10 +156,14 @@ class SessionSignals:
     ) -> HealthSignals:
         """The session's health signals at ``t``. ``observed`` is what a manager
         knows besides: ``(auth_state, heartbeat_ok, worker_errors)``."""
-        remaining = None
+        remaining = rt_left = active = None
+        said = self.introspected
+        if cur is not None and said is not None and said[0] == cur.generation:
+            active = said[1]
         if cur is not None:
             life = cur.token.lifetime
             remaining = max(cur.expires_at - t, 0.0) / life if life > 0 else 0.0
+            rt_left = refresh_token_remaining(cur.token, cur.expires_at, t)
         w = self.request_window()
         stale = self._stale_served
         if stale:
@@ -186,4 +194,6 @@ class SessionSignals:
             baseline_latency=w.baseline_latency,
             heartbeat_ok=None if observed is None else observed[1],
             worker_errors=0 if observed is None else observed[2],
+            refresh_token_remaining=rt_left,
+            token_active=active,
         )

@@ -166,6 +166,8 @@ def encode_token_set(token: TokenSet, cipher: TokenCipher | None) -> bytes:
         "expires_at": token.expires_at,
         "expires_at_source": token.expires_at_source,
     }
+    if token.refresh_expires_at is not None:  # absent otherwise: older readers read the record
+        data["refresh_expires_at"] = token.refresh_expires_at
     if token.issued_token_type is not None:  # absent from older records: stays absent
         data["issued_token_type"] = token.issued_token_type
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).encode("utf-8")

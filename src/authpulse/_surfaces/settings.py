@@ -154,6 +154,7 @@ _MANAGER = {
     "refresh_lead": "refresh_lead",
     "request_window": "request_window",
     "worker_error_memory": "worker_error_memory",
+    "revoke_on_close": "revoke_on_close",
 }
 _RETRY = {
     "attempts": "retry_attempts",
@@ -258,6 +259,7 @@ class AuthpulseSettings(BaseSettings):
     refresh_lead: Seconds = Field(_MS.refresh_lead, ge=0)
     request_window: int = Field(_MS.request_window, ge=1)
     worker_error_memory: Seconds = Field(_MS.worker_error_memory, ge=0)
+    revoke_on_close: bool = _MS.revoke_on_close
     #: how often a long-running process of yours should run ``cleanup`` (not read by authpulse)
     cleanup_interval: OptionalSeconds = Field(3600.0, gt=0)
 

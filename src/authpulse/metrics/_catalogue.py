@@ -189,6 +189,14 @@ METRICS: Final[tuple[MetricSpec, ...]] = (
         "Heartbeat probes of managed sessions, by outcome (ok, failed).",
         "{probe}",
     ),
+    _event(
+        "revocations",
+        "authpulse_revocations",
+        "authpulse.revocations",
+        ("outcome",),
+        "Grants revoked when managed sessions ended, by outcome (ok, failed).",
+        "{revocation}",
+    ),
     # -- read at collection time --------------------------------------------------------
     _seen(
         "sessions",

@@ -106,6 +106,10 @@ def manager_increments(event: Event) -> list[tuple[str, Labels]]:
         return [("status_changes", (label_value(event.fields.get("to")),))]
     if kind is EventKind.HEARTBEAT:
         return [("heartbeats", ("ok" if event.fields.get("ok") else "failed",))]
+    if kind is EventKind.REVOKED:
+        return [("revocations", ("ok",))]
+    if kind is EventKind.REVOCATION_FAILED:
+        return [("revocations", ("failed",))]
     return []
 
 

@@ -13,9 +13,10 @@
   127.0.0.1, so that other processes can reach it.
 """
 
+from ._api import FakeAPI
 from ._authorize import FakeAuthorizationServer
 from ._clock import FakeClock
-from ._idp import FakeAPI, FakeIdP, Fault
+from ._idp import FakeIdP, Fault
 from ._server import LoopbackServer
 
 __all__ = ["FakeAPI", "FakeAuthorizationServer", "FakeClock", "FakeIdP", "Fault", "LoopbackServer"]

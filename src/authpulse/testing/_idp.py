@@ -17,12 +17,13 @@ import jwt
 from .._core.exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from .._runtime.backend import BACKEND_NAMES, backend_for, backend_of, httpx
 from .._runtime.clock import Clock, SystemClock
+from . import _idp_revocation
 from ._client_auth import authenticated_client
 
 if TYPE_CHECKING:
     import httpx2
 
-__all__ = ["FakeAPI", "FakeIdP", "Fault"]
+__all__ = ["FakeIdP", "Fault"]
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,11 @@ class FakeIdP(_FakeServer):
     rotated and single-use by default; presenting a used one answers
     ``invalid_grant`` and revokes the whole grant, new tokens included (as
     oidc-provider does). Time comes from ``clock``.
+
+    ``POST /revoke`` (RFC 7009) revokes a refresh token's grant or one access
+    token; ``POST /introspect`` (RFC 7662) answers whether a token is active.
+    With ``refresh_ttl`` refresh tokens expire after that many seconds and the
+    answers carry ``refresh_expires_in``.
     """
 
     def __init__(
@@ -216,8 +222,13 @@ class FakeIdP(_FakeServer):
         clock_offset: float = 0.0,
         users: dict[str, str] | None = None,
         client_keys: dict[str, Any] | None = None,
+        refresh_ttl: float | None = None,
     ) -> None:
         super().__init__(latency)
+        self.refresh_ttl = refresh_ttl
+        self._refresh_exp: dict[str, float] = {}  # refresh token -> expiry, with refresh_ttl
+        self.revocations = 0
+        self.introspections = 0
         self.client_keys = dict(client_keys or {})
         self.discovery_calls = 0
         self._jtis: set[str] = set()
@@ -248,6 +259,14 @@ class FakeIdP(_FakeServer):
     def token_url(self) -> str:
         return f"{self.issuer}/token"
 
+    @property
+    def revocation_url(self) -> str:
+        return f"{self.issuer}/revoke"
+
+    @property
+    def introspection_url(self) -> str:
+        return f"{self.issuer}/introspect"
+
     def _now(self) -> float:
         return self.clock.now() + self.clock_offset
 
@@ -259,6 +278,8 @@ class FakeIdP(_FakeServer):
         rt = "rt_" + secrets.token_urlsafe(24)
         with self._lock:
             self._refresh[rt] = (grant, False)
+            if self.refresh_ttl is not None:
+                self._refresh_exp[rt] = self._now() + self.refresh_ttl
         return rt
 
     def revoke(self, token: str) -> None:
@@ -310,6 +331,8 @@ class FakeIdP(_FakeServer):
         return {
             "issuer": self.issuer,
             "token_endpoint": self.token_url,
+            "revocation_endpoint": self.revocation_url,
+            "introspection_endpoint": self.introspection_url,
             "grant_types_supported": ["client_credentials", "refresh_token", "password"],
             "token_endpoint_auth_methods_supported": [
                 *(f"client_secret_{m}" for m in ("basic", "post", "jwt")),
@@ -332,9 +355,12 @@ class FakeIdP(_FakeServer):
         if request.method == "GET" and request.url.path == "/.well-known/openid-configuration":
             self.discovery_calls += 1
             return httpx.Response(200, json=self.metadata())
-        if request.method != "POST" or request.url.path != "/token":
+        endpoint = _ENDPOINTS.get(request.url.path)
+        if request.method != "POST" or (endpoint is None and request.url.path != "/token"):
             return httpx.Response(404, text="not found")
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        if endpoint is not None:
+            return endpoint(self, request, form)
         with self._lock:
             self.token_calls += 1
             self.requests.append(
@@ -373,6 +399,8 @@ class FakeIdP(_FakeServer):
                     return self._error("invalid_grant")
                 grant, used = entry
                 if grant.client_id != client_id or grant.revoked:
+                    return self._error("invalid_grant")
+                if self._refresh_exp.get(rt, float("inf")) <= self._now():
                     return self._error("invalid_grant")
                 if used and self.single_use:
                     grant.revoked = True  # reuse detected: the whole grant dies
@@ -437,59 +465,20 @@ class FakeIdP(_FakeServer):
                 new_rt = "rt_" + secrets.token_urlsafe(24)
                 self._refresh[new_rt] = (grant, False)
                 body["refresh_token"] = new_rt
+                if self.refresh_ttl is not None:
+                    self._refresh_exp[new_rt] = now + self.refresh_ttl
+                    body["refresh_expires_in"] = int(self.refresh_ttl)
         return httpx.Response(200, json=body, headers=self._headers())
 
 
-class FakeAPI(_FakeServer):
-    """A resource server that accepts bearer tokens issued by ``idp``.
-
-    Every path answers ``200 {"ok": true, "path": ...}`` to a valid token,
-    ``401`` otherwise. ``/redirect?to=URL`` answers ``302`` to ``URL``.
-    ``handler`` replaces the 200 answer when given.
-    """
-
-    def __init__(
-        self,
-        idp: FakeIdP,
-        *,
-        base_url: str = "https://api.test",
-        latency: float = 0.0,
-        handler: Callable[[httpx.Request], httpx.Response] | None = None,
-    ) -> None:
-        super().__init__(latency)
-        self.idp = idp
-        self.base_url = base_url
-        self.handler = handler
-        self._lock = threading.Lock()
-        self.calls = 0
-        self.unauthorized = 0
-        self.authorization_seen: list[bool] = []
-
-    def _answer(self, request: httpx.Request) -> httpx.Response:
-        header = request.headers.get("authorization")
-        with self._lock:
-            self.calls += 1
-            self.authorization_seen.append(header is not None)
-        if request.url.path == "/redirect":
-            return httpx.Response(302, headers={"location": request.url.params.get("to", "/")})
-        if request.url.path == "/public":
-            return httpx.Response(200, json={"ok": True, "public": True})
-        if not header or not header.startswith("Bearer ") or not self.idp.validate(header[7:]):
-            with self._lock:
-                self.unauthorized += 1
-            return httpx.Response(
-                401,
-                headers={"www-authenticate": 'Bearer error="invalid_token"'},
-                json={"error": "invalid_token"},
-            )
-        if self.handler is not None:
-            return self.handler(request)
-        return httpx.Response(200, json={"ok": True, "path": request.url.path})
+_ENDPOINTS: dict[str, Callable[[FakeIdP, httpx.Request, dict[str, str]], httpx.Response]] = {
+    "/revoke": _idp_revocation.revoke,
+    "/introspect": _idp_revocation.introspect,
+}
 
 
 # The public names defined here show the module they are imported from.
 for _public in (
-    FakeAPI,
     FakeIdP,
     Fault,
 ):
