@@ -310,8 +310,9 @@ class TestIssuerArgument:
         assert idp.validate(await session.atoken())
         assert idp.discovery_calls == 1
         assert grant.revocation_url == idp.revocation_url  # discovered with the token endpoint
-        await session.arevoke()
-        assert idp.revocations == 1
+        revoked = await session.arevoke()
+        assert revoked >= 1
+        assert idp.revocations == revoked
 
     def test_missing_token_endpoint_is_a_discovery_error(self) -> None:
         server = Server({"/.well-known/openid-configuration": (200, {"issuer": ISSUER})})
