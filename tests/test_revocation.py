@@ -91,6 +91,38 @@ class TestRevoke:
         assert idp.validate(session.token())
         session.close()
 
+    def test_a_session_that_has_not_read_its_store_revokes_the_stored_grant(
+        self, idp: FakeIdP, clock: FakeClock, use_async: bool
+    ) -> None:
+        # another process (``authpulse logout``) builds a session on the store and revokes
+        store = MemoryStore()
+        first, _ = session_for(idp, clock, store=store, store_key="alice")
+        access = first.token()
+        rt = first.token_set.refresh_token  # type: ignore[union-attr]
+        assert rt is not None
+        first.close()
+        later = Session(
+            RefreshTokenGrant(
+                idp.token_url,
+                "client",
+                SECRET,
+                refresh_token=None,
+                revocation_url=idp.revocation_url,
+            ),
+            clock=clock,
+            transport=idp.transport,
+            async_transport=idp.async_transport,
+            store=store,
+            store_key="alice",
+        )
+        assert later.token_set is None
+        assert revoke(later, use_async) == 2
+        assert not idp.validate(access)
+        other = Session(grant_for(idp, rt.get_secret_value()), clock=clock, transport=idp.transport)
+        with pytest.raises(OAuthError, match="invalid_grant"):
+            other.token()
+        later.close()
+
     def test_the_stored_set_is_cleared(
         self, idp: FakeIdP, clock: FakeClock, use_async: bool
     ) -> None:

@@ -147,6 +147,15 @@ def revoke_flow(session: Session) -> Flow[int]:
             f"session {session.name!r} cannot revoke: its source has no revocation_url"
         )
     current = session.token_set
+    coord = session._coord
+    if current is None and coord is not None:
+        # a session that has not read its store yet (a new process): revoke what is
+        # stored, rather than nothing and then forget the stored grant
+        stored = yield Op(
+            partial(coord.store.get_token, coord.key),
+            partial(coord.store.aget_token, coord.key),
+        )
+        current = stored.token if stored is not None else None
     targets = revocation_targets(grant, current)
     # a closed session has closed its token clients: a revocation after the end
     # (a manager's purge) uses its own, closed again at once
@@ -175,7 +184,6 @@ def revoke_flow(session: Session) -> Flow[int]:
     del targets, current
     if isinstance(grant, RefreshTokenGrant):
         grant.forget()
-    coord = session._coord
     session._forget()
     if coord is not None:
         # the store keeps a manager's record under the same key: the token set is
