@@ -54,6 +54,20 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "Provider discovery and client authentication",
+        "Provider metadata found from an issuer, and the ways a client proves who it is; "
+        "see [discovery.md](discovery.md).",
+        (
+            "discover",
+            "adiscover",
+            "ProviderMetadata",
+            "ClientAuth",
+            "PrivateKeyJWT",
+            "ClientSecretJWT",
+            "TLSClientAuth",
+        ),
+    ),
+    (
         "Revocation and introspection",
         "Ending a grant at the IdP and asking it about a token; see "
         "[revocation.md](revocation.md).",
@@ -200,6 +214,7 @@ TOPICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "AccessDeniedError",
             "DeviceCodeExpiredError",
             "LoginCancelledError",
+            "DiscoveryError",
             "AuthorizationError",
             "LoginTimeoutError",
             "SubjectTokenError",

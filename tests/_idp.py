@@ -231,6 +231,10 @@ class OIDCProvider:
         self.node_version: str = ready["node"]
         #: the public client of the device authorization grant (no secret)
         self.device_client_id: str = ready["device_client_id"]
+        #: clients that authenticate with an assertion (RFC 7523), by method:
+        #: ``private_key_jwt`` (``client_id``, ``private_jwk``) and
+        #: ``client_secret_jwt`` (``client_id``, ``client_secret``)
+        self.jwt_clients: dict[str, dict[str, Any]] = ready["jwt_clients"]
         #: the public native client of the browser login with PKCE (no secret)
         self.native_client_id: str = ready["native_client"]
         self.clients = {

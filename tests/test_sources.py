@@ -68,7 +68,7 @@ class TestConfiguration:
 
     def test_token_url_must_be_a_string(self) -> None:
         with pytest.raises(ConfigurationError):
-            ClientCredentials(None, "client", "secret")  # type: ignore[arg-type]
+            ClientCredentials(None, "client", "secret")
 
     @pytest.mark.parametrize("client_id", ["", None, 5])
     def test_bad_client_id(self, client_id: Any) -> None:
@@ -82,7 +82,7 @@ class TestConfiguration:
 
     def test_unknown_auth_method(self) -> None:
         with pytest.raises(ConfigurationError, match="unsupported"):
-            ClientCredentials(URL, "client", "secret", auth_method="private_key_jwt")  # type: ignore[arg-type]
+            ClientCredentials(URL, "client", "secret", auth_method="client_secret_magic")  # type: ignore[arg-type]
 
     def test_default_method_follows_the_secret(self) -> None:
         assert ClientCredentials(URL, "c", "s").auth_method == "client_secret_basic"

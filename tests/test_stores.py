@@ -587,6 +587,22 @@ def test_token_put_and_get(backend: Backend) -> None:
     no_secret(str(again))
 
 
+def test_a_token_set_stored_before_its_record(backend: Backend) -> None:
+    # a Session's store_key may hold a token set with no record; a record written later
+    # (authpulse login's profile) is a first write, and the token set stays
+    store = backend.store
+    store.put_token("s1", token(1))
+    assert store.get("s1") is None
+    assert store.query() == []
+    stored = store.put(rec("s1"), expected_version=None)
+    assert stored.version == 1
+    assert same(store.get("s1"), stored)
+    assert [r.id for r in store.query()] == ["s1"]
+    got = store.get_token("s1")
+    assert got is not None
+    assert got.token == token(1)
+
+
 def test_token_writes_are_fenced(backend: Backend) -> None:
     store = backend.store
     assert store.put_token("s1", token(1), fence=5).fence == 5

@@ -15,12 +15,14 @@ if _typing.TYPE_CHECKING:
     from ._acquire.authorization_code import AuthorizationCodeLogin as AuthorizationCodeLogin
     from ._acquire.device import DeviceCodeLogin as DeviceCodeLogin
     from ._core.device import DeviceAuthorization as DeviceAuthorization
+    from ._core.discovery import ProviderMetadata as ProviderMetadata
     from ._core.errors import AccessDeniedError as AccessDeniedError
     from ._core.errors import AuthorizationError as AuthorizationError
     from ._core.errors import AuthpulseError as AuthpulseError
     from ._core.errors import ConfigurationError as ConfigurationError
     from ._core.errors import CredentialsUnavailableError as CredentialsUnavailableError
     from ._core.errors import DeviceCodeExpiredError as DeviceCodeExpiredError
+    from ._core.errors import DiscoveryError as DiscoveryError
     from ._core.errors import ErrorClass as ErrorClass
     from ._core.errors import IntrospectionError as IntrospectionError
     from ._core.errors import LoginCancelledError as LoginCancelledError
@@ -110,6 +112,12 @@ if _typing.TYPE_CHECKING:
     from ._runtime.events import JournalError as JournalError
     from ._runtime.events import JsonlJournal as JsonlJournal
     from ._runtime.events import read_journal as read_journal
+    from ._sessions.client_auth import ClientAuth as ClientAuth
+    from ._sessions.client_auth import ClientSecretJWT as ClientSecretJWT
+    from ._sessions.client_auth import PrivateKeyJWT as PrivateKeyJWT
+    from ._sessions.client_auth import TLSClientAuth as TLSClientAuth
+    from ._sessions.discovery_fetch import adiscover as adiscover
+    from ._sessions.discovery_fetch import discover as discover
     from ._sessions.fallback import FallbackChain as FallbackChain
     from ._sessions.fallback import LoginRequired as LoginRequired
     from ._sessions.fallback import SilentReauth as SilentReauth
@@ -180,6 +188,15 @@ _EXPORTS: dict[str, str] = {
     "DeviceAuthorization": "._core.device",
     "DeviceCodeExpiredError": "._core.errors",
     "DeviceCodeLogin": "._acquire.device",
+    # provider discovery and client authentication
+    "ProviderMetadata": "._core.discovery",
+    "DiscoveryError": "._core.errors",
+    "discover": "._sessions.discovery_fetch",
+    "adiscover": "._sessions.discovery_fetch",
+    "ClientAuth": "._sessions.client_auth",
+    "PrivateKeyJWT": "._sessions.client_auth",
+    "ClientSecretJWT": "._sessions.client_auth",
+    "TLSClientAuth": "._sessions.client_auth",
     "AuthorizationCodeLogin": "._acquire.authorization_code",
     "AuthorizationRequest": "._core.pkce",
     "AuthorizationError": "._core.errors",
@@ -317,7 +334,9 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Client",
+    "ClientAuth",
     "ClientCredentials",
+    "ClientSecretJWT",
     "Clock",
     "ConfigurationError",
     "CorruptRecordError",
@@ -328,6 +347,7 @@ __all__ = [
     "DeviceAuthorization",
     "DeviceCodeExpiredError",
     "DeviceCodeLogin",
+    "DiscoveryError",
     "ErrorClass",
     "ErrorDetails",
     "Event",
@@ -365,7 +385,9 @@ __all__ = [
     "OAuthError",
     "PermissionDenied",
     "Permit",
+    "PrivateKeyJWT",
     "Probe",
+    "ProviderMetadata",
     "RedisStore",
     "RefreshError",
     "RefreshPolicy",
@@ -402,6 +424,7 @@ __all__ = [
     "StoredToken",
     "SubjectTokenError",
     "SystemClock",
+    "TLSClientAuth",
     "TickReport",
     "TokenCipher",
     "TokenEndpointError",
@@ -418,8 +441,10 @@ __all__ = [
     "UsageError",
     "VersionConflictError",
     "__version__",
+    "adiscover",
     "authorization_identity",
     "compute_health",
+    "discover",
     "freshness",
     "is_secret_name",
     "is_testing",

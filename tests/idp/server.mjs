@@ -98,6 +98,49 @@ const deviceClient = {
   scope: CLIENT_SCOPE,
 };
 
+// -- clients that authenticate with a signed assertion (RFC 7523) ------------------
+// authpulse-jwt: private_key_jwt, its public JWK registered here and the private
+// one printed in the ready line (jwt_clients); authpulse-secret-jwt:
+// client_secret_jwt (HS256 with its secret).
+function clientKeyPair(kid) {
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return {
+    publicJwk: { ...publicKey.export({ format: 'jwk' }), kid, use: 'sig', alg: 'RS256' },
+    privateJwk: { ...privateKey.export({ format: 'jwk' }), kid, alg: 'RS256' },
+  };
+}
+const jwtKey = clientKeyPair('authpulse-jwt-1');
+const jwtClients = {
+  private_key_jwt: {
+    client_id: 'authpulse-jwt',
+    token_endpoint_auth_method: 'private_key_jwt',
+    private_jwk: jwtKey.privateJwk,
+  },
+  client_secret_jwt: {
+    client_id: 'authpulse-secret-jwt',
+    token_endpoint_auth_method: 'client_secret_jwt',
+    client_secret: clientSecret(),
+  },
+};
+const assertionClients = [
+  {
+    client_id: jwtClients.private_key_jwt.client_id,
+    token_endpoint_auth_method: 'private_key_jwt',
+    jwks: { keys: [jwtKey.publicJwk] },
+  },
+  {
+    client_id: jwtClients.client_secret_jwt.client_id,
+    client_secret: jwtClients.client_secret_jwt.client_secret,
+    token_endpoint_auth_method: 'client_secret_jwt',
+  },
+].map((client) => ({
+  ...client,
+  grant_types: ['client_credentials', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+  response_types: [],
+  redirect_uris: [],
+  scope: CLIENT_SCOPE,
+}));
+// -- end of the assertion clients ---------------------------------------------------
 // A public native client of the authorization code grant with PKCE (RFC 8252):
 // no secret; as a native client its loopback redirect URI may use any port.
 const nativeClient = {
@@ -192,6 +235,7 @@ function buildProvider(issuer) {
         scope: CLIENT_SCOPE,
       })),
       deviceClient,
+      ...assertionClients,
       nativeClient,
       exchangeClient,
     ],
@@ -318,6 +362,7 @@ server.listen(PORT, HOST, () => {
     port,
     clients,
     device_client_id: deviceClient.client_id,
+    jwt_clients: jwtClients,
     native_client: nativeClient.client_id,
     exchange_client: exchangeClient,
     redirect_uri: REDIRECT_URI,

@@ -26,6 +26,7 @@ from .._core.device import (
     poll_step,
 )
 from .._core.errors import (
+    ConfigurationError,
     DeviceCodeExpiredError,
     ErrorClass,
     LoginCancelledError,
@@ -38,8 +39,9 @@ from .._core.tokens import Redacted, TokenSet
 from .._runtime.backend import HttpModule, backend, backend_of, httpx
 from .._runtime.clock import Clock
 from .._runtime.flow import Flow, Op, run_async, run_sync
+from .._sessions.client_auth import ClientAuth, ClientAuthMethod
 from .._sessions.fetch import FetchContext, Fetched
-from .._sessions.oauth_grant import ClientAuthMethod, OAuthGrant, send_and_read
+from .._sessions.oauth_grant import OAuthGrant, send_and_read
 from .._sessions.session import Session, TokenUpdateHook
 from .._sessions.token_clients import TokenClients
 from .login_session import LoginBase, aclose_all, apaired, paired
@@ -59,14 +61,20 @@ class _DeviceAuthorizationRequest(OAuthGrant):
     without a ``grant_type``."""
 
     grant_type = ""
+    endpoint_field = "device_authorization_endpoint"
+    _url_argument = "device_authorization_url"
 
     def _grant_params(self, current: TokenSet | None) -> dict[str, str]:
         return {}
 
     def build_request(
-        self, current: TokenSet | None, *, http: HttpModule | None = None
+        self,
+        current: TokenSet | None,
+        *,
+        http: HttpModule | None = None,
+        now: float | None = None,
     ) -> httpx.Request:
-        request = super().build_request(current, http=http)
+        request = super().build_request(current, http=http, now=now)
         parts = [p for p in request.content.split(b"&") if not p.startswith(b"grant_type=")]
         content = b"&".join(parts)
         headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
@@ -100,8 +108,11 @@ class DeviceCodeLogin(LoginBase):
     >>> session = login.wait()           # or: await login.await_session()
 
     :meth:`start` asks the device authorization endpoint for a code
-    (authenticating the client as the grants do: ``client_secret_basic``,
-    ``client_secret_post`` or ``none``); :meth:`wait` polls the token
+    (authenticating the client as the grants do: ``auth_method`` with
+    ``client_secret``, or ``client_auth`` such as
+    :class:`~authpulse.PrivateKeyJWT`); with ``issuer=`` instead of the two
+    URLs, both endpoints are discovered at the first request
+    (:func:`~authpulse.discover`). :meth:`wait` polls the token
     endpoint every ``interval`` seconds on ``clock`` — 5 s longer after
     each ``slow_down`` — until the user signs in (a :class:`~authpulse.Session`
     on a :class:`~authpulse.RefreshTokenGrant`), refuses
@@ -125,12 +136,14 @@ class DeviceCodeLogin(LoginBase):
 
     def __init__(
         self,
-        device_authorization_url: str,
-        token_url: str,
-        client_id: str,
+        device_authorization_url: str | None = None,
+        token_url: str | None = None,
+        client_id: str | None = None,
         client_secret: str | SecretStr | None = None,
         *,
+        issuer: str | None = None,
         auth_method: ClientAuthMethod | None = None,
+        client_auth: ClientAuth | None = None,
         scope: str | Iterable[str] | None = None,
         clock: Clock | None = None,
         transport: AnyTransport | None = None,
@@ -142,19 +155,26 @@ class DeviceCodeLogin(LoginBase):
         allow_insecure_http: bool = False,
         revocation_url: str | None = None,
     ) -> None:
+        if issuer is not None and (device_authorization_url or token_url):
+            raise ConfigurationError(
+                "give issuer (to discover the endpoints) or device_authorization_url and "
+                "token_url, not both"
+            )
         self._authorize = _DeviceAuthorizationRequest(
             device_authorization_url,
             client_id,
             client_secret,
+            issuer=issuer,
             auth_method=auth_method,
+            client_auth=client_auth,
             scope=scope,
             allow_insecure_http=allow_insecure_http,
         )
         self._poll = _DeviceCodeGrant(
             token_url,
             client_id,
-            client_secret,
-            auth_method=auth_method,
+            issuer=issuer,
+            client_auth=self._authorize.client_auth,
             allow_insecure_http=allow_insecure_http,
             revocation_url=revocation_url,
         )

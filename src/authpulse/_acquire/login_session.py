@@ -152,14 +152,15 @@ class LoginBase:
         grant_of = self._token_grant
         kind = RefreshTokenGrant if token.refresh_token is not None else _WithoutRefreshToken
         grant = kind(
-            grant_of.token_url,
+            None if grant_of.issuer else grant_of.token_url,
             grant_of.client_id,
-            self._secret,
             refresh_token=token.refresh_token,
-            auth_method=grant_of.auth_method,
+            issuer=grant_of.issuer,
+            client_auth=grant_of.client_auth,  # the login's own client authentication
             allow_insecure_http=grant_of.allow_insecure_http,
             revocation_url=grant_of.revocation_url,
         )
+        grant.token_url, grant.endpoint = grant_of.token_url, grant_of.endpoint  # discovered
         if isinstance(grant, _WithoutRefreshToken):
             grant.login_url = login_url
         session = Session(

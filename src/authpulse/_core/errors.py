@@ -16,6 +16,7 @@ __all__ = [
     "ConfigurationError",
     "CredentialsUnavailableError",
     "DeviceCodeExpiredError",
+    "DiscoveryError",
     "ErrorClass",
     "LoginCancelledError",
     "LoginRequiredError",
@@ -189,6 +190,34 @@ class TokenEndpointError(TokenError):
         self.retry_after = retry_after
         self.attempts = attempts
         self.endpoint = endpoint
+        super().__init__(message)
+
+
+class DiscoveryError(TokenError):
+    """A provider's metadata (RFC 8414 / OpenID Connect Discovery) could not be
+    fetched or is not acceptable.
+
+    ``field`` names the metadata member at fault (``"issuer"``,
+    ``"token_endpoint"``, ...) when one is; ``issuer`` is the issuer asked for.
+    ``error_class`` is ``NETWORK``/``SERVER``/``THROTTLED`` when fetching failed
+    (worth trying again), ``CLIENT`` when the document itself is wrong.
+
+    .. versionadded:: unreleased
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        issuer: str | None = None,
+        field: str | None = None,
+        error_class: ErrorClass = ErrorClass.CLIENT,
+        status_code: int | None = None,
+    ) -> None:
+        self.issuer = issuer
+        self.field = field
+        self.error_class = error_class
+        self.status_code = status_code
         super().__init__(message)
 
 
@@ -375,6 +404,7 @@ for _public in (
     IntrospectionError,
     LoginCancelledError,
     LoginRequiredError,
+    DiscoveryError,
     LoginTimeoutError,
     MissingExtraError,
     NoRefreshTokenError,

@@ -7,16 +7,21 @@ drivers (the grants themselves are in :mod:`.client_credentials` and
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import Any, Literal, TypeVar
-from urllib.parse import quote
+from typing import Any, TypeVar
 
 import tenacity
 from pydantic import SecretStr
 
-from .._core.errors import ConfigurationError, ErrorClass, TokenEndpointError, TokenError
+from .._core.discovery import check_issuer
+from .._core.errors import (
+    ConfigurationError,
+    DiscoveryError,
+    ErrorClass,
+    TokenEndpointError,
+    TokenError,
+)
 from .._core.retry import classify_status, parse_retry_after
 from .._core.tokens import Redacted, TokenSet, estimate_skew, token_response_outcome
 from .._runtime.backend import (
@@ -28,8 +33,11 @@ from .._runtime.backend import (
     endpoint_label,
     httpx,
 )
+from .._runtime.clock import Clock, SystemClock
 from .._runtime.flow import Flow, Op, run_async
 from .._runtime.retrying import retrying_kwargs
+from .client_auth import ClientAuth, ClientAuthMethod, apply_client_auth, client_auth_for
+from .discovery_fetch import discovery_flow
 from .fetch import FetchContext, Fetched, FlowSource
 from .token_body import (
     BodyReader,
@@ -41,17 +49,9 @@ from .token_body import (
     request_error,
 )
 
-__all__ = ["ClientAuthMethod", "OAuthGrant", "as_secret", "send_and_read"]
+__all__ = ["ClientAuthMethod", "OAuthGrant", "as_secret", "resolve_flow", "send_and_read"]
 
 _T = TypeVar("_T")
-
-ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
-
-
-def _basic(client_id: str, secret: str) -> str:
-    # RFC 6749 §2.3.1: both parts are form-url-encoded before base64.
-    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
 
 
 def as_secret(value: object, what: str) -> SecretStr | None:
@@ -89,6 +89,10 @@ def _check_scope(scope: object) -> str | None:
 class OAuthGrant(FlowSource):
     """Base of the OAuth 2.0 grants: client authentication, request, parsing, retries.
 
+    Give ``token_url``, or ``issuer`` to discover it (:func:`~authpulse.discover`)
+    at the first token request. The client authenticates by ``auth_method``
+    with ``client_secret``, or by ``client_auth`` (e.g. :class:`~authpulse.PrivateKeyJWT`).
+
     ``token_url`` must be ``https://``; plain ``http://`` is accepted only to
     a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``) or with
     ``allow_insecure_http=True``, since the client secret and the refresh
@@ -99,26 +103,29 @@ class OAuthGrant(FlowSource):
     client authentication.
 
     .. versionchanged:: unreleased
-       ``allow_insecure_http``, ``revocation_url``; every argument is checked here.
+       ``allow_insecure_http``, ``revocation_url``; every argument is checked here;
+       ``issuer`` and ``client_auth``.
     """
 
     grant_type: str = ""
+    #: the metadata member naming the endpoint this request goes to (``issuer=``)
+    endpoint_field: str = "token_endpoint"
 
     def __init__(
         self,
-        token_url: str,
-        client_id: str,
+        token_url: str | None = None,
+        client_id: str | None = None,
         client_secret: str | SecretStr | None = None,
         *,
+        issuer: str | None = None,
         auth_method: ClientAuthMethod | None = None,
+        client_auth: ClientAuth | None = None,
         scope: str | Iterable[str] | None = None,
         extra_params: dict[str, str] | None = None,
         allow_insecure_http: bool = False,
         revocation_url: str | None = None,
     ) -> None:
-        if not isinstance(allow_insecure_http, bool):
-            raise ConfigurationError("allow_insecure_http must be a boolean")
-        check_endpoint_url(token_url, what="token_url", allow_insecure_http=allow_insecure_http)
+        _check_where(token_url, issuer, self._url_argument, allow_insecure_http)
         if revocation_url is not None:
             check_endpoint_url(
                 revocation_url, what="revocation_url", allow_insecure_http=allow_insecure_http
@@ -128,24 +135,29 @@ class OAuthGrant(FlowSource):
         if not isinstance(client_id, str) or not client_id:
             raise ConfigurationError("client_id must be a non-empty string")
         secret = as_secret(client_secret, "client_secret")
-        method = auth_method or ("client_secret_basic" if secret is not None else "none")
-        if method not in ("client_secret_basic", "client_secret_post", "none"):
-            raise ConfigurationError(f"unsupported client auth method {method!r}")
-        if method != "none" and secret is None:
-            raise ConfigurationError(f"{method} needs a client_secret")
-        self.token_url = token_url
+        auth = client_auth_for(auth_method, secret, client_auth)
+        self.issuer = issuer
+        self.token_url: str = token_url or ""
         self.client_id = client_id
         self._secret = secret
-        self.auth_method: ClientAuthMethod = method
+        self._auth = auth
+        #: how this grant authenticates the client (shared by every request it makes)
+        self.client_auth: ClientAuth = auth
+        self.auth_method: ClientAuthMethod = auth.method
         self.allow_insecure_http = allow_insecure_http
         self.scope = _check_scope(scope)
         self._extra = _check_params(extra_params)
         #: the endpoint as error messages name it (no query, no userinfo)
-        self.endpoint = endpoint_label(token_url)
+        self.endpoint = endpoint_label(token_url or issuer or "")
+        if auth.assertion_audience == "issuer" and issuer is None:
+            raise ConfigurationError("assertion_audience='issuer' needs issuer=")
+
+    _url_argument = "token_url"
 
     def __repr__(self) -> str:
+        where = f"token_url={self.token_url!r}" if self.token_url else f"issuer={self.issuer!r}"
         return (
-            f"{type(self).__name__}(token_url={self.token_url!r}, client_id={self.client_id!r},"
+            f"{type(self).__name__}({where}, client_id={self.client_id!r},"
             f" auth_method={self.auth_method!r})"
         )
 
@@ -156,21 +168,22 @@ class OAuthGrant(FlowSource):
 
     def _secrets(self, current: TokenSet | None) -> list[SecretStr]:
         """What the request carries that must never be shown (wrapped)."""
-        if self._secret is None:
-            return []
-        out = [self._secret]
-        if self.auth_method == "client_secret_basic":
-            # the Basic credentials decode to the secret: an IdP echoing the header leaks it
-            basic = _basic(self.client_id, self._secret.get_secret_value())
-            out.append(SecretStr(basic[len("Basic ") :]))
-        return out
+        return self._auth.secrets(self.client_id)
 
     def build_request(
-        self, current: TokenSet | None, *, http: HttpModule | None = None
+        self,
+        current: TokenSet | None,
+        *,
+        http: HttpModule | None = None,
+        now: float | None = None,
     ) -> httpx.Request:
         """The token request for this grant (no I/O), built with ``http`` (an
-        HTTP library module: ``httpx`` or ``httpx2``; default: the default backend)."""
+        HTTP library module: ``httpx`` or ``httpx2``; default: the default backend)
+        at ``now`` (what a signed client assertion is dated; default: the system
+        clock's time)."""
         hx = http if http is not None else backend()
+        if not self.token_url:
+            raise ConfigurationError("the endpoint is not discovered yet (issuer=)")
         grant = {"grant_type": self.grant_type} if self.grant_type else {}
         form = {**grant, **self._grant_params(current), **self._extra}
         # encodings authpulse inflates itself, within the body size limit
@@ -178,13 +191,15 @@ class OAuthGrant(FlowSource):
         try:
             if self.scope and "scope" not in form:
                 form["scope"] = self.scope
-            secret = self._secret
-            if self.auth_method == "client_secret_basic" and secret is not None:
-                headers["Authorization"] = _basic(self.client_id, secret.get_secret_value())
-            else:
-                form["client_id"] = self.client_id
-                if self.auth_method == "client_secret_post" and secret is not None:
-                    form["client_secret"] = secret.get_secret_value()
+            apply_client_auth(
+                self._auth,
+                self.client_id,
+                headers,
+                form,
+                endpoint=self.token_url,
+                issuer=self.issuer,
+                now=SystemClock().now() if now is None else now,
+            )
             return hx.Request("POST", self.token_url, data=form, headers=headers)
         finally:
             # encoded into the request: no frame of an error keeps the values
@@ -248,7 +263,7 @@ class OAuthGrant(FlowSource):
     def _request_with_timeout(
         self, ctx: FetchContext, deadline: float, http: HttpModule | None
     ) -> httpx.Request:
-        request = self.build_request(ctx.current, http=http)
+        request = self.build_request(ctx.current, http=http, now=ctx.clock.now())
         remaining = max(deadline - ctx.clock.monotonic(), 0.001)
         request.extensions["timeout"] = httpx.Timeout(
             min(ctx.retry.attempt_timeout, remaining)
@@ -280,6 +295,7 @@ class OAuthGrant(FlowSource):
         client: Any
         is_async: bool
         client, is_async = yield Op(partial(_paired, ctx.http, False), partial(_apaired, ctx.ahttp))
+        yield from resolve_flow(self, client, ctx.clock)
         http = backend_of(client)
         try:
             outcome = yield from self._attempt(client, is_async, ctx, deadline, http)
@@ -371,12 +387,54 @@ class OAuthGrant(FlowSource):
         return self._outcome(response.status_code, response.headers, body, ctx)
 
 
+def resolve_flow(grant: OAuthGrant, client: Any, clock: Clock) -> Flow[None]:
+    """With ``issuer=``: find ``grant``'s endpoint (and, unless given, its
+    revocation endpoint) in the provider's metadata (cached per issuer),
+    fetched with ``client``; nothing once it is known."""
+    if grant.token_url or grant.issuer is None:
+        return
+    meta = yield from discovery_flow(
+        grant.issuer, client, clock=clock, allow_insecure_http=grant.allow_insecure_http
+    )
+    url = meta.endpoint(grant.endpoint_field, mtls=grant.client_auth.mtls)
+    if url is None:
+        raise DiscoveryError(
+            f"the metadata of {grant.issuer} names no {grant.endpoint_field}",
+            issuer=grant.issuer,
+            field=grant.endpoint_field,
+        )
+    grant.endpoint = endpoint_label(url)
+    grant.token_url = url
+    if grant.revocation_url is None and meta.revocation_endpoint is not None:
+        grant.revocation_url = meta.revocation_endpoint  # for Session.revoke
+
+
+def _check_where(
+    token_url: str | None, issuer: str | None, what: str, allow_insecure_http: object
+) -> None:
+    """Exactly one of the endpoint URL ``what`` and ``issuer``, each acceptable."""
+    if not isinstance(allow_insecure_http, bool):
+        raise ConfigurationError("allow_insecure_http must be a boolean")
+    if (token_url is None) == (issuer is None):
+        raise ConfigurationError(
+            f"give exactly one of {what} (an absolute http(s) URL) or issuer (to discover it)"
+        )
+    if token_url is not None:
+        check_endpoint_url(token_url, what=what, allow_insecure_http=allow_insecure_http)
+        return
+    try:
+        check_issuer(issuer, allow_insecure_http=allow_insecure_http)
+    except DiscoveryError as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 def send_and_read(
     grant: OAuthGrant, client: Any, ctx: FetchContext, deadline: float, http: HttpModule | None
 ) -> Flow[tuple[httpx.Response, bytes] | TokenError]:
     """Send ``grant``'s request to its endpoint and read the answer's body
     (bounded in size and by the deadline): the response and its body, or
     the typed error of the failure (built, not raised)."""
+    yield from resolve_flow(grant, client, ctx.clock)
     reader = BodyReader(grant.endpoint, ctx)
     request = grant._request_with_timeout(ctx, deadline, http)
     try:

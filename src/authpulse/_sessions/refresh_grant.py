@@ -8,8 +8,9 @@ from pydantic import SecretStr
 
 from .._core.errors import LoginRequiredError, NoRefreshTokenError
 from .._core.tokens import TokenSet
+from .client_auth import ClientAuth, ClientAuthMethod
 from .fetch import FetchContext
-from .oauth_grant import ClientAuthMethod, OAuthGrant, as_secret
+from .oauth_grant import OAuthGrant, as_secret
 
 __all__ = ["RefreshTokenGrant"]
 
@@ -31,12 +32,14 @@ class RefreshTokenGrant(OAuthGrant):
 
     def __init__(
         self,
-        token_url: str,
-        client_id: str,
+        token_url: str | None = None,
+        client_id: str | None = None,
         client_secret: str | SecretStr | None = None,
         *,
         refresh_token: str | SecretStr | None,
+        issuer: str | None = None,
         auth_method: ClientAuthMethod | None = None,
+        client_auth: ClientAuth | None = None,
         scope: str | Iterable[str] | None = None,
         extra_params: dict[str, str] | None = None,
         allow_insecure_http: bool = False,
@@ -46,7 +49,9 @@ class RefreshTokenGrant(OAuthGrant):
             token_url,
             client_id,
             client_secret,
+            issuer=issuer,
             auth_method=auth_method,
+            client_auth=client_auth,
             scope=scope,
             extra_params=extra_params,
             allow_insecure_http=allow_insecure_http,

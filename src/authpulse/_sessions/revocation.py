@@ -25,22 +25,18 @@ from .._runtime.flow import Flow, Op
 from .fetch import FetchContext
 from .oauth_grant import OAuthGrant, _apaired, _paired, send_and_read
 from .refresh_grant import RefreshTokenGrant
+from .stored_records import revoked_token_set
 from .token_clients import TokenClients
 
 if TYPE_CHECKING:
     from .session import Session
 
 __all__ = [
-    "REVOKED",
     "TokenPost",
     "aclose_clients",
     "revocation_targets",
     "revoke_flow",
-    "revoked_token_set",
 ]
-
-#: the access token of the set that replaces a revoked session's in its store
-REVOKED = "revoked"
 
 
 class TokenPost(OAuthGrant):
@@ -125,12 +121,6 @@ def _revoke_one(request: TokenPost, client: Any, ctx: FetchContext) -> Flow[Revo
     )
 
 
-def revoked_token_set(now: float) -> TokenSet:
-    """What the store holds for a revoked session: expired at ``now``, with no
-    refresh token, so that no peer sharing the store uses or refreshes it."""
-    return TokenSet(access_token=SecretStr(REVOKED), issued_at=now, expires_at=now)
-
-
 async def aclose_clients(clients: TokenClients) -> None:
     clients.close()
     await clients.aclose()
@@ -147,6 +137,15 @@ def revoke_flow(session: Session) -> Flow[int]:
             f"session {session.name!r} cannot revoke: its source has no revocation_url"
         )
     current = session.token_set
+    coord = session._coord
+    if current is None and coord is not None:
+        # a session that has not read its store yet (a new process): revoke what is
+        # stored, rather than nothing and then forget the stored grant
+        stored = yield Op(
+            partial(coord.store.get_token, coord.key),
+            partial(coord.store.aget_token, coord.key),
+        )
+        current = stored.token if stored is not None else None
     targets = revocation_targets(grant, current)
     # a closed session has closed its token clients: a revocation after the end
     # (a manager's purge) uses its own, closed again at once
@@ -175,7 +174,6 @@ def revoke_flow(session: Session) -> Flow[int]:
     del targets, current
     if isinstance(grant, RefreshTokenGrant):
         grant.forget()
-    coord = session._coord
     session._forget()
     if coord is not None:
         # the store keeps a manager's record under the same key: the token set is

@@ -91,8 +91,8 @@ class SessionSignals:
         regs = self.breakers
         if regs is None:
             return None
-        source_url = getattr(source, "token_url", None)
-        return regs.get(source_url if isinstance(source_url, str) else name)
+        source_url = getattr(source, "token_url", None)  # "" until discovered (issuer=)
+        return regs.get(source_url if isinstance(source_url, str) and source_url else name)
 
     def watch(self, registry: BreakerRegistry) -> None:
         if self._api_breakers is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -18,9 +19,10 @@ from typing import Any
 
 import jwt
 
-from .._core.errors import ConfigurationError, TokenVerificationError
+from .._core.errors import ConfigurationError, DiscoveryError, TokenError, TokenVerificationError
 from .._core.tokens import _num_claim
 from .._runtime.backend import check_endpoint_url, endpoint_label
+from .discovery_fetch import discover
 
 __all__ = ["MAX_JWKS_BYTES", "JWTVerifier"]
 
@@ -79,13 +81,17 @@ class JWTVerifier:
 
     ``algorithms`` is an allow-list; ``none`` is refused whatever is passed.
     ``jwks_url`` must be ``https://`` (plain ``http://`` only to a loopback
-    host, or with ``allow_insecure_http=True``); the document read from it
+    host, or with ``allow_insecure_http=True``); with ``issuer`` and none of
+    the three, ``jwks_uri`` is found by discovery (:func:`~authpulse.discover`)
+    at the first :meth:`verify`, which raises :class:`~authpulse.DiscoveryError`
+    if it cannot be. The document read from it
     is capped at ``max_jwks_bytes`` (default :data:`MAX_JWKS_BYTES`).
     ``jwks_client`` is your own :class:`jwt.PyJWKClient` (it does its own
     HTTP, unbounded by authpulse); pass a ``key`` instead for a fixed key.
 
     .. versionchanged:: unreleased
-       ``allow_insecure_http`` and ``max_jwks_bytes``.
+       ``allow_insecure_http`` and ``max_jwks_bytes``; ``jwks_uri`` by discovery
+       from ``issuer``.
     """
 
     def __init__(
@@ -110,8 +116,12 @@ class JWTVerifier:
             raise ConfigurationError("the 'none' algorithm can never be allowed")
         if not algs:
             raise ConfigurationError("at least one algorithm must be allowed")
-        if sum(x is not None for x in (jwks_url, jwks_client, key)) != 1:
-            raise ConfigurationError("give exactly one of jwks_url, jwks_client or key")
+        given = sum(x is not None for x in (jwks_url, jwks_client, key))
+        if given != 1 and not (given == 0 and issuer is not None):
+            raise ConfigurationError(
+                "give exactly one of jwks_url, jwks_client or key (or issuer alone, to find "
+                "jwks_uri by discovery)"
+            )
         if jwks_client is not None and not isinstance(jwks_client, jwt.PyJWKClient):
             raise ConfigurationError("jwks_client must be a jwt.PyJWKClient")
         if not isinstance(allow_insecure_http, bool):
@@ -140,6 +150,9 @@ class JWTVerifier:
             jwks_client = _BoundedJWKClient(jwks_url, max_bytes=max_jwks_bytes)
         self._jwks = jwks_client
         self._key = key
+        self._max_jwks_bytes = max_jwks_bytes
+        self._insecure = allow_insecure_http
+        self._lock = threading.Lock()
         self.issuer = issuer
         self.audience = (
             audience if audience is None or isinstance(audience, str) else list(audience)
@@ -148,17 +161,36 @@ class JWTVerifier:
 
     def verify(self, token: str, *, now: float) -> dict[str, Any]:
         """Verify ``token`` at time ``now``; return its claims or raise
-        :class:`TokenVerificationError` (the message never contains the token,
-        and no frame on the error's traceback holds it)."""
+        :class:`TokenVerificationError` (or :class:`DiscoveryError`; the message
+        never contains the token, and no frame on the error's traceback holds it)."""
         outcome = self._verify(token, now)
         del token
-        if isinstance(outcome, TokenVerificationError):
+        if isinstance(outcome, TokenError):
             raise outcome
         return outcome
 
-    def _verify(self, token: str, now: float) -> dict[str, Any] | TokenVerificationError:
+    def _discovered(self) -> jwt.PyJWKClient:
+        """The key set client of the issuer's ``jwks_uri``, found by discovery once."""
+        with self._lock:
+            if self._jwks is None:
+                meta = discover(str(self.issuer), allow_insecure_http=self._insecure)
+                if meta.jwks_uri is None:
+                    raise DiscoveryError(
+                        f"the metadata of {self.issuer} names no jwks_uri",
+                        issuer=self.issuer,
+                        field="jwks_uri",
+                    )
+                self._jwks = _BoundedJWKClient(meta.jwks_uri, max_bytes=self._max_jwks_bytes)
+            return self._jwks
+
+    def _verify(self, token: str, now: float) -> dict[str, Any] | TokenError:
         """The claims or the error (returned, not raised: the caller raises it
         from a frame that does not hold the token)."""
+        if self._jwks is None and self._key is None:
+            try:
+                self._discovered()
+            except DiscoveryError as exc:
+                return exc.with_traceback(None)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

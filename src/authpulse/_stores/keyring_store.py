@@ -189,9 +189,10 @@ class KeyringStore(OffloadedStore):
     def get(self, session_id: str) -> SessionRecord | None:
         with self._txn() as txn:
             entry = self._entry(txn, session_id)
+        # an entry may hold only a token set (a Session's store_key without a record)
         return (
             None
-            if entry is None
+            if entry is None or "record" not in entry
             else decode_record(session_id, entry.get("record"), entry.get("v"))
         )
 
@@ -199,14 +200,15 @@ class KeyringStore(OffloadedStore):
         version = (expected_version or 0) + 1
         with self._txn() as txn:
             entry = self._entry(txn, record.id)
-            actual = entry.get("v") if entry is not None else None
-            if entry is not None and not isinstance(actual, int):
+            has_record = entry is not None and "record" in entry
+            actual = entry.get("v") if entry is not None and has_record else None
+            if has_record and not isinstance(actual, int):
                 raise CorruptRecordError(record.id, "record", "its version is not a number")
             if actual != expected_version:
                 raise VersionConflictError(record.id, expected_version, actual)
             new = {**(entry or {}), "v": version, "record": encode_record(record, version)}
             txn.set(record.id, _json(new))
-            if entry is None:
+            if not has_record:
                 ids = _list(txn, _INDEX)
                 if record.id not in ids:
                     txn.set(_INDEX, _json([*ids, record.id]))
@@ -217,7 +219,7 @@ class KeyringStore(OffloadedStore):
         with self._txn() as txn:
             for sid in _list(txn, _INDEX):
                 entry = self._entry(txn, str(sid))
-                if entry is not None:
+                if entry is not None and "record" in entry:
                     r = decode_record(str(sid), entry.get("record"), entry.get("v"))
                     if q.matches(r):
                         rows.append(r)

@@ -33,6 +33,7 @@ from .commands.exits import (
     EXIT_USAGE,
     CliError,
 )
+from .commands.login_args import add_login_commands
 
 if TYPE_CHECKING:
     from .._fleet.manager import SessionManager
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("session_id", metavar="ID")
 
+    add_login_commands(sub, _positive_duration)
+
     p = sub.add_parser("serve", parents=[store], help="serve the web dashboard")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
@@ -307,6 +310,12 @@ def _run(args: argparse.Namespace) -> int:
     with log_to_stderr(settings.log_level):
         if args.command == "serve":
             return cmd_serve(args, settings)
+        if args.command in ("login", "token", "logout"):
+            from .commands import login
+
+            return {"login": login.cmd_login, "token": login.cmd_token, "logout": login.cmd_logout}[
+                args.command
+            ](args, settings)
         with open_manager(args, settings) as m:
             if args.command == "health":
                 return cmd_health(args, m)

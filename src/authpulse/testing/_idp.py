@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import secrets
 import threading
@@ -11,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, overload
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import jwt
 
@@ -19,6 +18,7 @@ from .._core.exchange import ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT
 from .._runtime.backend import BACKEND_NAMES, backend_for, backend_of, httpx
 from .._runtime.clock import Clock, SystemClock
 from . import _idp_revocation
+from ._client_auth import authenticated_client
 
 if TYPE_CHECKING:
     import httpx2
@@ -192,7 +192,10 @@ class FakeIdP(_FakeServer):
     Grants: ``client_credentials``, ``refresh_token``, ``password`` (``users``) and token
     exchange (RFC 8693: an access token issued here for another, of the ``audience`` or
     ``resource`` asked for; ``exchanges`` counts them); client auth:
-    ``client_secret_basic`` and ``client_secret_post``. Refresh tokens are
+    ``client_secret_basic``, ``client_secret_post``, ``client_secret_jwt`` and, for the
+    clients of ``client_keys`` (client id -> public key, PEM or JWK), ``private_key_jwt``
+    (a replayed ``jti`` is refused). It serves its metadata at
+    ``/.well-known/openid-configuration`` (``discovery_calls`` counts them). Refresh tokens are
     rotated and single-use by default; presenting a used one answers
     ``invalid_grant`` and revokes the whole grant, new tokens included (as
     oidc-provider does). Time comes from ``clock``.
@@ -218,6 +221,7 @@ class FakeIdP(_FakeServer):
         send_date: bool = True,
         clock_offset: float = 0.0,
         users: dict[str, str] | None = None,
+        client_keys: dict[str, Any] | None = None,
         refresh_ttl: float | None = None,
     ) -> None:
         super().__init__(latency)
@@ -225,6 +229,9 @@ class FakeIdP(_FakeServer):
         self._refresh_exp: dict[str, float] = {}  # refresh token -> expiry, with refresh_ttl
         self.revocations = 0
         self.introspections = 0
+        self.client_keys = dict(client_keys or {})
+        self.discovery_calls = 0
+        self._jtis: set[str] = set()
         #: resource owners for the password grant (username -> password)
         self.users = dict(users or {"alice": "wonderland"})
         self.clock: Clock = clock or SystemClock()
@@ -319,24 +326,35 @@ class FakeIdP(_FakeServer):
             h["date"] = formatdate(self._now(), usegmt=True)
         return h
 
+    def metadata(self) -> dict[str, Any]:
+        """The discovery document this IdP serves."""
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_url,
+            "revocation_endpoint": self.revocation_url,
+            "introspection_endpoint": self.introspection_url,
+            "grant_types_supported": ["client_credentials", "refresh_token", "password"],
+            "token_endpoint_auth_methods_supported": [
+                *(f"client_secret_{m}" for m in ("basic", "post", "jwt")),
+                "private_key_jwt",
+            ],
+        }
+
     def _client_auth(self, request: httpx.Request, form: dict[str, str]) -> str | None:
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                raw = base64.b64decode(header[6:]).decode()
-                cid, _, sec = raw.partition(":")
-                cid, sec = unquote(cid), unquote(sec)
-            except (ValueError, UnicodeDecodeError):
-                return None
-        else:
-            cid, sec = form.get("client_id", ""), form.get("client_secret", "")
-        # compare bytes: compare_digest refuses str with non-ASCII characters
-        ok = cid in self.clients and secrets.compare_digest(
-            self.clients[cid].encode(), sec.encode()
+        return authenticated_client(
+            request.headers.get("authorization", ""),
+            form,
+            clients=self.clients,
+            client_keys=self.client_keys,
+            audiences=[self.token_url, self.issuer],
+            now=self._now(),
+            seen=self._jtis,
         )
-        return cid if ok else None
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/.well-known/openid-configuration":
+            self.discovery_calls += 1
+            return httpx.Response(200, json=self.metadata())
         endpoint = _ENDPOINTS.get(request.url.path)
         if request.method != "POST" or (endpoint is None and request.url.path != "/token"):
             return httpx.Response(404, text="not found")
@@ -356,6 +374,7 @@ class FakeIdP(_FakeServer):
                         "password",
                         "subject_token",
                         "actor_token",
+                        "client_assertion",
                     )
                 }
             )
