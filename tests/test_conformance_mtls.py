@@ -177,3 +177,25 @@ def test_without_a_certificate_the_client_is_refused(
     with pytest.raises(OAuthError) as info:
         fetch_token(mtls_session(grant, context), mode)
     assert info.value.error == "invalid_client"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_revocation_goes_to_the_mtls_alias(
+    idp: OIDCProvider, certificates: Certificates, mode: str
+) -> None:
+    context = tls_context(certificates, certificates.client, certificates.client_key)
+    grant = ClientCredentials(issuer=idp.issuer, client_id=TLS_CLIENT, client_auth=TLSClientAuth())
+    session = mtls_session(grant, context)
+
+    async def arevoke() -> tuple[str, int]:
+        async with session:
+            return await session.atoken(), await session.arevoke()
+
+    if mode == "async":
+        access, revoked = asyncio.run(arevoke())
+    else:
+        with session:
+            access, revoked = session.token(), session.revoke()
+    assert grant.revocation_url == idp.metadata["mtls_endpoint_aliases"]["revocation_endpoint"]
+    assert revoked == 1
+    assert introspect(idp, context, TLS_CLIENT, access) == {"active": False}
