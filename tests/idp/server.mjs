@@ -17,9 +17,15 @@
 //   AUTHPULSE_IDP_ACCESS_TTL   access token lifetime, seconds (default 60)
 //   AUTHPULSE_IDP_REFRESH_TTL  refresh token lifetime, seconds (default 3600)
 //   AUTHPULSE_IDP_PORT         port to listen on (default 0: a free one)
+//   AUTHPULSE_IDP_MTLS_DIR     a directory of PEM files (ca, server, client,
+//                              self-signed client): turns on mutual TLS (RFC 8705)
+//                              on a second, https listener (see "mutual TLS" below)
 
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import { join } from 'node:path';
 
 process.env.DEBUG ??= [
   'oidc-provider:error',
@@ -218,6 +224,85 @@ function registerTokenExchange(p) {
   }, parameters, ['resource', 'audience']);
 }
 
+
+// -- mutual TLS (RFC 8705), when AUTHPULSE_IDP_MTLS_DIR is set ---------------------
+// The directory holds ca.pem, server.pem/server.key (for 127.0.0.1, signed by
+// the CA), client.pem (signed by the CA) and self-signed.pem. An https
+// listener asks every peer for a certificate and verifies it against the CA
+// without refusing the connection: oidc-provider decides. Discovery
+// publishes mtls_endpoint_aliases on that listener. authpulse-mtls
+// authenticates with tls_client_auth (the CA-signed certificate's subject),
+// authpulse-mtls-self with self_signed_tls_client_auth (its registered x5c);
+// both get certificate-bound access tokens (cnf x5t#S256).
+const MTLS_DIR = process.env.AUTHPULSE_IDP_MTLS_DIR || '';
+const MTLS_PATHS = ['/token', '/token/introspection', '/token/revocation', '/device/auth'];
+const MTLS_NAMES = [
+  'token_endpoint', 'introspection_endpoint', 'revocation_endpoint',
+  'device_authorization_endpoint',
+];
+
+function pemOf(der) {
+  const lines = der.toString('base64').match(/.{1,64}/g).join('\n');
+  return `-----BEGIN CERTIFICATE-----\n${lines}\n-----END CERTIFICATE-----\n`;
+}
+
+function peerCertificate(ctx) {
+  const peer = ctx.req.socket.getPeerCertificate?.(false);
+  return peer && peer.raw ? peer.raw : undefined;
+}
+
+function mtlsSetup(dir) {
+  if (!dir) return null;
+  const read = (name) => readFileSync(join(dir, name));
+  const client = new X509Certificate(read('client.pem'));
+  const selfSigned = new X509Certificate(read('self-signed.pem'));
+  const bound = {
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: CLIENT_SCOPE,
+    tls_client_certificate_bound_access_tokens: true,
+  };
+  return {
+    tls: { ca: read('ca.pem'), cert: read('server.pem'), key: read('server.key') },
+    clients: [
+      {
+        ...bound,
+        client_id: 'authpulse-mtls',
+        token_endpoint_auth_method: 'tls_client_auth',
+        tls_client_auth_subject_dn: client.subject,
+      },
+      {
+        ...bound,
+        client_id: 'authpulse-mtls-self',
+        token_endpoint_auth_method: 'self_signed_tls_client_auth',
+        jwks: { keys: [{ ...selfSigned.publicKey.export({ format: 'jwk' }), x5c: [selfSigned.raw.toString('base64')] }] },
+      },
+    ],
+    ready: { tls_client: 'authpulse-mtls', self_signed_client: 'authpulse-mtls-self' },
+    feature: {
+      enabled: true,
+      tlsClientAuth: true,
+      selfSignedTlsClientAuth: true,
+      certificateBoundAccessTokens: true,
+      getCertificate(ctx) {
+        const raw = peerCertificate(ctx);
+        return raw ? pemOf(raw) : undefined;
+      },
+      certificateAuthorized(ctx) {
+        return ctx.req.socket.authorized === true;
+      },
+      certificateSubjectMatches(ctx, property, expected) {
+        const raw = peerCertificate(ctx);
+        if (!raw || property !== 'tls_client_auth_subject_dn') return false;
+        return new X509Certificate(raw).subject === expected;
+      },
+    },
+  };
+}
+const MTLS = mtlsSetup(MTLS_DIR);
+// -- end of mutual TLS --------------------------------------------------------------
+
 const keys = [
   signingKey('rsa-1', 'rsa', { modulusLength: 2048 }),
   signingKey('ec-1', 'ec', { namedCurve: 'P-256' }),
@@ -238,7 +323,15 @@ function buildProvider(issuer) {
       ...assertionClients,
       nativeClient,
       exchangeClient,
+      ...(MTLS ? MTLS.clients : []),
     ],
+    ...(MTLS ? {
+      discovery: { mtls_endpoint_aliases: MTLS.aliases },
+      clientAuthMethods: [
+        'client_secret_basic', 'client_secret_jwt', 'client_secret_post', 'private_key_jwt',
+        'none', 'tls_client_auth', 'self_signed_tls_client_auth',
+      ],
+    } : {}),
     scopes: SCOPES,
     jwks: { keys },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
@@ -252,6 +345,7 @@ function buildProvider(issuer) {
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     features: {
+      ...(MTLS ? { mTLS: MTLS.feature } : {}),
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
       // the user's side (the /device pages) is driven headless by tests/_idp.py
@@ -326,7 +420,7 @@ async function interact(req, res) {
   await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
 }
 
-const server = createServer((req, res) => {
+function serve(req, res) {
   if (!handler) {
     res.statusCode = 503;
     res.end();
@@ -344,7 +438,27 @@ const server = createServer((req, res) => {
     return;
   }
   handler(req, res);
-});
+}
+
+const server = createServer(serve);
+
+// the https listener of mutual TLS: listening before the provider is built, so
+// that its aliases are known
+if (MTLS) {
+  const tlsServer = createHttpsServer(
+    { ...MTLS.tls, requestCert: true, rejectUnauthorized: false },
+    serve,
+  );
+  tlsServer.on('error', (err) => {
+    console.error(`https server error: ${err?.stack ?? err}`);
+    process.exit(1);
+  });
+  await new Promise((resolve) => { tlsServer.listen(0, HOST, resolve); });
+  const origin = `https://${HOST}:${tlsServer.address().port}`;
+  MTLS.aliases = Object.fromEntries(MTLS_NAMES.map((name, i) => [name, `${origin}${MTLS_PATHS[i]}`]));
+  MTLS.ready.aliases = MTLS.aliases;
+  MTLS.server = tlsServer;
+}
 
 server.on('error', (err) => {
   console.error(`server error: ${err?.stack ?? err}`);
@@ -370,6 +484,7 @@ server.listen(PORT, HOST, () => {
     refresh_ttl: REFRESH_TTL,
     resources: Object.keys(RESOURCES),
     node: process.version,
+    ...(MTLS ? { mtls: MTLS.ready } : {}),
   })}\n`);
 });
 
@@ -377,6 +492,8 @@ for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {
     server.close();
     server.closeAllConnections();
+    MTLS?.server?.close();
+    MTLS?.server?.closeAllConnections();
     process.exit(0);
   });
 }

@@ -405,8 +405,9 @@ def resolve_flow(grant: OAuthGrant, client: Any, clock: Clock) -> Flow[None]:
         )
     grant.endpoint = endpoint_label(url)
     grant.token_url = url
-    if grant.revocation_url is None and meta.revocation_endpoint is not None:
-        grant.revocation_url = meta.revocation_endpoint  # for Session.revoke
+    if grant.revocation_url is None:
+        # for Session.revoke; its mTLS alias too when the client authenticates by TLS
+        grant.revocation_url = meta.endpoint("revocation_endpoint", mtls=grant.client_auth.mtls)
 
 
 def _check_where(
