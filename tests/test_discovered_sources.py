@@ -78,7 +78,8 @@ class World:
 def test_a_browser_login_from_the_issuer_alone() -> None:
     world = World()
     login = world.login()
-    assert login.authorization_url is None
+    before = login.authorization_url
+    assert before is None
     assert "issuer='https://idp.test'" in repr(login)
     started = login.start()
     assert started.authorization_url.startswith(world.server.authorization_url + "?")
@@ -253,7 +254,8 @@ async def _atick(manager: SessionManager) -> TickReport:
 def test_introspection_probe_from_the_issuer(use_async: bool) -> None:
     world = World(clients={"client": "secret", "rs": "rs-pw"})
     probe = IntrospectionProbe(issuer=ISSUER, client_id="rs", client_secret="rs-pw")
-    assert probe.url is None
+    before = probe.url
+    assert before is None
     assert "issuer='https://idp.test'" in repr(probe)
     manager = SessionManager(
         clock=world.clock, transport=world.idp.transport, async_transport=world.idp.async_transport
