@@ -60,8 +60,9 @@ class IdPUnavailableError(Exception):
 
 
 @contextlib.contextmanager
-def provider() -> Iterator[OIDCProvider]:
-    """A running oidc-provider, or :class:`IdPUnavailableError`."""
+def provider(env: dict[str, str] | None = None) -> Iterator[OIDCProvider]:
+    """A running oidc-provider (``env``: settings of ``server.mjs``), or
+    :class:`IdPUnavailableError`."""
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
     try:
@@ -81,7 +82,7 @@ def provider() -> Iterator[OIDCProvider]:
         raise IdPUnavailableError(str(exc.msg).splitlines()[0]) from None
     with tempfile.TemporaryDirectory(prefix="authpulse-bench-idp-") as tmp:
         try:
-            idp = OIDCProvider.start(node, Path(tmp))
+            idp = OIDCProvider.start(node, Path(tmp), env=env)
         except (AssertionError, OSError, httpx.HTTPError) as exc:
             raise IdPUnavailableError(f"the IdP did not start: {str(exc).splitlines()[0]}") from exc
         with idp:

@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 
 from benchmarks import (
     idp,
+    logins,
     loop_gap,
     overhead,
     resilience,
@@ -63,6 +64,9 @@ class Scale:
     idp_fetches: int = 200
     loop_gap_reps: int = 6
     loop_gap_warmup: bool = True
+    logins_fetches: int = 100
+    logins_discoveries: int = 100
+    logins_processes: int = 20
     # the scenario itself is the same in both scales
     threads: int = 32
     per_thread: int = 10
@@ -97,6 +101,9 @@ QUICK = Scale(
     idp_fetches=20,
     loop_gap_reps=1,
     loop_gap_warmup=False,
+    logins_fetches=10,
+    logins_discoveries=10,
+    logins_processes=2,
 )
 
 
@@ -132,6 +139,11 @@ def benchmarks(scale: Scale) -> dict[str, Callable[[], Section]]:
         ),
         "idp": lambda: idp.run(n=scale.idp_fetches),
         "loop_gap": lambda: loop_gap.run(reps=scale.loop_gap_reps, warmup=scale.loop_gap_warmup),
+        "logins": lambda: logins.run(
+            fetches=scale.logins_fetches,
+            discoveries=scale.logins_discoveries,
+            processes=scale.logins_processes,
+        ),
     }
 
 

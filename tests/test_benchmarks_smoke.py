@@ -22,7 +22,7 @@ from _redis import require_redis_server
 # ``benchmarks`` lives next to ``tests``, not in src/: make it importable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import loop_gap, overhead, run, stale, stall, stampede
+from benchmarks import logins, loop_gap, overhead, run, stale, stall, stampede
 from benchmarks._common import machine_info
 
 LATENCY = 0.005
@@ -172,6 +172,35 @@ def test_loop_gap_proxied_url_keeps_credentials_db_and_query() -> None:
         == "redis://user:pw@127.0.0.1:4242/3?namespace=x"
     )
     assert loop_gap._proxied("redis://localhost/0", 1) == "redis://127.0.0.1:1/0"
+
+
+def test_logins_every_fetch_got_a_token_and_every_token_run_printed_it() -> None:
+    try:
+        result = logins.measure(fetches=2, warmup=1, discoveries=2, processes=1)
+    except logins.IdPUnavailableError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the real IdP is needed here: {exc}")
+        pytest.skip(str(exc))
+    for method in logins.METHODS:
+        got = result.fetches[method, "authpulse"]
+        assert (got.calls, got.ok, got.errors) == (2, 2, {}), method
+        key = (method, "authlib")
+        # authlib either fetched every token or could not be set up for the method at all
+        assert (key in result.fetches) != (key in result.unsupported), key
+        if key in result.fetches:
+            got = result.fetches[key]
+            assert (got.calls, got.ok, got.errors) == (2, 2, {}), key
+    assert ("client_secret_post", "authlib") in result.fetches
+    assert set(result.discovery) == {"first fetch", "cache hit"}
+    for got in result.discovery.values():
+        assert (got.calls, got.ok) == (2, 2)
+    # every process exited 0 and printed one line: the stored token, or nothing for a floor
+    assert len(result.processes) == len(logins.FLOORS) + len(logins.STORES)
+    for label, got in result.processes.items():
+        assert (got.calls, got.ok, got.errors) == (1, 1, {}), label
+    section = logins.section(result)
+    assert section.key == "logins"
+    assert len(section.rows) == 2 * len(logins.METHODS) + 2 + len(result.processes)
 
 
 def test_report_files(

@@ -225,6 +225,23 @@ class TestDiscover:
         assert authpulse.discover(ISSUER, transport=server.transport, clock=clock) is meta
         assert len(server.paths) == 1
 
+    @pytest.mark.anyio
+    async def test_a_cache_hit_opens_no_http_client(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from authpulse._sessions import discovery_fetch
+
+        clock = FakeClock()
+        server = Server({"/.well-known/openid-configuration": (200, doc())})
+        meta = authpulse.discover(ISSUER, transport=server.transport, clock=clock)
+
+        def no_client(*args: object, **kwargs: object) -> object:
+            raise AssertionError("a cache hit made an HTTP client")
+
+        monkeypatch.setattr(discovery_fetch, "client_for", no_client)
+        monkeypatch.setattr(discovery_fetch, "async_client_for", no_client)
+        assert authpulse.discover(ISSUER, transport=server.transport, clock=clock) is meta
+        assert await authpulse.adiscover(ISSUER, clock=clock) is meta
+        assert len(server.paths) == 1
+
     def test_falls_back_to_rfc_8414_on_404(self) -> None:
         issuer = f"{ISSUER}/tenant"
         server = Server({"/.well-known/oauth-authorization-server/tenant": (200, doc(issuer))})

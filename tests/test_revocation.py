@@ -19,7 +19,6 @@ from authpulse import (
     RefreshTokenGrant,
     RevocationError,
     Session,
-    TokenError,
     TokenSet,
 )
 from authpulse._runtime.backend import httpx
@@ -91,6 +90,31 @@ class TestRevoke:
         assert idp.validate(session.token())
         session.close()
 
+    def test_a_peer_that_can_start_afresh_gets_a_new_token_after_a_revocation(
+        self, idp: FakeIdP, clock: FakeClock, use_async: bool
+    ) -> None:
+        store = MemoryStore()
+        grant = ClientCredentials(
+            idp.token_url, "client", SECRET, revocation_url=idp.revocation_url
+        )
+        kw: dict[str, object] = {
+            "clock": clock,
+            "transport": idp.transport,
+            "async_transport": idp.async_transport,
+            "store": store,
+            "store_key": "svc",
+        }
+        first = Session(grant, **kw)  # type: ignore[arg-type]
+        first.token()
+        revoke(first, use_async)
+        peer = Session(grant, **kw)  # type: ignore[arg-type]
+        assert idp.validate(peer.token())  # client credentials start afresh
+        stored = store.get_token("svc")
+        assert stored is not None
+        assert stored.token.access_token.get_secret_value() == peer.token()
+        first.close()
+        peer.close()
+
     def test_a_session_that_has_not_read_its_store_revokes_the_stored_grant(
         self, idp: FakeIdP, clock: FakeClock, use_async: bool
     ) -> None:
@@ -145,7 +169,7 @@ class TestRevoke:
             store=store,
             store_key="alice",
         )
-        with pytest.raises(TokenError):
+        with pytest.raises(LoginRequiredError, match="revoked by a session sharing the store"):
             peer.token()
         assert idp.token_calls == 1
         session.close()

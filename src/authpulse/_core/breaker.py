@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from .errors import ConfigurationError, ErrorClass
@@ -28,6 +29,8 @@ __all__ = [
 
 #: most buckets a window is cut into (longer windows get wider buckets)
 _MAX_BUCKETS = 1000
+#: most successes counted without the lock before they are settled into the window
+_MAX_PENDING = 256
 
 
 class BreakerState(enum.StrEnum):
@@ -159,12 +162,25 @@ def should_open(calls: int, failures: int, policy: BreakerPolicy) -> bool:
 
 
 class _BreakerCore:
-    """The breaker's state machine. Pure: no clock, no lock, no callbacks."""
+    """The breaker's state machine. Pure: no clock, no lock, no callbacks.
+
+    Every method but :meth:`admit_closed` and :meth:`record_fast` runs
+    under the shell's lock. Those two are the success path of a CLOSED
+    breaker whose window holds no failure: admitting changes nothing, and
+    a success cannot open the breaker (with no failure the share is 0), so
+    it is only queued, with its generation and time, in ``pending`` (a
+    deque: appends are atomic). Every locked method first settles the
+    queue into the window in order (:meth:`settle`), so the window, and
+    each opening decision, are exactly those of recording every outcome
+    under the lock. A success queued while a failure was being recorded
+    is settled at once by the shell (:attr:`unsettled`).
+    """
 
     __slots__ = (
         "generation",
         "opened_at",
         "opens",
+        "pending",
         "policy",
         "probes",
         "rejected",
@@ -181,6 +197,47 @@ class _BreakerCore:
         self.generation = 0  # bumped on every state change; stale permits are ignored
         self.opens = 0
         self.rejected = 0
+        self.pending: deque[tuple[int, float]] = deque()
+
+    def admit_closed(self) -> int | None:
+        """The generation of a call admitted by a CLOSED breaker, which counts
+        and changes nothing (no lock needed); ``None``: ask :meth:`admit`."""
+        # the generation is read first: if the state changes in between, the
+        # permit carries the old generation and its outcome is ignored, as for
+        # any call admitted just before a state change
+        generation = self.generation
+        return generation if self.state is BreakerState.CLOSED else None
+
+    def record_fast(self, generation: int, probe: bool, now: float) -> bool:
+        """Queue a success that cannot change the state (no lock needed);
+        ``False``: record it with :meth:`record`. After ``True`` the shell
+        settles under the lock if :attr:`unsettled`."""
+        if (
+            probe
+            or generation != self.generation
+            or self.state is not BreakerState.CLOSED
+            or self.window.failures
+        ):
+            return False
+        self.pending.append((generation, now))
+        return True
+
+    @property
+    def unsettled(self) -> bool:
+        """Whether the queued successes must be settled now: a failure is in the
+        window (one may have been recorded while a success was queued), or the
+        queue is long."""
+        return bool(self.window.failures) or len(self.pending) >= _MAX_PENDING
+
+    def settle(self, out: list[BreakerTransition]) -> None:
+        """Record the queued successes, in order, as :meth:`record` would have."""
+        pending, window = self.pending, self.window
+        while pending:
+            generation, t = pending.popleft()
+            if generation == self.generation and not window.failures:
+                window.add(t, failure=False)  # no failure: the share is 0, nothing opens
+            else:
+                self._record(generation, False, _Outcome.SUCCESS, t, out)
 
     def _move(self, new: BreakerState, now: float, out: list[BreakerTransition]) -> None:
         out.append((self.state, new))
@@ -207,6 +264,7 @@ class _BreakerCore:
 
     def admit(self, now: float, out: list[BreakerTransition]) -> tuple[int, bool] | float:
         """``(generation, is_probe)`` for an admitted call, else seconds to wait."""
+        self.settle(out)
         self.tick(now, out)
         if self.state is BreakerState.CLOSED:
             return (self.generation, False)
@@ -225,6 +283,22 @@ class _BreakerCore:
         out: list[BreakerTransition],
     ) -> None:
         """Record the outcome of a call admitted in ``generation``."""
+        self.settle(out)
+        self._record(generation, probe, outcome, now, out)
+
+    def totals(self, now: float, out: list[BreakerTransition]) -> tuple[int, int]:
+        """Calls and failures in the window at ``now``, the queued successes included."""
+        self.settle(out)
+        return self.window.totals(now)
+
+    def _record(
+        self,
+        generation: int,
+        probe: bool,
+        outcome: _Outcome,
+        now: float,
+        out: list[BreakerTransition],
+    ) -> None:
         if generation != self.generation:
             return  # admitted before a state change: it tells nothing about the new state
         if probe:  # half-open (a probe's generation ends when the state changes)

@@ -56,13 +56,13 @@ if TYPE_CHECKING:
 
     from .._runtime.backend import AnyAsyncTransport, AnyTransport  # noqa: F401 - the twins' quoted bases
 from .retry_call import (
-    _AsyncDeadlineStream,
     _Call,
     _retry_flow,
-    _SyncDeadlineStream,
+    _Upstream,
     is_testing,
     set_testing,
 )
+from .retry_stream import _AsyncDeadlineStream, _SyncDeadlineStream
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -121,17 +121,22 @@ class _RetryBase(Generic[_Inner]):
         #: the event kinds passed to ``on_event`` (``None``: all of them)
         self.event_kinds: frozenset[str] | None = frozenset(events) if events is not None else None
         self.rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
-        self._upstreams: dict[tuple[str, bytes], str] = {}
+        self._upstreams: dict[tuple[str, bytes], _Upstream] = {}
 
-    def _upstream(self, url: httpx.URL) -> str:
-        """The upstream key of ``url``, cached by scheme and netloc (parsing is not free)."""
+    def _upstream(self, url: httpx.URL) -> _Upstream:
+        """The upstream of ``url``: its key, breaker and budget, cached by scheme and
+        netloc (parsing and two registry look-ups are not free; registries never
+        drop an entry, and a cached one is used only with the registries it came from)."""
         cache_key = (url.scheme, url.netloc)
-        key = self._upstreams.get(cache_key)
-        if key is None:
+        up = self._upstreams.get(cache_key)
+        if up is None or up.breakers is not self.breakers or up.budgets is not self.budgets:
             key = upstream_key(url)
+            breakers, budgets = self.breakers, self.budgets
+            breaker = breakers.get(key) if breakers is not None else None
+            up = _Upstream(key, breakers, breaker, budgets, budgets.get(key))
             if len(self._upstreams) < 256:
-                self._upstreams[cache_key] = key
-        return key
+                self._upstreams[cache_key] = up
+        return up
 
     def _call(self, request: httpx.Request) -> _Call:
         value = request.extensions.get(RETRY_EXTENSION)

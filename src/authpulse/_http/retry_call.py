@@ -4,8 +4,6 @@
   permit, last response) and the one tenacity configuration both twins use
   (``retry`` / ``stop`` / ``wait`` read the plan; ``before_sleep`` charges
   the retry budget);
-- the deadline-bound body of the answer returned (``_SyncDeadlineStream``,
-  ``_AsyncDeadlineStream``);
 - ``_retry_flow``: the call as a generator that yields its I/O (send, close,
   sleep; see ``_runtime/flow_http``);
 - the process-wide testing mode (:func:`set_testing`), which every call reads.
@@ -14,9 +12,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import tenacity
 
@@ -25,7 +22,6 @@ from .._core.signals import ApiEventKind
 from .._runtime.backend import (
     BYTE_STREAM_TYPES,
     TRANSPORT_ERRORS,
-    bases,
     httpx,
 )
 from .._runtime.breakers import (
@@ -52,7 +48,9 @@ from .retry_policy import (
 )
 
 if TYPE_CHECKING:
+    from .._runtime.breakers import BreakerRegistry
     from .retry import _RetryBase
+    from .retry_policy import BudgetRegistry, RetryBudget
 
 __all__ = ["is_testing", "set_testing"]
 
@@ -95,30 +93,68 @@ def is_testing() -> bool:
 _PHASES = ("connect", "read", "write", "pool")
 
 
+class _Upstream(NamedTuple):
+    """What a retry transport keeps per upstream: its key, breaker and budget
+    (with the registries they came from)."""
+
+    key: str
+    breakers: BreakerRegistry | None
+    breaker: CircuitBreaker | None
+    budgets: BudgetRegistry
+    budget: RetryBudget
+
+
+#: the retry info of an answer to a first attempt that succeeded (immutable: shared)
+_FIRST_TRY = RetryInfo(attempts=1, error_class=None, retried=False)
+
+
 class _Call:
     """One request through a retry transport, from first attempt to answer."""
+
+    __slots__ = (
+        "_extensions",
+        "_start",
+        "attempt",
+        "attempts",
+        "base",
+        "breaker",
+        "budget",
+        "clock",
+        "concluded",
+        "deadline",
+        "failure",
+        "method",
+        "plan",
+        "policy",
+        "replayable",
+        "request",
+        "response",
+        "testing",
+        "upstream",
+    )
 
     def __init__(self, base: _RetryBase[Any], request: httpx.Request, policy: RetryPolicy) -> None:
         self.base = base
         self.request = request
         self.policy = policy
-        self.clock = base.clock
-        self.testing = _testing
-        cap = self.testing.attempts
+        self.clock = clock = base.clock
+        self.testing = testing = _testing
+        cap = testing.attempts
         self.attempts = min(policy.attempts, cap) if cap is not None else policy.attempts
-        self.deadline = self.clock.monotonic() + policy.deadline
+        self._start = start = clock.monotonic()
+        self.deadline = start + policy.deadline
         self.method = request.method
-        self.upstream = base._upstream(request.url)
+        up = base._upstream(request.url)
+        self.upstream = up.key
+        self.breaker = up.breaker
+        self.budget = up.budget
         # asked before the first send: a one-shot stream is consumed by it. Bytes, str,
         # form and JSON bodies (and any body already read) are a ByteStream; generators
         # and files are one-shot streams
         self.replayable = isinstance(request.stream, BYTE_STREAM_TYPES)
-        self.breaker: CircuitBreaker | None = (
-            base.breakers.get(self.upstream) if base.breakers is not None else None
-        )
         self.attempt = 0
         self.failure: Failure | None = None
-        self.plan = Plan(Step.DONE)
+        self.plan = _DONE
         #: the last answer, until it is returned or closed
         self.response: httpx.Response | None = None
         self.concluded = False
@@ -171,14 +207,19 @@ class _Call:
 
     def begin_attempt(self) -> Permit | None:
         """Count the attempt, ask the breaker, and cut the timeout to the deadline."""
-        self.attempt += 1
+        self.attempt = attempt = self.attempt + 1
         self.failure = None
         self.plan = _DONE  # whatever goes wrong before an answer is not retried
-        self.emit(ApiEventKind.ATTEMPT, attempt=self.attempt)
+        base = self.base
+        if base.on_event is not None and (
+            base.event_kinds is None or ApiEventKind.ATTEMPT in base.event_kinds
+        ):
+            self.emit(ApiEventKind.ATTEMPT, attempt=attempt)
         permit = None
-        if self.breaker is not None:
+        breaker = self.breaker
+        if breaker is not None:
             try:
-                permit = self.breaker.before_call()
+                permit = breaker.before_call()
             except CircuitOpenError:
                 self.concluded = True
                 self.emit(
@@ -189,12 +230,15 @@ class _Call:
                     status_code=None,
                 )
                 raise
-        remaining = max(self.deadline - self.clock.monotonic(), 0.001)
-        base = self._extensions.get("timeout") or {}
-        if len(base) == 4 and None not in base.values() and max(base.values()) <= remaining:
+        # the first attempt starts when the call does: the clock was just read
+        now = self._start if attempt == 1 else self.clock.monotonic()
+        remaining = max(self.deadline - now, 0.001)
+        given = self._extensions.get("timeout") or {}
+        values = given.values()
+        if len(given) == 4 and None not in values and max(values) <= remaining:
             return permit  # every timeout already fits in what the deadline leaves
         timeout = {
-            k: remaining if base.get(k) is None else min(base[k], remaining) for k in _PHASES
+            k: remaining if given.get(k) is None else min(given[k], remaining) for k in _PHASES
         }
         self.request.extensions = {**self._extensions, "timeout": timeout}
         return permit
@@ -228,7 +272,7 @@ class _Call:
             else classify_response(status, response.headers, now=self.clock.now())
         )
         if failure is None:
-            self.base.budgets.get(self.upstream).record_success()
+            self.budget.record_success()
             if permit is not None:
                 permit.success()
         elif permit is not None:
@@ -254,7 +298,7 @@ class _Call:
         failure = self.failure
         if failure is None:  # pragma: no cover - only failures are retried
             return
-        budget = self.base.budgets.get(self.upstream)
+        budget = self.budget
         if not budget.try_acquire(timeout=failure.timeout):
             self.emit(
                 ApiEventKind.BUDGET_EXHAUSTED,
@@ -299,10 +343,14 @@ class _Call:
 
     def finish(self, response: httpx.Response) -> httpx.Response:
         failure = self.failure
-        response.extensions[RETRY_EXTENSION] = RetryInfo(
-            attempts=self.attempt,
-            error_class=failure.error_class if failure is not None else None,
-            retried=self.attempt > 1,
+        response.extensions[RETRY_EXTENSION] = (
+            _FIRST_TRY
+            if failure is None and self.attempt == 1
+            else RetryInfo(
+                attempts=self.attempt,
+                error_class=failure.error_class if failure is not None else None,
+                retried=self.attempt > 1,
+            )
         )
         self.response = None
         if not response.is_stream_consumed:  # a body still to come: read within the deadline
@@ -345,53 +393,6 @@ class _Call:
     def restore(self) -> None:
         """Give the request its own extensions back (a replay starts afresh)."""
         self.request.extensions = self._extensions
-
-
-_SyncStreamBase, _Sync2StreamBase = bases("SyncByteStream")
-_AsyncStreamBase, _Async2StreamBase = bases("AsyncByteStream")
-
-
-class _DeadlineStream:
-    """The returned answer's body, read within the call's deadline.
-
-    A server that trickles a body a few bytes at a time never trips a read
-    timeout; the deadline is checked between chunks, and each read is bounded
-    by its timeout (cut to what the deadline left when the attempt began).
-    """
-
-    __slots__ = ("_call", "_inner")
-
-    def __init__(self, inner: Any, call: _Call) -> None:
-        self._inner = inner
-        self._call = call
-
-
-class _SyncDeadlineStream(_DeadlineStream, _SyncStreamBase, _Sync2StreamBase):  # type: ignore[misc,valid-type]
-    __slots__ = ()
-
-    def __iter__(self) -> Iterator[bytes]:
-        clock, deadline = self._call.clock, self._call.deadline
-        for chunk in self._inner:
-            if clock.monotonic() >= deadline:
-                raise self._call.late()
-            yield chunk
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class _AsyncDeadlineStream(_DeadlineStream, _AsyncStreamBase, _Async2StreamBase):  # type: ignore[misc,valid-type]
-    __slots__ = ()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        clock, deadline = self._call.clock, self._call.deadline
-        async for chunk in self._inner:
-            if clock.monotonic() >= deadline:
-                raise self._call.late()
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def _attempt(call: _Call) -> Flow[httpx.Response]:

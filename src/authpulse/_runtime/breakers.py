@@ -5,7 +5,9 @@ never read a clock and never take a lock: every method is given ``now``
 (monotonic seconds) and returns the state changes it made.
 :class:`CircuitBreaker` adds the injected clock, a lock around the core
 (held only for the bookkeeping, never across the protected call) and the
-state-change callback, run after the lock is released. :class:`BreakerRegistry`
+state-change callback, run after the lock is released. The success path of
+a CLOSED breaker with no failure in its window takes no lock (the core says
+when, and settles what it queued under the lock before any other step). :class:`BreakerRegistry`
 holds one breaker per upstream.
 """
 
@@ -115,7 +117,9 @@ class Permit:
 
     def success(self, now: float | None = None) -> None:
         """The call succeeded."""
-        self._report(_Outcome.SUCCESS, now)
+        if not self._done:  # _report() inlined: the success path of every request
+            self._done = True
+            self._breaker._record(self._generation, self.probe, _Outcome.SUCCESS, now)
 
     def failure(self, error_class: ErrorClass | None = None, now: float | None = None) -> None:
         """The call failed; ``AUTH`` and ``CLIENT`` failures are recorded as neutral."""
@@ -191,6 +195,9 @@ class CircuitBreaker:
 
     def before_call(self, now: float | None = None) -> Permit:
         """A permit for one call, or :class:`CircuitOpenError` if the breaker refuses."""
+        generation = self._core.admit_closed()
+        if generation is not None:  # CLOSED: nothing to count, no lock
+            return Permit(self, generation, False)
         out: list[Transition] = []
         with self._lock:
             t = self.clock.monotonic() if now is None else now
@@ -204,6 +211,18 @@ class CircuitBreaker:
 
     def _record(self, generation: int, probe: bool, outcome: _Outcome, now: float | None) -> None:
         out: list[Transition] = []
+        core = self._core
+        if outcome is _Outcome.SUCCESS:
+            t = self.clock.monotonic() if now is None else now
+            if core.record_fast(generation, probe, t):  # queued, no lock
+                # a failure recorded meanwhile (the lock held, or one in the window):
+                # settle now, so that the opening rule sees this success in its place
+                if not (self._lock.locked() or core.unsettled):
+                    return
+                with self._lock:
+                    core.settle(out)
+                self._notify(out)
+                return
         with self._lock:
             t = self.clock.monotonic() if now is None else now
             self._core.record(generation, probe, outcome, t, out)
@@ -214,6 +233,7 @@ class CircuitBreaker:
         """The current state (an open breaker whose time is up reads half-open)."""
         out: list[Transition] = []
         with self._lock:
+            self._core.settle(out)
             self._core.tick(self.clock.monotonic(), out)
             state = self._core.state
         self._notify(out)
@@ -226,7 +246,7 @@ class CircuitBreaker:
             now = self.clock.monotonic()
             core = self._core
             core.tick(now, out)
-            calls, failures = core.window.totals(now)
+            calls, failures = core.totals(now, out)
             snap = BreakerSnapshot(
                 name=self.name,
                 state=core.state,

@@ -93,34 +93,36 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
             yield request
             return
         session = self.session
-        outcome = _Outcome(session)
+        start = session.clock.monotonic()
+        status: int | None = None
+        waited = replayed = False
         try:
             cur = session._fresh()
             if cur is None:  # not FRESH: the driver gets it (a wait, or a background refresh)
                 before = session._cur
                 cur = cast("_Current", (yield self._token))
-                outcome.waited = cur is not before
+                waited = cur is not before
             if cur.token.token_type == NOT_APPLICABLE:
                 _not_for_requests()
             request.headers["Authorization"] = cur.header
             response = cast(httpx.Response, (yield request))
-            outcome.status = response.status_code
+            status = response.status_code
             if (
-                response.status_code == 401
+                status == 401
                 and _replayable(request)
                 # else the 401 came from a redirect target that never saw our token
                 and response.request.headers.get("Authorization") == cur.header
             ):
-                outcome.replayed = True
+                replayed = True
                 fresh = cast("_Current", (yield self._after_401(cur.generation)))
                 if fresh.generation != cur.generation:  # else hand the 401 to the caller
                     request.headers["Authorization"] = fresh.header
                     response = cast(httpx.Response, (yield request))  # the one replay: final
-                    outcome.status = response.status_code
+                    status = response.status_code
         except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
-            outcome.record(failed=True)
+            _record(session, start, None, waited=waited, replayed=replayed)
             raise
-        outcome.record(failed=False)
+        _record(session, start, status, waited=waited, replayed=replayed)
 
     def _after_401(self, rejected: int) -> Op[_Current]:
         session = self.session
@@ -154,34 +156,19 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         return relay_async(self._flow(request))
 
 
-class _Outcome:
-    """What one request did, recorded on the session when it ends.
+def _record(
+    session: Session, start: float, status: int | None, *, waited: bool, replayed: bool
+) -> None:
+    """Record what one request did on the session (``status`` is ``None`` if it raised).
 
     A request *succeeded* unless it raised, or its final status was 401,
     403, 429 or 5xx (a 404 is the caller's business, not the session's
     health). It reached the user *cleanly* (the user-experience score) if it
     succeeded without waiting for a refresh and without a 401 replay.
     """
-
-    __slots__ = ("replayed", "session", "start", "status", "waited")
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.start = session.clock.monotonic()
-        self.status: int | None = None
-        self.waited = False
-        self.replayed = False
-
-    def record(self, *, failed: bool) -> None:
-        session = self.session
-        status = self.status
-        ok = (
-            not failed
-            and status is not None
-            and (status < 400 or classify_status(status) is ErrorClass.CLIENT)
-        )
-        clean = ok and not self.waited and not self.replayed
-        session._record_request(ok, session.clock.monotonic() - self.start, clean)
+    ok = status is not None and (status < 400 or classify_status(status) is ErrorClass.CLIENT)
+    clean = ok and not waited and not replayed
+    session._record_request(ok, session.clock.monotonic() - start, clean)
 
 
 def _not_for_requests() -> NoReturn:

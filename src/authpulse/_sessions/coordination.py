@@ -75,11 +75,14 @@ from . import lock_renewal
 from .fetch import Fetched
 from .store_calls import StoreCalls
 from .stored_records import (
+    REVOKED_REASON,
     Outcome,
     Reason,
     access_of,
     afresh_reason,
     defer_local_refresh,
+    is_revoked,
+    login_required_after_revocation,
     login_required_for,
     newest,
     raise_if_unreadable,
@@ -261,6 +264,14 @@ class Coordinator(StoreCalls):
             if not out.adopted:
                 out.discarded = unusable
             return out
+        if stored is not None and is_revoked(stored.token):
+            # a peer revoked the grant: a source that can start afresh (client
+            # credentials, a fallback chain) does; a refresh token grant cannot
+            try:
+                fetched = yield from fetch(None, REVOKED_REASON)
+            except NoRefreshTokenError:
+                raise login_required_after_revocation() from None
+            return (yield from self._write(fetched, lock.fence))
         adopted = self._usable(stored, reason, local, rejected_access)
         if adopted is not None:
             return adopted

@@ -157,6 +157,9 @@ def discover(
     .. versionadded:: unreleased
     """
     real_clock = _arguments(issuer, clock, ttl, allow_insecure_http)
+    cached = metadata_cache.get(issuer, allow_insecure_http, real_clock.monotonic())
+    if cached is not None:  # a hit opens no HTTP client (making one costs more than the read)
+        return cached
     with client_for(transport, follow_redirects=False, timeout=_TIMEOUT) as client:
         return run_sync(
             discovery_flow(
@@ -178,6 +181,9 @@ async def adiscover(
     .. versionadded:: unreleased
     """
     real_clock = _arguments(issuer, clock, ttl, allow_insecure_http)
+    cached = metadata_cache.get(issuer, allow_insecure_http, real_clock.monotonic())
+    if cached is not None:
+        return cached
     async with async_client_for(transport, follow_redirects=False, timeout=_TIMEOUT) as client:
         return await run_async(
             discovery_flow(

@@ -25,22 +25,18 @@ from .._runtime.flow import Flow, Op
 from .fetch import FetchContext
 from .oauth_grant import OAuthGrant, _apaired, _paired, send_and_read
 from .refresh_grant import RefreshTokenGrant
+from .stored_records import revoked_token_set
 from .token_clients import TokenClients
 
 if TYPE_CHECKING:
     from .session import Session
 
 __all__ = [
-    "REVOKED",
     "TokenPost",
     "aclose_clients",
     "revocation_targets",
     "revoke_flow",
-    "revoked_token_set",
 ]
-
-#: the access token of the set that replaces a revoked session's in its store
-REVOKED = "revoked"
 
 
 class TokenPost(OAuthGrant):
@@ -130,12 +126,6 @@ def _revoke_one(request: TokenPost, client: Any, ctx: FetchContext) -> Flow[Revo
     return RevocationError(
         f"{what} failed: HTTP {status}{said}", error=code, status_code=status, endpoint=endpoint
     )
-
-
-def revoked_token_set(now: float) -> TokenSet:
-    """What the store holds for a revoked session: expired at ``now``, with no
-    refresh token, so that no peer sharing the store uses or refreshes it."""
-    return TokenSet(access_token=SecretStr(REVOKED), issued_at=now, expires_at=now)
 
 
 async def aclose_clients(clients: TokenClients) -> None:

@@ -37,12 +37,19 @@ class RequestWindow:
     baseline_latency: float | None
 
 
+#: most requests recorded without the lock before they are folded into the sums
+_MAX_PENDING = 32
+
+
 class RequestStats:
     """Outcome and latency of a session's recent requests.
 
-    ``record`` is O(1): running sums over a fixed-size ring. The p95 is
-    computed from the ring only when asked for, and cached until the next
-    record. The baseline is a slow moving average of successful latencies.
+    ``record`` is O(1) and takes no lock: it appends the outcome to a queue
+    (appends are atomic), which is folded, in order, into running sums over
+    a fixed-size ring under the lock when it grows long or when a snapshot
+    is taken. The p95 is computed from the ring only when asked for, and
+    cached until the next record. The baseline is a slow moving average of
+    successful latencies.
     """
 
     __slots__ = (
@@ -51,6 +58,7 @@ class RequestStats:
         "_lat",
         "_lock",
         "_p95",
+        "_pending",
         "_sum",
         "_total",
         "_ux_bad",
@@ -59,6 +67,7 @@ class RequestStats:
 
     def __init__(self, window: int = 100) -> None:
         self._window: deque[tuple[bool, bool, float]] = deque(maxlen=window)
+        self._pending: deque[tuple[bool, bool, float]] = deque()
         self._lock = threading.Lock()
         self._fail = 0
         self._ux_bad = 0
@@ -71,9 +80,18 @@ class RequestStats:
     def record(self, ok: bool, latency: float, *, ux_ok: bool = True) -> None:
         """Record one request: did it succeed, how long did it take, and did it
         reach the user without an auth failure or a wait for a refresh."""
-        latency = latency if math.isfinite(latency) and latency >= 0 else 0.0
-        with self._lock:
-            w = self._window
+        latency = latency if latency >= 0 and math.isfinite(latency) else 0.0
+        pending = self._pending
+        pending.append((ok, ux_ok, latency))
+        if len(pending) >= _MAX_PENDING:
+            with self._lock:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Fold the queued requests into the ring and the sums (under the lock)."""
+        pending, w = self._pending, self._window
+        while pending:
+            ok, ux_ok, latency = pending.popleft()
             if len(w) == w.maxlen:
                 old_ok, old_ux, old_lat = w[0]
                 self._fail -= not old_ok
@@ -91,6 +109,7 @@ class RequestStats:
 
     def snapshot(self) -> RequestWindow:
         with self._lock:
+            self._fold()
             n = len(self._window)
             if n == 0:
                 return RequestWindow(self._total, 0, None, None, None, None, self._baseline)

@@ -26,14 +26,19 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "REVOKED",
+    "REVOKED_REASON",
     "Outcome",
     "Reason",
     "access_of",
     "afresh_reason",
     "defer_local_refresh",
+    "is_revoked",
+    "login_required_after_revocation",
     "login_required_for",
     "newest",
     "raise_if_unreadable",
+    "revoked_token_set",
     "stored_is_usable",
 ]
 
@@ -131,3 +136,26 @@ def defer_local_refresh(
             "the shared store is unavailable; the still-valid token is kept and the "
             "refresh will be retried"
         ) from cause
+
+
+#: the access token of the set that replaces a revoked session's in its store
+REVOKED = "revoked"
+
+
+def revoked_token_set(now: float) -> TokenSet:
+    """What the store holds for a revoked session: expired at ``now``, with no
+    refresh token, so that no peer sharing the store uses or refreshes it."""
+    return TokenSet(access_token=SecretStr(REVOKED), issued_at=now, expires_at=now)
+
+
+def is_revoked(token: TokenSet) -> bool:
+    """Whether ``token`` is the set a revocation left in the store."""
+    return token.refresh_token is None and token.access_token.get_secret_value() == REVOKED
+
+
+#: why a peer of a revoked session is asked afresh
+REVOKED_REASON = "the grant was revoked by a session sharing the store"
+
+
+def login_required_after_revocation() -> LoginRequiredError:
+    return LoginRequiredError(None, reason=f"{REVOKED_REASON}; sign in again")
