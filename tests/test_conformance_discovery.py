@@ -19,6 +19,7 @@ from _idp import (  # noqa: F401 - the fixture
     oidc_provider_fixture,
 )
 from authpulse import (
+    AuthorizationCodeLogin,
     ClientCredentials,
     ClientSecretJWT,
     DeviceCodeLogin,
@@ -26,7 +27,9 @@ from authpulse import (
     JWTVerifier,
     OAuthError,
     PrivateKeyJWT,
+    RefreshTokenGrant,
     Session,
+    TokenExchange,
     TokenVerificationError,
     adiscover,
     discover,
@@ -230,3 +233,76 @@ def test_a_device_login_from_the_issuer_with_private_key_jwt(idp: OIDCProvider) 
     assert refreshed.refresh_token != first.refresh_token
     assert session.source.client_auth is login._poll.client_auth  # type: ignore[attr-defined]
     session.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_browser_login_from_the_issuer_alone(idp: OIDCProvider, mode: str) -> None:
+    """The authorization, token and revocation endpoints and the iss rule all come
+    from the provider's metadata; the user signs in through the loopback listener."""
+    statuses: list[int] = []
+
+    def browser(url: str) -> None:
+        statuses.append(idp.browse(url).status_code)
+
+    login = AuthorizationCodeLogin(
+        issuer=idp.issuer,
+        client_id=idp.native_client_id,
+        scope="openid offline_access",
+        prompt="consent",
+        login_hint="alice",
+        open_browser=browser,
+        show_url=lambda url: None,
+    )
+
+    async def alogin() -> Session:
+        await login.astart()
+        return await login.await_session()
+
+    if mode == "async":
+        session = asyncio.run(alogin())
+    else:
+        login.start()
+        session = login.wait()
+    assert statuses == [200]
+    assert login.authorization_url == idp.metadata["authorization_endpoint"]
+    assert login._require_iss is bool(
+        idp.metadata.get("authorization_response_iss_parameter_supported")
+    )
+    grant = session.source
+    assert isinstance(grant, RefreshTokenGrant)
+    assert grant.token_url == idp.token_url
+    assert grant.revocation_url == idp.metadata["revocation_endpoint"]
+    first = session.token_set
+    assert first is not None
+    assert first.refresh_token is not None
+    assert session.force_refresh().refresh_token != first.refresh_token
+    session.revoke()
+    session.close()
+
+
+def test_a_token_exchange_from_the_issuer(idp: OIDCProvider) -> None:
+    basic = idp.basic
+    subject = Session(
+        ClientCredentials(
+            issuer=idp.issuer,
+            client_id=basic.client_id,
+            client_secret=basic.client_secret,
+            auth_method=basic.auth_method,
+        )
+    )
+    client = idp.exchange_client
+    grant = TokenExchange(
+        issuer=idp.issuer,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        auth_method=client.auth_method,
+        subject_token=subject,
+        resource=API,
+    )
+    with subject, Session(grant) as session:
+        access = session.token()
+        assert access != subject.token()
+    assert grant.token_url == idp.token_url
+    claims = jwt.decode(access, options={"verify_signature": False})
+    assert claims["aud"] == API
+    assert claims["client_id"] == client.client_id

@@ -46,11 +46,12 @@ from .._core.tokens import TokenSet
 from .._runtime.backend import backend_of, check_endpoint_url
 from .._runtime.clock import Clock
 from .._runtime.flow import Flow, Op, run_async, run_sync
-from .._sessions.oauth_grant import ClientAuthMethod, OAuthGrant
+from .._sessions.client_auth import ClientAuth
+from .._sessions.oauth_grant import ClientAuthMethod, OAuthGrant, adopt_metadata
 from .._sessions.session import Session, TokenUpdateHook
 from .._sessions.token_clients import TokenClients
 from .browser import BrowserOpener, UrlShower, check_opener, open_url
-from .login_session import LoginBase, aclose_all, apaired, paired
+from .login_session import LoginBase, aclose_all, apaired, login_metadata, paired
 from .loopback import RedirectListener
 
 if TYPE_CHECKING:
@@ -105,6 +106,53 @@ def _check_text(name: str, value: object) -> str | None:
     return value
 
 
+def _extra_params(
+    prompt: str | None,
+    login_hint: str | None,
+    acr_values: str | None,
+    max_age: int | None,
+    resource: str | None,
+    extra_params: dict[str, str] | None,
+) -> dict[str, str]:
+    if extra_params is not None and (
+        not isinstance(extra_params, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra_params.items())
+    ):
+        raise ConfigurationError("extra_params must be a dict of strings to strings")
+    params = dict(extra_params or {})
+    clash = sorted(RESERVED_PARAMS & params.keys())
+    if clash:
+        raise ConfigurationError(f"extra_params may not set {', '.join(clash)}")
+    for name, value in (
+        ("prompt", prompt),
+        ("login_hint", login_hint),
+        ("acr_values", acr_values),
+        ("resource", resource),
+    ):
+        if _check_text(name, value) is not None:
+            params[name] = str(value)
+    if max_age is not None:
+        if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
+            raise ConfigurationError("max_age must be a whole number of seconds, 0 or more")
+        params["max_age"] = str(max_age)
+    return params
+
+
+def _checked(redirect_path: object, timeout: object) -> tuple[str, float]:
+    if not isinstance(redirect_path, str) or not redirect_path.startswith("/"):
+        raise ConfigurationError("redirect_path must be a path starting with '/'")
+    if "?" in redirect_path or "#" in redirect_path:
+        raise ConfigurationError("redirect_path must be a path without query or fragment")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise ConfigurationError("timeout must be a positive number of seconds")
+    return redirect_path, float(timeout)
+
+
 class AuthorizationCodeLogin(LoginBase):
     """Sign a user in in their browser: the authorization code grant with PKCE,
     for native apps (RFC 6749 §4.1, RFC 7636, RFC 8252).
@@ -136,6 +184,14 @@ class AuthorizationCodeLogin(LoginBase):
     check: it is read straight from the token endpoint (OpenID Connect Core
     §3.1.3.7), so nothing but the nonce is taken from it.
 
+    With ``issuer`` and no ``authorization_url`` / ``token_url``, :meth:`start`
+    finds the authorization, token and revocation endpoints in the issuer's
+    metadata (:func:`~authpulse.discover`), and ``require_iss``, unless
+    given, follows its ``authorization_response_iss_parameter_supported``.
+    The client authenticates by ``auth_method`` with ``client_secret``, or by
+    ``client_auth`` (e.g. :class:`~authpulse.PrivateKeyJWT`), at the code
+    exchange and at the session's refreshes.
+
     ``revocation_url`` goes to the session's grant, for :meth:`Session.revoke
     <authpulse.Session.revoke>`.
 
@@ -144,15 +200,16 @@ class AuthorizationCodeLogin(LoginBase):
 
     def __init__(
         self,
-        authorization_url: str,
-        token_url: str,
-        client_id: str,
+        authorization_url: str | None = None,
+        token_url: str | None = None,
+        client_id: str | None = None,
         client_secret: str | SecretStr | None = None,
         *,
         auth_method: ClientAuthMethod | None = None,
+        client_auth: ClientAuth | None = None,
         scope: str | Iterable[str] | None = None,
         issuer: str | None = None,
-        require_iss: bool = False,
+        require_iss: bool | None = None,
         id_token_verifier: JWTVerifier | None = None,
         redirect_path: str = "/callback",
         code_challenge_method: str = "S256",
@@ -176,45 +233,49 @@ class AuthorizationCodeLogin(LoginBase):
         random_bytes: Callable[[int], bytes] | None = None,
         revocation_url: str | None = None,
     ) -> None:
+        if (authorization_url is None) != (token_url is None):
+            raise ConfigurationError(
+                "give both authorization_url and token_url, or neither and issuer to discover them"
+            )
+        #: the endpoints are found in the issuer's metadata at start()
+        self._discover = authorization_url is None
         self._grant = _AuthorizationCodeGrant(
             token_url,
             client_id,
             client_secret,
+            issuer=issuer if self._discover else None,
             auth_method=auth_method,
+            client_auth=client_auth,
             scope=scope,
             allow_insecure_http=allow_insecure_http,
             revocation_url=revocation_url,
         )
         # the scope goes in the authorization request; the code exchange names none
         self._scope, self._grant.scope = self._grant.scope, None
-        self.authorization_url = check_endpoint_url(
-            authorization_url, what="authorization_url", allow_insecure_http=allow_insecure_http
+        self.authorization_url: str | None = (
+            None
+            if authorization_url is None
+            else check_endpoint_url(
+                authorization_url, what="authorization_url", allow_insecure_http=allow_insecure_http
+            )
         )
         check_challenge_method(code_challenge_method)
         self._issuer = _check_text("issuer", issuer)
-        if not isinstance(require_iss, bool):
+        if require_iss is not None and not isinstance(require_iss, bool):
             raise ConfigurationError("require_iss must be a boolean")
         if require_iss and issuer is None:
             raise ConfigurationError("require_iss needs the issuer to compare iss with")
-        self._require_iss = require_iss
+        #: as given; None: as the discovered metadata says (else not required)
+        self._require_iss_arg = require_iss
+        self._require_iss = bool(require_iss)
         if id_token_verifier is not None and not callable(getattr(id_token_verifier, "verify", 0)):
             raise ConfigurationError("id_token_verifier must be a JWTVerifier")
         self._id_verifier = id_token_verifier
-        if not isinstance(redirect_path, str) or not redirect_path.startswith("/"):
-            raise ConfigurationError("redirect_path must be a path starting with '/'")
-        if "?" in redirect_path or "#" in redirect_path:
-            raise ConfigurationError("redirect_path must be a path without query or fragment")
-        self._redirect_path = redirect_path
-        self._params = self._extra(prompt, login_hint, acr_values, max_age, resource, extra_params)
+        self._redirect_path, self.timeout = _checked(redirect_path, timeout)
+        self._params = _extra_params(
+            prompt, login_hint, acr_values, max_age, resource, extra_params
+        )
         self._opener, self._show = check_opener(open_browser, show_url)
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError("timeout must be a positive number of seconds")
-        self.timeout = float(timeout)
         if random_bytes is not None and not callable(random_bytes):
             raise ConfigurationError("random_bytes must be a callable taking a byte count")
         self._random = random_bytes or secrets.token_bytes
@@ -233,43 +294,18 @@ class AuthorizationCodeLogin(LoginBase):
         #: the last :meth:`start`'s request, ``None`` before
         self.started: AuthorizationRequest | None = None
 
-    @staticmethod
-    def _extra(
-        prompt: str | None,
-        login_hint: str | None,
-        acr_values: str | None,
-        max_age: int | None,
-        resource: str | None,
-        extra_params: dict[str, str] | None,
-    ) -> dict[str, str]:
-        if extra_params is not None and (
-            not isinstance(extra_params, dict)
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra_params.items())
-        ):
-            raise ConfigurationError("extra_params must be a dict of strings to strings")
-        params = dict(extra_params or {})
-        clash = sorted(RESERVED_PARAMS & params.keys())
-        if clash:
-            raise ConfigurationError(f"extra_params may not set {', '.join(clash)}")
-        for name, value in (
-            ("prompt", prompt),
-            ("login_hint", login_hint),
-            ("acr_values", acr_values),
-            ("resource", resource),
-        ):
-            if _check_text(name, value) is not None:
-                params[name] = str(value)
-        if max_age is not None:
-            if isinstance(max_age, bool) or not isinstance(max_age, int) or max_age < 0:
-                raise ConfigurationError("max_age must be a whole number of seconds, 0 or more")
-            params["max_age"] = str(max_age)
-        return params
-
     def __repr__(self) -> str:
-        return (
-            f"AuthorizationCodeLogin(authorization_url={self.authorization_url!r}, "
-            f"token_url={self._grant.token_url!r}, client_id={self._grant.client_id!r})"
-        )
+        if self.authorization_url is None:
+            where = f"issuer={self._issuer!r}"
+        else:
+            where = (
+                f"authorization_url={self.authorization_url!r}, token_url={self._grant.token_url!r}"
+            )
+        return f"AuthorizationCodeLogin({where}, client_id={self._grant.client_id!r})"
+
+    @property
+    def _login_url(self) -> str | None:
+        return self.authorization_url or self._issuer
 
     # -- the API -----------------------------------------------------------------------
 
@@ -294,7 +330,20 @@ class AuthorizationCodeLogin(LoginBase):
 
     # -- the flows ---------------------------------------------------------------------
 
-    def _prepare(self) -> _Pending:
+    def _discovery_flow(self) -> Flow[None]:
+        meta = yield from login_metadata(
+            self._issuer or "",
+            TokenClients(self._transport, self._async_transport),
+            clock=self.clock,
+            allow_insecure_http=self._grant.allow_insecure_http,
+            need="authorization_endpoint",
+        )
+        adopt_metadata(self._grant, meta)
+        self.authorization_url = meta.authorization_endpoint
+        if self._require_iss_arg is None:
+            self._require_iss = meta.authorization_response_iss_parameter_supported
+
+    def _prepare(self, authorization_url: str) -> _Pending:
         self.close()
         verifier = code_verifier(self._random(32))
         state = random_value(self._random(16))
@@ -304,7 +353,7 @@ class AuthorizationCodeLogin(LoginBase):
         listener = RedirectListener(state, path=self._redirect_path).open()
         try:
             url = build_authorization_url(
-                self.authorization_url,
+                authorization_url,
                 client_id=self._grant.client_id,
                 redirect_uri=listener.redirect_uri,
                 state=state,
@@ -321,7 +370,9 @@ class AuthorizationCodeLogin(LoginBase):
         return _Pending(request, listener, verifier, nonce, deadline)
 
     def _start_flow(self) -> Flow[AuthorizationRequest]:
-        pending = self._prepare()
+        if self.authorization_url is None:
+            yield from self._discovery_flow()
+        pending = self._prepare(self.authorization_url or "")
         self._cancelled.clear()
         self._pending = pending
         self.started = pending.request
@@ -341,10 +392,10 @@ class AuthorizationCodeLogin(LoginBase):
         try:
             while (query := listener.take()) is None:
                 if self._cancelled.is_set():
-                    raise LoginCancelledError(self.authorization_url)
+                    raise LoginCancelledError(self._login_url)
                 left = pending.deadline - self.clock.monotonic()
                 if left <= 0:
-                    raise LoginTimeoutError(self.authorization_url, timeout=self.timeout)
+                    raise LoginTimeoutError(self._login_url, timeout=self.timeout)
                 pause = min(_TICK, left)
                 yield Op(partial(self.clock.sleep, pause), partial(self.clock.asleep, pause))
         finally:
@@ -363,7 +414,7 @@ class AuthorizationCodeLogin(LoginBase):
             state=pending.request.state,
             issuer=self._issuer,
             require_iss=self._require_iss,
-            login_url=self.authorization_url,
+            login_url=self._login_url,
         )
         del query
         token = yield from self._exchange_flow(code, pending)
@@ -373,7 +424,7 @@ class AuthorizationCodeLogin(LoginBase):
                 partial(self._check_id_token, token.id_token, pending.nonce),
                 partial(asyncio.to_thread, self._check_id_token, token.id_token, pending.nonce),
             )
-        return (yield from self._session_flow(token, self.authorization_url))
+        return (yield from self._session_flow(token, self._login_url or ""))
 
     def _exchange_flow(self, code: SecretStr, pending: _Pending) -> Flow[TokenSet]:
         grant = self._grant

@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import SecretStr
 
-from .._core.errors import LoginRequiredError
+from .._core.discovery import ProviderMetadata
+from .._core.errors import DiscoveryError, LoginRequiredError
 from .._core.retry import TokenRetry
 from .._core.tokens import TokenSet
 from .._runtime.clock import Clock, SystemClock
 from .._runtime.flow import Flow, Op, run_async
+from .._sessions.discovery_fetch import discovery_flow
 from .._sessions.fetch import FetchContext, either_op
 from .._sessions.oauth_grant import OAuthGrant, as_secret
 from .._sessions.refresh_grant import RefreshTokenGrant
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from .._runtime.backend import AnyAsyncTransport, AnyTransport
     from .._stores.base import SessionStore
 
-__all__ = ["LoginBase", "aclose_all", "apaired", "paired"]
+__all__ = ["LoginBase", "aclose_all", "apaired", "login_metadata", "paired"]
 
 log = logging.getLogger("authpulse.login")
 
@@ -77,6 +79,36 @@ async def apaired(fn: Callable[[], _T]) -> tuple[_T, bool]:
 async def aclose_all(clients: TokenClients) -> None:
     clients.close()
     await clients.aclose()
+
+
+def login_metadata(
+    issuer: str,
+    clients: TokenClients,
+    *,
+    clock: Clock,
+    allow_insecure_http: bool,
+    need: str,
+) -> Flow[ProviderMetadata]:
+    """The metadata of ``issuer`` (cached per issuer, as :func:`~authpulse.discover`
+    keeps it), fetched with ``clients``, which are closed after; it must name
+    the endpoint ``need`` and, if it lists PKCE methods, ``S256``."""
+    try:
+        client, _ = yield Op(partial(paired, clients.sync), partial(apaired, clients.async_))
+        meta = yield from discovery_flow(
+            issuer, client, clock=clock, allow_insecure_http=allow_insecure_http
+        )
+    finally:
+        yield Op(clients.close, partial(aclose_all, clients))
+    if meta.endpoint(need) is None:
+        raise DiscoveryError(f"the metadata of {issuer} names no {need}", issuer=issuer, field=need)
+    methods = meta.code_challenge_methods_supported
+    if methods and "S256" not in methods:
+        raise DiscoveryError(
+            f"the metadata of {issuer} does not list S256 in code_challenge_methods_supported",
+            issuer=issuer,
+            field="code_challenge_methods_supported",
+        )
+    return meta
 
 
 class LoginBase:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import tenacity
 from pydantic import SecretStr
 
-from .._core.discovery import check_issuer
+from .._core.discovery import ProviderMetadata, check_issuer
 from .._core.errors import (
     ConfigurationError,
     DiscoveryError,
@@ -49,7 +49,14 @@ from .token_body import (
     request_error,
 )
 
-__all__ = ["ClientAuthMethod", "OAuthGrant", "as_secret", "resolve_flow", "send_and_read"]
+__all__ = [
+    "ClientAuthMethod",
+    "OAuthGrant",
+    "adopt_metadata",
+    "as_secret",
+    "resolve_flow",
+    "send_and_read",
+]
 
 _T = TypeVar("_T")
 
@@ -396,11 +403,17 @@ def resolve_flow(grant: OAuthGrant, client: Any, clock: Clock) -> Flow[None]:
     meta = yield from discovery_flow(
         grant.issuer, client, clock=clock, allow_insecure_http=grant.allow_insecure_http
     )
+    adopt_metadata(grant, meta)
+
+
+def adopt_metadata(grant: OAuthGrant, meta: ProviderMetadata) -> None:
+    """Take ``grant``'s endpoint (and, unless given, its revocation endpoint)
+    from ``meta``; :class:`DiscoveryError` when it names none."""
     url = meta.endpoint(grant.endpoint_field, mtls=grant.client_auth.mtls)
     if url is None:
         raise DiscoveryError(
-            f"the metadata of {grant.issuer} names no {grant.endpoint_field}",
-            issuer=grant.issuer,
+            f"the metadata of {meta.issuer} names no {grant.endpoint_field}",
+            issuer=meta.issuer,
             field=grant.endpoint_field,
         )
     grant.endpoint = endpoint_label(url)

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from .._core.errors import ConfigurationError, RevocationError, TokenError
 from .._core.tokens import TokenSet, token_response_outcome, unverified_claims
-from .._runtime.backend import backend_of
+from .._runtime.backend import backend_of, check_endpoint_url, endpoint_label
 from .._runtime.flow import Flow, Op
 from .fetch import FetchContext
 from .oauth_grant import OAuthGrant, _apaired, _paired, send_and_read
@@ -56,13 +56,20 @@ class TokenPost(OAuthGrant):
         allow_insecure_http: bool | None = None,
     ) -> None:
         insecure = grant.allow_insecure_http if allow_insecure_http is None else allow_insecure_http
+        # the grant's own client authentication (a signed assertion too, whose
+        # audience may be the grant's issuer)
         super().__init__(
-            url,
+            url if grant.issuer is None else None,
             grant.client_id,
-            grant._secret,
-            auth_method=grant.auth_method,
+            issuer=grant.issuer,
+            client_auth=grant.client_auth,
             allow_insecure_http=insecure,
         )
+        if grant.issuer is not None:
+            self.token_url = check_endpoint_url(
+                url, what="the endpoint", allow_insecure_http=insecure
+            )
+            self.endpoint = endpoint_label(url)
         self._token = token
         self._hint = hint
 

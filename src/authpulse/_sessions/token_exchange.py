@@ -23,6 +23,7 @@ from .._core.exchange import (
 from .._core.tokens import TokenSet
 from .._runtime.backend import httpx
 from .._runtime.flow import Flow, Op
+from .client_auth import ClientAuth
 from .fetch import FetchContext, Fetched, run_coroutine_blocking
 from .oauth_grant import ClientAuthMethod, OAuthGrant
 
@@ -122,6 +123,11 @@ class TokenExchange(OAuthGrant):
     on the token set; a ``token_type`` of ``N_A`` (not an access token) is
     accepted only when ``requested_token_type`` asked for another kind.
 
+    Give ``token_url``, or ``issuer`` to discover it at the first exchange
+    (:func:`~authpulse.discover`, with its revocation endpoint); the client
+    authenticates by ``auth_method`` with ``client_secret``, or by
+    ``client_auth`` (e.g. :class:`~authpulse.PrivateKeyJWT`).
+
     The session refreshes by exchanging again, with the subject's token of
     that moment; a refresh token in the answer is kept on the token set but
     not used.
@@ -133,11 +139,14 @@ class TokenExchange(OAuthGrant):
 
     def __init__(
         self,
-        token_url: str,
-        client_id: str,
+        token_url: str | None = None,
+        client_id: str | None = None,
         client_secret: str | SecretStr | None = None,
         *,
         subject_token: SubjectToken,
+        issuer: str | None = None,
+        client_auth: ClientAuth | None = None,
+        revocation_url: str | None = None,
         subject_token_type: str = ACCESS_TOKEN_TYPE,
         actor_token: SubjectToken | None = None,
         actor_token_type: str | None = None,
@@ -153,10 +162,13 @@ class TokenExchange(OAuthGrant):
             token_url,
             client_id,
             client_secret,
+            issuer=issuer,
             auth_method=auth_method,
+            client_auth=client_auth,
             scope=scope,
             extra_params=extra_params,
             allow_insecure_http=allow_insecure_http,
+            revocation_url=revocation_url,
         )
         self._subject = _source(subject_token, "subject")
         self.subject_token_type = check_token_type_uri(subject_token_type, "subject_token_type")
@@ -180,8 +192,9 @@ class TokenExchange(OAuthGrant):
 
     def __repr__(self) -> str:
         actor = "" if self._actor is None else f", actor={_kind(self._actor)}"
+        where = f"token_url={self.token_url!r}" if self.token_url else f"issuer={self.issuer!r}"
         return (
-            f"{type(self).__name__}(token_url={self.token_url!r}, client_id={self.client_id!r},"
+            f"{type(self).__name__}({where}, client_id={self.client_id!r},"
             f" auth_method={self.auth_method!r}, subject={_kind(self._subject)}{actor})"
         )
 
@@ -234,7 +247,13 @@ class TokenExchange(OAuthGrant):
             actor = yield _take_op(self._actor, "actor")
         bound = copy.copy(self)
         bound._tokens = (subject, actor)
-        return (yield from OAuthGrant._fetch_flow(bound, ctx))
+        try:
+            return (yield from OAuthGrant._fetch_flow(bound, ctx))
+        finally:  # what the copy discovered (issuer=) is this grant's
+            if not self.token_url and bound.token_url:
+                self.token_url, self.endpoint = bound.token_url, bound.endpoint
+                if self.revocation_url is None:
+                    self.revocation_url = bound.revocation_url
 
 
 def _take_op(source: object, role: str) -> Op[SecretStr]:

@@ -37,7 +37,8 @@ class FakeAuthorizationServer(_FakeServer):
     ``iss`` (RFC 9207), ``iss=`` a different one. The token endpoint
     (:attr:`transport`) exchanges a code once, for its client, redirect URI and
     ``S256`` verifier, with an ID token carrying the ``nonce`` when the scope
-    has ``openid``; every other request goes to the fake IdP itself.
+    has ``openid``; its discovery document (:meth:`metadata`) adds the
+    authorization endpoint; every other request goes to the fake IdP itself.
     A public client (no secret) is one whose secret in the fake IdP's
     ``clients`` is ``""``.
     """
@@ -105,7 +106,20 @@ class FakeAuthorizationServer(_FakeServer):
         with httpx.Client(timeout=10.0) as browser:
             self.last_status = browser.get(target).status_code
 
+    def metadata(self) -> dict[str, Any]:
+        """The fake IdP's discovery document with this authorization endpoint,
+        ``S256`` and, as :attr:`send_iss` says, the RFC 9207 ``iss``."""
+        return {
+            **self.idp.metadata(),
+            "authorization_endpoint": self.authorization_url,
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": self.send_iss,
+        }
+
     def _answer(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/.well-known/openid-configuration":
+            self.idp.discovery_calls += 1
+            return httpx.Response(200, json=self.metadata())
         form = dict(parse_qsl(request.content.decode()))
         if form.get("grant_type") != "authorization_code":
             return self.idp._answer(request)

@@ -346,7 +346,8 @@ class FakeIdP(_FakeServer):
             form,
             clients=self.clients,
             client_keys=self.client_keys,
-            audiences=[self.token_url, self.issuer],
+            # as oidc-provider: the token endpoint, the issuer or the endpoint called
+            audiences=[self.token_url, self.issuer, str(request.url.copy_with(query=None))],
             now=self._now(),
             seen=self._jtis,
         )
