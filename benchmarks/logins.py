@@ -401,8 +401,8 @@ def section(result: LoginsResult | None, *, reason: str = "") -> Section:
         "`authpulse token` runs: a process prints the stored token (fresh: no token request) "
         "and exits 0; a run fails if its exit code or output is anything else. The keyring "
         "row uses the encrypted file (`keyring:///<dir>/vault`).",
-        "A discovery cache hit makes no request: its figure is the call's own set-up (an "
-        "HTTP client is opened for each `discover()` call, before the cache is read).",
+        "A discovery cache hit makes no request and opens no HTTP client: its figure is the "
+        "argument checks and the cache read.",
         f"authlib ran on {http_label(authlib_http())}.",
     ]
     return Section("logins", TITLE, intro, headers, rows, notes, data)
