@@ -566,6 +566,15 @@ def oidc_provider_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield idp
 
 
+@pytest.fixture(name="idp")
+def idp_fixture(oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
+    """The session's provider for one test; a test that breaks it says so, with the
+    IdP's log."""
+    assert oidc_provider.running, f"the IdP is not running:\n{oidc_provider.log_tail()}"
+    yield oidc_provider
+    assert oidc_provider.running, f"the IdP died during the test:\n{oidc_provider.log_tail()}"
+
+
 # ------------------------------------------------------------------ counting token calls
 
 

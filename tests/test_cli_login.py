@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from _idp import OIDCProvider, oidc_provider_fixture  # noqa: F401 - the fixture
+from _idp import OIDCProvider, idp_fixture, oidc_provider_fixture  # noqa: F401 - the fixtures
 from authpulse import TokenSet, open_store
 from authpulse._runtime.backend import httpx
 from authpulse._surfaces.cli import build_parser, main
@@ -21,13 +20,6 @@ from authpulse._surfaces.commands import login as login_cmd
 from authpulse._surfaces.commands.profiles import PROFILE_OWNER, profile_id
 from authpulse._surfaces.settings import AuthpulseSettings
 from authpulse.testing import FakeClock
-
-
-@pytest.fixture
-def idp(oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
-    assert oidc_provider.running, f"the IdP is not running:\n{oidc_provider.log_tail()}"
-    yield oidc_provider
-    assert oidc_provider.running, f"the IdP died during the test:\n{oidc_provider.log_tail()}"
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,11 @@ come back before the wait begins: nothing waits on a timer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import parse_qsl
 
 import pytest
 
-from _idp import OIDCProvider, oidc_provider_fixture  # noqa: F401 - the fixture
+from _idp import OIDCProvider, idp_fixture, oidc_provider_fixture  # noqa: F401 - the fixtures
 from authpulse import (
     AsyncClient,
     AuthorizationCodeLogin,
@@ -24,13 +23,6 @@ from authpulse import (
     Session,
 )
 from authpulse._runtime.backend import httpx
-
-
-@pytest.fixture
-def idp(oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
-    assert oidc_provider.running, f"the IdP is not running:\n{oidc_provider.log_tail()}"
-    yield oidc_provider
-    assert oidc_provider.running, f"the IdP died during the test:\n{oidc_provider.log_tail()}"
 
 
 class Browser:

@@ -8,11 +8,11 @@ for an interval), and the user signs in from inside one of those waits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from _idp import OIDCProvider, oidc_provider_fixture  # noqa: F401 - the fixture
+from _idp import OIDCProvider, idp_fixture, oidc_provider_fixture  # noqa: F401 - the fixtures
 from authpulse import (
     AccessDeniedError,
     Client,
@@ -21,13 +21,6 @@ from authpulse import (
     Session,
 )
 from authpulse.testing import FakeClock
-
-
-@pytest.fixture
-def idp(oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
-    assert oidc_provider.running, f"the IdP is not running:\n{oidc_provider.log_tail()}"
-    yield oidc_provider
-    assert oidc_provider.running, f"the IdP died during the test:\n{oidc_provider.log_tail()}"
 
 
 class UserClock(FakeClock):

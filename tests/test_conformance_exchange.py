@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
 
-from _idp import IdPClient, OIDCProvider, oidc_provider_fixture  # noqa: F401 - the fixture
+from _idp import IdPClient, OIDCProvider, idp_fixture, oidc_provider_fixture  # noqa: F401 - the fixtures
 from authpulse import (
     ClientCredentials,
     JWTVerifier,
@@ -25,13 +24,6 @@ from authpulse import (
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 API = "urn:authpulse:api"
 OPAQUE = "urn:authpulse:opaque"
-
-
-@pytest.fixture
-def idp(oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
-    assert oidc_provider.running, f"the IdP is not running:\n{oidc_provider.log_tail()}"
-    yield oidc_provider
-    assert oidc_provider.running, f"the IdP died during the test:\n{oidc_provider.log_tail()}"
 
 
 def service(idp: OIDCProvider) -> Session:

@@ -19,7 +19,6 @@ import multiprocessing
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +37,7 @@ from _idp import (
     TokenCalls,
     expired_token_set,
     fingerprint,
+    idp_fixture,  # noqa: F401 - a fixture
     oidc_provider_fixture,  # noqa: F401 - the fixture
     store_refresh_worker,
 )
@@ -69,14 +69,6 @@ JWT_RESOURCES = {
     "EdDSA": "urn:authpulse:api:eddsa",
 }
 CLIENTS = ["basic", "post"]
-
-
-@pytest.fixture
-def idp(oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
-    """The session's provider; a test that breaks it says so with the IdP's log."""
-    assert oidc_provider.running, f"the IdP is not running:\n{oidc_provider.log_tail()}"
-    yield oidc_provider
-    assert oidc_provider.running, f"the IdP died during the test:\n{oidc_provider.log_tail()}"
 
 
 @pytest.fixture

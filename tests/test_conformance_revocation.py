@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from _idp import IdPClient, OIDCProvider, oidc_provider_fixture  # noqa: F401 - the fixture
+from _idp import IdPClient, OIDCProvider, idp_fixture, oidc_provider_fixture  # noqa: F401 - the fixtures
 from authpulse import (
     EventKind,
     IntrospectionProbe,
@@ -19,13 +18,6 @@ from authpulse import (
     Session,
     SessionManager,
 )
-
-
-@pytest.fixture
-def idp(oidc_provider: OIDCProvider) -> Iterator[OIDCProvider]:
-    assert oidc_provider.running, f"the IdP is not running:\n{oidc_provider.log_tail()}"
-    yield oidc_provider
-    assert oidc_provider.running, f"the IdP died during the test:\n{oidc_provider.log_tail()}"
 
 
 def grant(idp: OIDCProvider, client: IdPClient, refresh_token: str) -> RefreshTokenGrant:
