@@ -250,3 +250,22 @@ def gzip_bomb_chunks(blocks: int) -> Callable[[], Iterable[bytes]]:
             yield block
 
     return chunks
+
+
+class CountingLock:
+    """A lock that counts how often it is taken (put in place of a ``_lock``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.taken = 0
+
+    def __enter__(self) -> bool:
+        self._lock.acquire()
+        self.taken += 1
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()

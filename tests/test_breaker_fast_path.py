@@ -9,30 +9,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support import CountingLock
 from authpulse import BreakerPolicy, BreakerState, CircuitBreaker, CircuitOpenError, ErrorClass
 from authpulse._core.breaker import _MAX_PENDING, _BreakerCore, _Outcome
 from authpulse.testing import FakeClock
 
 CLOSED, OPEN = BreakerState.CLOSED, BreakerState.OPEN
-
-
-class CountingLock:
-    """A lock that counts how often it is taken."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.taken = 0
-
-    def __enter__(self) -> bool:
-        self._lock.acquire()
-        self.taken += 1
-        return True
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
 
 
 def _reference_step(core: _BreakerCore, now: float, outcome: _Outcome) -> None:

@@ -8,6 +8,7 @@ import threading
 from hypothesis import given
 from hypothesis import strategies as st
 
+from _support import CountingLock
 from authpulse._sessions.stats import _MAX_PENDING, RequestStats
 
 _REQUESTS = st.lists(
@@ -16,20 +17,6 @@ _REQUESTS = st.lists(
     ),
     max_size=300,
 )
-
-
-class CountingLock:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.taken = 0
-
-    def __enter__(self) -> bool:
-        self._lock.acquire()
-        self.taken += 1
-        return True
-
-    def __exit__(self, *exc: object) -> None:
-        self._lock.release()
 
 
 @given(requests=_REQUESTS, window=st.integers(1, 120))
