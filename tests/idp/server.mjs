@@ -33,8 +33,6 @@ process.env.DEBUG ??= [
   'oidc-provider:server_error',
   'oidc-provider:server_error:trace',
 ].join(',');
-// imported only now: the debug package reads DEBUG when it is first imported
-const { default: Provider, errors } = await import('oidc-provider');
 
 function seconds(name, fallback) {
   const raw = process.env[name];
@@ -308,6 +306,12 @@ const keys = [
   signingKey('ec-1', 'ec', { namedCurve: 'P-256' }),
   signingKey('ed-1', 'ed25519'),
 ];
+
+// Imported only now, after every key above is made. The debug package reads DEBUG
+// when it is first imported. And with the keys made after this import, a start
+// now and then hung before its ready line (3 starts in 80 on Node 20, inside key
+// generation or export); with them made before it, none in 100.
+const { default: Provider, errors } = await import('oidc-provider');
 
 function buildProvider(issuer) {
   return new Provider(issuer, {
