@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from authpulse import (
@@ -18,6 +20,17 @@ from authpulse import (
 )
 from authpulse._runtime.backend import httpx
 from authpulse.testing import FakeClock, FakeIdP
+
+#: one RSA key for the client-assertion tests, with its PEM forms
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_PEM = RSA_KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+RSA_PUBLIC_PEM = (
+    RSA_KEY.public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 #: a policy without jitter, so schedules are exact
 NO_JITTER = RefreshPolicy(jitter=0.0)

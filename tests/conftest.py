@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from authpulse import SessionManager
+from authpulse._sessions.discovery_fetch import metadata_cache
 from authpulse.testing import FakeAPI, FakeClock, FakeIdP
 
 
@@ -36,3 +37,11 @@ def manager(clock: FakeClock, idp: FakeIdP) -> Iterator[SessionManager]:
     )
     yield m
     m.shutdown()
+
+
+@pytest.fixture
+def fresh_metadata_cache() -> Iterator[None]:
+    """An empty discovery cache for the test, emptied again after it."""
+    metadata_cache.clear()
+    yield
+    metadata_cache.clear()

@@ -6,15 +6,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from _support import RSA_KEY, RSA_PEM, RSA_PUBLIC_PEM
 from authpulse import (
     ClientAuth,
     ClientCredentials,
@@ -29,29 +28,11 @@ from authpulse import (
 )
 from authpulse._runtime.backend import httpx
 from authpulse._sessions.client_auth import ASSERTION_TYPE
-from authpulse._sessions.discovery_fetch import metadata_cache
 from authpulse.testing import FakeClock, FakeIdP
 
 TOKEN_URL = "https://idp.test/token"
 ISSUER = "https://idp.test"
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-RSA_PEM = RSA_KEY.private_bytes(
-    serialization.Encoding.PEM,
-    serialization.PrivateFormat.PKCS8,
-    serialization.NoEncryption(),
-).decode()
-RSA_PUBLIC_PEM = (
-    RSA_KEY.public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    .decode()
-)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    metadata_cache.clear()
-    yield
-    metadata_cache.clear()
+pytestmark = pytest.mark.usefixtures("fresh_metadata_cache")
 
 
 def form_of(request: httpx.Request) -> dict[str, str]:

@@ -5,14 +5,12 @@ introspection probe, against the fake IdP and its authorization server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
+from _support import RSA_PEM, RSA_PUBLIC_PEM
 from authpulse import (
     AuthorizationCodeLogin,
     AuthorizationError,
@@ -27,27 +25,11 @@ from authpulse import (
     TickReport,
     TokenExchange,
 )
-from authpulse._sessions.discovery_fetch import metadata_cache
 from authpulse.testing import FakeAuthorizationServer, FakeClock, FakeIdP
 
 ISSUER = "https://idp.test"
 CLIENT = "native-app"
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PEM = KEY.private_bytes(
-    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-).decode()
-PUBLIC_PEM = (
-    KEY.public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    .decode()
-)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    metadata_cache.clear()
-    yield
-    metadata_cache.clear()
+pytestmark = pytest.mark.usefixtures("fresh_metadata_cache")
 
 
 class World:
@@ -168,8 +150,8 @@ def test_metadata_without_an_authorization_endpoint_is_a_discovery_error() -> No
 def test_a_browser_login_with_private_key_jwt() -> None:
     """The code exchange, the refreshes and the revocation are each
     authenticated by a signed assertion (a public client would be refused)."""
-    world = World(clients={"other": "x"}, client_keys={CLIENT: PUBLIC_PEM})
-    auth = PrivateKeyJWT(PEM, kid="k1")
+    world = World(clients={"other": "x"}, client_keys={CLIENT: RSA_PUBLIC_PEM})
+    auth = PrivateKeyJWT(RSA_PEM, kid="k1")
     login = world.login(client_auth=auth)
     login.start()
     session = login.wait()
@@ -222,11 +204,11 @@ def test_token_exchange_from_the_issuer(mode: str) -> None:
 
 
 def test_token_exchange_with_private_key_jwt() -> None:
-    world = World(client_keys={"ex-signed": PUBLIC_PEM})
+    world = World(client_keys={"ex-signed": RSA_PUBLIC_PEM})
     grant = TokenExchange(
         issuer=ISSUER,
         client_id="ex-signed",
-        client_auth=PrivateKeyJWT(PEM, assertion_audience="issuer"),
+        client_auth=PrivateKeyJWT(RSA_PEM, assertion_audience="issuer"),
         subject_token=SecretStr(_subject(world).token()),
     )
     with Session(grant, clock=world.clock, transport=world.idp.transport) as session:
@@ -279,10 +261,12 @@ def test_introspection_probe_from_the_issuer(use_async: bool) -> None:
 
 
 def test_introspection_probe_as_the_sessions_own_signed_client() -> None:
-    world = World(clients={"other": "x"}, client_keys={"svc": PUBLIC_PEM})
+    world = World(clients={"other": "x"}, client_keys={"svc": RSA_PUBLIC_PEM})
     manager = SessionManager(clock=world.clock, transport=world.idp.transport)
     try:
-        grant = ClientCredentials(issuer=ISSUER, client_id="svc", client_auth=PrivateKeyJWT(PEM))
+        grant = ClientCredentials(
+            issuer=ISSUER, client_id="svc", client_auth=PrivateKeyJWT(RSA_PEM)
+        )
         ms = manager.create_session("svc", grant, probe=IntrospectionProbe(issuer=ISSUER))
         ms.session.token()
         world.clock.advance(300.0)
@@ -299,7 +283,7 @@ def test_introspection_probe_as_the_sessions_own_signed_client() -> None:
         ({}, "exactly one of url or issuer"),
         ({"url": f"{ISSUER}/introspect", "issuer": ISSUER}, "exactly one of url or issuer"),
         ({"issuer": "ftp://idp.test"}, "issuer"),
-        ({"issuer": ISSUER, "client_auth": PrivateKeyJWT(PEM)}, "needs its client_id"),
+        ({"issuer": ISSUER, "client_auth": PrivateKeyJWT(RSA_PEM)}, "needs its client_id"),
     ],
 )
 def test_bad_probe_arguments_are_refused(kwargs: dict[str, Any], match: str) -> None:

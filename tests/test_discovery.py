@@ -4,7 +4,6 @@ their cache, and issuer= on the grants, the device login and JWTVerifier."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,17 +24,12 @@ from authpulse import (
 )
 from authpulse._core.discovery import discovery_urls, parse_provider_metadata
 from authpulse._runtime.backend import httpx
-from authpulse._sessions.discovery_fetch import metadata_cache
 from authpulse.testing import FakeClock, FakeIdP
 
 ISSUER = "https://idp.test"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    metadata_cache.clear()
-    yield
-    metadata_cache.clear()
+pytestmark = pytest.mark.usefixtures("fresh_metadata_cache")
 
 
 def doc(issuer: str = ISSUER, **extra: Any) -> dict[str, Any]:
