@@ -45,6 +45,7 @@ from .rules import (
     check_timeline_limit,
     check_token_put,
 )
+from .schedule import MemorySchedule, NewSession, OffloadedSchedule, ScheduleStore
 
 __all__ = [
     "MAX_LOCK_NAME",
@@ -53,8 +54,11 @@ __all__ = [
     "FencingError",
     "LockBackend",
     "MemoryStore",
+    "NewSession",
+    "OffloadedSchedule",
     "OffloadedStore",
     "RecordQuery",
+    "ScheduleStore",
     "SessionStore",
     "StoreBase",
     "StoreError",
@@ -352,7 +356,7 @@ class OffloadedStore(StoreBase):
         await self._offload(self.close)
 
 
-class MemoryStore(OffloadedStore):
+class MemoryStore(MemorySchedule, OffloadedSchedule, OffloadedStore):
     """An in-process store: fast, thread-safe, gone when the process ends.
 
     ``timeline_limit`` bounds the events kept per session (oldest dropped).
@@ -370,6 +374,7 @@ class MemoryStore(OffloadedStore):
         self._tokens: dict[str, StoredToken] = {}
         self._token_fences: dict[str, int] = {}  # kept after delete: fences never go back
         self._locks: dict[str, LockRecord] = {}  # kept after release: fences never go back
+        MemorySchedule.__init__(self)
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._records)} sessions)"
@@ -404,6 +409,7 @@ class MemoryStore(OffloadedStore):
         with self._lock:
             self._timelines.pop(session_id, None)
             self._tokens.pop(session_id, None)
+            self.remove_due(session_id)
             return self._records.pop(session_id, None) is not None
 
     def append_event(self, session_id: str, event: Event) -> None:

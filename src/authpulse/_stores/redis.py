@@ -11,6 +11,7 @@ Layout (every key starts with ``<namespace>:``)::
     tok:<id>           hash   blob (token JSON, optionally encrypted), skew,
                               version, fence, updated_at
     tokfence:<id>      string the highest fence used to write the token set
+    sched              zset   session ids scored by due time (``redis_schedule``)
     lock:<name>        string the holder's random id, with the lock's TTL
     lockfence:<name>   string the fence counter (INCR)
 
@@ -55,6 +56,7 @@ from .redis_records import (
     read_token,
     write_token,
 )
+from .redis_schedule import RedisSchedule
 from .redis_timeline import append_event, read_events
 from .redis_wire import (
     NAMESPACE,
@@ -88,7 +90,7 @@ def _ping() -> Flow[bool]:
     return bool((yield Call("ping")))
 
 
-class RedisStore(StoreBase):
+class RedisStore(RedisSchedule, StoreBase):
     """A store in Redis for many processes and hosts (see the module docstring).
 
     ``url`` is ``redis://[user:password@]host:port/db`` or ``rediss://...``;

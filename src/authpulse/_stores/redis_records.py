@@ -27,7 +27,9 @@ from .redis_wire import DELETE, PUT, PUT_TOKEN, Call, Eval, Flow, Keys, Pipe, te
 __all__ = [
     "delete_session",
     "get_record",
+    "put_args",
     "put_record",
+    "put_result",
     "query_records",
     "read_token",
     "write_token",
@@ -41,7 +43,7 @@ _TOKEN_FIELDS = ["blob", "skew", "version", "fence", "updated_at"]
 # ------------------------------------------------------------------ coding
 
 
-def _put_args(keys: Keys, record: SessionRecord, expected_version: int | None) -> list[str | int]:
+def put_args(keys: Keys, record: SessionRecord, expected_version: int | None) -> list[str | int]:
     data = encode_record(record, (expected_version or 0) + 1)
     return [
         "" if expected_version is None else str(expected_version),
@@ -55,7 +57,7 @@ def _put_args(keys: Keys, record: SessionRecord, expected_version: int | None) -
     ]
 
 
-def _put_result(record: SessionRecord, expected_version: int | None, result: Any) -> SessionRecord:
+def put_result(record: SessionRecord, expected_version: int | None, result: Any) -> SessionRecord:
     ok, version = int(result[0]), int(result[1])
     if not ok:
         raise VersionConflictError(record.id, expected_version, version if version >= 0 else None)
@@ -126,8 +128,8 @@ def _fetch(keys: Keys, ids: Sequence[str]) -> Flow[list[SessionRecord | None]]:
 def put_record(
     keys: Keys, record: SessionRecord, expected_version: int | None
 ) -> Flow[SessionRecord]:
-    result = yield Eval(PUT, [keys.of("s", record.id)], _put_args(keys, record, expected_version))
-    return _put_result(record, expected_version, result)
+    result = yield Eval(PUT, [keys.of("s", record.id)], put_args(keys, record, expected_version))
+    return put_result(record, expected_version, result)
 
 
 def query_records(keys: Keys, q: RecordQuery) -> Flow[list[SessionRecord]]:
@@ -158,9 +160,12 @@ def query_records(keys: Keys, q: RecordQuery) -> Flow[list[SessionRecord]]:
 
 
 def delete_session(keys: Keys, session_id: str) -> Flow[bool]:
-    """Delete the record, its timeline and its token set (one script)."""
+    """Delete the record, its timeline and its token set (one script), then its
+    entry in the schedule."""
     names = [keys.of("s", session_id), keys.of("ev", session_id), keys.of("tok", session_id)]
-    return bool((yield Eval(DELETE, names, [keys.prefix, session_id])))
+    deleted = bool((yield Eval(DELETE, names, [keys.prefix, session_id])))
+    yield Call("zrem", (keys.prefix + "sched", session_id))
+    return deleted
 
 
 def read_token(keys: Keys, cipher: TokenCipher | None, session_id: str) -> Flow[StoredToken | None]:

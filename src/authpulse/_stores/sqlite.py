@@ -1,7 +1,8 @@
 """The embedded persistent store, on the standard library's ``sqlite3``.
 
 One database file holds the sessions, their bounded timelines, their token
-sets (optionally encrypted) and the named locks. The file is created with
+sets (optionally encrypted), the schedule (``sqlite_schedule``) and the
+named locks. The file is created with
 mode 0600 and runs in WAL mode, so readers do not wait for the writer.
 Every write is one statement or one ``BEGIN IMMEDIATE`` transaction, which
 makes the store safe for many threads (one connection behind a lock) and
@@ -44,7 +45,9 @@ from .codec import decode_event, decode_record, encode_record
 from .codec import token_number as _num
 from .crypto import EncryptionKeys, TokenCipher, decode_token_set, encode_token_set
 from .lock import LockRecord, lock_taken
+from .schedule import OffloadedSchedule
 from .sqlite_file import create_private_file, setup_when_free, translate
+from .sqlite_schedule import SQLiteSchedule
 
 __all__ = ["SQLiteStore"]
 
@@ -52,7 +55,7 @@ _T = TypeVar("_T")
 _P = ParamSpec("_P")
 
 
-class SQLiteStore(OffloadedStore):
+class SQLiteStore(SQLiteSchedule, OffloadedSchedule, OffloadedStore):
     """A persistent store in one SQLite file (see the module docstring).
 
     ``encryption_keys`` (Fernet keys, or a :class:`~authpulse.TokenCipher`)
@@ -199,6 +202,7 @@ class SQLiteStore(OffloadedStore):
         with self._write() as db:
             db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
             db.execute("DELETE FROM tokens WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM schedule WHERE session_id = ?", (session_id,))
             cur = db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             return cur.rowcount > 0
 

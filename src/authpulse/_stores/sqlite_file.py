@@ -18,7 +18,7 @@ from .base import StoreError, StoreUnavailableError
 
 __all__ = ["SCHEMA_VERSION", "create_private_file", "setup_when_free", "translate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  #: 2 added the schedule (an index of sessions by due time)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS token_fences (
     session_id TEXT PRIMARY KEY,
     highest INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS schedule (
+    session_id TEXT PRIMARY KEY,
+    due_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedule_due ON schedule (due_at, session_id);
 CREATE TABLE IF NOT EXISTS locks (
     name TEXT PRIMARY KEY,
     holder TEXT,
@@ -160,7 +165,8 @@ def _setup(db: sqlite3.Connection, path: Path, lock: threading.RLock) -> None:
                 f"this authpulse knows version {SCHEMA_VERSION} at most"
             )
         db.execute("BEGIN IMMEDIATE")
-        if db.execute("PRAGMA user_version").fetchone()[0] == 0:
+        # every statement of the schema is idempotent: an older file gains what it lacks
+        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
