@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from _redis import RedisServer, redis_server_fixture  # noqa: F401 - registers the fixture
 from authpulse import (
@@ -63,7 +64,10 @@ def new(sid: str, at: float = 100.0, *, token: bool = True, due: float | None = 
         fields={"session_kind": "user"},
     )
     tok = TokenSet(
-        access_token=f"at-{sid}", refresh_token=f"rt-{sid}", issued_at=at, expires_at=at + 600
+        access_token=SecretStr(f"at-{sid}"),
+        refresh_token=SecretStr(f"rt-{sid}"),
+        issued_at=at,
+        expires_at=at + 600,
     )
     return NewSession(record, tok if token else None, due, event)
 

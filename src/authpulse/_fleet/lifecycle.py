@@ -326,6 +326,8 @@ def recover(
     if record.status.terminal:
         raise SessionClosedError(session_id, record.status)
     ms = m._registry.live.get(session_id)
+    if ms is None and source is None and m._residency is not None:
+        ms = yield from m._registry.lookup(session_id)  # hydrated with the factory's source
     if ms is None:
         if source is None:
             raise ConfigurationError(
@@ -431,6 +433,8 @@ def purge(
             m._agg.removed(r)
             with m._registry.lock:
                 m._registry.live.pop(r.id, None)
+                if m._residency is not None:
+                    m._residency.cold.discard(r.id)
             deleted += 1
         if progress is not None:
             progress(done, len(candidates))

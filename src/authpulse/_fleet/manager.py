@@ -7,7 +7,9 @@ request statistics and its last heartbeat.
 
 Lifecycle changes are pure record transformations (``_core.model``) applied with
 optimistic concurrency on the store. The worker keeps every deadline in a
-heap, so a tick costs O(sessions due), not O(sessions).
+heap, so a tick costs O(sessions due), not O(sessions). With a source factory
+(``sources=``) only the sessions in use or with work due stay in memory; the
+others wait in the store's schedule (``residency``).
 
 ``SessionManager`` is the facade: the live sessions are held by ``registry``,
 the store calls made by ``steps``, events published by ``timeline``, and each
@@ -35,6 +37,7 @@ from .._sessions.stats import Aggregates, SessionStats
 from .._stores.base import MemoryStore, SessionStore
 from . import inspector
 from . import lifecycle as _life
+from . import residency as _residency
 from . import worker as _worker
 from .errors import PermissionDenied, SessionClosedError, SessionNotFoundError
 from .faces import async_method as _async
@@ -80,6 +83,14 @@ class SessionManager:
     ``tick(now)`` runs one maintenance pass and is public, so tests drive
     the manager with a fake clock. ``start()`` runs ticks on ONE background
     thread (``astart()``: one task) for all sessions.
+
+    ``sources(record) -> TokenSource`` lets the manager rebuild a session's
+    source from its stored record (the refresh token is in the stored token
+    set, so one factory can serve every user of one OAuth client). With it,
+    sessions nobody used for ``settings.evict_after`` seconds and with nothing
+    due within ``settings.resident_horizon`` are evicted to the store, and
+    loaded again when looked up or when their work is due (docs/manager.md).
+    Without it every session stays in memory.
     """
 
     def __init__(
@@ -95,6 +106,7 @@ class SessionManager:
         probe: Probe | None = None,
         journal: str | None = None,
         seed: int | None = None,
+        sources: _residency.SourceFactory | None = None,
     ) -> None:
         self.store: SessionStore = store if store is not None else MemoryStore()
         self.clock: Clock = clock or SystemClock()
@@ -109,6 +121,7 @@ class SessionManager:
         self._lanes = EventLanes()
         self._agg = Aggregates()
         self._steps = StoreSteps(self.store, self._agg)
+        self._residency = None if sources is None else _residency.Residency(sources, self.store)
         self._registry = Registry(self)
         self._timeline = Timeline(self.events, self._steps, self._registry, self._lanes, self.clock)
         self._journal = JsonlJournal(journal) if journal else None
@@ -205,7 +218,8 @@ class SessionManager:
     # ================================================================ worker
 
     def due_count(self, now: float | None = None) -> int:
-        """How many deadline entries are due at ``now`` (O(due) with the heap)."""
+        """How many deadline entries of the live sessions are due at ``now``
+        (O(due) with the heap; cold sessions wait in the store's schedule)."""
         return self._registry.deadlines.due_count(self.clock.now() if now is None else now)
 
     # -- running the worker ------------------------------------------------------------
@@ -286,6 +300,8 @@ class SessionManager:
     ended_before = _sync(_life.ended_before)
     create_session = _sync(_life.create_session)
     acreate_session = _async(_life.create_session)
+    create_sessions = _sync(_residency.create_sessions)
+    acreate_sessions = _async(_residency.create_sessions)
     get = _sync(_life.get_session, "get")
     aget = _async(_life.get_session, "get")
     list = _sync(_life.list_records, "list")

@@ -28,7 +28,7 @@ __all__ = [
     "lifecycle_step",
 ]
 
-Kind = Literal["lifecycle", "refresh", "heartbeat", "stuck"]
+Kind = Literal["lifecycle", "refresh", "heartbeat", "stuck", "evict"]
 
 
 def _opt_positive(name: str, value: float | None) -> None:
@@ -54,12 +54,21 @@ class ManagerSettings:
     worker_error_memory: float = 600.0  #: a failed tick lowers health this long
     #: close, cancel and purge revoke the grant at the IdP (a grant with a revocation_url)
     revoke_on_close: bool = True
+    #: with ``sources=``: a session nobody used this long, with nothing due within
+    #: ``resident_horizon``, is evicted to the store (see docs/manager.md)
+    evict_after: float = 900.0
+    resident_horizon: float = 300.0  #: with ``sources=``: see ``evict_after``
+    wake_limit: int = 10_000  #: with ``sources=``: cold sessions a tick loads at most
 
     def __post_init__(self) -> None:
         for name in ("tick_interval", "heartbeat_interval"):
             _opt_positive(name, getattr(self, name))
         for name in ("idle_timeout", "max_lifetime", "stale_timeout"):
             _opt_positive(name, getattr(self, name))
+        for name in ("evict_after", "resident_horizon"):
+            _opt_positive(name, getattr(self, name))
+        if not isinstance(self.wake_limit, int) or not 1 <= self.wake_limit <= 100_000:
+            raise ConfigurationError("ManagerSettings.wake_limit must be an int from 1 to 100000")
         if self.refresh_concurrency < 1 or self.request_window < 1:
             raise ConfigurationError("refresh_concurrency and request_window must be >= 1")
         if self.refresh_lead < 0:
@@ -82,6 +91,8 @@ class TickReport:
     heartbeat_failures: int = 0
     recovered: int = 0
     errors: int = 0
+    hydrated: int = 0  #: cold sessions loaded from the store because work was due
+    evicted: int = 0  #: sessions made cold
 
 
 COUNTS = tuple(f.name for f in fields(TickReport) if f.name != "at")

@@ -16,6 +16,7 @@ from .._sessions.session import Session
 from .errors import SessionNotFoundError
 from .managed import ManagedSession
 from .plan import Deadlines, Kind, lifecycle_deadline
+from .residency import hydrate
 
 if TYPE_CHECKING:
     from .._core.tokens import TokenSet
@@ -86,14 +87,23 @@ class Registry:
             self.schedule_refresh(ms)
         if ms.probe is not None:
             self.push(m.clock.now() + m.settings.heartbeat_interval, record.id, "heartbeat")
+        if m._residency is not None:
+            m._residency.attached(m, ms, pinned=on_token_update is not None or probe is not None)
         return ms
 
     def lookup(self, session_id: str) -> Flow[ManagedSession]:
         """The live session ``session_id``; :class:`UsageError` if it is only
-        stored, :class:`SessionNotFoundError` if it is nowhere."""
+        stored, :class:`SessionNotFoundError` if it is nowhere. With a source
+        factory a stored session is loaded (hydrated), and counts as used."""
         if not isinstance(session_id, str):
             raise SessionNotFoundError(repr(session_id))
         ms = self.live.get(session_id)
+        res = self._manager._residency
+        if res is not None:
+            ms = ms or (yield from hydrate(self._manager, session_id))
+            if ms is None:
+                raise SessionNotFoundError(session_id)
+            res.held(self._manager, ms)
         if ms is None:
             if (yield from self._manager._steps.get(session_id)) is not None:
                 raise UsageError(

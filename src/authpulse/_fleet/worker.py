@@ -19,6 +19,7 @@ from .._runtime.events import EventKind
 from .flow import Flow, one_step, run_all
 from .plan import TickCounts, TickReport, lifecycle_step
 from .probes import probe_async, probe_sync
+from .residency import any_cold_due, consider, wake
 
 if TYPE_CHECKING:
     from .managed import ManagedSession
@@ -137,7 +138,7 @@ def plan(m: SessionManager, now: float, counts: TickCounts) -> Flow[None]:
         counts.n["due"] += 1
         try:
             ms = m._registry.live.get(sid)
-            if ms is None or ms.record.status.terminal:
+            if ms is None or (ms.record.status.terminal and kind != "evict"):
                 continue
             if kind == "lifecycle":
                 yield from apply_lifecycle(m, ms, now, counts)
@@ -155,6 +156,8 @@ def plan(m: SessionManager, now: float, counts: TickCounts) -> Flow[None]:
                 m._registry.push(now + m.settings.heartbeat_interval, sid, "heartbeat")
             elif kind == "stuck":
                 yield from unstick(m, ms, now, counts)
+            elif kind == "evict":
+                yield from consider(m, ms, now, counts)
         except Exception as exc:  # one bad session never stops the tick
             counts.n["errors"] += 1
             log.exception(
@@ -258,10 +261,11 @@ def tick(m: SessionManager, now: float | None = None) -> Flow[TickReport]:
     are logged, counted and reflected in health; they never propagate.
     Awaited (:meth:`atick`), refreshes and probes run as coroutines."""
     t = m.clock.now() if now is None else now
-    if not m._registry.deadlines.any_due(t):
+    if not m._registry.deadlines.any_due(t) and not (yield from any_cold_due(m, t)):
         return finish(m, t, None)  # nothing due: no counters, no plan, no steps
     counts = TickCounts()
     try:
+        yield from wake(m, t, counts)  # cold sessions due: their deadlines join the heap
         yield from plan(m, t, counts)
         if counts.refresh:
             results = yield from run_all(
