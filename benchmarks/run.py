@@ -30,6 +30,7 @@ from benchmarks import (
     idp,
     logins,
     loop_gap,
+    million,
     overhead,
     resilience,
     sessions,
@@ -67,6 +68,7 @@ class Scale:
     logins_fetches: int = 100
     logins_discoveries: int = 100
     logins_processes: int = 20
+    million_sessions: int = 1_000_000
     # the scenario itself is the same in both scales
     threads: int = 32
     per_thread: int = 10
@@ -104,6 +106,7 @@ QUICK = Scale(
     logins_fetches=10,
     logins_discoveries=10,
     logins_processes=2,
+    million_sessions=5_000,
 )
 
 
@@ -144,6 +147,7 @@ def benchmarks(scale: Scale) -> dict[str, Callable[[], Section]]:
             discoveries=scale.logins_discoveries,
             processes=scale.logins_processes,
         ),
+        "million": lambda: million.run(sessions=scale.million_sessions),
     }
 
 

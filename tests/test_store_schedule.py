@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +112,10 @@ def test_schedule_arguments_are_checked(store: Any) -> None:
 
 
 def test_create_many_stores_records_tokens_events_and_due_times(store: Any) -> None:
-    stored = store.create_many([new("s1"), new("s2", token=False, due=None)])
-    assert [r.version for r in stored] == [1, 1]
-    assert store.get("s1") == stored[0]
-    assert store.get("s2") == stored[1]
+    batch = [new("s1"), new("s2", token=False, due=None)]
+    assert store.create_many(batch) is None
+    assert store.get("s1") == replace(batch[0].record, version=1)
+    assert store.get("s2") == replace(batch[1].record, version=1)
     got = store.get_token("s1")
     assert got is not None
     assert got.version == 1
@@ -125,7 +126,7 @@ def test_create_many_stores_records_tokens_events_and_due_times(store: Any) -> N
     assert store.peek_due(1000.0, 10) == [("s1", 50.0)]
     assert [r.id for r in store.query(owner="alice")] == ["s1", "s2"]
     # a record written by the batch takes ordinary optimistic writes afterwards
-    store.put(stored[0], expected_version=1)
+    store.put(batch[0].record, expected_version=1)
 
 
 def test_create_many_refuses_a_batch_naming_a_stored_session(store: Any) -> None:

@@ -218,7 +218,7 @@ def first_due(m: SessionManager, record: SessionRecord, token: TokenSet | None) 
     found = [lifecycle_deadline(record, record.last_activity_at, s)]
     if token is not None:
         policy = m.policy or DEFAULT_POLICY
-        at = min(schedule(token, policy, u=u).refresh_at for u in (0.0, 1.0))
+        at = schedule(token, policy, u=1.0).refresh_at  # the widest jitter: the earliest
         found.append(at - s.refresh_lead)
     return min((t for t in found if t is not None), default=None)
 
@@ -277,12 +277,10 @@ def create_sessions(
 
 def _store_batch(m: SessionManager, res: Residency, batch: list[NewSession]) -> Flow[list[str]]:
     sched = res.store
-    stored: list[SessionRecord] = yield Op(
-        lambda: sched.create_many(batch), lambda: sched.acreate_many(batch)
-    )
-    for record, new in zip(stored, batch, strict=True):
-        m._agg.added(record)
-        res.cold.add(record.id)
+    yield Op(lambda: sched.create_many(batch), lambda: sched.acreate_many(batch))
+    for new in batch:
+        m._agg.added(new.record)
+        res.cold.add(new.record.id)
         if new.event is not None:
             m.events.publish(new.event)
-    return [r.id for r in stored]
+    return [n.record.id for n in batch]

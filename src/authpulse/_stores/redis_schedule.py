@@ -18,7 +18,6 @@ from .redis_wire import PUT, PUT_TOKEN, Call, Eval, Flow, Keys, Pipe, Script, te
 from .schedule import NewSession, check_due_limit, check_due_time
 
 if TYPE_CHECKING:
-    from .._core.model import SessionRecord
     from .._runtime.clock import Clock
 
 __all__ = ["RedisSchedule", "create_many", "peek_due", "pop_due", "put_due", "remove_due"]
@@ -73,10 +72,9 @@ def remove_due(keys: Keys, session_id: str) -> Flow[bool]:
 def create_many(
     keys: Keys,
     cipher: TokenCipher | None,
-    limit: int,
     sessions: Sequence[NewSession],
     now: float,
-) -> Flow[list[SessionRecord]]:
+) -> Flow[None]:
     """Check that no session of the batch exists, then write each one as
     ``put`` and ``put_token`` would, pipelined ``_CHUNK`` sessions at a time."""
     for start in range(0, len(sessions), _CHUNK):
@@ -86,7 +84,6 @@ def create_many(
             if int(exists):
                 raise VersionConflictError(n.record.id, None, None)
     yield Pipe([Call("script_load", (PUT.source,)), Call("script_load", (PUT_TOKEN.source,))])
-    out: list[SessionRecord] = []
     sched = keys.prefix + "sched"
     for start in range(0, len(sessions), _CHUNK):
         chunk = sessions[start : start + _CHUNK]
@@ -102,18 +99,16 @@ def create_many(
                 calls.append(
                     Call("evalsha", (PUT_TOKEN.sha, 2, *names, blob, "0.0", "", repr(now)))
                 )
-            if n.event is not None:
+            if n.event is not None:  # one event: within any timeline limit
                 calls.append(Call("rpush", (keys.of("ev", r.id), n.event.to_json())))
-                calls.append(Call("ltrim", (keys.of("ev", r.id), -limit, -1)))
         due = {n.record.id: check_due_time(n.due_at) for n in chunk if n.due_at is not None}
         if due:
             calls.append(Call("zadd", (sched, due)))
         replies = iter((yield Pipe(calls)))
         for n in chunk:
-            out.append(put_result(n.record, None, next(replies)))
-            for _ in range((n.token is not None) + 2 * (n.event is not None)):
+            put_result(n.record, None, next(replies))
+            for _ in range((n.token is not None) + (n.event is not None)):
                 next(replies)
-    return out
 
 
 class RedisSchedule:
@@ -122,7 +117,6 @@ class RedisSchedule:
     _keys: Keys
     _cipher: TokenCipher | None
     _clock: Clock
-    timeline_limit: int
 
     if TYPE_CHECKING:
 
@@ -145,12 +139,12 @@ class RedisSchedule:
     def remove_due(self, session_id: str) -> bool:
         return self._run(remove_due(self._keys, session_id))
 
-    def create_many(self, sessions: Sequence[NewSession]) -> list[SessionRecord]:
+    def create_many(self, sessions: Sequence[NewSession]) -> None:
         """Refuses the whole batch if a session of it is stored already; a writer
         that stores one of its ids at the same time makes just that one fail."""
         now = self._clock.now()
-        flow = create_many(self._keys, self._cipher, self.timeline_limit, sessions, now)
-        return self._run(flow)
+        flow = create_many(self._keys, self._cipher, sessions, now)
+        self._run(flow)
 
     async def aput_due(self, session_id: str, due_at: float) -> None:
         await self._arun(put_due(self._keys, [(session_id, due_at)]))
@@ -167,7 +161,7 @@ class RedisSchedule:
     async def aremove_due(self, session_id: str) -> bool:
         return await self._arun(remove_due(self._keys, session_id))
 
-    async def acreate_many(self, sessions: Sequence[NewSession]) -> list[SessionRecord]:
+    async def acreate_many(self, sessions: Sequence[NewSession]) -> None:
         now = self._clock.now()
-        flow = create_many(self._keys, self._cipher, self.timeline_limit, sessions, now)
-        return await self._arun(flow)
+        flow = create_many(self._keys, self._cipher, sessions, now)
+        await self._arun(flow)

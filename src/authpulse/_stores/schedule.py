@@ -91,9 +91,10 @@ class ScheduleStore(Protocol):
 
     def remove_due(self, session_id: str) -> bool: ...
 
-    def create_many(self, sessions: Sequence[NewSession]) -> list[SessionRecord]:
-        """Store new sessions (none may exist yet: :class:`VersionConflictError`,
-        and nothing of the batch is kept where the store can promise it)."""
+    def create_many(self, sessions: Sequence[NewSession]) -> None:
+        """Store new sessions, each record as its version 1 (none may exist yet:
+        :class:`VersionConflictError`, and nothing of the batch is kept where the
+        store can promise it)."""
         ...
 
     async def aput_due(self, session_id: str, due_at: float) -> None: ...
@@ -106,7 +107,7 @@ class ScheduleStore(Protocol):
 
     async def aremove_due(self, session_id: str) -> bool: ...
 
-    async def acreate_many(self, sessions: Sequence[NewSession]) -> list[SessionRecord]: ...
+    async def acreate_many(self, sessions: Sequence[NewSession]) -> None: ...
 
 
 class MemorySchedule:
@@ -159,18 +160,16 @@ class MemorySchedule:
         with self._due_lock:
             return self._due.pop(session_id, None) is not None
 
-    def create_many(self, sessions: Sequence[NewSession]) -> list[SessionRecord]:
+    def create_many(self, sessions: Sequence[NewSession]) -> None:
         """One session after the other: a store without I/O gains nothing from a batch."""
         store = cast("_SyncStore", self)
-        out = []
         for new in sessions:
-            out.append(store.put(new.record, expected_version=None))
+            store.put(new.record, expected_version=None)
             if new.token is not None:
                 store.put_token(new.record.id, new.token)
             if new.event is not None:
                 store.append_event(new.record.id, new.event)
         self.put_due_many([(n.record.id, n.due_at) for n in sessions if n.due_at is not None])
-        return out
 
 
 class OffloadedSchedule:
@@ -196,7 +195,7 @@ class OffloadedSchedule:
     def remove_due(self, session_id: str) -> bool: ...
 
     @abstractmethod
-    def create_many(self, sessions: Sequence[NewSession]) -> list[SessionRecord]: ...
+    def create_many(self, sessions: Sequence[NewSession]) -> None: ...
 
     async def aput_due(self, session_id: str, due_at: float) -> None:
         await self._offload(self.put_due, session_id, due_at)
@@ -213,5 +212,5 @@ class OffloadedSchedule:
     async def aremove_due(self, session_id: str) -> bool:
         return await self._offload(self.remove_due, session_id)
 
-    async def acreate_many(self, sessions: Sequence[NewSession]) -> list[SessionRecord]:
-        return await self._offload(self.create_many, sessions)
+    async def acreate_many(self, sessions: Sequence[NewSession]) -> None:
+        await self._offload(self.create_many, sessions)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .base import VersionConflictError
@@ -18,7 +17,6 @@ from .crypto import TokenCipher, encode_token_set
 from .schedule import NewSession, check_due_limit, check_due_time
 
 if TYPE_CHECKING:
-    from .._core.model import SessionRecord
     from .._runtime.clock import Clock
 
 __all__ = ["SQLiteSchedule"]
@@ -69,7 +67,7 @@ class SQLiteSchedule:
             cur = db.execute("DELETE FROM schedule WHERE session_id = ?", (session_id,))
             return cur.rowcount > 0
 
-    def create_many(self, sessions: Sequence[NewSession]) -> list[SessionRecord]:
+    def create_many(self, sessions: Sequence[NewSession]) -> None:
         """Every session of the batch in one transaction: all stored, or none."""
         now = self._clock.now()
         records = [
@@ -107,7 +105,6 @@ class SQLiteSchedule:
                 "ON CONFLICT (session_id) DO UPDATE SET due_at = excluded.due_at",
                 [(n.record.id, n.due_at) for n in sessions if n.due_at is not None],
             )
-        return [replace(n.record, version=1) for n in sessions]
 
     @staticmethod
     def _conflict(db: sqlite3.Connection, sessions: Sequence[NewSession]) -> VersionConflictError:
