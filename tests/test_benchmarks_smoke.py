@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
+import authpulse
 from _redis import require_redis_server
 
 # ``benchmarks`` lives next to ``tests``, not in src/: make it importable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import logins, loop_gap, overhead, run, stale, stall, stampede
+from benchmarks import logins, loop_gap, million, overhead, run, stale, stall, stampede
 from benchmarks._common import machine_info
 
 LATENCY = 0.005
@@ -201,6 +202,16 @@ def test_logins_every_fetch_got_a_token_and_every_token_run_printed_it() -> None
     section = logins.section(result)
     assert section.key == "logins"
     assert len(section.rows) == 2 * len(logins.METHODS) + 2 + len(result.processes)
+
+
+def test_million_leaves_every_session_cold_but_the_due_ones(tmp_path: Path) -> None:
+    r = million.measure(
+        lambda c: authpulse.SQLiteStore(tmp_path / "m.db", clock=c), 300, idle_ticks=3, lookups=5
+    )
+    assert r["resident_created"] == 0
+    assert (r["due"], r["hydrated"], r["paused"]) == (3, 3, 3)
+    assert r["resident_after"] == 0
+    assert r["rss_created_mb"] > 0
 
 
 def test_report_files(
