@@ -379,3 +379,23 @@ def test_without_a_factory_nothing_is_evicted(clock: FakeClock, idp: FakeIdP) ->
     clock.advance(10 * 86400)
     m.tick()
     assert m._registry.live[ms.id] is ms
+
+
+def test_cleanup_counts_the_cold_sessions_as_this_managers(
+    store: Any, clock: FakeClock, idp: FakeIdP
+) -> None:
+    m, _ = manager(store, clock, idp)
+    SessionManager(store, clock=clock).create_session("bob", grant(idp))  # not ours
+    ids = m.create_sessions([("alice", None), ("carol", None)])
+    clock.advance(100)
+    assert m.cleanup(50) == 2
+    assert {m.record(sid).status for sid in ids} == {SessionStatus.TIMEOUT}
+    assert [r.status for r in m.list(owner="bob")] == [SessionStatus.ACTIVE]
+
+
+def test_the_memory_schedule_compacts_replaced_entries() -> None:
+    store = authpulse.MemoryStore()
+    for i in range(5000):
+        store.put_due("a", float(i))
+    assert len(store._heap) < 2000
+    assert store.pop_due(1e9, 10) == [("a", 4999.0)]

@@ -372,10 +372,11 @@ def cleanup(
     if not isinstance(max_age, int | float) or max_age <= 0:
         raise ConfigurationError("max_age must be a positive number of seconds")
     t = m.clock.now() if now is None else now
+    mine = m._registry.live.keys() | (m._residency.cold if m._residency else set())
     candidates = [
         r
         for r in m.store.query(status=[SessionStatus.ACTIVE, SessionStatus.PAUSED])
-        if r.created_at <= t - max_age and (include_stored or r.id in m._registry.live)
+        if r.created_at <= t - max_age and (include_stored or r.id in mine)
     ]
     count = 0
     for done, r in enumerate(candidates, 1):

@@ -145,7 +145,8 @@ def hydrate(
     m: SessionManager, session_id: str, *, for_work: bool = False
 ) -> Flow[ManagedSession | None]:
     """The live session ``session_id``, made from the store if it is cold;
-    ``None`` if it is not stored (or, ``for_work``, if it has ended)."""
+    ``None`` if it is not stored (or, ``for_work``, if it has ended). Unless
+    ``for_work`` (the tick's), it counts as used."""
     res, reg = m._residency, m._registry
     ms = reg.live.get(session_id)
     if ms is not None or res is None:
@@ -166,6 +167,8 @@ def hydrate(
                 res.cold.discard(session_id)
             else:  # stored by someone else: counted from now on, as recover() does
                 m._agg.added(record)
+        if not for_work:
+            res.held(m, ms)
     return ms
 
 

@@ -128,6 +128,9 @@ class MemorySchedule:
             for sid, at in checked:
                 self._due[sid] = at
                 heapq.heappush(self._heap, (at, sid))
+            if len(self._heap) > 2 * len(self._due) + 1024:  # mostly replaced entries
+                self._heap = [(at, sid) for sid, at in self._due.items()]
+                heapq.heapify(self._heap)
 
     def _take(self, now: float, limit: int, remove: bool) -> list[tuple[str, float]]:
         check_due_limit(limit)
