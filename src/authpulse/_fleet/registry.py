@@ -98,7 +98,9 @@ class Registry:
         if not isinstance(session_id, str):
             raise SessionNotFoundError(repr(session_id))
         res = self._manager._residency
-        if res is not None:  # found and held in one step: a tick cannot evict it between
+        if res is None:
+            ms = self.live.get(session_id)
+        else:  # found and held in one step: a tick cannot evict it between
             with self.lock:
                 ms = self.live.get(session_id)
                 if ms is not None:
@@ -106,7 +108,6 @@ class Registry:
             ms = ms or (yield from hydrate(self._manager, session_id))
             if ms is None:
                 raise SessionNotFoundError(session_id)
-        ms = self.live.get(session_id) if ms is None else ms
         if ms is None:
             if (yield from self._manager._steps.get(session_id)) is not None:
                 raise UsageError(
