@@ -436,6 +436,7 @@ def purge(
                 m._registry.live.pop(r.id, None)
                 if m._residency is not None:
                     m._residency.cold.discard(r.id)
+                    m._residency.loaded.pop(r.id, None)
             deleted += 1
         if progress is not None:
             progress(done, len(candidates))

@@ -3,9 +3,10 @@
 
 A session is *evicted* (made cold) when nobody used it for
 ``ManagerSettings.evict_after`` seconds and nothing is due for it within
-``resident_horizon``: its token set is written to the store if the store's
-differs, its earliest deadline goes to the store's schedule (see
-``_stores.schedule``), and the manager forgets its live part. A cold session
+``resident_horizon``: its token set is written to the store if the store has
+none (a set given at creation; the refreshes write theirs), its earliest
+deadline goes to the store's schedule (see ``_stores.schedule``), and the
+manager forgets its live part. A cold session
 is *hydrated* again from its stored record and token set, with a source made
 by the factory, when it is looked up (``get``, ``admin_get``, ``recover``, the
 lifecycle methods) or when its due time comes (the tick pops the schedule).
@@ -65,7 +66,7 @@ class Residency:
     manager counts but does not hold, the sessions it must keep, and until when
     a looked-up session is kept."""
 
-    __slots__ = ("cold", "hold", "pinned", "sources", "store")
+    __slots__ = ("cold", "hold", "loaded", "pinned", "sources", "store")
 
     def __init__(self, sources: SourceFactory, store: object) -> None:
         if not callable(sources):
@@ -79,6 +80,8 @@ class Residency:
         self.cold: set[str] = set()
         self.pinned: set[str] = set()
         self.hold: dict[str, float] = {}
+        #: the token set each hydrated session was given by the store (while resident)
+        self.loaded: dict[str, TokenSet] = {}
 
     def attached(self, m: SessionManager, ms: ManagedSession, *, pinned: bool) -> None:
         """A session became live: keep it (pinned) or give it its eviction deadline."""
@@ -121,9 +124,9 @@ def consider(m: SessionManager, ms: ManagedSession, now: float, counts: TickCoun
         return
     store, sid = m.store, ms.id
     current = ms.session.token_set
-    if current is not None:
+    if current is not None and res.loaded.get(sid) is not current:  # else stored already
         stored = yield Op(lambda: store.get_token(sid), lambda: store.aget_token(sid))
-        if stored is None or stored.token != current:
+        if stored is None:  # a set given at creation; a stored one is as new or newer
             yield Op(lambda: store.put_token(sid, current), lambda: store.aput_token(sid, current))
     sched = res.store
     if due is None:
@@ -137,6 +140,7 @@ def consider(m: SessionManager, ms: ManagedSession, now: float, counts: TickCoun
             return
         del reg.live[sid]
         res.hold.pop(sid, None)
+        res.loaded.pop(sid, None)
         res.cold.add(sid)
     counts.n["evicted"] += 1
 
@@ -163,6 +167,8 @@ def hydrate(
         if ms is None:  # nobody hydrated it meanwhile
             token = stored.token if stored is not None else None
             ms = reg.attach(record, source, token=token, probe=None, on_token_update=None)
+            if token is not None:
+                res.loaded[session_id] = token
             if session_id in res.cold:
                 res.cold.discard(session_id)
             else:  # stored by someone else: counted from now on, as recover() does
