@@ -120,9 +120,9 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
                     response = cast(httpx.Response, (yield request))  # the one replay: final
                     status = response.status_code
         except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
-            _record(session, start, None, waited=waited, replayed=replayed)
+            _record(session, start, None, waited, replayed)
             raise
-        _record(session, start, status, waited=waited, replayed=replayed)
+        _record(session, start, status, waited, replayed)
 
     def _after_401(self, rejected: int) -> Op[_Current]:
         session = self.session
@@ -157,7 +157,7 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
 
 
 def _record(
-    session: Session, start: float, status: int | None, *, waited: bool, replayed: bool
+    session: Session, start: float, status: int | None, waited: bool, replayed: bool
 ) -> None:
     """Record what one request did on the session (``status`` is ``None`` if it raised).
 
