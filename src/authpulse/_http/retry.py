@@ -122,13 +122,13 @@ class _RetryBase(Generic[_Inner]):
         #: the event kinds passed to ``on_event`` (``None``: all of them)
         self.event_kinds: frozenset[str] | None = frozenset(events) if events is not None else None
         self.rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
-        self._upstreams: dict[tuple[str, bytes], _Upstream] = {}
+        self._upstreams: dict[tuple[str, bytes, int | None], _Upstream] = {}
 
     def _upstream(self, url: httpx.URL) -> _Upstream:
-        """The upstream of ``url``: its key, breaker and budget, cached by scheme and
-        netloc (parsing and two registry look-ups are not free; registries never
+        """The upstream of ``url``: its key, breaker and budget, cached by scheme, host
+        and port (parsing and two registry look-ups are not free; registries never
         drop an entry, and a cached one is used only with the registries it came from)."""
-        cache_key = (url.scheme, url.netloc)
+        cache_key = (url.scheme, url.raw_host, url.port)  # cheaper than the netloc
         up = self._upstreams.get(cache_key)
         if up is None or up.breakers is not self.breakers or up.budgets is not self.budgets:
             key = upstream_key(url)
