@@ -101,7 +101,9 @@ class SingleFlight(FlightState):
                 return claimed.result()  # set by the refresh: no wait
             else:
                 yield Op(_no_sync_side, partial(self._aspawn, claimed, reason, loop))
-        elif loop is None:  # only a sync waiter can block the flight's own loop
+        elif loop is None and self._flight_loop is not None:
+            # only a sync waiter of a flight on a loop can block that loop (a
+            # thread on it reads the flight's loop while that loop is not running)
             yield Op(self._check_not_on_flight_loop, _nothing)
         timeout = self.retry.deadline + _WAIT_GRACE
         cur: _Current = yield Op(
@@ -110,10 +112,7 @@ class SingleFlight(FlightState):
         return cur
 
     def _check_not_on_flight_loop(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = asyncio._get_running_loop()
         if running is not None and running is self._flight_loop:
             raise UsageError(
                 "a sync token call inside the event loop cannot wait for a "
