@@ -200,35 +200,24 @@ class Redacted:
     there are, so a frame holding one never prints a secret.
     """
 
-    __slots__ = ("_cache", "_raw")
+    __slots__ = ("_forms",)
 
     def __init__(self, secrets: Iterable[str | SecretStr] = ()) -> None:
-        raw: list[str] = []
+        out: dict[str, None] = {}
         for item in secrets:
             s = item.get_secret_value() if isinstance(item, SecretStr) else item
-            if isinstance(s, str) and len(s) >= 4:
-                raw.append(s)
-        self._raw: tuple[str, ...] = tuple(raw)
-        # the encoded forms, made on the first scrub: a successful answer needs none
-        self._cache: tuple[str, ...] | None = None
-
-    @property
-    def _forms(self) -> tuple[str, ...]:
-        forms = self._cache
-        if forms is None:
-            out: dict[str, None] = {}
-            for s in self._raw:
-                for form in (s, quote_plus(s), quote(s, safe="")):
-                    out[form] = None
-            forms = self._cache = tuple(out)
-        return forms
+            if not isinstance(s, str) or len(s) < 4:
+                continue
+            for form in (s, quote_plus(s), quote(s, safe="")):
+                out[form] = None
+        self._forms: tuple[str, ...] = tuple(out)
 
     def __repr__(self) -> str:
         return f"<Redacted: {len(self._forms)} forms>"
 
     def __add__(self, other: Iterable[str | SecretStr]) -> Redacted:
         joined = Redacted(other)
-        joined._raw = self._raw + joined._raw
+        joined._forms = tuple(dict.fromkeys(self._forms + joined._forms))
         return joined
 
     def scrub(self, text: str, limit: int = _DESCRIPTION_LIMIT) -> str:
@@ -452,8 +441,6 @@ def _parse(
     issued = _optional_str(body, "issued_token_type", status_code)
     if token_type == NOT_APPLICABLE and issued not in (None, ACCESS_TOKEN_TYPE):
         scheme: str | TokenError = NOT_APPLICABLE  # RFC 8693 §2.2.1: not an access token
-    elif token_type.lower() == "bearer":  # the usual answer: nothing to scrub
-        scheme = "Bearer"
     else:
         scheme = check_token_type(secrets.scrub(token_type, 64), status_code)
     if isinstance(scheme, TokenError):
