@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
+import importlib.util
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, ExitStack
@@ -53,6 +55,10 @@ TOKEN_BODY = {"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in"
 TARGET = 1.05
 RAW = "raw httpx"
 AUTH_ONLY = "authpulse auth only"
+#: authpulse's client on the httpx2 fork, paired with raw httpx2 (when httpx2 is installed)
+ON_HTTPX2 = "authpulse on httpx2"
+#: the rows the target is on
+TARGETED = ("authpulse", ON_HTTPX2)
 
 
 class TrivialServer:
@@ -142,6 +148,20 @@ def _raw_name(http: Any) -> str:
     return f"raw {http.__name__}"
 
 
+def _httpx2() -> Any | None:
+    """The httpx2 fork, if installed (authpulse.httpx2's rows need it)."""
+    if importlib.util.find_spec("httpx2") is None:
+        return None
+    return importlib.import_module("httpx2")
+
+
+def _raw_client(http: Any, *, sync: bool) -> tuple[Any, TrivialServer]:
+    srv = TrivialServer(http)
+    cls = http.Client if sync else http.AsyncClient
+    client = cls(base_url=API_URL, headers={"Authorization": "Bearer x"}, transport=_transport(srv))
+    return client, srv
+
+
 def _check(c: Contender) -> None:
     if c.server.authorization is None or c.server.authorization[-1:] != [c.expected_authorization]:
         raise RuntimeError(
@@ -195,13 +215,24 @@ def _sync_contenders(stack: ExitStack) -> tuple[list[Contender], list[Contender]
     stack.callback(al_client.close)
     al = Contender("authlib", al_client, al_srv, f"Bearer {ACCESS_TOKEN}", _raw_name(al_http))
     raws = [raw]
-    if al_http is not httpx:  # authlib on the httpx2 fork: pair it with raw httpx2
-        r2_srv = TrivialServer(al_http)
-        r2_client = al_http.Client(
-            base_url=API_URL, headers={"Authorization": "Bearer x"}, transport=_transport(r2_srv)
-        )
+    h2 = _httpx2()
+    for other in {al_http, h2} - {httpx, None}:  # raw httpx2, for authlib and authpulse on it
+        r2_client, r2_srv = _raw_client(other, sync=True)
         stack.callback(r2_client.close)
-        raws.append(Contender(_raw_name(al_http), r2_client, r2_srv, "Bearer x"))
+        raws.append(Contender(_raw_name(other), r2_client, r2_srv, "Bearer x"))
+    on2 = []
+    if h2 is not None:
+        ap2_srv = TrivialServer(h2)
+        session2 = _session(ap2_srv)
+        stack.callback(session2.close)
+        session2.token()
+        ap2_client = importlib.import_module("authpulse.httpx2").Client(
+            session2, base_url=API_URL, transport=_transport(ap2_srv)
+        )
+        stack.callback(ap2_client.close)
+        on2.append(
+            Contender(ON_HTTPX2, ap2_client, ap2_srv, f"Bearer {ACCESS_TOKEN}", _raw_name(h2))
+        )
 
     hx = httpx_auth_module()
     hx.OAuth2.token_cache.clear()
@@ -228,7 +259,7 @@ def _sync_contenders(stack: ExitStack) -> tuple[list[Contender], list[Contender]
         ao_srv,
         f"Bearer {ACCESS_TOKEN}",
     )
-    contenders = [ap, ao, al, hxc]
+    contenders = [ap, *on2, ao, al, hxc]
     for c in [*raws, *contenders]:
         c.server.authorization = []
         r = c.client.get(PATH)  # httpx-auth fetches its token on this first request
@@ -325,13 +356,24 @@ async def _async_contenders(
     stack.push_async_callback(al_client.aclose)
     al = Contender("authlib", al_client, al_srv, f"Bearer {ACCESS_TOKEN}", _raw_name(al_http))
     raws = [raw]
-    if al_http is not httpx:  # authlib on the httpx2 fork: pair it with raw httpx2
-        r2_srv = TrivialServer(al_http)
-        r2_client = al_http.AsyncClient(
-            base_url=API_URL, headers={"Authorization": "Bearer x"}, transport=_transport(r2_srv)
-        )
+    h2 = _httpx2()
+    for other in {al_http, h2} - {httpx, None}:  # raw httpx2, for authlib and authpulse on it
+        r2_client, r2_srv = _raw_client(other, sync=False)
         stack.push_async_callback(r2_client.aclose)
-        raws.append(Contender(_raw_name(al_http), r2_client, r2_srv, "Bearer x"))
+        raws.append(Contender(_raw_name(other), r2_client, r2_srv, "Bearer x"))
+    on2 = []
+    if h2 is not None:
+        ap2_srv = TrivialServer(h2)
+        session2 = _session(ap2_srv)
+        stack.push_async_callback(session2.aclose)
+        await session2.atoken()
+        ap2_client = importlib.import_module("authpulse.httpx2").AsyncClient(
+            session2, base_url=API_URL, transport=_transport(ap2_srv)
+        )
+        stack.push_async_callback(ap2_client.aclose)
+        on2.append(
+            Contender(ON_HTTPX2, ap2_client, ap2_srv, f"Bearer {ACCESS_TOKEN}", _raw_name(h2))
+        )
 
     hx = httpx_auth_module()
     hx.OAuth2.token_cache.clear()
@@ -358,7 +400,7 @@ async def _async_contenders(
         ao_srv,
         f"Bearer {ACCESS_TOKEN}",
     )
-    contenders = [ap, ao, al, hxc]
+    contenders = [ap, *on2, ao, al, hxc]
     for c in [*raws, *contenders]:
         c.server.authorization = []
         r = await c.client.get(PATH)
@@ -458,7 +500,7 @@ def section(result: OverheadResult) -> Section:
             a_req = median(s.a_ns) / n
             b_req = median(s.b_ns) / n
             delta = median([(b - a) / n for a, b in zip(s.a_ns, s.b_ns, strict=True)])
-            if name == "authpulse":
+            if name in TARGETED:
                 mark = target_mark(med <= TARGET)
             elif name == AUTH_ONLY:
                 mark = "(diagnostic)"
@@ -511,7 +553,7 @@ def section(result: OverheadResult) -> Section:
             f"{result.blocks} paired blocks × {result.per_block} requests per library and mode, "
             "A/B order alternating; ratio = library block time / raw-httpx block time of the "
             "same pair. Raw httpx is `httpx.Client(headers={'Authorization': 'Bearer x'})`. "
-            f"Target for authpulse: median ratio ≤ {TARGET:.2f}×."
+            f"Target for authpulse (on httpx and on httpx2): median ratio ≤ {TARGET:.2f}×."
         ),
         headers=[
             "mode",
@@ -528,6 +570,9 @@ def section(result: OverheadResult) -> Section:
         notes=[
             "authpulse: `authpulse.Client(session, base_url=…)` / `AsyncClient`; the session "
             "uses `ClientCredentials` and the real `SystemClock`, token (1 h) pre-fetched.",
+            f"{ON_HTTPX2}: `authpulse.httpx2.Client(session, base_url=…)` / `AsyncClient` "
+            "(defaults: retry and breaker on) on a session of its own, paired with raw httpx2 "
+            "(same header and handler); shown when httpx2 is installed.",
             "authlib: `OAuth2Client` / `AsyncOAuth2Client` with a pre-set token dict "
             "(expires in 1 h) and `token_endpoint` on the same MockTransport. " + authlib_note,
             "httpx-auth: `httpx.Client(auth=OAuth2ClientCredentials(…, client=httpx.Client("

@@ -54,7 +54,8 @@ PATH = "/resource"
 TICK = 0.001
 LEAD_IN = 0.020  # ticking before the request
 TAIL = 0.005  # ticking after it
-TARGET_NS = 2_000_000
+#: authpulse's worst gap may exceed the idle loop's worst gap of the same run by this much
+TARGET_MARGIN_NS = 500_000
 
 Trigger = Callable[[], Awaitable[httpx.Response]]
 
@@ -243,14 +244,33 @@ def measure(*, reps: int = 20, latency: float = TOKEN_LATENCY, warmup: bool = Tr
         return asyncio.run(_measure(reps, latency, warmup))
 
 
+def target_bound(rows: list[Row]) -> int | None:
+    """The most authpulse's worst gap may be (ns): the idle loop's worst gap of
+    the same run plus :data:`TARGET_MARGIN_NS`."""
+    for row in rows:
+        if row.label.startswith("idle") and row.samples:
+            return max(s.max_gap_ns for s in row.samples) + TARGET_MARGIN_NS
+    return None
+
+
 def section(rows: list[Row], *, latency: float) -> Section:
     table: list[list[str]] = []
-    data: dict[str, Any] = {"tick_s": TICK, "token_latency_s": latency, "rows": []}
+    bound = target_bound(rows)
+    data: dict[str, Any] = {
+        "tick_s": TICK,
+        "token_latency_s": latency,
+        "target_margin_ns": TARGET_MARGIN_NS,
+        "target_bound_ns": bound,
+        "rows": [],
+    }
     for row in rows:
         gaps = [s.max_gap_ns for s in row.samples]
         calls = sorted({s.token_calls for s in row.samples})
-        if row.label.startswith("authpulse"):
-            mark = f"worst ≤ 2 ms: {target_mark(max(gaps) <= TARGET_NS)}"
+        if row.label.startswith("authpulse") and bound is not None:
+            mark = (
+                f"worst ≤ idle worst + {TARGET_MARGIN_NS / 1e6:g} ms = {fmt_ms(bound)}: "
+                f"{target_mark(max(gaps) <= bound)}"
+            )
         elif "floor" in row.label:
             mark = "(floor)"
         else:
@@ -286,7 +306,9 @@ def section(rows: list[Row], *, latency: float) -> Section:
             f"with an EXPIRED token (token endpoint: {latency * 1e3:.0f} ms, asyncio.sleep). "
             "Max gap = the longest interval between two consecutive wake-ups that overlaps "
             f"the request (a gap of ~{TICK * 1e3:.0f} ms is no stall at all). {reps} repetitions "
-            "per row after one warm-up. Target for authpulse: worst max gap ≤ 2 ms."
+            "per row after one warm-up. Target for authpulse: worst max gap ≤ the idle loop's "
+            f"worst max gap of the same run + {TARGET_MARGIN_NS / 1e6:g} ms (the idle loop "
+            "shows what this machine's load alone does to the ticker)."
         ),
         headers=[
             "library",

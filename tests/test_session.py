@@ -655,3 +655,25 @@ async def test_an_async_wait_for_a_hung_refresh_times_out_as_a_sync_wait_does(
     await session.aclose()  # awaits the refresh, which finishes and installs its token
     assert session.stats().refreshes == 1
     assert session.token_set is not None
+
+
+@pytest.mark.anyio
+async def test_a_sync_wait_on_the_loop_of_a_refresh_in_flight_is_refused(clock: FakeClock) -> None:
+    """A sync call on the thread of the loop that runs the refresh would block
+    that loop for good: it is refused with a typed error, and the refresh and
+    its async waiter go on."""
+    release = asyncio.Event()
+
+    async def fetch(current: TokenSet | None) -> TokenSet:
+        await release.wait()
+        return make_token(clock.now())
+
+    session = Session(CallableSource(fetch), clock=clock)
+    waiter = asyncio.ensure_future(session.atoken())
+    await asyncio.sleep(0)  # the waiter has claimed the flight, on this loop
+    with pytest.raises(UsageError, match="use atoken"):
+        session.token()
+    release.set()
+    assert await asyncio.wait_for(waiter, 10)
+    await session.aclose()
+    assert session.stats().refreshes == 1

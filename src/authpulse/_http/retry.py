@@ -9,7 +9,8 @@ Layout (inside out):
   deadline-bound body and the flow, written once as a generator that yields
   its I/O, and the testing mode (:func:`set_testing`, re-exported here);
 - :class:`RetryTransport` / :class:`AsyncRetryTransport`, here: thin twins
-  that differ only in the driver of that flow and the body wrapper.
+  that differ only in how they send (the first attempt inline, the rest by
+  the driver of that flow) and the body wrapper.
 """
 
 from __future__ import annotations
@@ -121,13 +122,13 @@ class _RetryBase(Generic[_Inner]):
         #: the event kinds passed to ``on_event`` (``None``: all of them)
         self.event_kinds: frozenset[str] | None = frozenset(events) if events is not None else None
         self.rng = random.Random(seed)  # noqa: S311 - jitter, not cryptography
-        self._upstreams: dict[tuple[str, bytes], _Upstream] = {}
+        self._upstreams: dict[tuple[str, bytes, int | None], _Upstream] = {}
 
     def _upstream(self, url: httpx.URL) -> _Upstream:
-        """The upstream of ``url``: its key, breaker and budget, cached by scheme and
-        netloc (parsing and two registry look-ups are not free; registries never
+        """The upstream of ``url``: its key, breaker and budget, cached by scheme, host
+        and port (parsing and two registry look-ups are not free; registries never
         drop an entry, and a cached one is used only with the registries it came from)."""
-        cache_key = (url.scheme, url.netloc)
+        cache_key = (url.scheme, url.raw_host, url.port)  # cheaper than the netloc
         up = self._upstreams.get(cache_key)
         if up is None or up.breakers is not self.breakers or up.budgets is not self.budgets:
             key = upstream_key(url)
@@ -182,7 +183,18 @@ class RetryTransport(_RetryBase["AnyTransport"], HttpxBaseTransport, Httpx2BaseT
     def handle_request(self, request: httpx2.Request) -> httpx2.Response: ...
     def handle_request(self, request: Any) -> Any:
         """Send ``request`` (of ``inner``'s library) with retries; the answer is of that library."""
-        return drive(_retry_flow(self._call(request)), self.inner, self.clock)
+        call = self._call(request)
+        permit = call.begin_attempt()
+        try:  # the first attempt, inline: a success needs no flow
+            response: Any = self.inner.handle_request(request)
+        except BaseException as exc:
+            if not call.first_failed(permit, exc):
+                raise
+            return drive(_retry_flow(call, exc), self.inner, self.clock)
+        done = call.first_answered(permit, response)
+        if done is not None:
+            return done
+        return drive(_retry_flow(call, response), self.inner, self.clock)
 
     def close(self) -> None:
         self.inner.close()
@@ -202,7 +214,18 @@ class AsyncRetryTransport(
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response: ...
     async def handle_async_request(self, request: Any) -> Any:
         """Send ``request`` (of ``inner``'s library) with retries; the answer is of that library."""
-        return await adrive(_retry_flow(self._call(request)), self.inner, self.clock)
+        call = self._call(request)
+        permit = call.begin_attempt()
+        try:  # the first attempt, inline: a success needs no flow
+            response: Any = await self.inner.handle_async_request(request)
+        except BaseException as exc:
+            if not call.first_failed(permit, exc):
+                raise
+            return await adrive(_retry_flow(call, exc), self.inner, self.clock)
+        done = call.first_answered(permit, response)
+        if done is not None:
+            return done
+        return await adrive(_retry_flow(call, response), self.inner, self.clock)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

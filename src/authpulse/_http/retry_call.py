@@ -4,8 +4,9 @@
   permit, last response) and the one tenacity configuration both twins use
   (``retry`` / ``stop`` / ``wait`` read the plan; ``before_sleep`` charges
   the retry budget);
-- ``_retry_flow``: the call as a generator that yields its I/O (send, close,
-  sleep; see ``_runtime/flow_http``);
+- ``_retry_flow``: the call after its first attempt (which the transport
+  runs inline) as a generator that yields its I/O (send, close, sleep; see
+  ``_runtime/flow_http``);
 - the process-wide testing mode (:func:`set_testing`), which every call reads.
 """
 
@@ -382,13 +383,28 @@ class _Call:
             request=self.request,
         )
 
-    def settled(self, first: httpx.Response | BaseException) -> httpx.Response | None:
-        """After the first attempt (run outside tenacity): the finished answer if no
-        retry is planned, else ``None`` (tenacity takes over)."""
-        if self.plan.step is Step.DONE and not isinstance(first, BaseException):
-            self.request.extensions = self._extensions  # as restore()
-            return self.finish(first)
-        return None
+    def first_answered(
+        self, permit: Permit | None, response: httpx.Response
+    ) -> httpx.Response | None:
+        """The first attempt got ``response``: the answer, or ``None`` (a retry is planned)."""
+        if response.status_code < 400:  # a success: on_response() without the plan
+            self.budget.record_success()
+            if permit is not None:
+                permit.success()
+        else:
+            self.on_response(permit, response)
+            if self.plan.step is not Step.DONE:
+                return None
+        self.request.extensions = self._extensions  # as restore()
+        return self.finish(response)
+
+    def first_failed(self, permit: Permit | None, exc: BaseException) -> bool:
+        """The first attempt raised ``exc``: whether the flow takes it (a transport error)."""
+        self.on_exception(permit, exc)
+        if isinstance(exc, TRANSPORT_ERRORS):
+            return True
+        self.restore()
+        return False
 
     def restore(self) -> None:
         """Give the request its own extensions back (a replay starts afresh)."""
@@ -409,24 +425,15 @@ def _attempt(call: _Call) -> Flow[httpx.Response]:
     return call.on_response(permit, response)
 
 
-def _retry_flow(call: _Call) -> Flow[httpx.Response]:
-    """A call through a retry transport, written once for both twins.
+def _retry_flow(call: _Call, first: httpx.Response | BaseException) -> Flow[httpx.Response]:
+    """A call through a retry transport after its first attempt, written once for
+    both twins.
 
-    The first attempt runs outside tenacity (the fast path); tenacity takes
-    over only when a retry is planned, with the first outcome as its
+    The transport runs the first attempt inline (the fast path: a success
+    needs no flow) and hands its outcome here when a retry is planned or it
+    raised a transport error. Tenacity takes over with that outcome as its
     attempt 1, and its sleeps are yielded to the driver (the injected clock).
     """
-    first: httpx.Response | BaseException
-    try:
-        first = yield from _attempt(call)
-    except TRANSPORT_ERRORS as exc:
-        first = exc
-    except BaseException:
-        call.restore()
-        raise
-    done = call.settled(first)
-    if done is not None:
-        return done
     retrying = tenacity.Retrying(**call.tenacity_kwargs())
     retrying.begin()
     state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})

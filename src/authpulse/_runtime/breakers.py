@@ -210,7 +210,6 @@ class CircuitBreaker:
         return Permit(self, generation, probe)
 
     def _record(self, generation: int, probe: bool, outcome: _Outcome, now: float | None) -> None:
-        out: list[Transition] = []
         core = self._core
         if outcome is _Outcome.SUCCESS:
             t = self.clock.monotonic() if now is None else now
@@ -219,10 +218,12 @@ class CircuitBreaker:
                 # settle now, so that the opening rule sees this success in its place
                 if not (self._lock.locked() or core.unsettled):
                     return
+                settled: list[Transition] = []
                 with self._lock:
-                    core.settle(out)
-                self._notify(out)
+                    core.settle(settled)
+                self._notify(settled)
                 return
+        out: list[Transition] = []
         with self._lock:
             t = self.clock.monotonic() if now is None else now
             self._core.record(generation, probe, outcome, t, out)

@@ -67,7 +67,7 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
         self.session = session
         self.origins = origins
         self._token = Op(session._get_sync, session._get_async)
-        self._seen: dict[tuple[str, bytes], bool] = {}
+        self._seen: dict[tuple[str, bytes, int | None], bool] = {}
 
     def __repr__(self) -> str:
         return f"<SessionAuth session={self.session.name!r}>"
@@ -75,7 +75,7 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
     def _allowed(self, url: httpx.URL) -> bool:
         if self.origins is None:
             return True
-        key = (url.scheme, url.netloc)
+        key = (url.scheme, url.raw_host, url.port)  # cheaper than the netloc
         ok = self._seen.get(key)
         if ok is None:
             ok = origin_of(url) in self.origins
@@ -120,9 +120,9 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
                     response = cast(httpx.Response, (yield request))  # the one replay: final
                     status = response.status_code
         except BaseException:  # includes GeneratorExit: httpx closes us when sending fails
-            _record(session, start, None, waited=waited, replayed=replayed)
+            _record(session, start, None, waited, replayed)
             raise
-        _record(session, start, status, waited=waited, replayed=replayed)
+        _record(session, start, status, waited, replayed)
 
     def _after_401(self, rejected: int) -> Op[_Current]:
         session = self.session
@@ -157,7 +157,7 @@ class SessionAuth(HttpxAuth, Httpx2Auth):
 
 
 def _record(
-    session: Session, start: float, status: int | None, *, waited: bool, replayed: bool
+    session: Session, start: float, status: int | None, waited: bool, replayed: bool
 ) -> None:
     """Record what one request did on the session (``status`` is ``None`` if it raised).
 

@@ -4,7 +4,8 @@ One ``concurrent.futures.Future`` stands for the refresh in progress (the
 *flight*). The leader is whoever found no flight: a thread runs the refresh
 in place, a coroutine runs it as a task of its own (so a cancelled waiter
 never cancels it). Everyone else waits for the same future, threads with
-``result()``, coroutines through ``asyncio.wrap_future`` (shielded); every
+``result()``, coroutines on a loop future of their own that the flight's
+done callback completes (in place on the loop's thread, no extra hop); every
 waiter gives up after the refresh deadline plus :data:`_WAIT_GRACE`. A STALE
 token starts a refresh in the background and keeps being served; only an
 EXPIRED token makes callers wait.
@@ -100,7 +101,9 @@ class SingleFlight(FlightState):
                 return claimed.result()  # set by the refresh: no wait
             else:
                 yield Op(_no_sync_side, partial(self._aspawn, claimed, reason, loop))
-        elif loop is None:  # only a sync waiter can block the flight's own loop
+        elif loop is None and self._flight_loop is not None:
+            # only a sync waiter of a flight on a loop can block that loop (a
+            # thread on it reads the flight's loop while that loop is not running)
             yield Op(self._check_not_on_flight_loop, _nothing)
         timeout = self.retry.deadline + _WAIT_GRACE
         cur: _Current = yield Op(
@@ -109,10 +112,7 @@ class SingleFlight(FlightState):
         return cur
 
     def _check_not_on_flight_loop(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = asyncio._get_running_loop()
         if running is not None and running is self._flight_loop:
             raise UsageError(
                 "a sync token call inside the event loop cannot wait for a "
@@ -282,11 +282,51 @@ def _result(fut: concurrent.futures.Future[_Current], seconds: float) -> _Curren
 
 
 async def _aresult(fut: concurrent.futures.Future[_Current], seconds: float) -> _Current:
+    """Wait for ``fut`` on this loop: one loop future, woken in place when the
+    flight ends on this loop's thread (``call_soon_threadsafe`` only from
+    another thread), one timer for the timeout. A cancelled waiter cancels only
+    its own loop future, never the flight."""
+    if fut.done():
+        return fut.result()
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[_Current] = loop.create_future()
+    timer = loop.call_later(seconds, _time_out, waiter)
+    fut.add_done_callback(partial(_relay, loop, waiter))
     try:
-        async with asyncio.timeout(seconds):
-            return await asyncio.shield(asyncio.wrap_future(fut))
-    except TimeoutError:
-        raise RefreshError("timed out waiting for the token refresh") from None
+        return await waiter
+    finally:
+        timer.cancel()
+
+
+def _relay(
+    loop: asyncio.AbstractEventLoop,
+    waiter: asyncio.Future[_Current],
+    fut: concurrent.futures.Future[_Current],
+) -> None:
+    """``fut``'s done callback: hand its outcome to ``waiter`` (directly on the
+    loop's own thread, else through ``call_soon_threadsafe``)."""
+    if asyncio._get_running_loop() is loop:
+        _copy(waiter, fut)
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(_copy, waiter, fut)
+
+
+def _copy(waiter: asyncio.Future[_Current], fut: concurrent.futures.Future[_Current]) -> None:
+    if waiter.done():  # timed out or cancelled meanwhile
+        return
+    if fut.cancelled():
+        waiter.cancel()
+        return
+    exc = fut.exception()
+    if exc is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(fut.result())
+
+
+def _time_out(waiter: asyncio.Future[_Current]) -> None:
+    if not waiter.done():
+        waiter.set_exception(RefreshError("timed out waiting for the token refresh"))
 
 
 async def _nothing() -> None:
